@@ -1,0 +1,47 @@
+# One set of commands for people and CI. `make up` and `make test` install what they need into
+# .venv on first use (and again whenever pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+# Extras installed by `make up` and `make test` respectively.
+UP_EXTRAS ?= sklearn
+TEST_EXTRAS ?= test
+PYTEST_ARGS ?=
+
+.PHONY: up test check fmt bench venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+
+$(VENV)/.installed-%: pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[$*]"
+	touch $@
+
+venv: $(VENV)/.installed-$(TEST_EXTRAS)
+
+## up: install if needed, start the local plane and serve the example iris model.
+up: $(VENV)/.installed-$(UP_EXTRAS)
+	$(BIN)/python -m knserve.runtime.example --port $(PORT)
+
+## test: install if needed and run the whole suite (slow end-to-end cases included).
+test: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## check: lint and format check.
+check: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: the performance runners (numbers and ratios, never assertions).
+bench: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

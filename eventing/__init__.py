@@ -1,0 +1,1 @@
+"""Knative Eventing on the local plane: brokers, triggers, filters and durable delivery."""

@@ -1,0 +1,1 @@
+"""The function programming model: handler kinds, func.yaml, build, run and invoke."""

@@ -1,0 +1,6 @@
+"""Suite-wide configuration: fixtures live in tests/support/, one plugin module per area."""
+
+pytest_plugins = [
+    "net_fixtures",
+    "model_fixtures",
+]

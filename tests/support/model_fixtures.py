@@ -1,0 +1,1 @@
+"""Real models trained in the tests (filled in by the model-formats work)."""
