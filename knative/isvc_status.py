@@ -1,0 +1,149 @@
+"""An InferenceService's status, derived from the status of its components' Knative Services.
+
+KServe reports, per component, the Knative Service's URL and revisions plus two fields of its own:
+`latestRolledoutRevision`, the last revision that held 100 % of the traffic, and
+`previousRolledoutRevision`, the one before it. A canary rollout sends traffic back to the
+former (`prev`), so these fields are the memory that makes promote and rollback work; they are
+carried forward from the previous status on every reconcile.
+
+Conditions: `PredictorReady`, `TransformerReady`, `ExplainerReady` copy each component's Ready;
+`IngressReady` is True once every component is ready (KServe creates its top-level ingress only
+then); `Ready` is `PredictorReady` and `IngressReady`, as in KServe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from knserve.knative.inferenceservice import Target, component_service_name, components_of
+
+_CONDITION_OF = {
+    "predictor": "PredictorReady",
+    "transformer": "TransformerReady",
+    "explainer": "ExplainerReady",
+}
+
+
+def revision_percents(traffic: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Total percent per revision name across a status traffic block."""
+    totals: dict[str, int] = {}
+    for entry in traffic:
+        name = entry.get("revisionName")
+        if name:
+            totals[name] = totals.get(name, 0) + int(entry.get("percent") or 0)
+    return totals
+
+
+def component_status(ksvc: Mapping[str, Any] | None, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of `status.components` from its Knative Service (None when not created yet)."""
+    out: dict[str, Any] = {
+        k: previous[k]
+        for k in ("latestRolledoutRevision", "previousRolledoutRevision")
+        if previous.get(k)
+    }
+    if ksvc is None:
+        return out
+    status = ksvc.get("status") or {}
+    if status.get("url"):
+        out["url"] = status["url"]
+        out["address"] = {"url": (status.get("address") or {}).get("url", status["url"])}
+    for ours, theirs in (
+        ("latestCreatedRevision", "latestCreatedRevisionName"),
+        ("latestReadyRevision", "latestReadyRevisionName"),
+    ):
+        if status.get(theirs):
+            out[ours] = status[theirs]
+    traffic = list(status.get("traffic") or [])
+    if traffic:
+        out["traffic"] = traffic
+    ready = out.get("latestReadyRevision")
+    if ready and revision_percents(traffic).get(ready) == 100:
+        rolled = out.get("latestRolledoutRevision")
+        if rolled != ready:
+            if rolled:
+                out["previousRolledoutRevision"] = rolled
+            out["latestRolledoutRevision"] = ready
+    return out
+
+
+def ready_condition(ksvc: Mapping[str, Any] | None) -> tuple[str, str | None, str | None]:
+    """(status, reason, message) of a Knative Service's Ready condition."""
+    if ksvc is None:
+        return "Unknown", "NotCreated", "the Knative Service has not been created yet"
+    for cond in (ksvc.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status", "Unknown"), cond.get("reason"), cond.get("message")
+    return "Unknown", "NotReconciled", "the Knative Service has no status yet"
+
+
+def isvc_status(
+    isvc: Mapping[str, Any],
+    ksvcs: Mapping[str, Mapping[str, Any] | None],
+    now: str,
+    target: Target,
+) -> dict[str, Any]:
+    """The full status of an InferenceService from its components' Knative Services.
+
+    `ksvcs` maps component name to its Knative Service (None when missing). `now` is the RFC 3339
+    time stamped on conditions whose status changed.
+    """
+    meta = isvc["metadata"]
+    name, namespace = meta["name"], meta.get("namespace") or "default"
+    previous = isvc.get("status") or {}
+    previous_components = previous.get("components") or {}
+    components = components_of(isvc)
+    status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
+    status["components"] = {
+        c: component_status(ksvcs.get(c), previous_components.get(c) or {}) for c in components
+    }
+    conditions: dict[str, tuple[str, str | None, str | None]] = {}
+    for component in components:
+        conditions[_CONDITION_OF[component]] = ready_condition(ksvcs.get(component))
+    not_ready = [c for c in components if conditions[_CONDITION_OF[c]][0] != "True"]
+    if not_ready:
+        first = not_ready[0]
+        state = "False" if conditions[_CONDITION_OF[first]][0] == "False" else "Unknown"
+        conditions["IngressReady"] = (
+            state,
+            f"{first.capitalize()}IngressNotCreated",
+            f"{first.capitalize()} ingress not created: "
+            f"{component_service_name(name, first)} is not ready",
+        )
+    else:
+        conditions["IngressReady"] = ("True", None, None)
+    predictor = conditions["PredictorReady"]
+    ingress = conditions["IngressReady"]
+    if predictor[0] == "True" and ingress[0] == "True":
+        conditions["Ready"] = ("True", None, None)
+    else:
+        failing = predictor if predictor[0] != "True" else ingress
+        conditions["Ready"] = (failing[0], failing[1], failing[2])
+    status["conditions"] = _conditions(conditions, previous.get("conditions") or [], now)
+    if conditions["IngressReady"][0] == "True":
+        host = target.service_host(name, namespace)
+        status["url"] = f"http://{host}"
+        local = f"{name}.{namespace}.svc.cluster.local" if target.cluster else host
+        status["address"] = {"url": f"http://{local}"}
+    return status
+
+
+def _conditions(
+    wanted: Mapping[str, tuple[str, str | None, str | None]],
+    previous: list[Mapping[str, Any]],
+    now: str,
+) -> list[dict[str, Any]]:
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for ctype in sorted(wanted):
+        state, reason, message = wanted[ctype]
+        cond: dict[str, Any] = {"type": ctype, "status": state}
+        if reason:
+            cond["reason"] = reason
+        if message:
+            cond["message"] = message
+        old = before.get(ctype)
+        same = old is not None and old.get("status") == state
+        cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same else now
+        out.append(cond)
+    return out
