@@ -29,13 +29,20 @@ class Predictor(Protocol):
     """A loaded model of one format.
 
     ``predict`` receives one array per entry of ``inputs``, in that order, each with the batch
-    on the first dimension, and returns one array per entry of ``outputs``, in that order. It is
-    synchronous and may be slow; the server decides where it runs.
+    on the first dimension, and returns one array per requested output name, in that order
+    (``default_outputs`` when none is named; names are checked by the caller against
+    ``outputs``). It is synchronous and may be slow; the server decides where it runs.
     """
 
     format: str  # "sklearn", "xgboost", "lightgbm", "onnx", "pytorch"
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    # What a request that names no outputs gets. For the tabular formats that is `predict` alone
+    # (what KServe's servers return); `predict_proba` is listed in `outputs` and computed only
+    # when a request asks for it, so the common request does not pay for both.
+    default_outputs: list[str]
     native: Any  # the framework's own model object (explainers and tests use it)
 
-    def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+    def predict(
+        self, inputs: Sequence[np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
