@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-PredictFn = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]
+PredictFn = Callable[[list[np.ndarray], Hashable], Awaitable[list[np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ def batch_key(inputs: Sequence[np.ndarray], parameters: Hashable = None) -> Hash
 class _Pending:
     inputs: list[np.ndarray]
     rows: int
+    parameters: Hashable
     future: asyncio.Future[list[np.ndarray]]
 
 
@@ -65,8 +66,9 @@ class _OpenBatch:
 class Batcher:
     """Groups concurrent requests into batches for one model.
 
-    `predict` receives the concatenated inputs and must return one array per output, each with
-    as many rows as the inputs had. It is awaited; a synchronous model is wrapped by the caller.
+    `predict` receives the concatenated inputs and the batch's parameters (every request in a
+    batch has the same ones) and must return one array per output, each with as many rows as the
+    inputs had. It is awaited; a synchronous model is wrapped by the caller.
     """
 
     def __init__(self, predict: PredictFn, max_batch_size: int, max_latency: float) -> None:
@@ -99,7 +101,7 @@ class Batcher:
                 f"({', '.join(str(a.shape[0]) for a in arrays)}); they must all have the same first dimension"
             )
         loop = asyncio.get_running_loop()
-        pending = _Pending(arrays, rows, loop.create_future())
+        pending = _Pending(arrays, rows, parameters, loop.create_future())
         self._requests += 1
         if rows >= self.max_batch_size:
             self._run([pending])
@@ -144,7 +146,7 @@ class Batcher:
             joined = [
                 np.concatenate([r.inputs[i] for r in live]) for i in range(len(live[0].inputs))
             ]
-            outputs = await self._predict(joined)
+            outputs = await self._predict(joined, live[0].parameters)
             _check_rows(outputs, sum(r.rows for r in live))
         except Exception:
             # One bad request must not fail the others: predict each alone.
@@ -160,7 +162,7 @@ class Batcher:
 
     async def _predict_one(self, request: _Pending) -> None:
         try:
-            outputs = await self._predict(request.inputs)
+            outputs = await self._predict(request.inputs, request.parameters)
             _check_rows(outputs, request.rows)
         except Exception as exc:
             if not request.future.done():

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "net_fixtures",
     "model_fixtures",
+    "runtime_fixtures",
 ]

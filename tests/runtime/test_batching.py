@@ -15,11 +15,13 @@ class RecordingModel:
 
     def __init__(self, fail_on: float | None = None) -> None:
         self.calls: list[int] = []
+        self.parameters: list[object] = []
         self.fail_on = fail_on
 
-    async def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    async def __call__(self, inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
         (x,) = inputs
         self.calls.append(len(x))
+        self.parameters.append(parameters)
         if self.fail_on is not None and np.any(x == self.fail_on):
             raise ValueError(f"bad value {self.fail_on}")
         return [x.sum(axis=1) * 2.0, np.full(len(x), len(x))]
@@ -73,6 +75,7 @@ async def test_requests_that_cannot_be_stacked_are_batched_apart() -> None:
     results = await asyncio.gather(*narrow, *wide, *as_int, *other_params)
     assert sorted(model.calls) == [1, 1, 2, 3]
     assert [r[0].tolist() for r in results[2:5]] == [[6.0]] * 3
+    assert ("k", 1) in model.parameters  # the batch's parameters reach the model
 
 
 async def test_a_full_batch_is_sent_without_waiting_for_the_latency() -> None:
@@ -119,7 +122,7 @@ async def test_a_caller_that_times_out_does_not_break_the_batch() -> None:
 
 
 async def test_a_model_that_returns_the_wrong_number_of_rows_fails_with_the_reason() -> None:
-    async def broken(inputs: list[np.ndarray]) -> list[np.ndarray]:
+    async def broken(inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
         return [np.zeros(1)]
 
     batcher = Batcher(broken, max_batch_size=8, max_latency=0.01)

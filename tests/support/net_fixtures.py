@@ -25,14 +25,23 @@ def free_port() -> int:
 class ServerProcess:
     """A subprocess started by a test, with its output kept in a log file for failure messages."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
         self.args = list(args)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -90,8 +99,9 @@ def spawn(tmp_path: Path) -> Iterator[object]:
     """Start processes for a test; every one is stopped (by its process group id) at teardown."""
     started: list[ServerProcess] = []
 
-    def _spawn(args: Sequence[str], env: dict[str, str] | None = None,
-               cwd: str | Path | None = None) -> ServerProcess:
+    def _spawn(
+        args: Sequence[str], env: dict[str, str] | None = None, cwd: str | Path | None = None
+    ) -> ServerProcess:
         log = tmp_path / f"proc-{len(started)}.log"
         server = ServerProcess(args, log, env=env, cwd=cwd)
         started.append(server)

@@ -1,0 +1,3 @@
+from knserve.runtime.server import main
+
+main()

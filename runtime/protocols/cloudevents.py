@@ -1,0 +1,92 @@
+"""CloudEvents in and out, on the same predict and infer paths (KServe's CloudEvents support).
+
+A request is a CloudEvent when it carries `ce-specversion` (binary mode: attributes in `ce-*`
+headers, the V1 or V2 body as data) or has the content type `application/cloudevents+json`
+(structured mode: one JSON envelope). The event's data is the inference request; the answer is a
+CloudEvent in the same mode, of type `io.kserve.inference.response`, source
+`io.kserve.inference.{model}`, carrying the request's id so a caller can pair them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cloudevents.v1.exceptions import GenericException
+from cloudevents.v1.http import CloudEvent, from_http, to_binary, to_structured
+
+from knserve.runtime.errors import InvalidInput
+
+RESPONSE_TYPE = "io.kserve.inference.response"
+STRUCTURED = "application/cloudevents+json"
+
+
+@dataclass(frozen=True)
+class EventContext:
+    id: str
+    source: str
+    type: str
+    structured: bool
+    data: Any  # the parsed JSON request (dict) or raw bytes
+
+
+def is_cloudevent(headers: dict[str, str]) -> bool:
+    return "ce-specversion" in headers or headers.get("content-type", "").startswith(STRUCTURED)
+
+
+def decode(headers: dict[str, str], body: bytes) -> EventContext:
+    """Parse a CloudEvent request; missing or malformed attributes are a 400 that names them."""
+    structured = headers.get("content-type", "").startswith(STRUCTURED)
+    if not structured:
+        missing = [a for a in ("ce-id", "ce-source", "ce-type") if not headers.get(a)]
+        if missing:
+            raise InvalidInput(
+                f"the CloudEvent is missing the required header(s) {', '.join(missing)}"
+            )
+    try:
+        event = from_http(headers, body, data_unmarshaller=_unmarshal)
+    except GenericException as exc:
+        raise InvalidInput(f"invalid CloudEvent: {exc}") from None
+    data = event.data
+    if isinstance(data, bytes | str):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise InvalidInput("the CloudEvent's data is not a JSON inference request") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the CloudEvent's data must be a JSON object (a V1 or V2 request)")
+    return EventContext(event["id"], event["source"], event["type"], structured, data)
+
+
+def _unmarshal(raw: Any) -> Any:
+    if isinstance(raw, bytes | str) and raw:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def encode_reply(
+    ctx: EventContext, model: str, answer: tuple[bytes, list[Any]]
+) -> tuple[bytes, list[Any]]:
+    """The inference answer as a CloudEvent in the request's mode."""
+    body, _ = answer
+    attributes = {
+        "id": ctx.id,
+        "source": f"io.kserve.inference.{model}",
+        "type": RESPONSE_TYPE,
+        "specversion": "1.0",
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+    }
+    event = CloudEvent(attributes, orjson.loads(body))
+    headers, data = (to_structured if ctx.structured else to_binary)(
+        event, data_marshaller=orjson.dumps
+    )
+    pairs = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+    if not any(k == b"content-type" for k, _ in pairs):
+        pairs.append((b"content-type", b"application/json"))
+    return (data if isinstance(data, bytes) else str(data).encode()), pairs

@@ -1,0 +1,343 @@
+"""The models one server holds: loading, readiness, unloading, and what each needs to serve.
+
+A model comes from a folder or URI (its format detected from the files) or is handed in as a
+`Model` object through the Python API. Loading runs on a thread, so a large model never stalls
+health probes or the models already serving; a model that fails to load is kept with its reason
+(`FAILED`), reported by the repository index and by 503s naming the file and the cause, while
+the server goes on serving the others.
+
+`ServedModel` is what a request sees: the model, its hooks wrapped once into coroutines, its
+offload policy and thread pool, its metrics, and its optional batcher and response cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knserve.runtime.batching import Batcher
+from knserve.runtime.cache import ResponseCache
+from knserve.runtime.errors import ModelNotFound, ModelNotReady
+from knserve.runtime.formats import (
+    ModelFormatError,
+    detect_format,
+    load_predictor,
+    normalize_format,
+)
+from knserve.runtime.metrics import Metrics, ModelMetrics
+from knserve.runtime.model import Model, PredictorModel, overrides
+from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
+from knserve.runtime.settings import ModelSpec, RuntimeSettings
+from knserve.runtime.storage import StorageError, resolve_model_uri
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, UNAVAILABLE, FAILED = "LOADING", "READY", "UNAVAILABLE", "FAILED"
+
+Hook = Callable[..., Awaitable[Any]]
+
+
+class ServedModel:
+    """One model as the server serves it."""
+
+    def __init__(self, model: Model, settings: RuntimeSettings, metrics: ModelMetrics) -> None:
+        self.model = model
+        self.name = model.name
+        self.metrics = metrics
+        self.predictor = model.predictor if isinstance(model, PredictorModel) else None
+        if settings.offload == "always":
+            self.policy: OffloadPolicy = AlwaysThread()
+        elif settings.offload == "never":
+            self.policy = AlwaysInline()
+        else:
+            self.policy = OffloadPolicy(threshold=settings.offload_threshold_ms / 1000)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.predict_threads, thread_name_prefix=f"predict-{model.name}"
+        )
+        # Hooks a subclass does not override are None: the request path skips them for free.
+        self.preprocess = self._wrap("preprocess") if overrides(model, "preprocess") else None
+        self.predict = self._wrap("predict")
+        self.postprocess = self._wrap("postprocess") if overrides(model, "postprocess") else None
+        self.explain = self._wrap("explain") if overrides(model, "explain") else None
+        self.batcher: Batcher | None = None
+        if settings.max_batch_size > 0 and self.predictor is not None:
+            self.batcher = Batcher(
+                self._predict_batch, settings.max_batch_size, settings.max_latency_ms / 1000
+            )
+        self.cache: ResponseCache[Any] | None = (
+            ResponseCache(settings.cache_entries, settings.cache_ttl_s)
+            if settings.cache_entries > 0
+            else None
+        )
+        self.tree_explainer: Any = None
+
+    def _wrap(self, hook: str) -> Hook:
+        fn = getattr(self.model, hook)
+        if inspect.iscoroutinefunction(fn):
+            return fn  # type: ignore[no-any-return]
+
+        async def call(*args: Any) -> Any:
+            return await self.run_sync(fn, *args)
+
+        return call
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a synchronous call inline or on this model's threads, as the policy decides."""
+        policy = self.policy
+        if policy.inline:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                policy.record(time.perf_counter() - start)
+
+        def timed() -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                policy.record(time.perf_counter() - start)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+
+    async def predict_arrays(
+        self, arrays: list[np.ndarray], outputs: Sequence[str] | None
+    ) -> list[np.ndarray]:
+        """The predictor's outputs for `arrays` (through the batcher when batching is on)."""
+        assert self.predictor is not None
+        key = tuple(outputs) if outputs else None
+        if self.batcher is not None:
+            return await self.batcher.submit(arrays, key)
+        return await self.run_sync(self.predictor.predict, arrays, outputs)  # type: ignore[no-any-return]
+
+    async def _predict_batch(self, arrays: list[np.ndarray], key: Any) -> list[np.ndarray]:
+        assert self.predictor is not None
+        return await self.run_sync(self.predictor.predict, arrays, list(key) if key else None)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Entry:
+    __slots__ = ("model", "reason", "served", "spec", "state")
+
+    def __init__(self, spec: ModelSpec | None, model: Model | None = None) -> None:
+        self.spec = spec
+        self.model = model
+        self.served: ServedModel | None = None
+        self.state = UNAVAILABLE
+        self.reason = ""
+
+
+class ModelRepository:
+    """Models by name, with their load state."""
+
+    def __init__(self, settings: RuntimeSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._entries: dict[str, _Entry] = {}
+        self._lock = asyncio.Lock()
+        for spec in settings.models:
+            self.add_spec(spec)
+        if settings.model_repository:
+            self.scan(Path(settings.model_repository))
+
+    def add_spec(self, spec: ModelSpec) -> None:
+        self._entries[spec.name] = _Entry(spec)
+
+    def add_model(self, model: Model) -> None:
+        """Serve a `Model` object (Python API); `load()` is called when the server starts."""
+        if not isinstance(model, Model):
+            raise TypeError(f"{model!r} is not a knserve.runtime.Model")
+        self._entries[model.name] = _Entry(None, model)
+
+    def scan(self, folder: Path) -> None:
+        """Add one model per sub-folder of a model repository folder."""
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model repository {folder} is not a folder")
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                self._entries.setdefault(child.name, _Entry(ModelSpec(child.name, str(child))))
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    async def load_all(self) -> None:
+        await asyncio.gather(*(self.load(name) for name in list(self._entries)))
+
+    async def load(self, name: str) -> None:
+        entry = self._entries.get(name)
+        if entry is None and self.settings.model_repository:
+            folder = Path(self.settings.model_repository) / name
+            if folder.is_dir():
+                entry = self._entries[name] = _Entry(ModelSpec(name, str(folder)))
+        if entry is None:
+            raise ModelNotFound(self._not_found(name))
+        entry.state, entry.reason = LOADING, ""
+        try:
+            model = await asyncio.to_thread(self._build, entry)
+        except Exception as exc:  # a bad model must not take the server down
+            entry.state, entry.reason = FAILED, str(exc)
+            log.error("model %s failed to load: %s", name, exc)
+            self._refresh_gauge()
+            return
+        old = entry.served
+        entry.model = model
+        entry.served = ServedModel(model, self.settings, self.metrics.model(name))
+        entry.state = READY
+        if old is not None:
+            await old.close()
+        log.info("model %s is ready (%s)", name, getattr(model, "platform", "custom"))
+        self._refresh_gauge()
+
+    def _build(self, entry: _Entry) -> Model:
+        if entry.spec is None:
+            model = entry.model
+            assert model is not None
+            if not model.ready:
+                result = model.load()
+                if inspect.isawaitable(result):
+                    result = asyncio.run(_await(result))
+                if not model.ready and result is not True:
+                    raise ModelFormatError(f"{type(model).__name__}.load() did not set ready")
+                model.ready = True
+            return model
+        spec = entry.spec
+        try:
+            folder = resolve_model_uri(spec.uri)
+        except StorageError as exc:
+            raise ModelFormatError(str(exc)) from None
+        fmt = normalize_format(spec.format) if spec.format else detect_format(folder)
+        if fmt == "custom":
+            model = load_custom_model(folder / "model.py", spec.name)
+            result = model.load()
+            if inspect.isawaitable(result):
+                asyncio.run(_await(result))
+            model.ready = True
+            return model
+        return PredictorModel(spec.name, load_predictor(folder, fmt))
+
+    async def unload(self, name: str) -> None:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(self._not_found(name))
+        served, entry.served = entry.served, None
+        entry.state, entry.reason = UNAVAILABLE, "unloaded"
+        if served is not None:
+            await served.close()
+            served.model.unload()
+        self._refresh_gauge()
+
+    def get(self, name: str) -> ServedModel:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(self._not_found(name))
+        if entry.state != READY or entry.served is None:
+            detail = {
+                LOADING: "is loading",
+                UNAVAILABLE: "is not loaded" + (f" ({entry.reason})" if entry.reason else ""),
+                FAILED: f"failed to load: {entry.reason}",
+            }.get(entry.state, entry.state)
+            raise ModelNotReady(f"model {name} {detail}")
+        return entry.served
+
+    def state(self, name: str) -> str:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelNotFound(self._not_found(name))
+        return entry.state
+
+    def all_ready(self) -> bool:
+        return bool(self._entries) and all(e.state == READY for e in self._entries.values())
+
+    def index(self) -> list[dict[str, Any]]:
+        out = []
+        for name, entry in self._entries.items():
+            item: dict[str, Any] = {"name": name, "state": entry.state}
+            version = entry.model.version if entry.model is not None else None
+            if version:
+                item["version"] = version
+            if entry.reason:
+                item["reason"] = entry.reason
+            out.append(item)
+        return out
+
+    def _not_found(self, name: str) -> str:
+        available = ", ".join(self._entries) or "none"
+        return f"model {name} is not served here; available models: {available}"
+
+    def _refresh_gauge(self) -> None:
+        self.metrics.models_ready.set(sum(e.state == READY for e in self._entries.values()))
+
+    async def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.served is not None:
+                await entry.served.close()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def load_custom_model(path: Path, name: str) -> Model:
+    """Import `model.py` and instantiate its model class with the model's name.
+
+    The class is the one subclass of `knserve.runtime.Model` the file defines (or, failing that,
+    the one class with `load` and `predict` methods), so a KServe custom model works once its
+    import is changed.
+    """
+    if not path.is_file():
+        raise ModelFormatError(f"custom model file {path} does not exist")
+    module_name = f"knserve_custom_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent))  # model.py may import files beside it
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ModelFormatError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.remove(str(path.parent))
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and obj.__module__ == module_name
+    ]
+    candidates = [c for c in classes if issubclass(c, Model)] or [
+        c
+        for c in classes
+        if callable(getattr(c, "predict", None)) and callable(getattr(c, "load", None))
+    ]
+    if len(candidates) != 1:
+        found = ", ".join(c.__name__ for c in candidates) or "none"
+        raise ModelFormatError(
+            f"{path} must define exactly one model class (a subclass of knserve.runtime.Model); found: {found}"
+        )
+    cls = candidates[0]
+    try:
+        model = cls(name)
+    except TypeError:
+        model = cls()
+        model.name = name
+    if not isinstance(model, Model):
+        # duck-typed class: give it Model's defaults for what it lacks
+        for hook in ("preprocess", "postprocess"):
+            if not hasattr(model, hook):
+                setattr(model, hook, lambda payload, headers=None: payload)
+        model.ready = getattr(model, "ready", False)
+    return model  # type: ignore[no-any-return]

@@ -1,0 +1,114 @@
+"""Running the model server: command-line arguments and uvicorn.
+
+`python -m knserve.runtime --model-name iris --model-dir ./model` serves one model;
+`--model-repository DIR` serves one model per sub-folder. KServe's spellings (`--model_name`,
+`--model_dir`, `--http_port`, `--storage_uri`) are accepted so existing manifests and scripts work.
+The port comes from `--http-port`, else `$PORT` (Knative's contract), else 8080.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from knserve.runtime.app import create_app
+from knserve.runtime.model import Model
+from knserve.runtime.settings import ModelSpec, RuntimeSettings, settings_from_env
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m knserve.runtime",
+        description="Serve models over KServe's V1, the V2 Open Inference Protocol and CloudEvents.",
+    )
+    p.add_argument("--model-name", "--model_name", dest="model_name")
+    p.add_argument("--model-dir", "--model_dir", "--storage-uri", "--storage_uri", dest="model_dir",
+                   help="folder, file:// or http(s):// URI of the model")  # fmt: skip
+    p.add_argument("--model-format", "--model_format", dest="model_format",
+                   help="sklearn, xgboost, lightgbm, onnx, pytorch or custom (detected when absent)")  # fmt: skip
+    p.add_argument("--model-repository", "--model_repository", dest="model_repository",
+                   help="serve one model per sub-folder of this folder")  # fmt: skip
+    p.add_argument("--http-port", "--http_port", dest="port", type=int)
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--offload", choices=["auto", "always", "never"],
+                   help="where a synchronous predict runs (default auto: measured per model)")  # fmt: skip
+    p.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int)
+    p.add_argument("--max-latency-ms", "--max_latency_ms", dest="max_latency_ms", type=float)
+    p.add_argument("--cache-entries", dest="cache_entries", type=int)
+    p.add_argument("--cache-ttl", dest="cache_ttl_s", type=float)
+    p.add_argument("--logger-url", dest="logger_url")
+    p.add_argument("--logger-mode", dest="logger_mode", choices=["all", "request", "response"])
+    p.add_argument("--log-level", dest="log_level",
+                   choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+    return p
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
+    # KServe passes extra flags to its servers (--workers, --predictor_host …); ignore what we
+    # do not know rather than refusing to start, as KServe's own servers do.
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:
+        logging.getLogger(__name__).info("ignoring arguments: %s", " ".join(unknown))
+    models: tuple[ModelSpec, ...] = ()
+    if args.model_dir:
+        if not args.model_name:
+            parser().error("--model-dir needs --model-name (the name clients call the model by)")
+        models = (ModelSpec(args.model_name, args.model_dir, args.model_format),)
+    elif not args.model_repository:
+        parser().error("give --model-name and --model-dir, or --model-repository")
+    try:
+        return settings_from_env(
+            models=models, model_repository=args.model_repository, port=args.port, host=args.host,
+            offload=args.offload, max_batch_size=args.max_batch_size,
+            max_latency_ms=args.max_latency_ms, cache_entries=args.cache_entries,
+            cache_ttl_s=args.cache_ttl_s, logger_url=args.logger_url, logger_mode=args.logger_mode,
+            log_level=args.log_level,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        parser().error(str(exc))
+        raise  # unreachable: error() exits
+
+
+def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn drains in-flight requests)."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings, list(models))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # a log line per request costs more than the request (KServe's default)
+        log_level=settings.log_level,
+        timeout_keep_alive=75,  # longer than common proxies' idle timeouts, so they close first
+    )
+    print(f"knserve.runtime serving on http://{settings.host}:{settings.port}", flush=True)
+    uvicorn.Server(config).run()
+
+
+def serve(
+    models: Sequence[Model], host: str = "127.0.0.1", port: int | None = None, **options: object
+) -> None:
+    """Serve `Model` objects (the Python API): `serve([MyModel("iris")])`.
+
+    The port is `port`, else `$PORT`, else 8080; `options` are any `RuntimeSettings` fields.
+    """
+    settings = settings_from_env(host=host, port=port, **options)
+    run(settings, models)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = settings_from_args(argv)
+    try:
+        run(settings)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)

@@ -1,0 +1,107 @@
+"""The model server's settings: one frozen object per process, from flags and KNSERVE_* variables.
+
+Flags win over the environment; the environment (set by the local plane or a Knative Service's
+`env`, for example from an InferenceService's batcher and logger) wins over the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to load: its name, where its files are (path or URI) and optionally its format."""
+
+    name: str
+    uri: str
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    host: str = "127.0.0.1"
+    # Knative's contract: the container listens on $PORT (8080 when unset).
+    port: int = 8080
+    models: tuple[ModelSpec, ...] = ()
+    model_repository: str | None = None
+    # Larger bodies get 413; 64 MiB fits image batches and stops a runaway upload.
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Where a synchronous predict runs: auto (measure, see offload.py), always (thread), never.
+    offload: str = "auto"
+    offload_threshold_ms: float = 1.0
+    # Threads per model for offloaded calls; more than a couple only helps models that release
+    # the GIL (NumPy, onnxruntime, torch).
+    predict_threads: int = 4
+    # Dynamic batching (0 = off). KServe's defaults are 32 rows and 5,000 ms; a shorter window
+    # suits in-process batching, which has no sidecar hop to amortise.
+    max_batch_size: int = 0
+    max_latency_ms: float = 10.0
+    batch_timeout_s: float | None = None
+    # Response cache (0 entries = off).
+    cache_entries: int = 0
+    cache_ttl_s: float | None = None
+    # Payload logger (KServe's logger: url and mode all|request|response).
+    logger_url: str | None = None
+    logger_mode: str = "all"
+    component: str = "predictor"
+    inference_service: str = ""
+    namespace: str = ""
+    log_level: str = "warning"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.offload not in ("auto", "always", "never"):
+            raise ValueError(f"offload is {self.offload!r}, it must be auto, always or never")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is not a TCP port (1-65535)")
+        if self.max_batch_size < 0:
+            raise ValueError(f"max_batch_size is {self.max_batch_size}, it must be 0 (off) or more")
+        if self.cache_entries < 0:
+            raise ValueError(f"cache_entries is {self.cache_entries}, it must be 0 (off) or more")
+        if self.logger_mode not in ("all", "request", "response"):
+            raise ValueError(
+                f"logger mode is {self.logger_mode!r}, it must be all, request or response"
+            )
+
+
+# environment variable -> (field, parser)
+_ENV = {
+    "PORT": ("port", int),
+    "KNSERVE_MAX_BATCH_SIZE": ("max_batch_size", int),
+    "KNSERVE_MAX_LATENCY_MS": ("max_latency_ms", float),
+    "KNSERVE_BATCH_TIMEOUT_S": ("batch_timeout_s", float),
+    "KNSERVE_CACHE_ENTRIES": ("cache_entries", int),
+    "KNSERVE_CACHE_TTL_S": ("cache_ttl_s", float),
+    "KNSERVE_LOGGER_URL": ("logger_url", str),
+    "KNSERVE_LOGGER_MODE": ("logger_mode", str),
+    "KNSERVE_COMPONENT": ("component", str),
+    "KNSERVE_OFFLOAD": ("offload", str),
+    "KNSERVE_OFFLOAD_THRESHOLD_MS": ("offload_threshold_ms", float),
+    "KNSERVE_PREDICT_THREADS": ("predict_threads", int),
+    "KNSERVE_LOG_LEVEL": ("log_level", str),
+    "INFERENCE_SERVICE_NAME": ("inference_service", str),
+    "POD_NAMESPACE": ("namespace", str),
+}
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> RuntimeSettings:
+    """Settings from the environment, then `overrides` (flags) on top; None overrides are ignored."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for var, (name, parse) in _ENV.items():
+        raw = env.get(var)
+        if raw not in (None, ""):
+            try:
+                values[name] = parse(raw)
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a valid {parse.__name__}") from None
+    known = {f.name for f in fields(RuntimeSettings)}
+    for name, value in overrides.items():
+        if name not in known:
+            raise TypeError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    return RuntimeSettings(**values)  # type: ignore[arg-type]
