@@ -229,7 +229,9 @@ class InferenceApp:
                 request.body = request.cloudevent.data
             result, extra_headers = await self._infer(served, request)
             if request.cloudevent is not None:
-                result, extra_headers = ce.encode_reply(request.cloudevent, served.name, result)
+                result, extra_headers = ce.encode_reply(
+                    request.cloudevent, served.name, (result, extra_headers)
+                )
             await _send(send, 200, result, extra_headers)
         except InferenceError as exc:
             status = exc.status
@@ -259,10 +261,10 @@ class InferenceApp:
             logger.log_request(inference_id, served.name, raw, "application/json")
         cache_key = None
         if served.cache is not None:
-            cache_key = _cache_key(served, request)
+            cache_key, request_id = _cache_key(served, request)
             hit = served.cache.get(cache_key)
             if hit is not None:
-                return hit
+                return _with_id(hit, request_id) if request.protocol == "v2" else hit
         if request.protocol == "explain":
             answer: tuple[bytes, list[Any]] = (await self._explain(served, request), [])
         elif served.predictor is not None:
@@ -606,7 +608,8 @@ def _inference_id(request: Request) -> str:
     return request.headers.get("x-request-id") or request.headers.get("ce-id") or str(uuid.uuid4())
 
 
-def _cache_key(served: ServedModel, request: Request) -> str:
+def _cache_key(served: ServedModel, request: Request) -> tuple[str, Any]:
+    """The cache key of a request (its id left out: it is echoed, not predicted) and that id."""
     from knserve.runtime.cache import cache_key
 
     body = request.body
@@ -615,9 +618,26 @@ def _cache_key(served: ServedModel, request: Request) -> str:
             body = orjson.loads(body)
         except orjson.JSONDecodeError:
             body = body.decode("latin-1")
+    request_id = None
     if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if k != "id"}  # the id is echoed, not predicted
-    return cache_key(served.name, served.model.version, [request.protocol, body])
+        request_id = body.get("id")
+        body = {k: v for k, v in body.items() if k != "id"}
+    return cache_key(served.name, served.model.version, [request.protocol, body]), request_id
+
+
+def _with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, list[Any]]:
+    """A cached V2 answer re-stamped with this request's id (JSON header and binary part)."""
+    body, headers = answer
+    length = next((int(v) for k, v in headers if k == b"inference-header-content-length"), None)
+    header, binary = (body, b"") if length is None else (body[:length], body[length:])
+    response = orjson.loads(header)
+    response.pop("id", None)
+    if request_id is not None:
+        response["id"] = request_id
+    header = orjson.dumps(response)
+    if length is None:
+        return header, headers
+    return header + binary, _binary_headers(len(header))
 
 
 def _tree_explainer(served: ServedModel) -> Any:
