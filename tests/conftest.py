@@ -4,4 +4,5 @@ pytest_plugins = [
     "net_fixtures",
     "model_fixtures",
     "runtime_fixtures",
+    "function_fixtures",
 ]

@@ -1,0 +1,3 @@
+from knserve.knative.cli import main
+
+main()

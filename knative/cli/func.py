@@ -1,0 +1,176 @@
+"""`knserve func …`: Knative func's workflow for Python functions (thin: knserve.functions does it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from knserve.functions import funcyaml, templates
+from knserve.functions.errors import FunctionError
+
+LIST = "\0list"
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print FunctionError as `Error: message` with exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FunctionError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def progress(message: str) -> None:
+    # Visible on a terminal, quiet when piped (scripts and CI read only the result).
+    if sys.stderr.isatty():
+        click.echo(f"… {message}", err=True)
+
+
+@click.group("func")
+def cli() -> None:
+    """Functions: create, build, run, invoke, describe, list."""
+
+
+@cli.command("create")
+@click.argument("name", required=False)
+@click.option("-l", "--language", default="python", show_default=True)
+@click.option("-t", "--template", default="http", show_default=True, is_flag=False, flag_value=LIST,
+              help="http, cloudevents, predictor, transformer or explainer (no value: list them)")  # fmt: skip
+@click.option(
+    "-p", "--path", type=click.Path(path_type=Path), help="folder to create (default ./NAME)"
+)
+@click.option("--list", "show_list", is_flag=True, help="list the templates")
+@reports_errors
+def create(
+    name: str | None, language: str, template: str, path: Path | None, show_list: bool
+) -> None:
+    """Create a function from a template."""
+    if show_list or template == LIST:
+        click.echo(templates.listing())
+        return
+    if not name:
+        raise FunctionError("give the function's name: knserve func create -t TEMPLATE NAME")
+    from knserve.functions.create import create_function
+
+    folder = create_function(name, template, path, language)
+    click.echo(f"Created {template} function {name} in {folder}")
+
+
+@cli.command("build")
+@click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
+@reports_errors
+def build(path: Path) -> None:
+    """Build the function's environment (reused when nothing changed) and its Containerfile."""
+    from knserve.functions.build import build_function
+
+    result = build_function(path, progress)
+    state = "up to date" if result.cached else "built"
+    click.echo(f"{result.image} {state} in {result.seconds:.2f}s")
+
+
+@cli.command("run")
+@click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--build/--no-build", default=True, help="build first (default) or run in this environment"
+)
+@reports_errors
+def run(path: Path, port: int, build: bool) -> None:
+    """Run the function on this machine and print its URL."""
+    from knserve.functions.run import run_function
+
+    sys.exit(run_function(path, port, build, progress=lambda m: click.echo(m, err=True)))
+
+
+@cli.command("invoke")
+@click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--target", help="URL to invoke (default: the function started by `func run`)")
+@click.option("--data", help="JSON data, or @file")
+@click.option("-f", "--format", "fmt", type=click.Choice(["http", "cloudevent"]), default=None,
+              help="default: func.yaml's invoke kind")  # fmt: skip
+@click.option("--type", "ce_type", default="knserve.invoke", show_default=True)
+@click.option("--source", "ce_source", default="knserve/cli", show_default=True)
+@reports_errors
+def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce_type: str,
+           ce_source: str) -> None:  # fmt: skip
+    """Send the function an HTTP request or a CloudEvent and print the answer."""
+    from knserve.functions.invoke import invoke as send
+    from knserve.functions.run import running_url
+
+    spec: dict[str, Any] = {}
+    if (path / funcyaml.FILENAME).is_file():
+        spec = funcyaml.load(path)
+    url = target or running_url(path)
+    fmt = fmt or ("cloudevent" if spec.get("invoke") == "cloudevent" else "http")
+    answer = send(url, data, fmt, ce_type, ce_source, model=spec.get("name"))
+    if fmt == "cloudevent":
+        for key, value in sorted(answer.headers.items()):
+            if key.startswith("ce-"):
+                click.echo(f"{key}: {value}")
+    click.echo(answer.body.decode("utf-8", "replace"))
+    if answer.status >= 400:
+        raise FunctionError(f"the function answered {answer.status}")
+
+
+@cli.command("describe")
+@click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
+@click.option("-o", "--output", type=click.Choice(["human", "yaml", "json"]), default="human")
+@reports_errors
+def describe(path: Path, output: str) -> None:
+    """Show the function: name, runtime, invoke kind, image, environment, subscriptions."""
+    spec = funcyaml.load(path)
+    if output == "json":
+        click.echo(json.dumps(spec, indent=2))
+        return
+    if output == "yaml":
+        click.echo((path / funcyaml.FILENAME).read_text())
+        return
+    from knserve.functions.build import digest
+    from knserve.functions.images import image_ref
+
+    built = spec.get("image") == image_ref(spec["name"], digest(Path(path).resolve()))
+    rows = [
+        ("Name", spec["name"]), ("Runtime", spec.get("runtime", "")),
+        ("Invoke", spec.get("invoke", "http")),
+        ("Image", (spec.get("image") or "(not built)") + ("" if built or not spec.get("image") else "  (source changed since)")),
+        ("Namespace", (spec.get("deploy") or {}).get("namespace", "default")),
+    ]  # fmt: skip
+    for key, value in funcyaml.envs(spec).items():
+        rows.append(("Env", f"{key}={value}"))
+    for sub in (spec.get("deploy") or {}).get("subscriptions") or []:
+        rows.append(("Subscription", f"{sub['source']} {sub.get('filters', {})}"))
+    for key, value in rows:
+        click.echo(f"{key + ':':<14}{value}")
+
+
+@cli.command("list")
+@click.option("-o", "--output", type=click.Choice(["human", "json"]), default="human")
+def list_functions(output: str) -> None:
+    """List the functions built on this machine."""
+    from knserve.functions.images import functions_home
+
+    found = []
+    home = functions_home()
+    if home.is_dir():
+        for manifest in sorted(home.glob("*/manifest.json")):
+            found.append(json.loads(manifest.read_text()))
+    if output == "json":
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("No functions built yet (knserve func build).")
+        return
+    click.echo(f"{'NAME':<24}{'INVOKE':<12}{'BUILT':<27}SOURCE")
+    for item in found:
+        click.echo(f"{item['name']:<24}{item['invoke']:<12}{item['built']:<27}{item['source']}")

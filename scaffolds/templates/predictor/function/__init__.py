@@ -1,0 +1,3 @@
+from .func import Predictor
+
+__all__ = ["Predictor"]

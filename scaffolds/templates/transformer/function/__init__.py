@@ -1,0 +1,3 @@
+from .func import Transformer
+
+__all__ = ["Transformer"]

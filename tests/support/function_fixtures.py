@@ -1,0 +1,45 @@
+"""Functions created from every template once per test session, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knserve.functions.create import create_function
+
+TEMPLATE_NAMES = ("http", "cloudevents", "predictor", "transformer", "explainer")
+
+
+def knserve(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the knserve CLI in a subprocess (as a user would) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "knserve.knative.cli", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def functions_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Built function environments go to a session folder, not the user's cache."""
+    home = tmp_path_factory.mktemp("functions-home")
+    previous = os.environ.get("KNSERVE_FUNCTIONS_HOME")
+    os.environ["KNSERVE_FUNCTIONS_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("KNSERVE_FUNCTIONS_HOME", None)
+    else:
+        os.environ["KNSERVE_FUNCTIONS_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def created_functions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One function per template, rendered once (the predictor trains its example model)."""
+    root = tmp_path_factory.mktemp("functions")
+    return {t: create_function(f"demo-{t}", t, root / t) for t in TEMPLATE_NAMES}
