@@ -288,7 +288,9 @@ class InferenceApp:
         array = v1.instances_array(payload)
         _check_width(served, [array])
         t1 = time.perf_counter()
-        (predictions,) = await served.predict_arrays([array], None)
+        # V1 has one answer per instance: the model's first output.
+        first = served.predictor.default_outputs[:1]  # type: ignore[union-attr]
+        (predictions,) = await served.predict_arrays([array], first)
         t2 = time.perf_counter()
         body = v1.encode(np.asarray(predictions))
         t3 = time.perf_counter()

@@ -32,7 +32,13 @@ class TorchScriptPredictor:
         import torch
 
         with torch.inference_mode():
-            tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
+            # JSON numbers decode as float64; the model's weights are FP32 (its declared input).
+            tensors = [
+                torch.from_numpy(
+                    np.ascontiguousarray(a, dtype=np.float32 if a.dtype.kind == "f" else None)
+                )
+                for a in inputs
+            ]
             result = self.native(*tensors)
         results = list(result) if isinstance(result, tuple | list) else [result]
         arrays = {f"output-{i}": r.detach().cpu().numpy() for i, r in enumerate(results)}
