@@ -28,7 +28,7 @@ from pathlib import Path
 GATEWAY_CORE = 0
 BACKEND_CORE = 1
 HOST = "bench.default.localhost"
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
 # -- the processes under test ----------------------------------------------------------------------
@@ -118,8 +118,10 @@ def _spawn(core: int, *args: str, stdout: int | None = None) -> subprocess.Popen
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * _UNITS[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise RuntimeError(f"wrk printed a latency this runner cannot read: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def run_wrk(url: str, conc: int, duration: float, host: str | None) -> dict[str, float]:

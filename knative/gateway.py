@@ -46,6 +46,7 @@ __all__ = [
     "Gateway",
     "RevisionStats",
     "RouteSpec",
+    "SupervisorEndpoints",
     "TrafficTarget",
 ]
 
@@ -65,6 +66,25 @@ class EndpointSource(Protocol):
     def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
         """Ready replicas of the revision as "host:port"."""
         ...
+
+
+class SupervisorEndpoints:
+    """An `EndpointSource` over the supervisor: its ready endpoints, and its status for 503 reasons.
+
+    Wire it as `Gateway(SupervisorEndpoints(supervisor))` plus
+    `supervisor.subscribe(gateway.endpoints_changed)`, so held requests go out the moment a replica is ready.
+    """
+
+    def __init__(self, supervisor: Any) -> None:
+        self.supervisor = supervisor
+
+    def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
+        """The revision's ready replicas, from the supervisor's status."""
+        return self.supervisor.status(namespace, revision).endpoints  # type: ignore[no-any-return]
+
+    def status(self, namespace: str, revision: str) -> Any:
+        """The supervisor's ReplicaStatus (desired, ready, failure) for error messages."""
+        return self.supervisor.status(namespace, revision)
 
 
 @dataclass(frozen=True)

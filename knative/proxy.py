@@ -205,9 +205,9 @@ class Exchange:
         elif self.version == "1.0":
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        self.client.transport.write(b"".join(parts))
+        self.client.out += parts
         if self.client.write_paused and self.upstream is not None:
-            self.upstream.transport.pause_reading()
+            self.upstream.pause_reading()
         if self.is_head:
             # llhttp would wait for the body a HEAD response announces but never sends.
             self.response_complete(reusable=False)
@@ -216,15 +216,15 @@ class Exchange:
         if self.state:
             return
         if self.response_chunked:
-            self.client.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+            self.client.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            self.client.transport.write(body)
+            self.client.out.append(body)
 
     def response_complete(self, reusable: bool) -> None:
         if self.state:
             return
         if self.response_chunked:
-            self.client.transport.write(_LAST_CHUNK)
+            self.client.out.append(_LAST_CHUNK)
         if not self.request_done:
             # The replica answered before reading the whole body: neither connection can carry on.
             reusable = False
@@ -233,6 +233,7 @@ class Exchange:
         self.upstream = None
         if upstream is not None:
             upstream.exchange = None
+            upstream.resume_reading()
             if not reusable:
                 upstream.transport.close()
                 upstream = None
@@ -252,7 +253,7 @@ class Exchange:
         # The rest of an unread request body is read and dropped, so the connection stays usable.
         self.client.resume_reading(_PAUSE_PENDING)
         self.pending = []
-        self.client.transport.write(error_response(status, message, self.keep_alive))
+        self.client.out.append(error_response(status, message, self.keep_alive))
         self.client.exchange_done(self)
 
     def upstream_lost(self, upstream: UpstreamConnection, exc: Exception | None) -> None:
@@ -289,6 +290,8 @@ class Exchange:
 
     def _finish(self, upstream: UpstreamConnection | None) -> None:
         self.state = 1
+        # Flow control belonged to this exchange; the next one starts unpaused.
+        self.client.resume_reading(_PAUSE_BACKPRESSURE)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -312,6 +315,7 @@ class ClientProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.paused = 0
+        self.out: list[bytes] = []  # response bytes not yet written: one write per replica read
         self.write_paused = False
         self.closed = False
         self.forwarded_for = b""
@@ -422,6 +426,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- exchange lifecycle -------------------------------------------------------------------
     def exchange_done(self, exchange: Exchange) -> None:
         """`exchange` has written its whole response; close or move on to the next request."""
+        self.flush()
         if self.exchanges and self.exchanges[0] is exchange:
             self.exchanges.popleft()
         if not exchange.keep_alive:
@@ -434,6 +439,18 @@ class ClientProtocol(asyncio.Protocol):
             self.dispatcher.dispatch(following)
         elif self.paused & _PAUSE_PIPELINE:
             self.resume_reading(_PAUSE_PIPELINE)
+
+    def flush(self) -> None:
+        """Write what the exchanges produced since the last flush, in one system call."""
+        out = self.out
+        if out:
+            self.out = []
+            if self.closed:
+                return
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)  # one writev, no copy of the body
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and not self.closed:
@@ -450,12 +467,12 @@ class ClientProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.exchanges and self.exchanges[0].upstream is not None:
-            self.exchanges[0].upstream.transport.pause_reading()
+            self.exchanges[0].upstream.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.exchanges and self.exchanges[0].upstream is not None:
-            self.exchanges[0].upstream.transport.resume_reading()
+            self.exchanges[0].upstream.resume_reading()
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -473,6 +490,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0  # responses completed on this connection
         self.response_bytes = False
         self.closed = False
+        self.reading_paused = False
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -488,8 +516,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.response_bytes = True
+        exchange = self.exchange
         try:
             self.parser.feed_data(data)
+            if exchange is not None:
+                exchange.client.flush()
         except httptools.HttpParserError as exc:
             exchange = self.exchange
             self.exchange = None

@@ -582,3 +582,135 @@ def test_set_revision_rejects_invalid_limits() -> None:
         gateway.set_revision("default", "iris-1", -1, 10)
     with pytest.raises(ValueError, match="timeoutSeconds is 0, it must be at least 1"):
         gateway.set_revision("default", "iris-1", 0, 0)
+
+
+# -- connection reuse and flow control -------------------------------------------------------------
+class ClosingReplica(asyncio.Protocol):
+    """Answers the first request of each connection, then closes the connection on the second
+    without answering: a replica whose keep-alive timeout fires as the gateway reuses it."""
+
+    connections = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ClosingReplica.connections += 1
+        self.transport = transport
+        self.requests = 0
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\r\n\r\n" not in self.buffer:
+            return
+        self.buffer = b""
+        self.requests += 1
+        if self.requests == 1:
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # type: ignore[attr-defined]
+        else:
+            self.transport.close()
+
+
+async def test_a_request_on_a_stale_pooled_connection_is_sent_again(
+    gateway, endpoints, client
+) -> None:
+    ClosingReplica.connections = 0
+    server = await asyncio.get_running_loop().create_server(ClosingReplica, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        assert [(await client.get("/")).status_code for _ in range(3)] == [200, 200, 200]
+        assert ClosingReplica.connections == 3
+        # A request with a body is not sent twice: the replica may have acted on it.
+        response = await client.post("/", content=b"payload")
+        assert response.status_code == 502
+        assert "closed the connection" in response.text
+    finally:
+        server.close()
+
+
+def buffered(gateway: Gateway) -> int:
+    """Bytes the gateway holds in its transports' write buffers."""
+    total = 0
+    for connection in gateway._connections:
+        total += connection.transport.get_write_buffer_size()
+        for exchange in connection.exchanges:
+            if exchange.upstream is not None:
+                total += exchange.upstream.transport.get_write_buffer_size()
+    return total
+
+
+async def test_a_slow_client_slows_the_replica_instead_of_filling_memory(
+    gateway, endpoints
+) -> None:
+    chunk = b"x" * 65536
+    sent = 0
+
+    async def big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal sent
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(512):  # 32 MiB
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent += len(chunk)
+        await send({"type": "http.response.body", "body": b""})
+
+    port = free_port()
+    config = uvicorn.Config(big, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.started)
+        endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, limit=65536)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        await wait_until(lambda: sent >= 1 << 20)
+        await asyncio.sleep(0.3)  # the client reads nothing meanwhile: no event marks "nothing"
+        assert buffered(gateway) < 1 << 20
+        assert sent < 32 << 20
+        received = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        assert received.count(chunk[:1]) >= 32 << 20
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_slow_replica_slows_the_uploading_client(gateway, endpoints) -> None:
+    proceed = asyncio.Event()
+    got = 0
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal got
+        await proceed.wait()
+        while True:
+            message = await receive()
+            got += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(got).encode()})
+
+    port = free_port()
+    config = uvicorn.Config(slow, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.started)
+        endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        size = 32 << 20
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n".encode())
+        writer.write(b"y" * size)
+        await wait_until(lambda: gateway.stats("default", "iris-1").in_flight == 1)
+        await asyncio.sleep(0.3)  # the replica reads nothing meanwhile: no event marks "nothing"
+        assert buffered(gateway) < 1 << 20
+        proceed.set()
+        await asyncio.wait_for(writer.drain(), 20)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+        assert got == size
+    finally:
+        server.should_exit = True
+        await task
