@@ -138,8 +138,8 @@ def run_wrk(url: str, conc: int, duration: float, host: str | None) -> dict[str,
     args += ["--latency", "--timeout", "5s"] + (["-H", f"Host: {host}"] if host else []) + [url]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
@@ -149,6 +149,13 @@ def run_wrk(url: str, conc: int, duration: float, host: str | None) -> dict[str,
         "errors": float(errors.group(1)) if errors else 0.0,
         "socket_errors": 1.0 if socket_errors else 0.0,
     }
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """A process's user and system CPU seconds so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def main(argv: list[str]) -> None:
@@ -182,13 +189,21 @@ def main(argv: list[str]) -> None:
         print(f"{'conc':>5} {'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         for conc in [int(c) for c in args.conc.split(",")]:
             direct = run_wrk(f"http://127.0.0.1:{backend_port}/", conc, args.duration, None)
+            user, system = cpu_seconds(gateway.pid)
             proxied = run_wrk(f"http://127.0.0.1:{gateway_port}/", conc, args.duration, HOST)
+            user_after, system_after = cpu_seconds(gateway.pid)
             for name, row in (("direct", direct), ("gateway", proxied)):
                 print(
                     f"{conc:>5} {name:<8} {row['rps']:>9.0f} {row['p50']:>8.3f} {row['p99']:>8.3f} "
                     f"{row['errors'] + row['socket_errors']:>6.0f}"
                 )
-            print(f"{conc:>5} added p50: {proxied['p50'] - direct['p50']:.3f} ms")
+            count = proxied["rps"] * args.duration
+            print(
+                f"{conc:>5} added p50: {proxied['p50'] - direct['p50']:.3f} ms; gateway CPU per "
+                f"request: {(user_after - user) / count * 1e6:.1f} us user (Python, parsing), "
+                f"{(system_after - system) / count * 1e6:.1f} us system (sockets, epoll); "
+                f"gateway core busy {(user_after - user + system_after - system) / args.duration:.0%}"
+            )
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=30)

@@ -552,6 +552,36 @@ async def test_held_requests_go_out_when_a_replica_appears(start_replica) -> Non
         await gateway.close()
 
 
+async def test_held_requests_find_a_replica_without_being_told_and_time_out_without_one(
+    start_replica,
+) -> None:
+    endpoints = Endpoints()
+    gateway = Gateway(endpoints, hold_unready=True)
+    await gateway.start("127.0.0.1", 0)
+    try:
+        gateway.set_route(
+            RouteSpec(
+                "default",
+                "iris",
+                (TrafficTarget("iris-1", 100), TrafficTarget("iris-2", 0, tag="never")),
+            )
+        )
+        gateway.set_revision("default", "iris-2", 0, 1)
+        async with httpx.AsyncClient(headers={"Host": HOST}) as c:
+            url = f"http://127.0.0.1:{gateway.port}"
+            held = asyncio.create_task(c.get(f"{url}/held"))
+            never = asyncio.create_task(c.get(url, headers={"Knative-Serving-Tag": "never"}))
+            await wait_until(lambda: gateway.stats("default", "iris-1").queued == 1)
+            replica = await start_replica("late")
+            endpoints.ready[("default", "iris-1")] = (replica.endpoint,)  # no endpoints_changed
+            assert (await held).text == "late /held"
+            timed_out = await never
+        assert timed_out.status_code == 504
+        assert "while waiting for a replica to become ready" in timed_out.text
+    finally:
+        await gateway.close()
+
+
 async def test_wait_for_endpoints_wakes_on_change_and_times_out(gateway, endpoints) -> None:
     assert await gateway.wait_for_endpoints("default", "iris-1", timeout=0.1) is False
     waiting = asyncio.create_task(gateway.wait_for_endpoints("default", "iris-1", timeout=5))
