@@ -10,7 +10,7 @@ clients' requests and the replicas' responses. A request costs no task, no corou
 2. Request body chunks go to the replica's transport as they arrive (a chunked request is re-framed
    chunk by chunk); until a connection is attached they are held and the client is paused, so at most
    one socket read is buffered.
-3. `UpstreamConnection` parses the response; its head is rewritten for the client (Content-Length kept,
+3. `UpstreamConnection` (in `knserve.knative.upstream`) parses the response; its head is rewritten for the client (Content-Length kept,
    otherwise chunked to HTTP/1.1 clients) and body chunks are written through as they arrive.
 4. On completion the replica connection goes back to its replica's pool if both sides kept it alive.
 
@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
+
+if TYPE_CHECKING:
+    from knserve.knative.upstream import UpstreamConnection
 
 # RFC 9110 §7.6.1: these describe one connection and are never forwarded.
 HOP_BY_HOP = frozenset(
@@ -69,12 +71,6 @@ class Dispatcher(Protocol):
     """What the proxy needs from the gateway: somewhere to send a parsed request."""
 
     def dispatch(self, exchange: Exchange) -> None: ...
-
-
-class Pool(Protocol):
-    """What an upstream connection needs from its replica: to be forgotten once closed while idle."""
-
-    def forget(self, connection: UpstreamConnection) -> None: ...
 
 
 def error_response(status: int, message: str, keep_alive: bool) -> bytes:
@@ -169,6 +165,13 @@ class Exchange:
         else:
             upstream.transport.write(body)
 
+    def upstream_write_paused(self, paused: bool) -> None:
+        """The replica stopped (or resumed) reading the request body: pause (or resume) the client."""
+        if paused:
+            self.client.pause_reading(_PAUSE_BACKPRESSURE)
+        else:
+            self.client.resume_reading(_PAUSE_BACKPRESSURE)
+
     def request_complete(self) -> None:
         self.request_done = True
         if self.upstream is not None and self.request_chunked:
@@ -197,9 +200,8 @@ class Exchange:
                 self.response_chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:
-                self.keep_alive = (
-                    False  # an HTTP/1.0 body without a length ends with the connection
-                )
+                # An HTTP/1.0 client reads a body without a length until the connection closes.
+                self.keep_alive = False
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         elif self.version == "1.0":
@@ -473,124 +475,3 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.exchanges and self.exchanges[0].upstream is not None:
             self.exchanges[0].upstream.resume_reading()
-
-
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to a replica, carrying one exchange at a time."""
-
-    def __init__(self, pool: Pool, endpoint: str) -> None:
-        self.pool = pool
-        self.endpoint = endpoint
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
-        self.interim = False
-        self.served = 0  # responses completed on this connection
-        self.response_bytes = False
-        self.closed = False
-        self.reading_paused = False
-
-    def pause_reading(self) -> None:
-        if not self.reading_paused and not self.closed:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.reading_paused and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        exchange = self.exchange
-        self.exchange = None
-        if exchange is not None:
-            exchange.upstream_lost(self, exc)
-        else:
-            self.pool.forget(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.response_bytes = True
-        exchange = self.exchange
-        try:
-            self.parser.feed_data(data)
-            if exchange is not None:
-                exchange.client.flush()
-        except httptools.HttpParserError as exc:
-            exchange = self.exchange
-            self.exchange = None
-            self.transport.abort()
-            if exchange is not None:
-                exchange.upstream = None
-                exchange.respond_error(
-                    502, f"Replica {self.endpoint} sent a malformed HTTP response: {exc}"
-                )
-
-    def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.client.pause_reading(_PAUSE_BACKPRESSURE)
-
-    def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.client.resume_reading(_PAUSE_BACKPRESSURE)
-
-    # -- httptools callbacks ------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason = b""
-
-    def on_status(self, status: bytes) -> None:
-        self.reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        self.interim = status < 200
-        if self.interim:
-            return  # 1xx: the final response follows on the same connection
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.response_head(status, self.reason or b"OK", self.headers)
-
-    def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.response_body(body)
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        self.served += 1
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.response_complete(self.parser.should_keep_alive())
-
-
-def connect_upstream(
-    loop: asyncio.AbstractEventLoop,
-    pool: Pool,
-    endpoint: str,
-    done: Callable[[UpstreamConnection | None, BaseException | None], None],
-) -> asyncio.Task[Any]:
-    """Open a connection to `endpoint` ("host:port") and call `done(connection, error)`."""
-    host, _, port = endpoint.rpartition(":")
-
-    async def connect() -> None:
-        try:
-            _, protocol = await loop.create_connection(
-                lambda: UpstreamConnection(pool, endpoint), host.strip("[]"), int(port)
-            )
-        except (OSError, ValueError) as exc:
-            done(None, exc)
-        else:
-            done(protocol, None)
-
-    return loop.create_task(connect(), name=f"knserve-gateway-connect-{endpoint}")
