@@ -25,6 +25,7 @@ a request without a body is then sent again once on a new connection, as browser
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +48,8 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+logger = logging.getLogger(__name__)
+
 TAG_HEADER = b"knative-serving-tag"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -59,6 +62,7 @@ _PAUSE_BACKPRESSURE = 4  # the replica is not reading the body as fast as it com
 
 REASONS = {
     400: b"Bad Request",
+    500: b"Internal Server Error",
     404: b"Not Found",
     501: b"Not Implemented",
     502: b"Bad Gateway",
@@ -412,9 +416,17 @@ class ClientProtocol(asyncio.Protocol):
         if len(self.exchanges) == 1:
             if expect:
                 self.transport.write(_CONTINUE)
-            self.dispatcher.dispatch(exchange)
+            self._dispatch(exchange)
         else:
             self.pause_reading(_PAUSE_PIPELINE)
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        try:
+            self.dispatcher.dispatch(exchange)
+        except Exception as exc:
+            # A bug must cost one request a 500, never leave the client waiting forever.
+            logger.exception("gateway failed to dispatch a request")
+            exchange.respond_error(500, f"The gateway failed to route the request: {exc!r}")
 
     def on_body(self, body: bytes) -> None:
         if self.current is not None:
@@ -438,7 +450,7 @@ class ClientProtocol(asyncio.Protocol):
             following = self.exchanges[0]
             if len(self.exchanges) == 1:
                 self.resume_reading(_PAUSE_PIPELINE)
-            self.dispatcher.dispatch(following)
+            self._dispatch(following)
         elif self.paused & _PAUSE_PIPELINE:
             self.resume_reading(_PAUSE_PIPELINE)
 

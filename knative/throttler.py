@@ -117,7 +117,11 @@ class RevisionThrottler:
 
     def refresh(self) -> None:
         """Re-read the ready endpoints; start queued requests on new capacity."""
-        endpoints = self.gateway.source.endpoints(self.namespace, self.name)
+        try:
+            endpoints = self.gateway.source.endpoints(self.namespace, self.name)
+        except Exception:
+            # A source that does not know the revision (yet) has no ready replica of it.
+            endpoints = ()
         if type(endpoints) is not tuple:
             endpoints = tuple(endpoints)
         if endpoints == self.endpoints:

@@ -18,7 +18,8 @@ import pytest
 import uvicorn
 from net_fixtures import free_port
 
-from knserve.knative.gateway import Gateway, RouteSpec, TrafficTarget
+from knserve.knative import gateway as gateway_module
+from knserve.knative.gateway import Gateway, RouteSpec, SupervisorEndpoints, TrafficTarget
 
 HOST = "iris.default.localhost"
 
@@ -121,15 +122,19 @@ class Endpoints:
 
 
 @dataclass(frozen=True)
-class Status:
+class ReplicaStatus:
+    """The supervisor's status shape (knative/supervisor.py), for a revision that failed to start."""
+
     desired: int
     ready: int
+    endpoints: tuple[str, ...]
     failure: str | None
 
 
-class EndpointsWithStatus(Endpoints):
-    def status(self, namespace: str, revision: str) -> Status:
-        return Status(1, 0, "container exited with code 1 at start: ImportError: no module named x")
+class FailedSupervisor:
+    def status(self, namespace: str, revision: str) -> ReplicaStatus:
+        failure = "container exited with code 1 at start: ImportError: no module named x"
+        return ReplicaStatus(1, 0, (), failure)
 
 
 @pytest.fixture
@@ -339,9 +344,8 @@ async def test_a_request_queued_past_its_timeout_gets_504_saying_so(
     assert [seen.path for seen in replica.seen] == ["/hold"]
 
 
-async def test_no_ready_replica_answers_503_with_the_supervisors_reason(start_replica) -> None:
-    endpoints = EndpointsWithStatus()
-    gateway = Gateway(endpoints)
+async def test_no_ready_replica_answers_503_with_the_supervisors_reason() -> None:
+    gateway = Gateway(SupervisorEndpoints(FailedSupervisor()))
     await gateway.start("127.0.0.1", 0)
     try:
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
@@ -744,3 +748,32 @@ async def test_a_slow_replica_slows_the_uploading_client(gateway, endpoints) -> 
     finally:
         server.should_exit = True
         await task
+
+
+def test_the_gateway_module_exports_its_interface() -> None:
+    assert set(gateway_module.__all__) == {
+        "EndpointSource",
+        "Gateway",
+        "RevisionStats",
+        "RouteSpec",
+        "SupervisorEndpoints",
+        "TrafficTarget",
+    }
+
+
+class RaisingEndpoints:
+    def endpoints(self, namespace: str, revision: str) -> tuple[str, ...]:
+        raise KeyError(revision)
+
+
+async def test_a_source_that_does_not_know_the_revision_means_no_ready_replica() -> None:
+    gateway = Gateway(RaisingEndpoints())
+    await gateway.start("127.0.0.1", 0)
+    try:
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        async with httpx.AsyncClient(headers={"Host": HOST}) as c:
+            response = await c.get(f"http://127.0.0.1:{gateway.port}/")
+        assert response.status_code == 503
+        assert "Revision default/iris-1 has no ready replica" in response.text
+    finally:
+        await gateway.close()
