@@ -1,0 +1,105 @@
+"""The resource kinds the control API serves, each with its real CRD schema and extra rules.
+
+One registry for every kind (Knative Serving, Eventing, KServe), so the store, the API, the CLI
+and the kube target treat them alike; a kind's own rules are a function registered with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from knserve.knative import validation
+from knserve.knative.schema_validation import schema_errors
+
+
+@dataclass
+class Kind:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    crd_file: str
+    checks: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    def errors(self, obj: dict[str, Any]) -> list[str]:
+        """Schema errors first (they say what is malformed), then the kind's own rules."""
+        errors = schema_errors(obj, self.crd_file, self.version)
+        if not errors:
+            for check in self.checks:
+                errors += check(obj)
+        return errors
+
+
+KINDS: dict[tuple[str, str], Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    KINDS[(kind.group, kind.plural)] = kind
+    return kind
+
+
+def by_plural(group: str, plural: str) -> Kind | None:
+    return KINDS.get((group, plural))
+
+
+def by_kind(api_version: str, kind: str) -> Kind | None:
+    for found in KINDS.values():
+        if found.api_version == api_version and found.kind == kind:
+            return found
+    return None
+
+
+def by_name(name: str) -> Kind | None:
+    """A kind by any of the names kubectl accepts: plural, singular, kind or short name."""
+    lowered = name.lower()
+    for found in KINDS.values():
+        if lowered in (found.plural, found.kind.lower(), *found.short_names):
+            return found
+    return None
+
+
+SERVING = "serving.knative.dev"
+register(Kind(SERVING, "v1", "Service", "services", "service.yaml",
+              [lambda o: validation.service_errors(o)], ("ksvc", "kservice")))  # fmt: skip
+register(Kind(SERVING, "v1", "Configuration", "configurations", "configuration.yaml",
+              [validation.name_errors], ("config", "cfg")))  # fmt: skip
+register(
+    Kind(
+        SERVING, "v1", "Revision", "revisions", "revision.yaml", [validation.name_errors], ("rev",)
+    )
+)
+register(
+    Kind(
+        SERVING,
+        "v1",
+        "Route",
+        "routes",
+        "route.yaml",
+        [lambda o: validation.route_errors(o)],
+        ("rt",),
+    )
+)
+register(
+    Kind("eventing.knative.dev", "v1", "Broker", "brokers", "broker.yaml", [validation.name_errors])
+)
+register(
+    Kind(
+        "eventing.knative.dev",
+        "v1",
+        "Trigger",
+        "triggers",
+        "trigger.yaml",
+        [validation.name_errors],
+    )
+)
+register(Kind("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices",
+              "serving.kserve.io_inferenceservices.yaml", [validation.name_errors], ("isvc",)))  # fmt: skip
+register(Kind("serving.kserve.io", "v1alpha1", "ServingRuntime", "servingruntimes",
+              "serving.kserve.io_servingruntimes.yaml", [validation.name_errors]))  # fmt: skip

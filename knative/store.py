@@ -1,0 +1,304 @@
+"""Where the local plane keeps its objects: SQLite (WAL), with Kubernetes' object semantics.
+
+Every object is stored as its JSON under (group, plural, namespace, name). The store owns the
+metadata a client may not set: `uid`, `resourceVersion` (one counter for the whole store, as etcd's
+revision, so watchers can order events), `generation` (bumped when `spec` changes),
+`creationTimestamp`. An update that carries a stale `resourceVersion` is a Conflict; deleting an
+object deletes everything whose `ownerReferences` name its uid, recursively.
+
+Watchers get `ADDED`, `MODIFIED` and `DELETED` events through asyncio queues, after the change
+is committed. The store is used from one event loop (the plane's), and SQLite calls are short,
+so they run inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
+from knserve.knative.kinds import Kind, by_plural
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    grp TEXT NOT NULL, plural TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    uid TEXT NOT NULL, rv INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (grp, plural, namespace, name)
+);
+CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('rv', 0);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # ADDED, MODIFIED, DELETED
+    kind: Kind
+    object: dict[str, Any]
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
+    """Equality-based label selectors: `a=b,c!=d,e` (exists), `!f` (absent)."""
+    if not selector:
+        return True
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.split("==" if "==" in term else "=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class Store:
+    """Objects of every registered kind, in one SQLite file (or in memory with ':memory:')."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a crash of the process
+        self._db.executescript(SCHEMA)
+        self._watchers: list[asyncio.Queue[Event]] = []
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _next_rv(self, db: sqlite3.Connection) -> int:
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'rv'")
+        return int(db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()[0])
+
+    def _row(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
+            (kind.group, kind.plural, namespace, name),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        found = self._row(kind, namespace, name)
+        if found is None:
+            raise NotFound(
+                f'{kind.plural}.{kind.group} "{name}" not found in namespace {namespace}'
+            )
+        return found
+
+    def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._row(kind, namespace, name)
+
+    def list(
+        self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        if namespace is None:
+            rows = self._db.execute("SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
+                                    (kind.group, kind.plural))  # fmt: skip
+        else:
+            rows = self._db.execute(
+                "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
+                (kind.group, kind.plural, namespace),
+            )
+        objects = [json.loads(r[0]) for r in rows]
+        return [
+            o
+            for o in objects
+            if selector_matches(o["metadata"].get("labels") or {}, label_selector)
+        ]
+
+    def resource_version(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()[0])
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def create(self, kind: Kind, obj: dict[str, Any], validate: bool = True) -> dict[str, Any]:
+        obj = self._prepare(kind, obj)
+        meta = obj["metadata"]
+        if validate:
+            self._validate(kind, obj)
+        with self._tx() as db:
+            if self._row(kind, meta["namespace"], meta["name"]) is not None:
+                raise AlreadyExists(
+                    f'{kind.plural}.{kind.group} "{meta["name"]}" already exists in namespace {meta["namespace"]}'
+                )
+            meta["uid"] = str(uuid.uuid4())
+            meta["resourceVersion"] = str(self._next_rv(db))
+            meta["generation"] = 1
+            meta["creationTimestamp"] = now()
+            obj.pop("status", None)
+            self._write(db, kind, obj)
+        self._notify("ADDED", kind, obj)
+        return obj
+
+    def replace(self, kind: Kind, obj: dict[str, Any], subresource: str | None = None,
+                validate: bool = True) -> dict[str, Any]:  # fmt: skip
+        obj = self._prepare(kind, obj)
+        meta = obj["metadata"]
+        with self._tx() as db:
+            current = self._row(kind, meta["namespace"], meta["name"])
+            if current is None:
+                raise NotFound(
+                    f'{kind.plural}.{kind.group} "{meta["name"]}" not found in namespace {meta["namespace"]}'
+                )
+            given = meta.get("resourceVersion")
+            if given and given != current["metadata"]["resourceVersion"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {kind.plural}.{kind.group} "{meta["name"]}": the object '
+                    f"has been modified (resourceVersion {given}, now {current['metadata']['resourceVersion']}); "
+                    "read it again and retry"
+                )
+            if subresource == "status":
+                updated = copy.deepcopy(current)
+                updated["status"] = obj.get("status") or {}
+            else:
+                updated = obj
+                updated["status"] = current.get("status") or {}
+                for key in ("uid", "creationTimestamp", "generation"):
+                    updated["metadata"][key] = current["metadata"][key]
+                if updated.get("spec") != current.get("spec"):
+                    updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
+                if validate:
+                    self._validate(kind, updated)
+            if updated == current:
+                return current  # nothing changed: no new resourceVersion, no event
+            updated["metadata"]["resourceVersion"] = str(self._next_rv(db))
+            self._write(db, kind, updated)
+        self._notify("MODIFIED", kind, updated)
+        return updated
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any],
+              subresource: str | None = None) -> dict[str, Any]:  # fmt: skip
+        if not isinstance(patch, dict):
+            raise BadRequest("a merge patch must be a JSON object")
+        current = self.get(kind, namespace, name)
+        merged = merge_patch(current, patch)
+        merged["metadata"]["resourceVersion"] = (patch.get("metadata") or {}).get(
+            "resourceVersion", current["metadata"]["resourceVersion"]
+        )
+        return self.replace(kind, merged, subresource)
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        with self._tx() as db:
+            current = self._row(kind, namespace, name)
+            if current is None:
+                raise NotFound(
+                    f'{kind.plural}.{kind.group} "{name}" not found in namespace {namespace}'
+                )
+            deleted = self._delete_tree(db, kind, current)
+        for dkind, dobj in deleted:
+            self._notify("DELETED", dkind, dobj)
+        return current
+
+    def _delete_tree(
+        self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]
+    ) -> list[tuple[Kind, dict[str, Any]]]:
+        meta = obj["metadata"]
+        db.execute("DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
+                   (kind.group, kind.plural, meta["namespace"], meta["name"]))  # fmt: skip
+        deleted = [(kind, obj)]
+        # Cascade: everything an owner reference ties to this uid (Kubernetes' background deletion).
+        for grp, plural, body in db.execute("SELECT grp, plural, body FROM objects WHERE namespace=?",
+                                            (meta["namespace"],)).fetchall():  # fmt: skip
+            child = json.loads(body)
+            owners = child["metadata"].get("ownerReferences") or []
+            if any(ref.get("uid") == meta["uid"] for ref in owners):
+                child_kind = by_plural(grp, plural)
+                if child_kind is not None and self._row(
+                    child_kind, meta["namespace"], child["metadata"]["name"]
+                ):
+                    deleted += self._delete_tree(db, child_kind, child)
+        return deleted
+
+    def _prepare(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise BadRequest("the body must be a JSON object")
+        obj = copy.deepcopy(obj)
+        obj.setdefault("apiVersion", kind.api_version)
+        obj.setdefault("kind", kind.kind)
+        if obj["apiVersion"] != kind.api_version or obj["kind"] != kind.kind:
+            raise BadRequest(
+                f"the body is a {obj['apiVersion']} {obj['kind']}, but this path serves {kind.api_version} {kind.kind}"
+            )
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict) or not meta.get("name"):
+            raise Invalid(f"{kind.kind}: metadata.name is required")
+        meta.setdefault("namespace", "default")
+        return obj
+
+    def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
+        errors = kind.errors({k: v for k, v in obj.items() if k != "status"})
+        if errors:
+            name = obj["metadata"]["name"]
+            raise Invalid(f'{kind.kind} "{name}" is invalid: ' + "; ".join(errors))
+
+    def _write(self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        db.execute(
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind.group, kind.plural, meta["namespace"], meta["name"], meta["uid"],
+             int(meta["resourceVersion"]), json.dumps(obj, separators=(",", ":"))),
+        )  # fmt: skip
+
+    # ---- watching ----------------------------------------------------------------------------
+
+    def watch(self) -> asyncio.Queue[Event]:
+        """A queue that receives every event from now on; pass it to `unwatch` when done."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._watchers.append(queue)
+        return queue
+
+    def unwatch(self, queue: asyncio.Queue[Event]) -> None:
+        if queue in self._watchers:
+            self._watchers.remove(queue)
+
+    def _notify(self, event_type: str, kind: Kind, obj: dict[str, Any]) -> None:
+        event = Event(event_type, kind, copy.deepcopy(obj))
+        for queue in list(self._watchers):
+            queue.put_nowait(event)

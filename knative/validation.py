@@ -1,0 +1,104 @@
+"""Knative's own rules, beyond what the CRD schemas can say (pure functions of plain dicts).
+
+Each check returns messages that name the field and say what to do; an empty list is valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from knserve.knative.naming import is_dns1035_label, is_dns1123_label
+
+Check = Callable[[dict[str, Any]], list[str]]
+
+
+def name_errors(obj: dict[str, Any]) -> list[str]:
+    name = (obj.get("metadata") or {}).get("name")
+    if not name:
+        return ["metadata.name is required"]
+    if not is_dns1123_label(name):
+        return [
+            f"metadata.name {name!r} is not a DNS-1123 label: use at most 63 lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        ]
+    return []
+
+
+def traffic_errors(traffic: Iterable[dict[str, Any]], path: str, service: str | None = None,
+                   revisions: set[str] | None = None) -> list[str]:  # fmt: skip
+    """Knative's rules for a traffic block (Service.spec.traffic, Route.spec.traffic)."""
+    errors = []
+    entries = list(traffic)
+    total = 0
+    tags: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}[{index}]"
+        name = entry.get("revisionName")
+        latest = entry.get("latestRevision")
+        if name and latest:
+            errors.append(f"{where}: revisionName and latestRevision: true are exclusive; give one")
+        if not name and latest is False:
+            errors.append(f"{where}: latestRevision: false needs a revisionName")
+        if (
+            not name
+            and latest is None
+            and entry.get("configurationName") is None
+            and service is None
+        ):
+            errors.append(f"{where}: give revisionName or latestRevision: true")
+        percent = entry.get("percent")
+        if percent is not None:
+            if not isinstance(percent, int) or not 0 <= percent <= 100:
+                errors.append(
+                    f"{where}.percent is {percent!r}, it must be an integer from 0 to 100"
+                )
+            else:
+                total += percent
+        tag = entry.get("tag")
+        if tag is not None:
+            if not is_dns1035_label(tag):
+                errors.append(
+                    f"{where}.tag {tag!r} is not a DNS-1035 label: use lowercase letters, digits "
+                    "and '-', starting with a letter (it becomes the first label of a host name)"
+                )
+            if tag in tags:
+                errors.append(
+                    f"{where}.tag {tag!r} is already used by {path}[{tags[tag]}]; tags must be unique"
+                )
+            tags.setdefault(tag, index)
+        if name and revisions is not None and name not in revisions:
+            known = ", ".join(sorted(revisions)) or "none yet"
+            errors.append(f"{where}.revisionName {name!r} does not exist; revisions: {known}")
+        if name and service and not name.startswith(service + "-"):
+            errors.append(
+                f"{where}.revisionName {name!r} must start with the service's name, {service}-"
+            )
+    if entries and total != 100:
+        errors.append(f"{path} percents sum to {total}, they must sum to 100")
+    return errors
+
+
+def service_errors(obj: dict[str, Any], revisions: set[str] | None = None) -> list[str]:
+    errors = name_errors(obj)
+    name = (obj.get("metadata") or {}).get("name", "")
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    if len(containers) != 1:
+        errors.append(
+            f"spec.template.spec.containers has {len(containers)} containers; the local plane runs exactly one"
+        )
+    tname = (template.get("metadata") or {}).get("name")
+    if tname and not tname.startswith(name + "-"):
+        errors.append(
+            f"spec.template.metadata.name {tname!r} must start with the service's name, {name}-"
+        )
+    if spec.get("traffic"):
+        errors += traffic_errors(spec["traffic"], "spec.traffic", name, revisions)
+    return errors
+
+
+def route_errors(obj: dict[str, Any], revisions: set[str] | None = None) -> list[str]:
+    return name_errors(obj) + traffic_errors((obj.get("spec") or {}).get("traffic") or [], "spec.traffic",
+                                             None, revisions)  # fmt: skip

@@ -1,0 +1,276 @@
+"""The control API follows the Kubernetes REST conventions over real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from net_fixtures import free_port
+
+from knserve.knative.api import create_app
+from knserve.knative.kinds import by_name
+from knserve.knative.store import Store, merge_patch, selector_matches
+
+KSVC = "/apis/serving.knative.dev/v1/namespaces/default/services"
+HELLO: dict[str, Any] = {
+    "apiVersion": "serving.knative.dev/v1",
+    "kind": "Service",
+    "metadata": {"name": "hello", "labels": {"team": "ml"}},
+    "spec": {
+        "template": {
+            "spec": {
+                "containers": [
+                    {"image": "python", "command": ["python", "-m", "http.server", "$(PORT)"]}
+                ]
+            }
+        }
+    },
+}
+
+
+@pytest.fixture
+async def api(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = Store(tmp_path / "state.db")
+    transport = httpx.ASGITransport(app=create_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client, store
+    store.close()
+
+
+def svc(**changes: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(HELLO)
+    return merge_patch(obj, changes)
+
+
+async def test_create_get_list_and_server_owned_metadata(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    created = await client.post(KSVC, json=HELLO)
+    assert created.status_code == 201
+    meta = created.json()["metadata"]
+    assert meta["namespace"] == "default" and meta["generation"] == 1
+    assert meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"].endswith("Z")
+    got = (await client.get(f"{KSVC}/hello")).json()
+    assert got["metadata"]["uid"] == meta["uid"]
+    listed = (await client.get(KSVC)).json()
+    assert listed["kind"] == "ServiceList" and [i["metadata"]["name"] for i in listed["items"]] == [
+        "hello"
+    ]
+    everywhere = (await client.get("/apis/serving.knative.dev/v1/services")).json()
+    assert len(everywhere["items"]) == 1
+
+
+async def test_errors_are_status_objects_that_say_what_to_fix(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    await client.post(KSVC, json=HELLO)
+    again = await client.post(KSVC, json=HELLO)
+    assert again.status_code == 409 and again.json()["reason"] == "AlreadyExists"
+    missing = await client.get(f"{KSVC}/nope")
+    assert missing.status_code == 404 and missing.json()["kind"] == "Status"
+    assert (
+        missing.json()["reason"] == "NotFound" and '"nope" not found' in missing.json()["message"]
+    )
+    bad_json = await client.post(KSVC, content=b"{nope")
+    assert bad_json.status_code == 400 and bad_json.json()["reason"] == "BadRequest"
+    unknown_kind = await client.get("/apis/serving.knative.dev/v1/namespaces/default/widgets")
+    assert (
+        unknown_kind.status_code == 404
+        and "services.serving.knative.dev/v1" in unknown_kind.json()["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"metadata": {"name": "Hello_World"}}, "not a DNS-1123 label", id="name"),
+        pytest.param(
+            {"spec": {"traffic": [{"latestRevision": True, "percent": 90}]}},
+            "spec.traffic percents sum to 90, they must sum to 100",
+            id="percents",
+        ),
+        pytest.param(
+            {
+                "spec": {
+                    "traffic": [
+                        {"latestRevision": True, "percent": 50, "tag": "a"},
+                        {"revisionName": "hello-00001", "percent": 50, "tag": "a"},
+                    ]
+                }
+            },
+            "tag 'a' is already used",
+            id="duplicate-tag",
+        ),
+        pytest.param(
+            {"spec": {"traffic": [{"latestRevision": True, "percent": 100, "tag": "1st"}]}},
+            "not a DNS-1035 label",
+            id="tag-dns1035",
+        ),
+        pytest.param(
+            {"spec": {"traffic": [{"latestRevision": True, "percnt": 100}]}},
+            "spec.traffic[0]: unknown field(s) percnt",
+            id="schema-typo",
+        ),
+        pytest.param(
+            {"spec": {"traffic": [{"revisionName": "other-00001", "percent": 100}]}},
+            "must start with the service's name",
+            id="foreign-revision",
+        ),
+        pytest.param(
+            {
+                "spec": {
+                    "traffic": [
+                        {"revisionName": "hello-00001", "latestRevision": True, "percent": 100}
+                    ]
+                }
+            },
+            "exclusive",
+            id="name-and-latest",
+        ),
+        pytest.param(
+            {"spec": {"template": {"spec": {"containerConcurrency": "many"}}}},
+            "containerConcurrency",
+            id="schema-type",
+        ),
+    ],
+)
+async def test_invalid_objects_are_refused_with_the_field_and_the_fix(
+    api, changes: dict, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    client, store = api
+    response = await client.post(KSVC, json=svc(**changes))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["reason"] == "Invalid" and message in body["message"], body["message"]
+    assert store.list(by_name("ksvc")) == []
+
+
+async def test_stale_resource_version_is_a_conflict_and_generation_follows_spec(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    first = (await client.post(KSVC, json=HELLO)).json()
+    labelled = svc(
+        metadata={
+            "labels": {"team": "infra"},
+            "resourceVersion": first["metadata"]["resourceVersion"],
+        }
+    )
+    second = (await client.put(f"{KSVC}/hello", json=labelled)).json()
+    assert second["metadata"]["generation"] == 1  # metadata only: same generation
+    stale = await client.put(f"{KSVC}/hello", json=labelled)
+    assert stale.status_code == 409 and stale.json()["reason"] == "Conflict"
+    assert "read it again and retry" in stale.json()["message"]
+    patched = await client.patch(
+        f"{KSVC}/hello", content=orjson.dumps({"spec": {"template": {"metadata": {"name": "hello-v2"}}}}),
+        headers={"content-type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert patched.status_code == 200 and patched.json()["metadata"]["generation"] == 2
+    assert int(patched.json()["metadata"]["resourceVersion"]) > int(
+        second["metadata"]["resourceVersion"]
+    )
+
+
+async def test_status_is_a_subresource(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    await client.post(KSVC, json=HELLO)
+    status = {
+        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    }
+    updated = await client.patch(f"{KSVC}/hello/status", json=status,
+                                 headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+    assert updated.json()["status"]["conditions"][0]["status"] == "True"
+    assert updated.json()["metadata"]["generation"] == 1
+    # a spec update through the main resource keeps the status it had
+    obj = (await client.get(f"{KSVC}/hello")).json()
+    obj["spec"]["template"]["metadata"] = {"annotations": {"a": "b"}}
+    obj.pop("status")
+    kept = (await client.put(f"{KSVC}/hello", json=obj)).json()
+    assert kept["status"]["observedGeneration"] == 1 and kept["metadata"]["generation"] == 2
+
+
+async def test_deleting_an_owner_deletes_what_it_owns(api) -> None:  # type: ignore[no-untyped-def]
+    client, store = api
+    owner = (await client.post(KSVC, json=HELLO)).json()
+    ref = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello",
+           "uid": owner["metadata"]["uid"], "controller": True}  # fmt: skip
+    route = {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+             "metadata": {"name": "hello", "ownerReferences": [ref]},
+             "spec": {"traffic": [{"configurationName": "hello", "percent": 100}]}}  # fmt: skip
+    assert (
+        await client.post("/apis/serving.knative.dev/v1/namespaces/default/routes", json=route)
+    ).status_code == 201
+    assert (await client.delete(f"{KSVC}/hello")).status_code == 200
+    assert store.list(by_name("route")) == []
+
+
+async def test_label_selectors(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    await client.post(KSVC, json=HELLO)
+    await client.post(KSVC, json=svc(metadata={"name": "other", "labels": {"team": "web"}}))
+    names = lambda r: [i["metadata"]["name"] for i in r.json()["items"]]  # noqa: E731
+    assert names(await client.get(KSVC, params={"labelSelector": "team=ml"})) == ["hello"]
+    assert names(await client.get(KSVC, params={"labelSelector": "team!=ml"})) == ["other"]
+    assert selector_matches({"a": "1"}, "a,!b") and not selector_matches({"a": "1"}, "!a")
+
+
+async def test_objects_survive_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    kind = by_name("ksvc")
+    created = store.create(kind, HELLO)
+    store.close()
+    reopened = Store(tmp_path / "state.db")
+    assert reopened.get(kind, "default", "hello") == created
+    assert reopened.resource_version() == int(created["metadata"]["resourceVersion"])
+    reopened.close()
+
+
+async def test_discovery_lists_groups_and_resources(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    groups = {g["name"] for g in (await client.get("/apis")).json()["groups"]}
+    assert {"serving.knative.dev", "eventing.knative.dev", "serving.kserve.io"} <= groups
+    resources = (await client.get("/apis/serving.knative.dev/v1")).json()["resources"]
+    assert {"services", "services/status", "revisions", "routes"} <= {r["name"] for r in resources}
+
+
+async def test_a_token_is_required_when_configured(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    transport = httpx.ASGITransport(app=create_app(store, token="s3cret"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        assert (await client.get(KSVC)).status_code == 401
+        ok = await client.get(KSVC, headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+    store.close()
+
+
+async def test_watch_streams_added_modified_deleted_over_real_http(tmp_path: Path) -> None:
+    store = Store(tmp_path / "w.db")
+    store.create(by_name("ksvc"), HELLO)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="error")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.005)
+    events: list[tuple[str, str]] = []
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    async with client, client.stream("GET", KSVC, params={"watch": "true"}) as stream:
+        lines = stream.aiter_lines()
+        events.append(_event(await anext(lines)))
+        await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
+                               headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+        events.append(_event(await anext(lines)))
+        await client.delete(f"{KSVC}/hello")
+        events.append(_event(await anext(lines)))
+    server.should_exit = True
+    await task
+    store.close()
+    assert events == [("ADDED", "hello"), ("MODIFIED", "hello"), ("DELETED", "hello")]
+
+
+def _event(line: str) -> tuple[str, str]:
+    event = orjson.loads(line)
+    return event["type"], event["object"]["metadata"]["name"]
