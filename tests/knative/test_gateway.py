@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from net_fixtures import free_port
 
 from knserve.knative import gateway as gateway_module
@@ -777,3 +778,51 @@ async def test_a_source_that_does_not_know_the_revision_means_no_ready_replica()
         assert "Revision default/iris-1 has no ready replica" in response.text
     finally:
         await gateway.close()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(asyncio.DefaultEventLoopPolicy, id="asyncio"),
+        pytest.param(uvloop.EventLoopPolicy, id="uvloop"),
+    ],
+)
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test runs on asyncio's loop and on uvloop, which `knserve up` uses in production."""
+    return request.param()
+
+
+async def test_expect_100_continue_is_answered_by_the_gateway(
+    gateway, endpoints, start_replica
+) -> None:
+    replica = await start_replica("a")
+    await serve(gateway, endpoints, {"iris-1": [replica]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        f"POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode()
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert "expect" not in replica.seen[0].headers
+
+
+async def test_an_http_1_0_client_gets_a_streamed_body_delimited_by_close(
+    gateway, endpoints, start_replica
+) -> None:
+    replica = await start_replica("a")
+    await serve(gateway, endpoints, {"iris-1": [replica]})
+    replica.gate.set()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(f"GET /stream HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"first,second"
