@@ -18,6 +18,10 @@ Flow control follows the transports: a replica that stops reading pauses the cli
 that stops reading pauses the replica's. Pipelined requests are answered in order: only the oldest
 exchange of a client connection is dispatched, the later ones wait (their bodies buffered, reading paused).
 
+A request that asks to switch protocols (WebSocket) is forwarded with its `Connection: upgrade`; if the
+replica answers 101 both connections become a byte tunnel until either side closes, and the request
+counts as in flight all the while, as a WebSocket does in Knative. Any other answer ends both connections.
+
 A pooled connection the replica closed while idle can fail the next request before any response byte;
 a request without a body is then sent again once on a new connection, as browsers and proxies do.
 """
@@ -111,6 +115,8 @@ class Exchange:
         "state",
         "tag",
         "timer",
+        "tunnel",
+        "upgrade",
         "upstream",
         "version",
     )
@@ -134,6 +140,8 @@ class Exchange:
         self.response_started = False
         self.response_chunked = False
         self.state = 0  # 0 open, 1 finished
+        self.upgrade = False  # the request asks to switch protocols (WebSocket)
+        self.tunnel = False  # the replica agreed (101): bytes flow both ways unparsed
 
     # -- request side -------------------------------------------------------------------------
     def attach(self, upstream: UpstreamConnection) -> None:
@@ -191,6 +199,14 @@ class Exchange:
             self.timer = None
         self.response_started = True
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        if status == 101:
+            self.tunnel = True
+            for name, value in headers:
+                parts += (name, b": ", value, b"\r\n")
+            parts.append(b"\r\n")
+            self.client.out += parts
+            self.client.flush()
+            return
         has_length = False
         for name, value in headers:
             lower = name.lower()
@@ -231,8 +247,9 @@ class Exchange:
             return
         if self.response_chunked:
             self.client.out.append(_LAST_CHUNK)
-        if not self.request_done:
-            # The replica answered before reading the whole body: neither connection can carry on.
+        if not self.request_done or self.upgrade:
+            # The replica answered before reading the whole body, or refused to switch protocols:
+            # neither connection can carry on.
             reusable = False
             self.keep_alive = False
         upstream = self.upstream
@@ -272,6 +289,12 @@ class Exchange:
             self.revision.reconnect(self)
             return
         where = upstream.endpoint
+        if self.tunnel:
+            # The replica ended the tunnel: pass the end on to the client.
+            self.client.flush()
+            self._finish(None)
+            self.client.transport.close()
+            return
         if self.response_started:
             self.respond_error(502, "")
         else:
@@ -292,7 +315,10 @@ class Exchange:
         self.upstream = None
         if upstream is not None:
             upstream.exchange = None
-            upstream.transport.abort()
+            if self.tunnel:
+                upstream.transport.close()  # the client ended the tunnel: let its last bytes go
+            else:
+                upstream.transport.abort()
 
     def _finish(self, upstream: UpstreamConnection | None) -> None:
         self.state = 1
@@ -321,6 +347,7 @@ class ClientProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.paused = 0
+        self.tunnel: Exchange | None = None  # the upgraded exchange this connection now carries
         self.out: list[bytes] = []  # response bytes not yet written: one write per replica read
         self.write_paused = False
         self.closed = False
@@ -343,10 +370,23 @@ class ClientProtocol(asyncio.Protocol):
         self.exchanges.clear()
 
     def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.request_body(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(501, "Protocol upgrades (WebSocket, h2c) are not supported by the gateway")
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request head asked for another protocol: from here on the bytes are the tunnel's.
+            if self.closed or self.transport.is_closing():
+                return  # the upgrade was already refused (404, 503, ...)
+            if not self.exchanges or not self.exchanges[-1].upgrade:
+                self._reject(400, "Malformed upgrade request")
+                return
+            self.tunnel = self.exchanges[-1]
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if offset < len(data):
+                self.tunnel.request_body(data[offset:])
         except httptools.HttpParserError as exc:
             self._reject(400, f"Malformed HTTP request: {exc}")
 
@@ -371,9 +411,10 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         exchange = self.current
-        if exchange is None or self.parser.should_upgrade():
+        if exchange is None:
             return
         parser = self.parser
+        upgrade = parser.should_upgrade()
         method = parser.get_method()
         exchange.version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive()
@@ -388,6 +429,8 @@ class ClientProtocol(asyncio.Protocol):
             if lower in HOP_BY_HOP:
                 if lower == b"transfer-encoding":
                     exchange.has_body = exchange.request_chunked = True
+                elif lower == b"upgrade" and upgrade:
+                    parts += (b"connection: upgrade\r\n", name, b": ", value, b"\r\n")
                 continue
             if lower == b"host":
                 exchange.host = value
@@ -412,6 +455,10 @@ class ClientProtocol(asyncio.Protocol):
         parts += (b"x-forwarded-for: ", forwarded_for, b"\r\nforwarded: ", forwarded)
         parts.append(b";proto=http\r\nx-forwarded-proto: http\r\n\r\n" if proto else b"\r\n\r\n")
         exchange.head = b"".join(parts)
+        if upgrade:
+            # After a tunnel, or a refused upgrade, the connection carries no more HTTP requests.
+            exchange.upgrade = True
+            exchange.keep_alive = False
         self.exchanges.append(exchange)
         if len(self.exchanges) == 1:
             if expect:

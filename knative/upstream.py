@@ -42,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.response_bytes = False
         self.closed = False
         self.reading_paused = False
+        self.tunnel = False  # switched protocols (101): never parsed or pooled again
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -68,10 +69,19 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.response_bytes = True
         exchange = self.exchange
+        if self.tunnel:
+            if exchange is not None:
+                exchange.client.transport.write(data)
+            return
         try:
             self.parser.feed_data(data)
             if exchange is not None:
                 exchange.client.flush()
+        except httptools.HttpParserUpgrade as upgrade:
+            # 101 Switching Protocols: the rest of the bytes belong to the tunnel.
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if exchange is not None and offset < len(data):
+                exchange.client.transport.write(data[offset:])
         except httptools.HttpParserError as exc:
             exchange = self.exchange
             self.exchange = None
@@ -103,10 +113,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        exchange = self.exchange
+        if status == 101 and exchange is not None and exchange.upgrade:
+            self.tunnel = True
+            exchange.response_head(status, self.reason or b"Switching Protocols", self.headers)
+            return
         self.interim = status < 200
         if self.interim:
             return  # 1xx: the final response follows on the same connection
-        exchange = self.exchange
         if exchange is not None:
             exchange.response_head(status, self.reason or b"OK", self.headers)
 
@@ -116,6 +130,8 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.tunnel:
+            return
         if self.interim:
             self.interim = False
             return

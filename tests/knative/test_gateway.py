@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ import httpx
 import pytest
 import uvicorn
 import uvloop
+import websockets.asyncio.client
+import websockets.exceptions
 from net_fixtures import free_port
 
 from knserve.knative import gateway as gateway_module
@@ -826,3 +829,41 @@ async def test_an_http_1_0_client_gets_a_streamed_body_delimited_by_close(
     assert b"transfer-encoding" not in head.lower()
     assert b"connection: close" in head.lower()
     assert body == b"first,second"
+
+
+async def test_websockets_are_tunnelled_to_the_replica(gateway, endpoints) -> None:
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": "echo " + message["text"]})
+
+    port = free_port()
+    config = uvicorn.Config(echo, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.started)
+        endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        sock = socket.create_connection(("127.0.0.1", gateway.port))
+        async with websockets.asyncio.client.connect(f"ws://{HOST}/ws", sock=sock) as ws:
+            for text in ("one", "two"):
+                await ws.send(text)
+                assert await asyncio.wait_for(ws.recv(), 5) == "echo " + text
+            assert gateway.stats("default", "iris-1").in_flight == 1
+        await wait_until(lambda: gateway.stats("default", "iris-1").in_flight == 0)
+        # A refused upgrade is an ordinary error response.
+        sock = socket.create_connection(("127.0.0.1", gateway.port))
+        with pytest.raises(websockets.exceptions.InvalidStatus, match="404"):
+            async with websockets.asyncio.client.connect(
+                "ws://nosuch.default.localhost/", sock=sock
+            ):
+                pass
+    finally:
+        server.should_exit = True
+        await task
