@@ -424,6 +424,7 @@ class ClientProtocol(asyncio.Protocol):
         forwarded = self.forwarded
         proto = True
         expect = False
+        host_index = 0
         for name, value in self.headers:
             lower = name.lower()
             if lower in HOP_BY_HOP:
@@ -434,6 +435,7 @@ class ClientProtocol(asyncio.Protocol):
                 continue
             if lower == b"host":
                 exchange.host = value
+                host_index = len(parts) + 2
             elif lower == b"content-length":
                 exchange.has_body = value != b"0"
             elif lower == TAG_HEADER:
@@ -450,6 +452,12 @@ class ClientProtocol(asyncio.Protocol):
                 expect = value.lower() == b"100-continue"
                 continue
             parts += (name, b": ", value, b"\r\n")
+        if self.url[:1] != b"/" and self.url[:7].lower() == b"http://":
+            parts[2] = self._origin_form(self.url, exchange)
+            if host_index:
+                parts[host_index] = exchange.host
+            else:
+                parts += (b"host: ", exchange.host, b"\r\n")
         if exchange.request_chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts += (b"x-forwarded-for: ", forwarded_for, b"\r\nforwarded: ", forwarded)
@@ -466,6 +474,23 @@ class ClientProtocol(asyncio.Protocol):
             self._dispatch(exchange)
         else:
             self.pause_reading(_PAUSE_PIPELINE)
+
+    @staticmethod
+    def _origin_form(url: bytes, exchange: Exchange) -> bytes:
+        """`http://host/path?q` as `/path?q`, routed by that host: the gateway used as an HTTP proxy.
+
+        Replicas reach other services through the gateway by `HTTP_PROXY`, as cluster DNS would route
+        them; clients then send the absolute form, whose authority is the host to route by.
+        """
+        rest = url[7:]
+        end = len(rest)
+        for mark in (b"/", b"?"):
+            found = rest.find(mark)
+            if 0 <= found < end:
+                end = found
+        exchange.host = rest[:end]  # RFC 9112 §3.2.2: the target's authority replaces Host
+        path = rest[end:]
+        return path if path.startswith(b"/") else b"/" + path
 
     def _dispatch(self, exchange: Exchange) -> None:
         try:

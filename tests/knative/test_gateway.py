@@ -867,3 +867,25 @@ async def test_websockets_are_tunnelled_to_the_replica(gateway, endpoints) -> No
     finally:
         server.should_exit = True
         await task
+
+
+async def test_the_gateway_serves_as_an_http_proxy_for_replicas(
+    gateway, endpoints, start_replica
+) -> None:
+    # Replicas get HTTP_PROXY pointing at the gateway, so their clients send the absolute form.
+    replica = await start_replica("a")
+    await serve(gateway, endpoints, {"iris-1": [replica]})
+    proxy = f"http://127.0.0.1:{gateway.port}"
+    async with httpx.AsyncClient(proxy=proxy) as c:
+        response = await c.get(f"http://{HOST}/v1/models/iris?verbose=1")
+        unknown = await c.get("http://nosuch.default.localhost/")
+    assert response.text == "a /v1/models/iris"
+    assert unknown.status_code == 404
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        f"GET http://{HOST}?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n".encode()
+    )
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert raw.endswith(b"\r\n\r\n3\r\na /\r\n0\r\n\r\n")
+    assert replica.seen[-1].headers["host"] == HOST  # a proxy replaces Host by the URL's host
