@@ -240,7 +240,7 @@ class Gateway:
                 f"while waiting for a free replica (all at containerConcurrency="
                 f"{state.container_concurrency})"
                 if state.ready
-                else "while waiting for a replica to become ready"
+                else "while waiting for a replica to become ready" + state.replica_status()
             )
         else:
             where = f"from replica {exchange.replica.endpoint}"

@@ -241,20 +241,22 @@ class RevisionThrottler:
         if self.queue and not self.ready:
             self.poll = self.gateway.loop.call_later(HOLD_POLL_SECONDS, self._poll_held)
 
-    def _unready_message(self) -> str:
-        message = f"Revision {self.namespace}/{self.name} has no ready replica"
+    def replica_status(self) -> str:
+        """The supervisor's view of why no replica is ready, e.g. " (desired 1, ready 0): exited"."""
         status_of = getattr(self.gateway.source, "status", None)
-        if status_of is not None:
-            try:
-                status = status_of(self.namespace, self.name)
-            except Exception:
-                status = None
-            if status is not None:
-                message += f" (desired {status.desired}, ready {status.ready})"
-                if status.failure:
-                    message += f": {status.failure}"
+        if status_of is None:
+            return ""
+        try:
+            status = status_of(self.namespace, self.name)
+        except Exception:
+            return ""
+        text = f" (desired {status.desired}, ready {status.ready})"
+        return text + f": {status.failure}" if status.failure else text
+
+    def _unready_message(self) -> str:
         return (
-            message + f". See `knserve revision describe {self.name} -n {self.namespace}`; "
+            f"Revision {self.namespace}/{self.name} has no ready replica{self.replica_status()}. "
+            f"See `knserve revision describe {self.name} -n {self.namespace}`; "
             "the request can be retried once a replica is ready"
         )
 

@@ -560,10 +560,16 @@ async def test_held_requests_go_out_when_a_replica_appears(start_replica) -> Non
         await gateway.close()
 
 
+class EndpointsAndStatus(Endpoints):
+    def status(self, namespace: str, revision: str) -> ReplicaStatus:
+        endpoints = self.endpoints(namespace, revision)
+        return ReplicaStatus(1, len(endpoints), endpoints, None if endpoints else "probe failing")
+
+
 async def test_held_requests_find_a_replica_without_being_told_and_time_out_without_one(
     start_replica,
 ) -> None:
-    endpoints = Endpoints()
+    endpoints = EndpointsAndStatus()
     gateway = Gateway(endpoints, hold_unready=True)
     await gateway.start("127.0.0.1", 0)
     try:
@@ -585,7 +591,10 @@ async def test_held_requests_find_a_replica_without_being_told_and_time_out_with
             assert (await held).text == "late /held"
             timed_out = await never
         assert timed_out.status_code == 504
-        assert "while waiting for a replica to become ready" in timed_out.text
+        assert (
+            "while waiting for a replica to become ready (desired 1, ready 0): probe failing"
+            in timed_out.text
+        )
     finally:
         await gateway.close()
 
