@@ -7,7 +7,9 @@ plus what queue-proxy does in front of each container:
 - The ready endpoints come from the gateway's `EndpointSource`, re-read on every request and compared
   with the last set (a tuple comparison), so replicas that appear or go away are seen at once.
 - A request goes to the replica with the fewest requests in flight, ties broken round-robin, over one of
-  that replica's pooled keep-alive connections (a new one when none is idle).
+  that replica's pooled keep-alive connections (a new one when none is idle). A replica that refuses a
+  connection (it died; the supervisor has not said so yet) leaves the rotation for a second and the
+  request, having sent nothing, goes to another replica or waits as if none were ready.
 - `containerConcurrency` caps each replica's in-flight requests (0 = no cap). Requests beyond every
   replica's cap wait in one FIFO queue and go, in arrival order, to the first replica that frees a slot.
 - With no ready replica the request is answered 503 with the supervisor's reason, or, when the gateway
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 MAX_IDLE_PER_REPLICA = 512
 # How often held requests re-read the endpoint source when nobody calls endpoints_changed.
 HOLD_POLL_SECONDS = 0.05
+# How long a replica that refused a connection stays out of rotation, unless the source replaces it;
+# the supervisor notices a dead process well within this.
+UNREACHABLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,12 @@ class RevisionThrottler:
         if endpoints == self.endpoints:
             return
         self.endpoints = endpoints
-        replicas = {e: self.replicas.get(e) or Replica(e) for e in endpoints}
+        replicas = {}
+        for endpoint in endpoints:
+            replica = self.replicas.get(endpoint)
+            replicas[endpoint] = (
+                replica if replica is not None and not replica.removed else Replica(endpoint)
+            )
         for endpoint, replica in self.replicas.items():
             if endpoint not in replicas:
                 replica.removed = True
@@ -173,17 +183,52 @@ class RevisionThrottler:
     def _connect(self, exchange: Exchange, replica: Replica) -> None:
         def done(connection: UpstreamConnection | None, error: BaseException | None) -> None:
             if connection is None:
-                exchange.respond_error(
-                    502,
-                    f"Revision {self.namespace}/{self.name} replica {replica.endpoint} could not be "
-                    f"reached: {error}",
-                )
+                if not exchange.state and exchange.replica is replica:
+                    self._unreachable(replica, exchange, error)
             elif exchange.state or exchange.replica is not replica:
                 self._park(replica, connection)
             else:
                 exchange.attach(connection)
 
         self.gateway.track(connect_upstream(self.gateway.loop, replica, replica.endpoint, done))
+
+    def _unreachable(
+        self, replica: Replica, exchange: Exchange, error: BaseException | None
+    ) -> None:
+        """`replica` refused a connection: out of rotation for a while; the request goes elsewhere.
+
+        A replica that died is refused before the supervisor notices and updates the endpoints; the
+        request has sent nothing yet, so it is as good as new for another replica (or for the hold
+        queue), and only fails when there is nowhere else to go.
+        """
+        replica.in_flight -= 1
+        exchange.replica = None
+        if not replica.removed:
+            replica.removed = True
+            replica.close_idle()
+            with contextlib.suppress(ValueError):
+                self.ready.remove(replica)
+            self.gateway.loop.call_later(UNREACHABLE_SECONDS, self._readmit, replica)
+        target = self._pick()
+        if target is not None:
+            self._assign(exchange, target)
+        elif self.ready or self.gateway.hold_unready:
+            self.queue.appendleft(exchange)  # it arrived before everything queued
+            if not self.ready:
+                self._hold()
+        else:
+            exchange.respond_error(
+                502,
+                f"Revision {self.namespace}/{self.name} replica {replica.endpoint} could not be "
+                f"reached: {error}",
+            )
+
+    def _readmit(self, replica: Replica) -> None:
+        if self.replicas.get(replica.endpoint) is replica and replica.removed:
+            replica.removed = False
+            self.ready.append(replica)
+            if self.queue:
+                self._drain()
 
     def reconnect(self, exchange: Exchange) -> None:
         """Send `exchange` again on a new connection to its replica (its pooled one was stale)."""

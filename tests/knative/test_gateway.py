@@ -898,3 +898,34 @@ async def test_the_gateway_serves_as_an_http_proxy_for_replicas(
     writer.close()
     assert raw.endswith(b"\r\n\r\n3\r\na /\r\n0\r\n\r\n")
     assert replica.seen[-1].headers["host"] == HOST  # a proxy replaces Host by the URL's host
+
+
+async def test_a_dead_replica_not_yet_reported_costs_no_request(
+    gateway, endpoints, client, start_replica
+) -> None:
+    live = await start_replica("live")
+    dead = f"127.0.0.1:{free_port()}"
+    endpoints.ready[("default", "iris-1")] = (dead, live.endpoint)
+    gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+    statuses = Counter([(await client.get("/")).status_code for _ in range(20)])
+    assert statuses == {200: 20}
+    assert len(live.seen) == 20
+    assert gateway.stats("default", "iris-1").in_flight == 0
+
+
+async def test_a_held_request_survives_a_dead_replica_until_its_replacement(start_replica) -> None:
+    endpoints = Endpoints()
+    gateway = Gateway(endpoints, hold_unready=True)
+    await gateway.start("127.0.0.1", 0)
+    try:
+        endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{free_port()}",)
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        async with httpx.AsyncClient(headers={"Host": HOST}) as c:
+            held = asyncio.create_task(c.get(f"http://127.0.0.1:{gateway.port}/again"))
+            await wait_until(lambda: gateway.stats("default", "iris-1").queued == 1)
+            replacement = await start_replica("replacement")
+            endpoints.ready[("default", "iris-1")] = (replacement.endpoint,)
+            gateway.endpoints_changed("default", "iris-1")
+            assert (await held).text == "replacement /again"
+    finally:
+        await gateway.close()
