@@ -25,7 +25,8 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from knserve.knative.proxy import ClientProtocol, Exchange
+from knserve.knative.exchange import Exchange
+from knserve.knative.proxy import ClientProtocol
 from knserve.knative.throttler import HOLD_POLL_SECONDS, RevisionStats, RevisionThrottler
 from knserve.knative.traffic import (
     Destination,

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from knserve.knative.proxy import Exchange
+from knserve.knative.exchange import Exchange
 from knserve.knative.upstream import UpstreamConnection, connect_upstream
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httptools
 
 if TYPE_CHECKING:
-    from knserve.knative.proxy import Exchange
+    from knserve.knative.exchange import Exchange
 
 
 class Pool(Protocol):
