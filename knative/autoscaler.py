@@ -1,0 +1,398 @@
+"""Knative's KPA decision algorithm as a pure, clock-injected object.
+
+`Autoscaler` follows Knative Serving's pkg/autoscaler/scaling/autoscaler.go (stable and panic
+windows, rate limits, panic mode, scale-down delay, excess burst capacity) plus the bounds the KPA
+reconciler applies after it (initial-scale, min/max-scale, scale-to-zero grace and pod retention).
+It does no I/O and never reads the wall clock: the caller records metric samples, calls `scale()`
+every `tick_interval` and acts on the returned `ScaleDecision`. Defaults are config-autoscaler's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ANNOTATION_PREFIX = "autoscaling.knative.dev/"
+WINDOW_MIN, WINDOW_MAX = 6.0, 3600.0  # Knative's bounds on the stable window and delays
+TARGET_MIN = 0.01  # Knative's floor on any target, so desired = observed / target stays finite
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)"
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration as Knative's annotations use them ("60s", "1m30s", "1.5h", "0") to seconds."""
+    body = text.strip()
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body[1:] if body[:1] in ("+", "-") else body
+    if body == "0":
+        return 0.0
+    if not body or not re.fullmatch(f"(?:{_PART})+", body):
+        raise ValueError(f'"{text}" is not a duration; write it like "60s", "1m30s" or "2m"')
+    return sign * sum(float(n) * _UNITS[u] for n, u in re.findall(_PART, body))
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    """Knative's config-autoscaler, resolved for one revision. Durations are in seconds."""
+
+    metric: str = "concurrency"  # "concurrency" or "rps"
+    target: float | None = None  # autoscaling.knative.dev/target; None = derive (see target_total)
+    container_concurrency: int = 0  # spec.template.spec.containerConcurrency, 0 = unlimited
+    container_concurrency_target_default: float = 100.0
+    rps_target_default: float = 200.0
+    target_utilization_percentage: float = 70.0
+    stable_window: float = 60.0
+    panic_window_percentage: float = 10.0
+    panic_threshold_percentage: float = 200.0
+    max_scale_up_rate: float = 1000.0
+    max_scale_down_rate: float = 2.0
+    min_scale: int = 0
+    max_scale: int = 0  # 0 = unbounded
+    initial_scale: int = 1
+    allow_zero_initial_scale: bool = False
+    activation_scale: int = 1
+    scale_down_delay: float = 0.0
+    scale_to_zero_grace_period: float = 30.0
+    scale_to_zero_pod_retention_period: float = 0.0
+    enable_scale_to_zero: bool = True
+    target_burst_capacity: float = 211.0  # -1 = activator always in path, 0 = only at zero
+    tick_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        # Knative's config-autoscaler rules, so a bad global configuration fails at startup.
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"autoscaler config: {message}")
+
+        need(
+            self.metric in ("concurrency", "rps"),
+            f"metric {self.metric!r} is not concurrency or rps",
+        )
+        need(self.target is None or self.target >= TARGET_MIN, "target must be at least 0.01")
+        need(self.container_concurrency >= 0, "container_concurrency must be 0 or more")
+        need(
+            min(self.container_concurrency_target_default, self.rps_target_default) >= TARGET_MIN,
+            "default targets must be at least 0.01",
+        )
+        need(1 <= self.target_utilization_percentage <= 100, "target utilization must be 1..100")
+        need(WINDOW_MIN <= self.stable_window <= WINDOW_MAX, "stable_window must be 6s..1h")
+        need(1 <= self.panic_window_percentage <= 100, "panic_window_percentage must be 1..100")
+        need(110 <= self.panic_threshold_percentage <= 1000, "panic threshold must be 110..1000")
+        need(min(self.max_scale_up_rate, self.max_scale_down_rate) > 1, "scale rates must be > 1")
+        need(min(self.min_scale, self.max_scale) >= 0, "min_scale and max_scale must be >= 0")
+        need(self.max_scale == 0 or self.min_scale <= self.max_scale, "min_scale > max_scale")
+        need(
+            self.initial_scale >= 1 or (self.initial_scale == 0 and self.allow_zero_initial_scale),
+            "initial_scale must be >= 1 (0 needs allow_zero_initial_scale)",
+        )
+        need(self.activation_scale >= 1, "activation_scale must be >= 1")
+        need(0 <= self.scale_down_delay <= WINDOW_MAX, "scale_down_delay must be 0..1h")
+        need(
+            min(self.scale_to_zero_grace_period, self.scale_to_zero_pod_retention_period) >= 0,
+            "scale-to-zero periods must be >= 0",
+        )
+        need(
+            self.target_burst_capacity >= 0 or self.target_burst_capacity == -1,
+            "target_burst_capacity must be >= 0 or -1",
+        )
+        need(self.tick_interval > 0, "tick_interval must be > 0")
+
+    @property
+    def target_total(self) -> float:
+        """Per-pod capacity before utilization: the annotation target, else containerConcurrency, else the default."""
+        if self.metric == "rps":
+            return self.target if self.target is not None else self.rps_target_default
+        cc = self.container_concurrency
+        if self.target is not None:
+            # As Knative: never aim above what containerConcurrency lets one pod take.
+            return min(self.target, cc) if cc > 0 else self.target
+        return float(cc) if cc > 0 else self.container_concurrency_target_default
+
+    @property
+    def target_value(self) -> float:
+        """What one pod should carry: target_total × utilization (never below 0.01)."""
+        return max(TARGET_MIN, self.target_total * self.target_utilization_percentage / 100)
+
+    @property
+    def panic_window(self) -> float:
+        """The panic window in seconds: panic_window_percentage of the stable window."""
+        return self.stable_window * self.panic_window_percentage / 100
+
+    @classmethod
+    def from_annotations(
+        cls,
+        annotations: Mapping[str, str],
+        base: AutoscalerConfig | None = None,
+        container_concurrency: int | None = None,
+    ) -> AutoscalerConfig:
+        """Overlay a revision's ``autoscaling.knative.dev/*`` annotations on ``base``.
+
+        ``base`` defaults to Knative's defaults; ``container_concurrency`` is the revision's
+        ``containerConcurrency`` (None keeps the base's). Raises ValueError naming the annotation,
+        the bad value and what would be accepted.
+        """
+        base = base if base is not None else cls()
+        new: dict[str, Any] = {}
+        if container_concurrency is not None:
+            if container_concurrency < 0:
+                raise ValueError(f"containerConcurrency {container_concurrency} must be 0 or more")
+            new["container_concurrency"] = container_concurrency
+        for name, (kind, lo, hi) in _ANNOTATIONS.items():
+            raw = annotations.get(ANNOTATION_PREFIX + name)
+            if raw is not None:
+                field = "stable_window" if name == "window" else name.replace("-", "_")
+                new[field] = _parse(f'{ANNOTATION_PREFIX}{name} "{raw}"', raw, kind, lo, hi)
+        if new.get("initial_scale") == 0 and not base.allow_zero_initial_scale:
+            raise ValueError(
+                f'{ANNOTATION_PREFIX}initial-scale "0" needs allow-zero-initial-scale '
+                "in the autoscaler config; use 1 or more"
+            )
+        tbc = new.get("target_burst_capacity", 0)
+        if tbc < 0 and tbc != -1:
+            raise ValueError(
+                f'{ANNOTATION_PREFIX}target-burst-capacity "{tbc:g}" is invalid; '
+                "use -1 (unlimited), 0 or a positive number"
+            )
+        low, high = new.get("min_scale", base.min_scale), new.get("max_scale", base.max_scale)
+        if high and low > high:
+            raise ValueError(
+                f"{ANNOTATION_PREFIX}min-scale {low} is greater than {ANNOTATION_PREFIX}max-scale "
+                f"{high}; lower min-scale or raise max-scale (0 = unbounded)"
+            )
+        return dataclasses.replace(base, **new)
+
+
+# annotation -> (value kind, minimum, maximum), bounds as Knative validates them. The config field
+# is the annotation's name with underscores, except window → stable_window. Knative wants the
+# window and the delay in whole seconds ("seconds"); the retention period may be finer.
+_ANNOTATIONS: dict[str, tuple[str, float | None, float | None]] = {
+    "metric": ("metric", None, None),
+    "min-scale": ("int", 0, None),
+    "max-scale": ("int", 0, None),
+    "initial-scale": ("int", 0, None),
+    "activation-scale": ("int", 1, None),
+    "target": ("float", TARGET_MIN, None),
+    "target-utilization-percentage": ("float", 1, 100),
+    "panic-window-percentage": ("float", 1, 100),
+    "panic-threshold-percentage": ("float", 110, 1000),
+    "target-burst-capacity": ("float", None, None),
+    "window": ("seconds", WINDOW_MIN, WINDOW_MAX),
+    "scale-down-delay": ("seconds", 0, WINDOW_MAX),
+    "scale-to-zero-pod-retention-period": ("duration", 0, WINDOW_MAX),
+}
+
+
+def _parse(key: str, raw: str, kind: str, lo: float | None, hi: float | None) -> Any:
+    """Parse one annotation value; ``key`` is the annotation and value, for error messages."""
+    if kind == "metric":
+        if raw not in ("concurrency", "rps"):
+            raise ValueError(f'{key} is not supported by the KPA; use "concurrency" or "rps"')
+        return raw
+    duration = kind in ("seconds", "duration")
+    try:
+        value = parse_duration(raw) if duration else (int if kind == "int" else float)(raw.strip())
+    except ValueError as exc:
+        what = (
+            'a duration like "60s", "1m30s" or "2m"'
+            if duration
+            else f"a {'whole ' if kind == 'int' else ''}number"
+        )
+        raise ValueError(f"{key} is not {what}") from exc
+    unit = "s" if duration else ""
+    if not math.isfinite(value):
+        raise ValueError(f"{key} is not a finite number")
+    if lo is not None and value < lo:
+        raise ValueError(f"{key} is below the minimum {_show(lo, unit)}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{key} is above the maximum {_show(hi, unit)}")
+    if kind == "seconds" and value != int(value):
+        raise ValueError(f"{key} must be a whole number of seconds")
+    return value
+
+
+def _show(bound: float, unit: str) -> str:
+    return "1h" if unit and bound == WINDOW_MAX else f"{bound:g}{unit}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation of the scaling metric (concurrency or requests per second) at ``time``."""
+
+    time: float
+    value: float
+
+
+class MetricWindow:
+    """Average over a sliding window of per-second buckets, as Knative's TimedFloat64Buckets.
+
+    A bucket holds the mean of the samples that fell into its second (one gateway may sample several
+    times a second; summing would count one revision's load twice). Like Knative, seconds before the
+    first sample and after the last one are not averaged in (a missing report is no information, not
+    zero load), gaps between samples count as zero, and a whole window without samples reads 0.
+    """
+
+    def __init__(self, window: float, granularity: float = 1.0) -> None:
+        self.window = window
+        self.granularity = granularity
+        self._size = max(1, math.ceil(window / granularity))
+        self._buckets: dict[int, list[float]] = {}  # bucket index -> [sum, count]
+        self._first: int | None = None
+        self._last: int | None = None
+
+    def record(self, sample: Sample) -> None:
+        """Add one sample; samples older than the window are dropped."""
+        i = math.floor(sample.time / self.granularity)
+        if self._last is None or self._first is None or i - self._last >= self._size:
+            # Nothing for a whole window: start over so the partial-window average applies again.
+            self._buckets.clear()
+            self._first = self._last = i
+        elif i <= self._last - self._size:
+            return
+        self._first, self._last = min(self._first, i), max(self._last, i)
+        bucket = self._buckets.setdefault(i, [0.0, 0.0])
+        bucket[0] += sample.value
+        bucket[1] += 1
+        if len(self._buckets) > self._size:
+            for old in [k for k in self._buckets if k <= self._last - self._size]:
+                del self._buckets[old]
+
+    def average(self, now: float) -> float:
+        """The window average at ``now`` (0 when the window holds no data)."""
+        if self._first is None or self._last is None:
+            return 0.0
+        n = math.floor(now / self.granularity)
+        lo, hi = max(n - self._size + 1, self._first), min(n, self._last)
+        if hi < lo:
+            return 0.0
+        total = sum(s / c for k, (s, c) in self._buckets.items() if lo <= k <= hi)
+        return total / (hi - lo + 1)
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """The outcome of one `Autoscaler.scale` tick."""
+
+    desired_pods: int
+    in_panic: bool
+    stable_value: float  # observed metric averaged over the stable window
+    panic_value: float  # ... and over the panic window
+    excess_burst_capacity: int  # ready × target_total − TBC − panic_value; -1 when TBC = -1
+    activator_in_path: bool  # EBC < 0, or no ready pod to send a request to
+    reason: str  # what decided desired_pods, e.g. "stable", "panic", "min-scale"
+
+
+class Autoscaler:
+    """One revision's KPA decider: record metric samples, call `scale` each tick."""
+
+    def __init__(self, config: AutoscalerConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self._clock = clock
+        self._stable = MetricWindow(config.stable_window)
+        self._panic = MetricWindow(config.panic_window)
+        self._panic_time: float | None = None  # last tick over the panic threshold
+        self._max_panic_pods = 0
+        self._delay: deque[tuple[float, int]] = deque()  # (tick time, recommendation)
+        # Creation counts as activity, so a new revision is not reaped before the grace period.
+        self._last_active = clock()
+        self._initialized = config.initial_scale == 0
+
+    def record(self, value: float, now: float | None = None) -> None:
+        """Record the revision's observed concurrency (or requests per second) at ``now``."""
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"metric sample must be a finite number >= 0, got {value}")
+        sample = Sample(self._clock() if now is None else now, value)
+        self._stable.record(sample)
+        self._panic.record(sample)
+        if value > 0:
+            self._last_active = max(self._last_active, sample.time)
+
+    def scale(self, ready_pods: int, now: float | None = None) -> ScaleDecision:
+        """Decide the desired pod count given ``ready_pods`` ready replicas now."""
+        if ready_pods < 0:
+            raise ValueError(f"ready_pods must be >= 0, got {ready_pods}")
+        cfg = self.config
+        now = self._clock() if now is None else now
+        stable, panic = self._stable.average(now), self._panic.average(now)
+        # Zero ready pods count as one, so the rate limits still allow growth from zero.
+        ready = max(1, ready_pods)
+        max_up = math.ceil(cfg.max_scale_up_rate * ready)
+        max_down = math.floor(ready / cfg.max_scale_down_rate)
+        dspc = math.ceil(stable / cfg.target_value)
+        dppc = math.ceil(panic / cfg.target_value)
+        want_stable = min(max(dspc, max_down), max_up)
+        want_panic = min(max(dppc, max_down), max_up)
+        # As Knative: while there is any demand, ask for at least activation-scale pods, so a
+        # revision woken from zero comes up with that many (it may still go to zero when idle).
+        activated = dspc > 0 and want_stable < cfg.activation_scale
+        if activated:
+            want_stable = cfg.activation_scale
+        if dppc > 0:
+            want_panic = max(want_panic, cfg.activation_scale)
+
+        if dppc / ready >= cfg.panic_threshold_percentage / 100:
+            self._panic_time = now  # enter panic, or extend it while the burst lasts
+        elif self._panic_time is not None and now > self._panic_time + cfg.stable_window:
+            # A full stable window without the panic condition: the burst is in the stable metric now.
+            self._panic_time, self._max_panic_pods = None, 0
+
+        desired, reason = want_stable, "activation-scale" if activated else "stable"
+        if self._panic_time is not None:
+            # Provision for whichever window asks more, and never scale down while panicking.
+            reason = "panic"
+            self._max_panic_pods = max(self._max_panic_pods, want_stable, want_panic)
+            desired = self._max_panic_pods
+
+        if cfg.scale_down_delay > 0:
+            self._delay.append((now, desired))
+            while self._delay[0][0] <= now - cfg.scale_down_delay:
+                self._delay.popleft()
+            held = max(v for _, v in self._delay)
+            if held > desired:
+                desired, reason = held, "scale-down-delay"
+
+        if not self._initialized:
+            # Until the revision first reaches initial-scale ready pods, ask for at least that many.
+            initial = min(cfg.initial_scale, cfg.max_scale) if cfg.max_scale else cfg.initial_scale
+            if ready_pods >= initial:
+                self._initialized = True
+            elif desired < initial:
+                desired, reason = initial, "initial-scale"
+        if desired < cfg.min_scale:
+            desired, reason = cfg.min_scale, "min-scale"
+        if cfg.max_scale and desired > cfg.max_scale:
+            desired, reason = cfg.max_scale, "max-scale"
+
+        if desired == 0:
+            idle = now - self._last_active
+            if not cfg.enable_scale_to_zero:
+                desired, reason = 1, "scale-to-zero disabled"
+            elif ready_pods > 0 and idle < cfg.scale_to_zero_grace_period:
+                desired, reason = 1, "scale-to-zero grace period"
+            elif ready_pods > 0 and idle < cfg.scale_to_zero_pod_retention_period:
+                desired, reason = 1, "pod retention period"
+            else:
+                reason = "scaled to zero"
+
+        # Excess burst capacity uses the panic value: the activator should not flap on the slow metric.
+        if cfg.target_burst_capacity == 0:
+            ebc = 0
+        elif cfg.target_burst_capacity > 0:
+            total = ready_pods * cfg.target_total
+            ebc = math.floor(total - cfg.target_burst_capacity - panic)
+        else:
+            ebc = -1
+        return ScaleDecision(
+            desired_pods=desired,
+            in_panic=self._panic_time is not None,
+            stable_value=stable,
+            panic_value=panic,
+            excess_burst_capacity=ebc,
+            activator_in_path=ready_pods == 0 or ebc < 0,
+            reason=reason,
+        )
