@@ -96,7 +96,9 @@ class Exchange:
         "request_done",
         "response_chunked",
         "response_started",
+        "retried",
         "revision",
+        "safe",
         "state",
         "tag",
         "timer",
@@ -114,6 +116,8 @@ class Exchange:
         self.version = "1.1"
         self.keep_alive = True
         self.is_head = False
+        self.safe = False  # GET, HEAD or OPTIONS
+        self.retried = False
         self.has_body = False
         self.request_chunked = False
         self.request_done = False
@@ -269,9 +273,16 @@ class Exchange:
         self.upstream = None
         if self.state:
             return
-        if upstream.served and not upstream.response_bytes and not self.has_body:
-            upstream.served = 0  # only once
-            self.revision.reconnect(self)
+        # Sent again (once) on a new connection when the replica cannot have acted on it: a pooled
+        # connection that the replica had closed, or a safe request to a replica that died with the
+        # connection still in its listen backlog (the replaced-replica case).
+        retry = upstream.served or self.safe
+        if retry and not upstream.response_bytes and not self.has_body:
+            if not self.retried:
+                self.retried = True
+                self.revision.reconnect(self)
+            else:  # reset again: the replica is going away, so the request goes elsewhere or waits
+                self.revision.unreachable(self, exc)
             return
         where = upstream.endpoint
         if self.tunnel:

@@ -67,7 +67,7 @@ def by_name(name: str) -> Kind | None:
 
 SERVING = "serving.knative.dev"
 register(Kind(SERVING, "v1", "Service", "services", "service.yaml",
-              [lambda o: validation.service_errors(o)], ("ksvc", "kservice")))  # fmt: skip
+              [validation.service_errors], ("ksvc", "kservice")))  # fmt: skip
 register(Kind(SERVING, "v1", "Configuration", "configurations", "configuration.yaml",
               [validation.name_errors], ("config", "cfg")))  # fmt: skip
 register(
@@ -82,7 +82,7 @@ register(
         "Route",
         "routes",
         "route.yaml",
-        [lambda o: validation.route_errors(o)],
+        [validation.route_errors],
         ("rt",),
     )
 )

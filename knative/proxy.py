@@ -34,6 +34,10 @@ TAG_HEADER = b"knative-serving-tag"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+# A reset before any response byte may be retried for these: the replica changed nothing.
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
 class Dispatcher(Protocol):
     """What the proxy needs from the gateway: somewhere to send a parsed request."""
 
@@ -125,6 +129,7 @@ class ClientProtocol(asyncio.Protocol):
         exchange.version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive()
         exchange.is_head = method == b"HEAD"
+        exchange.safe = method in SAFE_METHODS
         parts = [method, b" ", self.url, b" HTTP/1.1\r\n"]
         forwarded_for = self.forwarded_for
         forwarded = self.forwarded

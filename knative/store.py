@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
-from knserve.knative.kinds import Kind, by_plural
+from knserve.knative.kinds import Kind, by_name, by_plural
+from knserve.knative.validation import missing_revision_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -274,6 +275,17 @@ class Store:
 
     def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
         errors = kind.errors({k: v for k, v in obj.items() if k != "status"})
+        if (
+            not errors
+            and kind.group == "serving.knative.dev"
+            and kind.plural in ("services", "routes")
+        ):
+            # Traffic may only name revisions that exist: the rule needs the store, not just the object.
+            names = {
+                r["metadata"]["name"]
+                for r in self.list(by_name("revisions"), obj["metadata"]["namespace"])
+            }
+            errors = missing_revision_errors(obj, names)
         if errors:
             name = obj["metadata"]["name"]
             raise Invalid(f'{kind.kind} "{name}" is invalid: ' + "; ".join(errors))

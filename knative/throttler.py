@@ -230,6 +230,10 @@ class RevisionThrottler:
             if self.queue:
                 self._drain()
 
+    def unreachable(self, exchange: Exchange, error: BaseException | None) -> None:
+        """`exchange`'s replica reset it before answering even on a new connection."""
+        self._unreachable(exchange.replica, exchange, error)
+
     def reconnect(self, exchange: Exchange) -> None:
         """Send `exchange` again on a new connection to its replica (its pooled one was stale)."""
         self._connect(exchange, exchange.replica)

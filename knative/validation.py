@@ -25,8 +25,9 @@ def name_errors(obj: dict[str, Any]) -> list[str]:
     return []
 
 
-def traffic_errors(traffic: Iterable[dict[str, Any]], path: str, service: str | None = None,
-                   revisions: set[str] | None = None) -> list[str]:  # fmt: skip
+def traffic_errors(
+    traffic: Iterable[dict[str, Any]], path: str, service: str | None = None
+) -> list[str]:
     """Knative's rules for a traffic block (Service.spec.traffic, Route.spec.traffic)."""
     errors = []
     entries = list(traffic)
@@ -67,9 +68,6 @@ def traffic_errors(traffic: Iterable[dict[str, Any]], path: str, service: str | 
                     f"{where}.tag {tag!r} is already used by {path}[{tags[tag]}]; tags must be unique"
                 )
             tags.setdefault(tag, index)
-        if name and revisions is not None and name not in revisions:
-            known = ", ".join(sorted(revisions)) or "none yet"
-            errors.append(f"{where}.revisionName {name!r} does not exist; revisions: {known}")
         if name and service and not name.startswith(service + "-"):
             errors.append(
                 f"{where}.revisionName {name!r} must start with the service's name, {service}-"
@@ -79,7 +77,23 @@ def traffic_errors(traffic: Iterable[dict[str, Any]], path: str, service: str | 
     return errors
 
 
-def service_errors(obj: dict[str, Any], revisions: set[str] | None = None) -> list[str]:
+def missing_revision_errors(obj: dict[str, Any], existing: set[str]) -> list[str]:
+    """Traffic to a revision that neither exists nor is the one this template names."""
+    spec = obj.get("spec") or {}
+    named = ((spec.get("template") or {}).get("metadata") or {}).get("name")
+    known = existing | ({named} if named else set())
+    errors = []
+    for index, entry in enumerate(spec.get("traffic") or []):
+        name = entry.get("revisionName")
+        if name and name not in known:
+            listed = ", ".join(sorted(existing)) or "none yet"
+            errors.append(
+                f"spec.traffic[{index}].revisionName {name!r} does not exist; revisions: {listed}"
+            )
+    return errors
+
+
+def service_errors(obj: dict[str, Any]) -> list[str]:
     errors = name_errors(obj)
     name = (obj.get("metadata") or {}).get("name", "")
     spec = obj.get("spec") or {}
@@ -95,10 +109,11 @@ def service_errors(obj: dict[str, Any], revisions: set[str] | None = None) -> li
             f"spec.template.metadata.name {tname!r} must start with the service's name, {name}-"
         )
     if spec.get("traffic"):
-        errors += traffic_errors(spec["traffic"], "spec.traffic", name, revisions)
+        errors += traffic_errors(spec["traffic"], "spec.traffic", name)
     return errors
 
 
-def route_errors(obj: dict[str, Any], revisions: set[str] | None = None) -> list[str]:
-    return name_errors(obj) + traffic_errors((obj.get("spec") or {}).get("traffic") or [], "spec.traffic",
-                                             None, revisions)  # fmt: skip
+def route_errors(obj: dict[str, Any]) -> list[str]:
+    return name_errors(obj) + traffic_errors(
+        (obj.get("spec") or {}).get("traffic") or [], "spec.traffic"
+    )

@@ -5,4 +5,5 @@ pytest_plugins = [
     "model_fixtures",
     "runtime_fixtures",
     "function_fixtures",
+    "plane_fixtures",
 ]

@@ -1,0 +1,54 @@
+"""`knserve apply -f FILE` and `knserve delete -f FILE`: every object of a YAML file (kubectl-style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from knserve.knative.errors import ApiError, NotFound
+
+
+@click.command("apply")
+@click.option(
+    "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
+)
+@click.option("-n", "--namespace")
+@click.option("--api", "api", help="control API URL (default: the local plane)")
+def cli(filename: Path, namespace: str | None, api: str | None) -> None:
+    """Create or update every object in FILE (one or many YAML documents)."""
+    from knserve.knative.client import Client, kind_of, load_documents
+
+    client = Client(api)
+    try:
+        for obj in load_documents(filename):
+            action, result = client.apply(obj, namespace)
+            click.echo(
+                f"{kind_of(obj).plural}.{kind_of(obj).group}/{result['metadata']['name']} {action}"
+            )
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+
+
+@click.command("delete")
+@click.option(
+    "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
+)
+@click.option("-n", "--namespace")
+@click.option("--api", "api", help="control API URL (default: the local plane)")
+def delete_cli(filename: Path, namespace: str | None, api: str | None) -> None:
+    """Delete every object in FILE."""
+    from knserve.knative.client import Client, kind_of, load_documents
+
+    client = Client(api)
+    try:
+        for obj in load_documents(filename):
+            kind = kind_of(obj)
+            ns = namespace or obj.get("metadata", {}).get("namespace") or "default"
+            try:
+                client.delete(kind, ns, obj["metadata"]["name"])
+                click.echo(f"{kind.plural}.{kind.group}/{obj['metadata']['name']} deleted")
+            except NotFound:
+                click.echo(f"{kind.plural}.{kind.group}/{obj['metadata']['name']} not found")
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.reason}: {exc.message}") from None

@@ -1,0 +1,164 @@
+"""What the kn-style commands print: tables, `describe` blocks, `-o yaml|json`, and waiting.
+
+Shared by `service`, `revision` and `route` so that every noun looks the same: the same AGE, the
+same CONDITIONS column (`3 OK / 3`), the same failure messages, the same progress while waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+import click
+
+from knserve.knative.errors import ApiError
+
+OUTPUT = click.Choice(["yaml", "json"])
+
+
+def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`-n/--namespace` and `--api` on a command, as `namespace` and `api` arguments."""
+    fn = click.option(
+        "--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
+    )(fn)
+    return click.option("-n", "--namespace", default="default", show_default=True)(fn)
+
+
+def reports_api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An `ApiError` (from the plane or the client) becomes `Error: …` and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def emit(obj: Any, output: str | None) -> bool:
+    """Print `obj` as YAML or JSON when `-o` asked for it; say whether it did."""
+    if output == "json":
+        click.echo(json.dumps(obj, indent=2))
+    elif output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(obj, sort_keys=False).rstrip())
+    return output is not None
+
+
+def age(timestamp: str | None, now: datetime | None = None) -> str:
+    """`2026-11-25T10:00:00Z` → `5m`, kn's short age."""
+    if not timestamp:
+        return ""
+    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    seconds = int(((now or datetime.now(UTC)) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("status") or {}).get("conditions") or [])
+
+
+def ready_condition(obj: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in conditions(obj) if c.get("type") == "Ready"), {})
+
+
+def summary(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """(CONDITIONS, READY, REASON) columns: `2 OK / 3`, `Unknown`, `Deploying`."""
+    conds = conditions(obj)
+    ok = sum(1 for c in conds if c.get("status") == "True")
+    ready = ready_condition(obj)
+    return f"{ok} OK / {len(conds)}", ready.get("status", "Unknown"), ready.get("reason", "")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo(
+            "   ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def describe_conditions(obj: dict[str, Any]) -> None:
+    click.echo("Conditions:")
+    click.echo(f"  {'OK':<3}{'TYPE':<22}{'AGE':<6}REASON")
+    for c in conditions(obj):
+        mark = {"True": "++", "False": "!!"}.get(c.get("status", ""), "??")
+        click.echo(
+            f"  {mark:<3}{c['type']:<22}{age(c.get('lastTransitionTime')):<6}{c.get('reason', '')}"
+        )
+        if c.get("message") and c.get("status") != "True":
+            for line in str(c["message"]).splitlines():
+                click.echo(f"        {line}")
+
+
+def fields(rows: Sequence[tuple[str, Any]]) -> None:
+    for key, value in rows:
+        if value not in (None, ""):
+            click.echo(f"{key + ':':<12}{value}")
+
+
+@contextmanager
+def spinner_free_progress() -> Iterator[Callable[[str], None]]:
+    """Progress lines on stderr, each said once (no spinner: logs and CI stay readable)."""
+    said: set[str] = set()
+
+    def say(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            click.echo(line, err=True)
+
+    yield say
+
+
+def wait_ready(get: Callable[[], dict[str, Any]], what: str, timeout: float) -> dict[str, Any]:
+    """Poll until the object's status covers its generation and Ready is True (or False: fail).
+
+    The control API is another process; polling it is the only signal the CLI has.
+    """
+    start = time.monotonic()
+    with spinner_free_progress() as say:
+        while True:
+            obj = get()
+            status = obj.get("status") or {}
+            current = status.get("observedGeneration") == obj["metadata"].get("generation")
+            ready = ready_condition(obj)
+            if current:
+                for cond in conditions(obj):
+                    if cond.get("type") != "Ready" and cond.get("status") == "True":
+                        say(f"  {cond['type']} OK")
+                if ready.get("status") == "True":
+                    say(f"{what} ready in {time.monotonic() - start:.1f}s")
+                    return obj
+                if ready.get("status") == "False":
+                    raise click.ClickException(
+                        f"{what} failed: {ready.get('reason', '')}: {ready.get('message', '')}"
+                    )
+                if ready.get("reason"):
+                    say(
+                        f"  waiting: {ready['reason']}"
+                        + (f" ({ready['message']})" if ready.get("message") else "")
+                    )
+            if time.monotonic() - start > timeout:
+                raise click.ClickException(
+                    f"{what} not ready after {timeout:.0f}s: {ready.get('reason', 'no status yet')} "
+                    f"{ready.get('message', '')}; raise --wait-timeout or check `describe`"
+                )
+            time.sleep(0.1)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

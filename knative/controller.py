@@ -1,0 +1,430 @@
+"""The Serving controller of the local plane: Service → Configuration + Route → Revisions.
+
+It works as Knative's reconcilers do, level-based: any event about a Service or something it owns
+(from the store's watch, or a replica's status from the supervisor) marks the Service dirty, and
+reconciling it compares what should exist with what does:
+
+- the Configuration and Route named after the Service, owned by it;
+- a Revision for the Configuration's current template, named `{service}-{generation:05d}` or as
+  `spec.template.metadata.name` says (a name reused for a different template is an error on the
+  Service, as Knative's webhook refuses it), immutable once created;
+- replicas for every Revision the Route sends traffic to or tags, and for the newest one until it
+  is ready (`min-scale`/`initial-scale`, default 1; the autoscaler takes over in its issue);
+- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision;
+- status with Knative's conditions and fields on Revisions, the Configuration, the Route and the
+  Service. Writing an unchanged status is a no-op in the store, so reconciling converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+from knserve.knative.errors import ApiError
+from knserve.knative.kinds import by_name
+from knserve.knative.naming import revision_name, service_host, tag_host
+from knserve.knative.store import Store, now
+from knserve.knative.supervisor import RevisionProcessSpec, Supervisor
+from knserve.knative.traffic import RouteSpec, TrafficTarget
+
+log = logging.getLogger(__name__)
+
+SERVICE, CONFIGURATION, REVISION, ROUTE = (
+    by_name(k) for k in ("services", "configurations", "revisions", "routes")
+)
+SERVICE_LABEL = "serving.knative.dev/service"
+CONFIGURATION_LABEL = "serving.knative.dev/configuration"
+GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
+DEFAULT_TIMEOUT = 300
+
+
+def _owner(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
+def _condition(ctype: str, status: str, reason: str | None = None, message: str | None = None,
+               previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    cond: dict[str, Any] = {"type": ctype, "status": status}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    old = next((c for c in previous or [] if c.get("type") == ctype), None)
+    keep = old is not None and old.get("status") == status
+    cond["lastTransitionTime"] = (
+        old["lastTransitionTime"] if keep and old.get("lastTransitionTime") else now()
+    )
+    return cond
+
+
+def initial_replicas(annotations: dict[str, str]) -> int:
+    """Replicas a revision runs with before the autoscaler: min-scale, else initial-scale, else 1."""
+    for key in ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/initial-scale"):
+        value = annotations.get(key)
+        if value is not None:
+            try:
+                return max(int(value), 1 if key.endswith("initial-scale") else 0) or 1
+            except ValueError:
+                pass
+    return 1
+
+
+class Controller:
+    """Reconciles Services on the local plane (see the module docstring)."""
+
+    def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, domain: str = "localhost",
+                 gateway_port: int = 8080) -> None:  # fmt: skip
+        self.store = store
+        self.supervisor = supervisor
+        self.gateway = gateway
+        self.domain = domain
+        self.gateway_port = gateway_port
+        self._dirty: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._pending: set[tuple[str, str]] = set()
+        supervisor.subscribe(self._replica_changed)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def mark(self, namespace: str, service: str) -> None:
+        key = (namespace, service)
+        if key not in self._pending:
+            self._pending.add(key)
+            self._dirty.put_nowait(key)
+
+    def _replica_changed(self, namespace: str, revision: str) -> None:
+        rev = self.store.find(REVISION, namespace, revision)
+        if rev is not None:
+            service = rev["metadata"].get("labels", {}).get(SERVICE_LABEL)
+            if service:
+                self.mark(namespace, service)
+
+    async def run(self) -> None:
+        events = self.store.watch()
+        for svc in self.store.list(SERVICE):
+            self.mark(svc["metadata"]["namespace"], svc["metadata"]["name"])
+        watcher = asyncio.create_task(self._watch(events), name="controller-watch")
+        try:
+            while True:
+                key = await self._dirty.get()
+                self._pending.discard(key)
+                try:
+                    await self.reconcile(*key)
+                except ApiError as exc:
+                    log.warning("reconciling service %s/%s: %s", *key, exc.message)
+                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
+                        self.mark(*key)
+                except Exception:
+                    log.exception("reconciling service %s/%s failed", *key)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            self.store.unwatch(events)
+
+    async def _watch(self, events: asyncio.Queue[Any]) -> None:
+        while True:
+            event = await events.get()
+            meta = event.object["metadata"]
+            namespace = meta["namespace"]
+            if event.kind is SERVICE:
+                self.mark(namespace, meta["name"])
+            elif event.kind in (CONFIGURATION, ROUTE, REVISION):
+                service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+                if event.type == "DELETED" and event.kind is REVISION:
+                    await self.supervisor.remove(namespace, meta["name"])
+                    self.gateway.remove_revision(namespace, meta["name"])
+                if event.type == "DELETED" and event.kind is ROUTE:
+                    self.gateway.remove_route(namespace, meta["name"])
+                if service:
+                    self.mark(namespace, service)
+
+    # ---- one service -------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        svc = self.store.find(SERVICE, namespace, name)
+        if svc is None:
+            return  # deleted: the store cascaded to what it owned; the watch stops processes
+        config = self._ensure_configuration(svc)
+        revisions, template_error = self._ensure_revision(svc, config)
+        route = self._ensure_route(svc)
+        ready_names = await self._run_revisions(svc, config, route, revisions)
+        latest_created = max(revisions, key=lambda r: r["metadata"]["labels"].get(GENERATION_LABEL, "0").zfill(8),
+                             default=None)  # fmt: skip
+        latest_ready = next(
+            (r for r in sorted(revisions, key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
+                               reverse=True) if r["metadata"]["name"] in ready_names),
+            None,
+        )  # fmt: skip
+        config = self._configuration_status(config, latest_created, latest_ready, ready_names)
+        route = self._route_status(svc, route, config, revisions)
+        self._service_status(svc, config, route, template_error)
+
+    def _ensure_configuration(self, svc: dict[str, Any]) -> dict[str, Any]:
+        meta = svc["metadata"]
+        labels = {**(meta.get("labels") or {}), SERVICE_LABEL: meta["name"]}
+        desired = {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
+                         "ownerReferences": [_owner(svc)]},
+            "spec": {"template": copy.deepcopy(svc["spec"]["template"])},
+        }  # fmt: skip
+        current = self.store.find(CONFIGURATION, meta["namespace"], meta["name"])
+        if current is None:
+            return self.store.create(CONFIGURATION, desired, validate=False)
+        if current["spec"] != desired["spec"] or current["metadata"].get("labels") != labels:
+            current["spec"] = desired["spec"]
+            current["metadata"]["labels"] = labels
+            return self.store.replace(CONFIGURATION, current, validate=False)
+        return current
+
+    def _ensure_revision(
+        self, svc: dict[str, Any], config: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        template = config["spec"]["template"]
+        generation = config["metadata"]["generation"]
+        rev_name = (template.get("metadata") or {}).get("name") or revision_name(name, generation)
+        existing = {
+            r["metadata"]["name"]: r
+            for r in self.store.list(REVISION, namespace, f"{CONFIGURATION_LABEL}={name}")
+        }
+        error = None
+        found = existing.get(rev_name) or self.store.find(REVISION, namespace, rev_name)
+        tmeta = template.get("metadata") or {}
+        if found is None:
+            labels = {**(tmeta.get("labels") or {}), SERVICE_LABEL: name, CONFIGURATION_LABEL: name,
+                      GENERATION_LABEL: str(generation)}  # fmt: skip
+            revision = {
+                "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                "metadata": {"name": rev_name, "namespace": namespace, "labels": labels,
+                             "annotations": dict(tmeta.get("annotations") or {}),
+                             "ownerReferences": [_owner(config)]},
+                "spec": copy.deepcopy(template.get("spec") or {}),
+            }  # fmt: skip
+            revision["spec"].setdefault("timeoutSeconds", DEFAULT_TIMEOUT)
+            revision["spec"].setdefault("containerConcurrency", 0)
+            existing[rev_name] = self.store.create(REVISION, revision, validate=False)
+        else:
+            same = {k: v for k, v in found["spec"].items() if k not in ("timeoutSeconds", "containerConcurrency")} == {
+                k: v for k, v in (template.get("spec") or {}).items() if k not in ("timeoutSeconds", "containerConcurrency")
+            }  # fmt: skip
+            if not same and found["metadata"]["labels"].get(GENERATION_LABEL) != str(generation):
+                error = (f"revision name {rev_name!r} is already used by a different template; revisions are "
+                         "immutable: give spec.template.metadata.name a new name or remove it")  # fmt: skip
+        return list(existing.values()), error
+
+    def _desired_traffic(self, svc: dict[str, Any]) -> list[dict[str, Any]]:
+        traffic = svc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
+        name = svc["metadata"]["name"]
+        out = []
+        for entry in traffic:
+            entry = dict(entry)
+            if entry.get("latestRevision", not entry.get("revisionName")):
+                entry.pop("revisionName", None)
+                entry["configurationName"] = name
+                entry["latestRevision"] = True
+            out.append(entry)
+        return out
+
+    def _ensure_route(self, svc: dict[str, Any]) -> dict[str, Any]:
+        meta = svc["metadata"]
+        labels = {SERVICE_LABEL: meta["name"]}
+        spec = {"traffic": self._desired_traffic(svc)}
+        current = self.store.find(ROUTE, meta["namespace"], meta["name"])
+        if current is None:
+            desired = {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+                       "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
+                                    "ownerReferences": [_owner(svc)]}, "spec": spec}  # fmt: skip
+            return self.store.create(ROUTE, desired, validate=False)
+        if current["spec"] != spec:
+            current["spec"] = spec
+            return self.store.replace(ROUTE, current, validate=False)
+        return current
+
+    async def _run_revisions(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
+                             revisions: list[dict[str, Any]]) -> set[str]:  # fmt: skip
+        """Start or stop replicas; returns the names of revisions with a ready replica."""
+        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        routed = {e["revisionName"] for e in route["spec"]["traffic"] if e.get("revisionName")}
+        newest = max(
+            revisions,
+            key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
+            default=None,
+        )
+        latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
+        follows_latest = any(e.get("latestRevision") for e in route["spec"]["traffic"])
+        ready = set()
+        for rev in revisions:
+            rname = rev["metadata"]["name"]
+            wanted = (rname in routed or (newest is not None and rname == newest["metadata"]["name"])
+                      or (follows_latest and rname == latest_ready))  # fmt: skip
+            annotations = rev["metadata"].get("annotations") or {}
+            spec = RevisionProcessSpec(
+                namespace, name, name, rname, rev["spec"]["containers"][0],
+                int(rev["spec"].get("containerConcurrency") or 0),
+                int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT), annotations,
+            )  # fmt: skip
+            self.gateway.set_revision(
+                namespace, rname, spec.container_concurrency, spec.timeout_seconds
+            )
+            replicas = initial_replicas(annotations) if wanted else 0
+            await self.supervisor.ensure(spec, replicas)
+            status = self.supervisor.status(namespace, rname)
+            if status.ready:
+                ready.add(rname)
+            self._revision_status(rev, status, wanted)
+        return ready
+
+    def _revision_status(self, rev: dict[str, Any], status: Any, wanted: bool) -> None:
+        previous = (rev.get("status") or {}).get("conditions") or []
+        if status.ready:
+            healthy = _condition("ContainerHealthy", "True", previous=previous)
+            available = _condition("ResourcesAvailable", "True", previous=previous)
+            ready = _condition("Ready", "True", previous=previous)
+        elif status.failure:
+            healthy = _condition("ContainerHealthy", "False", "ExitCode", status.failure, previous)
+            available = _condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
+            ready = _condition("Ready", "False", "ExitCode", status.failure, previous)
+        elif not wanted:
+            healthy = _condition(
+                "ContainerHealthy", "Unknown", "NoTraffic", "the revision is not routed", previous
+            )
+            available = _condition(
+                "ResourcesAvailable", "Unknown", "NoTraffic", "scaled to zero", previous
+            )
+            ready = _condition(
+                "Ready", "Unknown", "NoTraffic", "the revision receives no traffic", previous
+            )
+        else:
+            healthy = _condition("ContainerHealthy", "Unknown", "Deploying", previous=previous)
+            available = _condition(
+                "ResourcesAvailable",
+                "Unknown",
+                "Deploying",
+                "waiting for a ready replica",
+                previous,
+            )
+            ready = _condition(
+                "Ready", "Unknown", "Deploying", "waiting for a ready replica", previous
+            )
+        new_status = {"observedGeneration": rev["metadata"]["generation"],
+                      "conditions": [ready, healthy, available],
+                      "actualReplicas": status.ready, "desiredReplicas": status.desired}  # fmt: skip
+        if rev.get("status") != new_status:
+            rev["status"] = new_status
+            self.store.replace(REVISION, rev, subresource="status")
+
+    def _configuration_status(self, config: dict[str, Any], latest_created: dict[str, Any] | None,
+                              latest_ready: dict[str, Any] | None, ready: set[str]) -> dict[str, Any]:  # fmt: skip
+        previous = config.get("status") or {}
+        status: dict[str, Any] = {"observedGeneration": config["metadata"]["generation"]}
+        if latest_created:
+            status["latestCreatedRevisionName"] = latest_created["metadata"]["name"]
+        ready_name = (
+            latest_ready["metadata"]["name"]
+            if latest_ready
+            else previous.get("latestReadyRevisionName")
+        )
+        if ready_name:
+            status["latestReadyRevisionName"] = ready_name
+        created_ready = latest_created is not None and latest_created["metadata"]["name"] in ready
+        failure = None
+        if latest_created is not None and not created_ready:
+            conds = (self.store.find(REVISION, config["metadata"]["namespace"], latest_created["metadata"]["name"])
+                     or {}).get("status", {}).get("conditions", [])  # fmt: skip
+            failure = next(
+                (c for c in conds if c["type"] == "Ready" and c["status"] == "False"), None
+            )
+        prev_conds = previous.get("conditions")
+        if created_ready:
+            cond = _condition("Ready", "True", previous=prev_conds)
+        elif failure:
+            cond = _condition("Ready", "False", "RevisionFailed",
+                              f"Revision {latest_created['metadata']['name']!r} failed: {failure.get('message', '')}",
+                              prev_conds)  # fmt: skip
+        else:
+            cond = _condition("Ready", "Unknown", "Deploying", previous=prev_conds)
+        status["conditions"] = [cond]
+        if config.get("status") != status:
+            config["status"] = status
+            config = self.store.replace(CONFIGURATION, config, subresource="status")
+        return config
+
+    def _route_status(self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any],
+                      revisions: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+        namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
+        latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
+        existing = {r["metadata"]["name"] for r in revisions} | {
+            r["metadata"]["name"] for r in self.store.list(REVISION, namespace)
+        }
+        targets, traffic, missing = [], [], []
+        for entry in route["spec"]["traffic"]:
+            revision = entry.get("revisionName") or (
+                latest_ready if entry.get("latestRevision") else None
+            )
+            if revision is None or revision not in existing:
+                missing.append(entry.get("revisionName") or f"latest ready revision of {name}")
+                continue
+            tag = entry.get("tag")
+            targets.append(TrafficTarget(revision, int(entry.get("percent") or 0), tag))
+            item = {"revisionName": revision, "latestRevision": bool(entry.get("latestRevision")),
+                    "percent": int(entry.get("percent") or 0)}  # fmt: skip
+            if tag:
+                item["tag"] = tag
+                item["url"] = f"http://{tag_host(tag, name, namespace, self.domain)}"
+            traffic.append(item)
+        previous = (route.get("status") or {}).get("conditions")
+        status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"]}
+        url = f"http://{service_host(name, namespace, self.domain)}"
+        if missing:
+            cond = _condition("Ready", "Unknown" if not latest_ready else "False", "RevisionMissing",
+                              f"waiting for {', '.join(missing)} to be ready", previous)  # fmt: skip
+        else:
+            self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
+            cond = _condition("Ready", "True", previous=previous)
+            status.update(url=url, address={"url": url}, traffic=traffic)
+        status["conditions"] = [cond]
+        if route.get("status") != status:
+            route["status"] = status
+            route = self.store.replace(ROUTE, route, subresource="status")
+        return route
+
+    def _service_status(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
+                        template_error: str | None) -> None:  # fmt: skip
+        previous = (svc.get("status") or {}).get("conditions")
+        config_cond = (config.get("status") or {}).get("conditions", [{}])[0]
+        route_cond = (route.get("status") or {}).get("conditions", [{}])[0]
+        if template_error:
+            config_cond = {
+                "status": "False",
+                "reason": "RevisionNameTaken",
+                "message": template_error,
+            }
+        cfg = _condition("ConfigurationsReady", config_cond.get("status", "Unknown"), config_cond.get("reason"),
+                         config_cond.get("message"), previous)  # fmt: skip
+        rte = _condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
+                         route_cond.get("message"), previous)  # fmt: skip
+        if cfg["status"] == "True" and rte["status"] == "True":
+            ready = _condition("Ready", "True", previous=previous)
+        else:
+            worst = cfg if cfg["status"] != "True" else rte
+            ready = _condition("Ready", "False" if "False" in (cfg["status"], rte["status"]) else "Unknown",
+                               worst.get("reason"), worst.get("message"), previous)  # fmt: skip
+        status: dict[str, Any] = {
+            "observedGeneration": svc["metadata"]["generation"],
+            "conditions": [ready, cfg, rte],
+        }
+        for key in ("latestCreatedRevisionName", "latestReadyRevisionName"):
+            if (config.get("status") or {}).get(key):
+                status[key] = config["status"][key]
+        rstatus = route.get("status") or {}
+        for key in ("url", "address", "traffic"):
+            if key in rstatus:
+                status[key] = rstatus[key]
+        if svc.get("status") != status:
+            svc["status"] = status
+            self.store.replace(SERVICE, svc, subresource="status")

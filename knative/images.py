@@ -1,0 +1,83 @@
+"""What a revision's container runs as a process on the local plane.
+
+Knative's container contract, as processes: `command` and `args` run as given, after Kubernetes'
+`$(VAR)` expansion against the container's environment (`$$(VAR)` stays a literal `$(VAR)`, an
+unknown variable is left as written). Without a command, the image decides:
+
+- `knserve/runtime` and KServe's model server images (`kserve/sklearnserver`, `xgbserver`,
+  `lgbserver`, `pytorchserver`, with any registry and tag) run `python -m knserve.runtime` with the
+  container's args, which accepts KServe's flags;
+- an image built by `knserve func build` (`knserve.local/…@sha256:…`) runs that function in its
+  environment;
+- anything else cannot run without containers, and the error says what to use instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RUNTIME_IMAGES = frozenset({
+    "knserve/runtime", "kserve/sklearnserver", "kserve/xgbserver", "kserve/lgbserver",
+    "kserve/pytorchserver", "kserve/kserve-container",
+})  # fmt: skip
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+class ImageError(ValueError):
+    """The container cannot be run locally; the message says how to fix it."""
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion of command and args."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _VAR.sub(replace, value)
+
+
+def image_name(image: str) -> str:
+    """`docker.io/kserve/sklearnserver:v0.11@sha256:…` → `kserve/sklearnserver`."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and ("." in parts[0] or ":" in parts[0])):
+        parts = parts[1:]  # drop the registry host
+    return "/".join(parts[-2:]) if len(parts) >= 2 else parts[0]
+
+
+def resolve(container: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], Path | None]:
+    """The argv and working folder that run `container` with `env`."""
+    command = [expand(c, env) for c in container.get("command") or []]
+    args = [expand(a, env) for a in container.get("args") or []]
+    workdir = Path(container["workingDir"]) if container.get("workingDir") else None
+    if command:
+        return command + args, workdir
+    image = container.get("image") or ""
+    if image_name(image) in RUNTIME_IMAGES:
+        return [sys.executable, "-m", "knserve.runtime", *args], workdir
+    from knserve.functions.errors import FunctionError
+    from knserve.functions.images import command_for_image
+
+    try:
+        found = command_for_image(image)
+    except FunctionError as exc:
+        raise ImageError(str(exc)) from None
+    if found is not None:
+        argv, cwd = found
+        return argv + args, workdir or cwd
+    raise ImageError(
+        f"image {image!r} cannot run on the local plane (there are no containers here): give the "
+        "container a command, use knserve/runtime (or a KServe model server image) for a model, or "
+        "an image made by `knserve func build`"
+    )

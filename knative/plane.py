@@ -1,0 +1,127 @@
+"""The local serving plane in one process: store, control API, controller, supervisor, gateway.
+
+`knserve up` builds a `Plane` and runs it until SIGINT/SIGTERM. State lives in SQLite under the
+data dir, so a restart brings every object back and the controller, reconciling from the store,
+starts their revisions again. Stopping drains: the gateway stops accepting, replicas finish what
+they hold, then they are stopped.
+
+Replicas get `HTTP_PROXY` pointing at the gateway (and `NO_PROXY` for loopback addresses): a
+transformer that calls `http://{isvc}-predictor.{namespace}.localhost/…` reaches the predictor
+through the gateway, the way cluster DNS would route it, although this machine cannot resolve
+such names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from knserve.knative.api import create_app
+from knserve.knative.controller import Controller
+from knserve.knative.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.store import Store
+from knserve.knative.supervisor import Supervisor
+
+log = logging.getLogger("knserve.plane")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the plane owns SIGINT/SIGTERM and stops everything,
+    where uvicorn's own handlers would stop only the control API and swallow the signal."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "knserve"
+
+
+@dataclass(frozen=True)
+class PlaneSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_port: int = 8081
+    domain: str = "localhost"
+    token: str | None = None
+
+
+class Plane:
+    def __init__(self, settings: PlaneSettings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.data_dir / "state.db")
+        proxy = f"http://{settings.host}:{settings.port}"
+        self.supervisor = Supervisor(
+            settings.data_dir / "logs",
+            extra_env={"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,::1",
+                       "no_proxy": "127.0.0.1,::1"},
+        )  # fmt: skip
+        self.gateway = Gateway(
+            SupervisorEndpoints(self.supervisor), settings.domain, hold_unready=True
+        )
+        self.supervisor.subscribe(self.gateway.endpoints_changed)
+        self.controller = Controller(
+            self.store, self.supervisor, self.gateway, settings.domain, settings.port
+        )
+        token = settings.token
+        if token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"binding the control API to {settings.host} needs --token (a bearer token)"
+            )
+        self.api = _QuietServer(uvicorn.Config(create_app(self.store, token), host=settings.host,
+                                               port=settings.api_port, log_level="warning", lifespan="off"))  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        await self.gateway.start(s.host, s.port)
+        api_task = asyncio.create_task(self.api.serve(), name="control-api")
+        controller_task = asyncio.create_task(self.controller.run(), name="controller")
+        (s.data_dir / "plane.json").write_text(json.dumps({
+            "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}", "pid": os.getpid(),
+        }))  # fmt: skip
+        log.info("knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
+                 s.host, s.port, s.host, s.api_port, s.data_dir)  # fmt: skip
+        print(
+            f"knserve is up: gateway http://{s.host}:{s.port}  control API http://{s.host}:{s.api_port}",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            log.info("knserve plane: stopping (draining replicas)")
+            controller_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await controller_task
+            await self.gateway.close()
+            await self.supervisor.close()
+            self.api.should_exit = True
+            await api_task
+            self.store.close()
+            (s.data_dir / "plane.json").unlink(missing_ok=True)
+
+
+def run_plane(settings: PlaneSettings) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Plane(settings).run(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

@@ -1,0 +1,226 @@
+"""`knserve up` end to end: Knative Services as processes behind the gateway, across restarts."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from plane_fixtures import LocalPlane
+
+from knserve.knative.errors import ApiError
+from knserve.knative.kinds import by_name
+
+pytestmark = pytest.mark.slow
+
+ECHO = str(Path(__file__).parents[1] / "support" / "echo_server.py")
+HOST = "echo.default.localhost"
+SERVICES = by_name("services")
+
+
+def echo_service(name: str = "echo", greeting: str = "hello", **template: Any) -> dict[str, Any]:
+    spec = {
+        "containers": [{
+            "image": "python", "command": [sys.executable, ECHO], "args": ["$(PORT)", "$(GREETING)", "$$(PORT)"],
+            "env": [{"name": "GREETING", "value": greeting}],
+        }],
+    }  # fmt: skip
+    spec.update(template.pop("spec", {}))
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"template": {"spec": spec, **template}},
+    }
+
+
+def apply(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> str:
+    path = tmp_path / "objects.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = plane.knserve("apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
+    plane: LocalPlane, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    svc = echo_service(spec={"containers": [{**echo_service()["spec"]["template"]["spec"]["containers"][0],
+                                              "workingDir": str(workdir)}]})  # fmt: skip
+    assert "services.serving.knative.dev/echo created" in apply(plane, tmp_path, svc)
+
+    ready = plane.wait_ready("services", "echo")
+    status = ready["status"]
+    assert status["url"] == "http://echo.default.localhost"
+    assert status["address"]["url"] == status["url"]
+    assert status["latestCreatedRevisionName"] == status["latestReadyRevisionName"] == "echo-00001"
+    assert status["traffic"] == [
+        {"revisionName": "echo-00001", "latestRevision": True, "percent": 100}
+    ]
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready",
+        "ConfigurationsReady",
+        "RoutesReady",
+    }
+
+    answer = plane.call(HOST).json()
+    assert answer["revision"] == "echo-00001"
+    assert answer["service"] == answer["configuration"] == "echo"
+    assert answer["greeting"] == "hello"
+    assert answer["argv"] == [answer["port"], "hello", "$(PORT)"]  # $(VAR) expanded, $$ escaped
+    assert answer["cwd"] == str(workdir)
+
+    revision = plane.get("revisions", "echo-00001")
+    assert {c["type"]: c["status"] for c in revision["status"]["conditions"]} == {
+        "Ready": "True", "ContainerHealthy": "True", "ResourcesAvailable": "True",
+    }  # fmt: skip
+    route = plane.get("routes", "echo")
+    assert route["metadata"]["ownerReferences"][0]["kind"] == "Service"
+    assert plane.get("configurations", "echo")["status"]["latestReadyRevisionName"] == "echo-00001"
+
+    assert plane.call("nothing.default.localhost").status_code == 404
+
+    plane.knserve("delete", "-f", str(tmp_path / "objects.yaml"))
+    with pytest.raises(ApiError):
+        plane.get("revisions", "echo-00001")
+
+
+def test_a_container_that_exits_at_start_says_so_with_its_last_log_lines(
+    plane: LocalPlane, tmp_path: Path
+) -> None:
+    svc = echo_service(name="broken")
+    svc["spec"]["template"]["spec"]["containers"][0].update(
+        command=[
+            sys.executable,
+            "-c",
+            "import sys; print('cannot load model.joblib'); sys.exit(3)",
+        ],
+        args=[],
+    )
+    apply(plane, tmp_path, svc)
+
+    def failed(obj: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "Ready" and c["status"] == "False"
+            for c in obj.get("status", {}).get("conditions", [])
+        )
+
+    revision = plane.wait_for("revisions", "broken-00001", failed)
+    healthy = next(c for c in revision["status"]["conditions"] if c["type"] == "ContainerHealthy")
+    assert healthy["status"] == "False"
+    assert "exited with code 3" in healthy["message"]
+    assert "cannot load model.joblib" in healthy["message"]
+    service = plane.wait_for("services", "broken", failed)
+    ready = next(c for c in service["status"]["conditions"] if c["type"] == "Ready")
+    assert "cannot load model.joblib" in ready["message"]
+
+
+def test_traffic_splits_80_20_and_a_tag_reaches_its_revision_at_zero_percent(
+    plane: LocalPlane, tmp_path: Path
+) -> None:
+    apply(plane, tmp_path, echo_service(greeting="v1"))
+    plane.wait_ready("services", "echo")
+    v2 = echo_service(greeting="v2")
+    v2["spec"]["traffic"] = [
+        {"revisionName": "echo-00001", "percent": 80},
+        {"latestRevision": True, "percent": 20},
+    ]
+    apply(plane, tmp_path, v2)
+    plane.wait_ready("services", "echo")
+    assert plane.wait_for(
+        "services", "echo", lambda o: o["status"].get("latestReadyRevisionName") == "echo-00002"
+    )
+
+    counts: collections.Counter[str] = collections.Counter()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for answer in pool.map(lambda _: plane.call(HOST).json()["greeting"], range(1000)):
+            counts[answer] += 1
+    assert 750 <= counts["v1"] <= 850, counts
+    assert counts["v1"] + counts["v2"] == 1000
+
+    # the new revision at 0 %, tagged: reachable by its tag URL and by header, never otherwise
+    result = plane.knserve("service", "update", "echo", "--traffic", "echo-00001=100",
+                           "--tag", "echo-00002=canary")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    svc = plane.wait_for(
+        "services",
+        "echo",
+        lambda o: any(t.get("tag") == "canary" for t in o["status"].get("traffic", [])),
+    )
+    canary = next(t for t in svc["status"]["traffic"] if t.get("tag") == "canary")
+    assert canary == {"revisionName": "echo-00002", "latestRevision": False, "percent": 0, "tag": "canary",
+                      "url": "http://canary-echo.default.localhost"}  # fmt: skip
+    assert {plane.call(HOST).json()["greeting"] for _ in range(50)} == {"v1"}
+    assert plane.call("canary-echo.default.localhost").json()["greeting"] == "v2"
+    assert plane.call(HOST, headers={"Knative-Serving-Tag": "canary"}).json()["greeting"] == "v2"
+
+    result = plane.knserve(
+        "service", "update", "echo", "--traffic", "echo-00002=100", "--untag", "canary"
+    )
+    assert result.returncode == 0, result.stderr
+    plane.wait_for("services", "echo", lambda o: o["status"].get("traffic", [{}])[0].get("revisionName") == "echo-00002"
+                   and len(o["status"]["traffic"]) == 1)  # fmt: skip
+    assert {plane.call(HOST).json()["greeting"] for _ in range(20)} == {"v2"}
+
+
+def test_a_killed_replica_is_replaced_and_a_restart_brings_everything_back(
+    plane: LocalPlane, tmp_path: Path
+) -> None:
+    apply(plane, tmp_path, echo_service())
+    plane.wait_ready("services", "echo")
+    first = plane.call(HOST).json()["pid"]
+
+    os.kill(first, signal.SIGKILL)
+    failures = []
+    pids = set()
+    for _ in range(200):
+        response = plane.call(HOST)
+        if response.status_code != 200:
+            failures.append(f"{response.status_code} {response.text}")
+        else:
+            pids.add(response.json()["pid"])
+        if pids - {first}:
+            break
+    assert pids - {first}, "the killed replica was never replaced"
+    assert not failures, "requests after the kill should be held until the new replica is ready"
+
+    plane.restart()
+    svc = plane.wait_ready("services", "echo")
+    assert svc["status"]["latestReadyRevisionName"] == "echo-00001"
+    assert plane.call(HOST).json()["revision"] == "echo-00001"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"traffic": [{"latestRevision": True, "percent": 90}]}, "percents sum to 90, they must sum to 100"),
+        ({"traffic": [{"latestRevision": True, "percent": 50, "tag": "a"},
+                      {"latestRevision": True, "percent": 50, "tag": "a"}]}, "tag"),
+        ({"traffic": [{"revisionName": "echo-00042", "percent": 100}]}, "does not exist"),
+        ({"traffic": [{"latestRevision": True, "percent": 100, "tag": "Not_DNS"}]}, "Not_DNS"),
+    ],
+)  # fmt: skip
+def test_invalid_services_are_refused_with_a_status_that_says_what_to_fix(
+    plane: LocalPlane, change: dict[str, Any], message: str
+) -> None:
+    svc = echo_service()
+    svc["spec"].update(change)
+    with pytest.raises(ApiError) as refused:
+        plane.client.create(SERVICES, svc)
+    assert refused.value.code in (400, 422)
+    assert message in refused.value.message
+
+
+def test_a_name_that_is_not_a_dns_label_is_refused(plane: LocalPlane) -> None:
+    with pytest.raises(ApiError) as refused:
+        plane.client.create(SERVICES, echo_service(name="Echo_1"))
+    assert "Echo_1" in refused.value.message
+    assert refused.value.code == 422
