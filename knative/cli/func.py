@@ -39,7 +39,7 @@ def progress(message: str) -> None:
 
 @click.group("func")
 def cli() -> None:
-    """Functions: create, build, run, invoke, describe, list."""
+    """Functions: create, build, run, invoke, deploy, describe, list."""
 
 
 @cli.command("create")
@@ -77,6 +77,62 @@ def build(path: Path) -> None:
     result = build_function(path, progress)
     state = "up to date" if result.cached else "built"
     click.echo(f"{result.image} {state} in {result.seconds:.2f}s")
+
+
+@cli.command("deploy")
+@click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
+@click.option("-n", "--namespace", help="default: func.yaml's deploy.namespace")
+@click.option(
+    "--build/--no-build", default=True, help="build first (default; a no-op when unchanged)"
+)
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--wait-timeout", type=float, default=600, show_default=True)
+@click.option("--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)")
+@reports_errors
+def deploy(path: Path, namespace: str | None, build: bool, wait: bool, wait_timeout: float,
+           api: str | None) -> None:  # fmt: skip
+    """Build if needed, then create or update the function's Knative Service."""
+    from knserve.functions.deploy import service_for
+    from knserve.knative.cli.output import reports_api_errors
+
+    if build:
+        from knserve.functions.build import build_function
+
+        result = build_function(path, progress)
+        click.echo(f"{result.image} {'up to date' if result.cached else 'built'}", err=True)
+    reports_api_errors(_deploy)(
+        service_for(funcyaml.load(path), namespace), wait, wait_timeout, api
+    )
+
+
+def _deploy(svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | None) -> None:
+    from knserve.knative.cli.output import wait_ready
+    from knserve.knative.client import Client
+    from knserve.knative.errors import NotFound
+    from knserve.knative.kinds import by_name
+
+    services = by_name("services")
+    client = Client(api)
+    meta = svc["metadata"]
+    try:
+        current = client.get(services, meta["namespace"], meta["name"])
+    except NotFound:
+        result, verb = client.create(services, svc), "created"
+    else:
+        current.pop("status", None)
+        current["metadata"]["labels"] = {
+            **(current["metadata"].get("labels") or {}),
+            **meta["labels"],
+        }
+        current["spec"]["template"] = svc["spec"]["template"]  # traffic stays as the user set it
+        result, verb = client.replace(services, current), "updated"
+    if wait:
+        result = wait_ready(lambda: client.get(services, meta["namespace"], meta["name"]),
+                            f"function '{meta['name']}'", wait_timeout)  # fmt: skip
+        click.echo(f"Function {verb}: {result['status']['url']} "
+                   f"(revision {result['status'].get('latestReadyRevisionName')})")  # fmt: skip
+    else:
+        click.echo(f"Function {verb}: service {meta['namespace']}/{meta['name']}")
 
 
 @cli.command("run")

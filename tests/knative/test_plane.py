@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,15 @@ def test_a_killed_replica_is_replaced_and_a_restart_brings_everything_back(
     assert pids - {first}, "the killed replica was never replaced"
     assert not failures, "requests after the kill should be held until the new replica is ready"
 
-    plane.restart()
+    # stopping drains: a request in flight when SIGTERM arrives still gets its answer
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        mark = tmp_path / "arrived"
+        slow = pool.submit(plane.call, HOST, f"/sleep?s=1.5&mark={mark}")
+        deadline = time.monotonic() + 10
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the replica is another process; its mark file is the signal
+        plane.restart()
+        assert slow.result().status_code == 200
     svc = plane.wait_ready("services", "echo")
     assert svc["status"]["latestReadyRevisionName"] == "echo-00001"
     assert plane.call(HOST).json()["revision"] == "echo-00001"
@@ -224,3 +233,54 @@ def test_a_name_that_is_not_a_dns_label_is_refused(plane: LocalPlane) -> None:
         plane.client.create(SERVICES, echo_service(name="Echo_1"))
     assert "Echo_1" in refused.value.message
     assert refused.value.code == 422
+
+
+def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
+    functions_home: Path, plane: LocalPlane, tmp_path: Path
+) -> None:
+    folder = tmp_path / "iris"
+    created = plane.knserve("func", "create", "-t", "predictor", "iris", "--path", str(folder))
+    assert created.returncode == 0, created.stderr
+    first = plane.knserve("func", "deploy", "--path", str(folder))
+    assert first.returncode == 0, first.stderr + plane.log()
+    assert "Function created: http://iris.default.localhost (revision iris-00001)" in first.stdout
+
+    iris = "iris.default.localhost"
+    setosa = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    answer = plane.call(iris, "/v1/models/iris:predict", "POST", json=setosa)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": [0]}
+
+    # the user changes the code: a new build, a new revision
+    source = folder / "function" / "func.py"
+    source.write_text(source.read_text().replace(
+        "    def postprocess(self, result, headers=None):\n        return result",
+        "    def postprocess(self, result, headers=None):\n"
+        "        return {**result, 'revision': __import__('os').environ['K_REVISION']}",
+    ))  # fmt: skip
+    second = plane.knserve("func", "deploy", "--path", str(folder))
+    assert second.returncode == 0, second.stderr + plane.log()
+    assert "Function updated: http://iris.default.localhost (revision iris-00002)" in second.stdout
+
+    split = plane.knserve("service", "update", "iris", "--traffic", "iris-00001=80,@latest=20")
+    assert split.returncode == 0, split.stderr
+    assert "is ready at URL" in split.stdout
+
+    counts: collections.Counter[str] = collections.Counter()
+
+    def predict(_: int) -> str:
+        response = plane.call(iris, "/v1/models/iris:predict", "POST", json=setosa)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == [0]
+        return str(response.json().get("revision", "iris-00001"))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        counts.update(pool.map(predict, range(1000)))
+    assert 150 <= counts["iris-00002"] <= 250, counts
+    assert counts["iris-00001"] + counts["iris-00002"] == 1000
+
+    described = plane.knserve("service", "describe", "iris")
+    assert described.returncode == 0, described.stderr
+    assert "80%  iris-00001 #1" in described.stdout
+    assert "20%  @latest (iris-00002) #2" in described.stdout
+    assert "Replicas:  1/1" in described.stdout

@@ -1,8 +1,8 @@
 """A revision's container for plane tests: answers with what the Knative contract gave it.
 
 `python echo_server.py PORT [WORDS…]` serves on 127.0.0.1:PORT; `GET /` returns JSON with the
-`K_*` variables, `PORT`, `GREETING`, the working folder, the argv and the pid; `GET /sleep?s=N`
-answers after N seconds (for drain and concurrency tests).
+`K_*` variables, `PORT`, `GREETING`, the working folder, the argv and the pid; `GET /sleep?s=N&mark=FILE`
+writes FILE on arrival and answers after N seconds (for drain and concurrency tests).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/sleep":
-            time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
+            query = parse_qs(url.query)
+            if "mark" in query:  # tells the test the request has arrived
+                with open(query["mark"][0], "w") as mark:
+                    mark.write(str(os.getpid()))
+            time.sleep(float(query.get("s", ["1"])[0]))
         body = json.dumps({
             "revision": os.environ.get("K_REVISION"), "service": os.environ.get("K_SERVICE"),
             "configuration": os.environ.get("K_CONFIGURATION"), "port": os.environ.get("PORT"),
