@@ -27,7 +27,7 @@ from typing import Any
 
 from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from knserve.knative.kinds import Kind, by_name, by_plural
-from knserve.knative.validation import missing_revision_errors
+from knserve.knative.validation import revision_reference_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -280,12 +280,11 @@ class Store:
             and kind.group == "serving.knative.dev"
             and kind.plural in ("services", "routes")
         ):
-            # Traffic may only name revisions that exist: the rule needs the store, not just the object.
-            names = {
-                r["metadata"]["name"]
-                for r in self.list(by_name("revisions"), obj["metadata"]["namespace"])
-            }
-            errors = missing_revision_errors(obj, names)
+            # These rules need the revisions in the store, not just the object.
+            revisions = self.list(by_name("revisions"), obj["metadata"]["namespace"])
+            errors = revision_reference_errors(
+                obj, {r["metadata"]["name"]: r["spec"] for r in revisions}
+            )
         if errors:
             name = obj["metadata"]["name"]
             raise Invalid(f'{kind.kind} "{name}" is invalid: ' + "; ".join(errors))

@@ -77,12 +77,29 @@ def traffic_errors(
     return errors
 
 
-def missing_revision_errors(obj: dict[str, Any], existing: set[str]) -> list[str]:
-    """Traffic to a revision that neither exists nor is the one this template names."""
+# Defaults the controller writes into a Revision's spec; a template that omits them is the same.
+_REVISION_DEFAULTS = {"timeoutSeconds": 300, "containerConcurrency": 0}
+
+
+def revision_reference_errors(
+    obj: dict[str, Any], existing: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Rules that need the revisions that exist (name -> spec): traffic must name one of them or
+    the one this template names, and a template name already taken must be for the same spec
+    (revisions are immutable)."""
     spec = obj.get("spec") or {}
-    named = ((spec.get("template") or {}).get("metadata") or {}).get("name")
-    known = existing | ({named} if named else set())
+    template = spec.get("template") or {}
+    named = (template.get("metadata") or {}).get("name")
+    known = set(existing) | ({named} if named else set())
     errors = []
+    if named in existing:
+        had = {**_REVISION_DEFAULTS, **existing[named]}
+        wants = {**_REVISION_DEFAULTS, **(template.get("spec") or {})}
+        if had != wants:
+            errors.append(
+                f"spec.template.metadata.name {named!r} is an existing revision with a different "
+                "spec; revisions are immutable: give the new template a new name (or none)"
+            )
     for index, entry in enumerate(spec.get("traffic") or []):
         name = entry.get("revisionName")
         if name and name not in known:

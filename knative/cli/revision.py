@@ -34,6 +34,10 @@ def _traffic(client: Any, namespace: str) -> dict[str, tuple[int, list[str]]]:
     return out
 
 
+def _routing(percent: int, tags: list[str]) -> str:
+    return f"{percent}%" + (f", tags {', '.join(tags)}" if tags else "")
+
+
 @click.group("revision")
 def cli() -> None:
     """Revisions: list, describe, delete."""
@@ -132,7 +136,7 @@ def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     for name in names:
         if name in traffic:
             raise click.ClickException(
-                f"revision '{name}' is routed ({traffic[name][0]}% {','.join(traffic[name][1])}); "
+                f"revision '{name}' is routed ({_routing(*traffic[name])}); "
                 "move its traffic and tags away first (knserve service update --traffic/--untag)"
             )
         client.delete(REVISIONS, namespace, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import json
 import os
 import signal
 import sys
@@ -139,6 +140,14 @@ def test_traffic_splits_80_20_and_a_tag_reaches_its_revision_at_zero_percent(
     assert plane.wait_for(
         "services", "echo", lambda o: o["status"].get("latestReadyRevisionName") == "echo-00002"
     )
+
+    # revisions are immutable: a template may not reuse a revision's name for another spec
+    reuse = plane.get("services", "echo")
+    reuse["spec"]["template"]["metadata"] = {"name": "echo-00001"}
+    with pytest.raises(ApiError) as refused:
+        plane.client.replace(SERVICES, reuse)
+    assert refused.value.code == 422
+    assert "'echo-00001' is an existing revision with a different spec" in refused.value.message
 
     counts: collections.Counter[str] = collections.Counter()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -284,3 +293,15 @@ def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
     assert "80%  iris-00001 #1" in described.stdout
     assert "20%  @latest (iris-00002) #2" in described.stdout
     assert "Replicas:  1/1" in described.stdout
+
+    revisions = plane.knserve("revision", "list", "-s", "iris").stdout.splitlines()
+    assert revisions[0].split() == ["NAME", "SERVICE", "TRAFFIC", "TAGS", "GENERATION", "AGE",
+                                    "CONDITIONS", "READY", "REASON"]  # fmt: skip
+    assert [line.split()[:3] for line in revisions[1:]] == [
+        ["iris-00002", "iris", "20%"], ["iris-00001", "iris", "80%"],
+    ]  # fmt: skip
+    route = plane.knserve("route", "describe", "iris", "-o", "json")
+    assert json.loads(route.stdout)["status"]["url"] == "http://iris.default.localhost"
+    routed = plane.knserve("revision", "delete", "iris-00001")
+    assert routed.returncode == 1
+    assert "revision 'iris-00001' is routed (80%); move its traffic" in routed.stderr
