@@ -1,0 +1,356 @@
+"""The broker's durable event log: every accepted event, and where each trigger is with it.
+
+One SQLite file (WAL) per plane holds four tables:
+
+* ``events`` -- each accepted event, in arrival order (``seq``), with all its attributes (JSON)
+  and its body bytes, under the broker that accepted it. ``seq`` is AUTOINCREMENT so a number is
+  never handed out twice, even after every event was deleted: the trigger cursors below compare
+  against it.
+* ``seen`` -- (broker, source, id) of recent events, for de-duplication: an event whose source and
+  id the broker accepted less than ``retention`` seconds ago is acknowledged but not stored again.
+* ``triggers`` -- per trigger, its broker and a cursor: the last ``seq`` it has looked at.
+  A trigger registered now starts at the current end of the log, as a new Knative Trigger only
+  gets events that arrive after it is ready; a registered trigger keeps its cursor across
+  restarts, so nothing accepted in between is skipped.
+* ``deliveries`` -- per (trigger, event) that the trigger took and has not finished: how many
+  attempts failed, when the next one is due, and whether one is in flight.
+
+The dispatcher's loop for a trigger is :meth:`EventLog.pending` (which claims what is due, and
+moves the cursor past new events, creating their delivery rows in the same transaction), then
+:meth:`~EventLog.mark_delivered`, :meth:`~EventLog.mark_failed` or
+:meth:`~EventLog.dead_letter` per event. An attempt in flight when the process dies is due again
+when the log is reopened, so an accepted event is delivered at least once to every trigger that
+took it; :meth:`~EventLog.compact` deletes events no trigger still needs.
+
+Durability: a transaction commits before :meth:`~EventLog.append` returns. In WAL mode with
+``synchronous=NORMAL`` a commit survives a crash or ``kill -9`` of the process (what the broker
+promises); ``fsync=True`` makes it survive a power loss too, at a cost in throughput. Times are
+Unix seconds from the injected ``clock`` (wall time, because they outlive the process). The log
+is used from one thread at a time (the plane's event loop); its calls are short and run inline.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
+
+DEFAULT_RETENTION = 600.0  # seconds: the de-duplication window (10 minutes)
+_SCAN = 500  # events read per step when moving a trigger's cursor past events it does not match
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL, broker TEXT NOT NULL,
+    attributes BLOB NOT NULL, data BLOB, accepted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_broker ON events (namespace, broker, seq);
+CREATE TABLE IF NOT EXISTS seen (
+    namespace TEXT NOT NULL, broker TEXT NOT NULL, source TEXT NOT NULL, id TEXT NOT NULL,
+    accepted_at REAL NOT NULL,
+    PRIMARY KEY (namespace, broker, source, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_age ON seen (accepted_at);
+CREATE TABLE IF NOT EXISTS triggers (
+    key TEXT PRIMARY KEY, namespace TEXT NOT NULL, broker TEXT NOT NULL, cursor INTEGER NOT NULL,
+    dead_letters INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    trigger TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL, in_flight INTEGER NOT NULL,
+    PRIMARY KEY (trigger, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (trigger, in_flight, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries (seq);
+"""
+
+_EVENT_COLUMNS = "e.seq, e.namespace, e.broker, e.attributes, e.data, e.accepted_at"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An accepted event as the log holds it, handed to a trigger by :meth:`EventLog.pending`."""
+
+    seq: int  # position in the log; the handle for mark_delivered / mark_failed / dead_letter
+    namespace: str
+    broker: str
+    attributes: dict[str, Any]  # context attributes and extensions, knativearrivaltime included
+    data: bytes | None  # the body exactly as received; None when the event had none
+    accepted_at: float
+    attempts: int = 0  # failed delivery attempts to this trigger so far (0: never tried)
+
+
+class EventLog:
+    """Accepted events and per-trigger delivery state in one SQLite file (``:memory:`` works
+    for tests, without the durability)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention: float = DEFAULT_RETENTION,
+        clock: Callable[[], float] = time.time,
+        fsync: bool = False,
+    ) -> None:
+        self.path, self.retention, self.clock = str(path), retention, clock
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._db.executescript(SCHEMA)
+        # Whatever was in flight when the last process died was not acknowledged: due again now.
+        self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- accepting -----------------------------------------------------------------------------
+
+    def append(self, namespace: str, broker: str, event: Mapping[str, Any]) -> bool:
+        """Store one event durably; False when the broker accepted an event with the same
+        ``source`` and ``id`` within the retention window (it is not stored again).
+
+        ``event`` maps attribute names to values, plus ``data``: the body bytes (or None).
+        """
+        return self.append_many(namespace, broker, [event])[0]
+
+    def append_many(
+        self, namespace: str, broker: str, events: Iterable[Mapping[str, Any]]
+    ) -> list[bool]:
+        """Store several events in one transaction (all or none); one flag per event, as
+        :meth:`append`'s. A duplicate within the batch itself is stored once."""
+        now = self.clock()
+        rows = [_split(event) for event in events]
+        stored = []
+        with self._tx() as db:
+            for attributes, data in rows:
+                key = (namespace, broker, attributes["source"], attributes["id"])
+                seen = db.execute(
+                    "SELECT accepted_at FROM seen WHERE namespace=? AND broker=? AND source=? AND id=?",
+                    key,
+                ).fetchone()
+                if seen is not None and seen[0] > now - self.retention:
+                    stored.append(False)
+                    continue
+                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", (*key, now))
+                db.execute(
+                    "INSERT INTO events (namespace, broker, attributes, data, accepted_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (namespace, broker, orjson.dumps(attributes), data, now),
+                )
+                stored.append(True)
+        return stored
+
+    # ---- triggers ------------------------------------------------------------------------------
+
+    def add_trigger(self, trigger_key: str, namespace: str, broker: str) -> None:
+        """Register a trigger of ``broker`` (idempotent). A new trigger gets the events accepted
+        from now on; one already registered keeps its place, so call this on every start."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT namespace, broker FROM triggers WHERE key=?", (trigger_key,)
+            ).fetchone()
+            if row is not None:
+                if tuple(row) != (namespace, broker):
+                    raise ValueError(
+                        f'trigger "{trigger_key}" is registered for broker {row[0]}/{row[1]}, not '
+                        f"{namespace}/{broker}; a trigger's spec.broker cannot change: remove it first"
+                    )
+                return
+            head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            db.execute(
+                "INSERT INTO triggers (key, namespace, broker, cursor) VALUES (?, ?, ?, ?)",
+                (trigger_key, namespace, broker, head),
+            )
+
+    def remove_trigger(self, trigger_key: str) -> None:
+        """Forget a trigger and everything it had not delivered (the Trigger was deleted)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deliveries WHERE trigger=?", (trigger_key,))
+            db.execute("DELETE FROM triggers WHERE key=?", (trigger_key,))
+
+    def remove_broker(self, namespace: str, broker: str) -> None:
+        """Forget a broker's events, de-duplication memory and triggers (the Broker was deleted)."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM deliveries WHERE trigger IN "
+                "(SELECT key FROM triggers WHERE namespace=? AND broker=?)",
+                (namespace, broker),
+            )
+            for table in ("triggers", "seen", "events"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE namespace=? AND broker=?", (namespace, broker)
+                )
+
+    # ---- delivering ----------------------------------------------------------------------------
+
+    def pending(
+        self,
+        trigger_key: str,
+        limit: int = 100,
+        *,
+        matches: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> list[StoredEvent]:
+        """Claim up to ``limit`` events for a trigger: first retries that are due (by due time),
+        then new events in arrival order. Claimed events are in flight: not returned again until
+        marked, or until the log is reopened after a crash.
+
+        ``matches`` (the trigger's filter, over the attributes) lets the log skip events the
+        trigger does not want without ever creating their delivery rows.
+        """
+        if limit < 1:
+            return []
+        now = self.clock()
+        with self._tx() as db:
+            trigger = db.execute(
+                "SELECT namespace, broker, cursor FROM triggers WHERE key=?", (trigger_key,)
+            ).fetchone()
+            if trigger is None:
+                raise ValueError(
+                    f'trigger "{trigger_key}" is not registered; call add_trigger first'
+                )
+            namespace, broker, cursor = trigger
+            claimed = [
+                _event(row[:6], attempts=row[6])
+                for row in db.execute(
+                    f"SELECT {_EVENT_COLUMNS}, d.attempts FROM deliveries d JOIN events e USING (seq) "
+                    "WHERE d.trigger=? AND d.in_flight=0 AND d.next_attempt_at<=? "
+                    "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                    (trigger_key, now, limit),
+                ).fetchall()
+            ]
+            db.executemany(
+                "UPDATE deliveries SET in_flight=1 WHERE trigger=? AND seq=?",
+                [(trigger_key, e.seq) for e in claimed],
+            )
+            fresh: list[StoredEvent] = []
+            step = max(_SCAN, limit)
+            while len(claimed) + len(fresh) < limit:
+                rows = db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.namespace=? AND e.broker=? "
+                    "AND e.seq>? ORDER BY e.seq LIMIT ?",
+                    (namespace, broker, cursor, step),
+                ).fetchall()
+                for row in rows:
+                    event = _event(row)
+                    cursor = event.seq  # taken or skipped, the trigger is past it
+                    if matches is None or matches(event.attributes):
+                        fresh.append(event)
+                        if len(claimed) + len(fresh) == limit:
+                            break
+                if len(rows) < step:
+                    break  # read to the end of the log
+            db.executemany(
+                "INSERT INTO deliveries VALUES (?, ?, 0, ?, 1)",
+                [(trigger_key, e.seq, now) for e in fresh],
+            )
+            db.execute("UPDATE triggers SET cursor=? WHERE key=?", (cursor, trigger_key))
+        return claimed + fresh
+
+    def release(self, trigger_key: str) -> int:
+        """Make the trigger's in-flight events due again, as a restart would (its delivery worker
+        was stopped, e.g. because the Trigger changed); returns how many."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE deliveries SET in_flight=0 WHERE trigger=? AND in_flight=1", (trigger_key,)
+            ).rowcount
+
+    def mark_delivered(self, trigger_key: str, seq: int) -> None:
+        """The subscriber answered 2xx: this trigger is done with the event."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deliveries WHERE trigger=? AND seq=?", (trigger_key, seq))
+
+    def mark_failed(
+        self, trigger_key: str, seq: int, attempts: int, next_attempt_at: float
+    ) -> None:
+        """An attempt failed and will be retried: ``attempts`` failed so far, the next one is due
+        at ``next_attempt_at`` (Unix seconds, on the log's clock)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET attempts=?, next_attempt_at=?, in_flight=0 "
+                "WHERE trigger=? AND seq=?",
+                (attempts, next_attempt_at, trigger_key, seq),
+            )
+
+    def dead_letter(self, trigger_key: str, seq: int) -> None:
+        """The trigger gave up on the event (retries exhausted or a permanent error); call it once
+        the dead-letter sink has the event, or when there is none and the event is dropped. The
+        trigger's dead-letter count goes up by one."""
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM deliveries WHERE trigger=? AND seq=?", (trigger_key, seq)
+            ).rowcount
+            if gone:
+                db.execute(
+                    "UPDATE triggers SET dead_letters = dead_letters + 1 WHERE key=?",
+                    (trigger_key,),
+                )
+
+    def dead_letters(self, trigger_key: str) -> int:
+        """How many events the trigger gave up on since it was registered."""
+        row = self._db.execute(
+            "SELECT dead_letters FROM triggers WHERE key=?", (trigger_key,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def backlog(self, trigger_key: str) -> int:
+        """Events the trigger has taken but not finished plus those after its cursor (an upper
+        bound when the trigger filters)."""
+        row = self._db.execute(
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE trigger=t.key) + "
+            "(SELECT COUNT(*) FROM events e WHERE e.namespace=t.namespace AND e.broker=t.broker "
+            "AND e.seq>t.cursor) FROM triggers t WHERE t.key=?",
+            (trigger_key,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- housekeeping --------------------------------------------------------------------------
+
+    def compact(self) -> int:
+        """Delete events every trigger of their broker has finished with, and de-duplication
+        entries older than the retention window; returns how many events went. Call it now and
+        then (the dispatcher's idle tick): nothing else removes events."""
+        with self._tx() as db:
+            db.execute("DELETE FROM seen WHERE accepted_at <= ?", (self.clock() - self.retention,))
+            return db.execute(
+                "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=events.seq) "
+                "AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.namespace=events.namespace "
+                "AND t.broker=events.broker AND t.cursor<events.seq)"
+            ).rowcount
+
+
+def _split(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    attributes = {k: v for k, v in event.items() if k != "data"}
+    for name in ("id", "source"):
+        if not isinstance(attributes.get(name), str) or not attributes[name]:
+            raise ValueError(f"an event needs a non-empty string {name!r} to be stored")
+    data = event.get("data")
+    if data is not None and not isinstance(data, bytes):
+        raise ValueError(f"an event's data must be bytes or None, not {type(data).__name__}")
+    return attributes, data
+
+
+def _event(row: tuple[Any, ...], attempts: int = 0) -> StoredEvent:
+    seq, namespace, broker, attributes, data, accepted_at = row
+    return StoredEvent(
+        seq, namespace, broker, orjson.loads(attributes), data, accepted_at, attempts
+    )
