@@ -168,6 +168,60 @@ class AutoscalerConfig:
         return dataclasses.replace(base, **new)
 
 
+# config-autoscaler key (Knative's ConfigMap, plus our tick-interval) -> (field, value kind)
+CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "stable-window": ("stable_window", "duration"),
+    "panic-window-percentage": ("panic_window_percentage", "float"),
+    "panic-threshold-percentage": ("panic_threshold_percentage", "float"),
+    "max-scale-up-rate": ("max_scale_up_rate", "float"),
+    "max-scale-down-rate": ("max_scale_down_rate", "float"),
+    "target-burst-capacity": ("target_burst_capacity", "float"),
+    "container-concurrency-target-default": ("container_concurrency_target_default", "float"),
+    "container-concurrency-target-percentage": ("target_utilization_percentage", "float"),
+    "requests-per-second-target-default": ("rps_target_default", "float"),
+    "scale-to-zero-grace-period": ("scale_to_zero_grace_period", "duration"),
+    "scale-to-zero-pod-retention-period": ("scale_to_zero_pod_retention_period", "duration"),
+    "enable-scale-to-zero": ("enable_scale_to_zero", "bool"),
+    "initial-scale": ("initial_scale", "int"),
+    "allow-zero-initial-scale": ("allow_zero_initial_scale", "bool"),
+    "min-scale": ("min_scale", "int"),
+    "max-scale": ("max_scale", "int"),
+    "activation-scale": ("activation_scale", "int"),
+    "scale-down-delay": ("scale_down_delay", "duration"),
+    "tick-interval": ("tick_interval", "duration"),
+}
+
+
+def config_from_map(
+    data: Mapping[str, Any], base: AutoscalerConfig | None = None
+) -> AutoscalerConfig:
+    """The global config from config-autoscaler's keys (`stable-window: 60s`, …), over `base`.
+
+    Raises ValueError naming the key and what it accepts, as a ConfigMap typo should fail at start.
+    """
+    new: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key not in CONFIG_KEYS:
+            known = ", ".join(sorted(CONFIG_KEYS))
+            raise ValueError(f"autoscaler config: unknown key {key!r}; known keys: {known}")
+        field, kind = CONFIG_KEYS[key]
+        text = str(raw).strip()
+        try:
+            if kind == "duration":
+                new[field] = float(raw) if isinstance(raw, int | float) else parse_duration(text)
+            elif kind == "bool":
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(f"{text!r} is not true or false")
+                new[field] = text.lower() == "true"
+            elif kind == "int":
+                new[field] = int(text)
+            else:
+                new[field] = float(text)
+        except ValueError as exc:
+            raise ValueError(f"autoscaler config: {key}: {exc}") from None
+    return dataclasses.replace(base if base is not None else AutoscalerConfig(), **new)
+
+
 # annotation -> (value kind, minimum, maximum), bounds as Knative validates them. The config field
 # is the annotation's name with underscores, except window → stable_window. Knative wants the
 # window and the delay in whole seconds ("seconds"); the retention period may be finer.

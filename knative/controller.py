@@ -25,6 +25,7 @@ from typing import Any
 
 from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
+from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.naming import revision_name, service_host, tag_host
 from knserve.knative.store import Store, now
 from knserve.knative.supervisor import RevisionProcessSpec, Supervisor
@@ -73,14 +74,24 @@ def initial_replicas(annotations: dict[str, str]) -> int:
     return 1
 
 
+def _was_ready(rev: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (rev.get("status") or {}).get("conditions") or []
+    )
+
+
 class Controller:
     """Reconciles Services on the local plane (see the module docstring)."""
 
     def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, domain: str = "localhost",
-                 gateway_port: int = 8080) -> None:  # fmt: skip
+                 gateway_port: int = 8080, scaler: Multiscaler | None = None) -> None:  # fmt: skip
         self.store = store
         self.supervisor = supervisor
         self.gateway = gateway
+        self.scaler = scaler
+        if scaler is not None:
+            scaler.subscribe(self._replica_changed)
         self.domain = domain
         self.gateway_port = gateway_port
         self._dirty: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -271,17 +282,28 @@ class Controller:
             self.gateway.set_revision(
                 namespace, rname, spec.container_concurrency, spec.timeout_seconds
             )
-            replicas = initial_replicas(annotations) if wanted else 0
-            await self.supervisor.ensure(spec, replicas)
+            if self.scaler is None:
+                await self.supervisor.ensure(spec, initial_replicas(annotations) if wanted else 0)
+            elif wanted:
+                await self.scaler.track(spec)
+            else:
+                await self.scaler.untrack(namespace, rname)
+                await self.supervisor.ensure(spec, 0)
             status = self.supervisor.status(namespace, rname)
-            if status.ready:
+            decision = self.scaler.decision(namespace, rname) if self.scaler else None
+            scaled_to_zero = (
+                wanted and decision is not None and decision.desired_pods == 0
+                and status.failure is None and _was_ready(rev)
+            )  # fmt: skip
+            if status.ready or scaled_to_zero:
                 ready.add(rname)
-            self._revision_status(rev, status, wanted)
+            self._revision_status(rev, status, wanted, decision, scaled_to_zero)
         return ready
 
-    def _revision_status(self, rev: dict[str, Any], status: Any, wanted: bool) -> None:
+    def _revision_status(self, rev: dict[str, Any], status: Any, wanted: bool, decision: Any,
+                         scaled_to_zero: bool) -> None:  # fmt: skip
         previous = (rev.get("status") or {}).get("conditions") or []
-        if status.ready:
+        if status.ready or scaled_to_zero:
             healthy = _condition("ContainerHealthy", "True", previous=previous)
             available = _condition("ResourcesAvailable", "True", previous=previous)
             ready = _condition("Ready", "True", previous=previous)
@@ -311,9 +333,24 @@ class Controller:
             ready = _condition(
                 "Ready", "Unknown", "Deploying", "waiting for a ready replica", previous
             )
-        new_status = {"observedGeneration": rev["metadata"]["generation"],
-                      "conditions": [ready, healthy, available],
-                      "actualReplicas": status.ready, "desiredReplicas": status.desired}  # fmt: skip
+        if status.ready:
+            active = _condition("Active", "True", previous=previous)
+        elif scaled_to_zero or not wanted:
+            active = _condition("Active", "False", "NoTraffic",
+                                "the revision is scaled to zero; a request scales it up", previous)  # fmt: skip
+        else:
+            active = _condition("Active", "Unknown", "Activating", previous=previous)
+        new_status: dict[str, Any] = {
+            "observedGeneration": rev["metadata"]["generation"],
+            "conditions": [ready, healthy, available, active],
+            "actualReplicas": status.ready,
+            "desiredReplicas": decision.desired_pods if decision else status.desired,
+        }
+        if decision is not None:
+            # duck Status annotations: where Knative keeps state that has no field of its own
+            new_status["annotations"] = {
+                "autoscaling.knative.dev/panic": str(decision.in_panic).lower()
+            }
         if rev.get("status") != new_status:
             rev["status"] = new_status
             self.store.replace(REVISION, rev, subresource="status")

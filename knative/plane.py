@@ -19,14 +19,17 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from knserve.knative.api import create_app
+from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
 from knserve.knative.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.metrics import metrics_route
+from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.store import Store
 from knserve.knative.supervisor import Supervisor
 
@@ -54,6 +57,7 @@ class PlaneSettings:
     api_port: int = 8081
     domain: str = "localhost"
     token: str | None = None
+    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
 
 
 class Plane:
@@ -71,15 +75,18 @@ class Plane:
             SupervisorEndpoints(self.supervisor), settings.domain, hold_unready=True
         )
         self.supervisor.subscribe(self.gateway.endpoints_changed)
-        self.controller = Controller(
-            self.store, self.supervisor, self.gateway, settings.domain, settings.port
-        )
+        self.scaler = Multiscaler(self.supervisor, self.gateway, settings.autoscaler)
+        self.gateway.on_demand = self.scaler.on_demand  # the activator wakes revisions at zero
+        self.controller = Controller(self.store, self.supervisor, self.gateway, settings.domain,
+                                     settings.port, self.scaler)  # fmt: skip
         token = settings.token
         if token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(
                 f"binding the control API to {settings.host} needs --token (a bearer token)"
             )
-        self.api = _QuietServer(uvicorn.Config(create_app(self.store, token), host=settings.host,
+        app = create_app(self.store, token)
+        app.routes.insert(0, metrics_route(self.scaler, self.supervisor, self.gateway))
+        self.api = _QuietServer(uvicorn.Config(app, host=settings.host,
                                                port=settings.api_port, log_level="warning", lifespan="off"))  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,6 +94,7 @@ class Plane:
         await self.gateway.start(s.host, s.port)
         api_task = asyncio.create_task(self.api.serve(), name="control-api")
         controller_task = asyncio.create_task(self.controller.run(), name="controller")
+        scaler_task = asyncio.create_task(self.scaler.run(), name="multiscaler")
         (s.data_dir / "plane.json").write_text(json.dumps({
             "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}", "pid": os.getpid(),
         }))  # fmt: skip
@@ -100,9 +108,11 @@ class Plane:
             await stop.wait()
         finally:
             log.info("knserve plane: stopping (draining replicas)")
-            controller_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await controller_task
+            for task in (controller_task, scaler_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.scaler.close()
             await self.gateway.close()
             await self.supervisor.close()
             self.api.should_exit = True

@@ -34,6 +34,13 @@ def _traffic(client: Any, namespace: str) -> dict[str, tuple[int, list[str]]]:
     return out
 
 
+def replicas_text(status: dict[str, Any]) -> str:
+    """`ready/desired (panic: no)`, as the autoscaler last decided."""
+    text = f"{status.get('actualReplicas', 0)}/{status.get('desiredReplicas', 0)}"
+    panic = (status.get("annotations") or {}).get("autoscaling.knative.dev/panic")
+    return text + (f" (panic: {'yes' if panic == 'true' else 'no'})" if panic else "")
+
+
 def _routing(percent: int, tags: list[str]) -> str:
     return f"{percent}%" + (f", tags {', '.join(tags)}" if tags else "")
 
@@ -116,7 +123,7 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
         ("Env", ", ".join(f"{e['name']}={e.get('value', '…')}" for e in container.get("env") or [])),
         ("Scale", scale), ("Concurrency", f"limit {rev['spec'].get('containerConcurrency', 0)}"),
         ("Timeout", f"{rev['spec'].get('timeoutSeconds', 300)}s"),
-        ("Replicas", f"{status.get('actualReplicas', 0)}/{status.get('desiredReplicas', 0)}"),
+        ("Replicas", replicas_text(status)),
         ("Traffic", f"{percent}%"), ("Tags", ", ".join(tags)),
     ])  # fmt: skip
     click.echo()

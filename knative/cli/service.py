@@ -20,6 +20,7 @@ from knserve.knative.cli.output import (
     table,
     wait_ready,
 )
+from knserve.knative.cli.revision import replicas_text
 from knserve.knative.cli.traffic_flags import edit_traffic
 from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
@@ -284,9 +285,7 @@ def _revision_lines(percent: str, label: str, revision: dict[str, Any] | None) -
     image = container.get("image") or " ".join(container.get("command") or [])
     rstatus = revision.get("status") or {}
     click.echo(f"        Image:     {image}")
-    click.echo(
-        f"        Replicas:  {rstatus.get('actualReplicas', 0)}/{rstatus.get('desiredReplicas', 0)}"
-    )
+    click.echo(f"        Replicas:  {replicas_text(rstatus)}")
 
 
 @cli.command("delete")

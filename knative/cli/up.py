@@ -31,17 +31,43 @@ import click
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--autoscaler-config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML of Knative's config-autoscaler keys (stable-window: 60s, …)",
+)
+@click.option(
+    "--autoscaler",
+    "autoscaler_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="one config-autoscaler key, e.g. --autoscaler stable-window=6s (over the file)",
+)
 def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str, token: str | None,
-        log_level: str) -> None:  # fmt: skip
-    """Start the local serving plane: control API, gateway, controller, supervisor."""
+        log_level: str, autoscaler_config: Path | None, autoscaler_overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
+    from knserve.knative.autoscaler import config_from_map
     from knserve.knative.plane import PlaneSettings, default_data_dir, run_plane
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run_plane(
-            PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain, token)
-        )
+        values: dict[str, str] = {}
+        if autoscaler_config is not None:
+            import yaml
+
+            loaded = yaml.safe_load(autoscaler_config.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{autoscaler_config}: write a mapping of config-autoscaler keys")
+            values.update(loaded.get("data", loaded))  # a ConfigMap or its data
+        for item in autoscaler_overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--autoscaler {item!r}: write KEY=VALUE, e.g. stable-window=6s")
+            values[key.strip()] = value.strip()
+        settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain,
+                                 token, config_from_map(values))  # fmt: skip
+        run_plane(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

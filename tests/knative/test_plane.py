@@ -13,41 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from plane_fixtures import LocalPlane
+from plane_fixtures import LocalPlane, apply, echo_service
 
 from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
 
 pytestmark = pytest.mark.slow
 
-ECHO = str(Path(__file__).parents[1] / "support" / "echo_server.py")
 HOST = "echo.default.localhost"
 SERVICES = by_name("services")
-
-
-def echo_service(name: str = "echo", greeting: str = "hello", **template: Any) -> dict[str, Any]:
-    spec = {
-        "containers": [{
-            "image": "python", "command": [sys.executable, ECHO], "args": ["$(PORT)", "$(GREETING)", "$$(PORT)"],
-            "env": [{"name": "GREETING", "value": greeting}],
-        }],
-    }  # fmt: skip
-    spec.update(template.pop("spec", {}))
-    return {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"template": {"spec": spec, **template}},
-    }
-
-
-def apply(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> str:
-    path = tmp_path / "objects.yaml"
-    path.write_text(yaml.safe_dump_all(docs))
-    result = plane.knserve("apply", "-f", str(path))
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
@@ -82,7 +56,7 @@ def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
 
     revision = plane.get("revisions", "echo-00001")
     assert {c["type"]: c["status"] for c in revision["status"]["conditions"]} == {
-        "Ready": "True", "ContainerHealthy": "True", "ResourcesAvailable": "True",
+        "Ready": "True", "ContainerHealthy": "True", "ResourcesAvailable": "True", "Active": "True",
     }  # fmt: skip
     route = plane.get("routes", "echo")
     assert route["metadata"]["ownerReferences"][0]["kind"] == "Service"
@@ -292,7 +266,7 @@ def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
     assert described.returncode == 0, described.stderr
     assert "80%  iris-00001 #1" in described.stdout
     assert "20%  @latest (iris-00002) #2" in described.stdout
-    assert "Replicas:  1/1" in described.stdout
+    assert "Replicas:  1/1 (panic: no)" in described.stdout
 
     revisions = plane.knserve("revision", "list", "-s", "iris").stdout.splitlines()
     assert revisions[0].split() == ["NAME", "SERVICE", "TRAFFIC", "TAGS", "GENERATION", "AGE",

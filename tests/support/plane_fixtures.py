@@ -6,23 +6,53 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from net_fixtures import ServerProcess, free_port
 
 from knserve.knative.client import Client
 from knserve.knative.kinds import by_name
 
+ECHO = str(Path(__file__).parent / "echo_server.py")
+
+
+def echo_service(name: str = "echo", greeting: str = "hello", **template: Any) -> dict[str, Any]:
+    spec = {
+        "containers": [{
+            "image": "python", "command": [sys.executable, ECHO], "args": ["$(PORT)", "$(GREETING)", "$$(PORT)"],
+            "env": [{"name": "GREETING", "value": greeting}],
+        }],
+    }  # fmt: skip
+    spec.update(template.pop("spec", {}))
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"template": {"spec": spec, **template}},
+    }
+
+
+def apply(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> str:
+    path = tmp_path / "objects.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = plane.knserve("apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
 
 class LocalPlane:
     """One `knserve up` started by a test; `restart()` stops and starts it on the same data dir."""
 
-    def __init__(self, spawn: Callable[..., ServerProcess], data_dir: Path) -> None:
+    def __init__(
+        self, spawn: Callable[..., ServerProcess], data_dir: Path, args: Sequence[str] = ()
+    ) -> None:
         self._spawn = spawn
+        self.args = list(args)
         self.data_dir = data_dir
         self.port = free_port()
         self.api_port = free_port()
@@ -35,7 +65,7 @@ class LocalPlane:
     def _start(self) -> ServerProcess:
         process = self._spawn([sys.executable, "-m", "knserve.knative.cli", "up",
                                "--data-dir", str(self.data_dir), "--port", str(self.port),
-                               "--api-port", str(self.api_port), "--log-level", "debug"])  # fmt: skip
+                               "--api-port", str(self.api_port), "--log-level", "debug", *self.args])  # fmt: skip
         process.wait_http(f"http://127.0.0.1:{self.api_port}/healthz")
         return process
 
@@ -107,5 +137,18 @@ def is_ready(obj: dict[str, Any], generation: int | None = None) -> bool:
 def plane(spawn: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[LocalPlane]:
     """A fresh local plane for one test, stopped (with its replicas) at teardown."""
     local = LocalPlane(spawn, tmp_path / "plane")
+    yield local
+    local.close()
+
+
+# Knative's windows shrunk to seconds, so scaling tests see whole cycles quickly.
+FAST_AUTOSCALER = ["--autoscaler", "stable-window=6s", "--autoscaler", "scale-to-zero-grace-period=1s",
+                   "--autoscaler", "tick-interval=1s"]  # fmt: skip
+
+
+@pytest.fixture
+def fast_plane(spawn: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[LocalPlane]:
+    """A local plane whose autoscaler uses a 6 s stable window and a 1 s grace period."""
+    local = LocalPlane(spawn, tmp_path / "plane", FAST_AUTOSCALER)
     yield local
     local.close()

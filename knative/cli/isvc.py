@@ -1,0 +1,270 @@
+"""`knserve inferenceservice` (alias `isvc`): create, apply, list, describe, delete.
+
+`create` works as `kubectl apply` does for InferenceServices: it creates the object or replaces
+its spec, so running it again with a new `--storage-uri` and `--canary-traffic-percent 10` starts
+a canary, and again without the percent promotes it. `create -f FILE` (and `apply -f FILE`)
+applies every document of a YAML file, such as KServe's own examples, ServingRuntimes included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from knserve.knative.cli.output import (
+    OUTPUT,
+    age,
+    client_options,
+    describe_conditions,
+    emit,
+    fields,
+    reports_api_errors,
+    table,
+    wait_ready,
+)
+from knserve.knative.inferenceservice import COMPONENTS
+from knserve.knative.kinds import by_name
+
+ISVCS = by_name("inferenceservices")
+
+
+def _predictor(opts: dict[str, Any]) -> dict[str, Any]:
+    model: dict[str, Any] = {"modelFormat": {"name": opts["model_format"]}}
+    model["storageUri"] = opts["storage_uri"]
+    if opts.get("runtime"):
+        model["runtime"] = opts["runtime"]
+    predictor: dict[str, Any] = {"model": model}
+    for option, field in (
+        ("min_replicas", "minReplicas"), ("max_replicas", "maxReplicas"),
+        ("scale_target", "scaleTarget"), ("scale_metric", "scaleMetric"),
+        ("container_concurrency", "containerConcurrency"), ("timeout", "timeout"),
+        ("canary_traffic_percent", "canaryTrafficPercent"),
+    ):  # fmt: skip
+        if opts.get(option) is not None:
+            predictor[field] = opts[option]
+    return predictor
+
+
+def _documents(filename: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    from knserve.knative.client import load_documents
+
+    try:
+        return load_documents(filename)
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{filename} is not valid YAML: {exc}") from None
+
+
+def _namespace_flag(namespace: str) -> str | None:
+    """`-n` if given on the command line; else None, so that documents keep their own namespace."""
+    source = click.get_current_context().get_parameter_source("namespace")
+    return None if source is click.core.ParameterSource.DEFAULT else namespace
+
+
+def _apply_all(client: Any, documents: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Apply every document, saying what happened to each; the InferenceServices are returned."""
+    from knserve.knative.client import kind_of
+
+    applied = []
+    for obj in documents:
+        kind = kind_of(obj)
+        action, result = client.apply(obj, namespace)
+        click.echo(f"{kind.plural}.{kind.group}/{result['metadata']['name']} {action}", err=True)
+        if kind is ISVCS:
+            applied.append(result)
+    return applied
+
+
+def _finish(client: Any, isvcs: list[dict[str, Any]], opts: dict[str, Any]) -> None:
+    if opts["wait"]:
+        isvcs = [
+            wait_ready(
+                lambda meta=isvc["metadata"]: client.get(ISVCS, meta["namespace"], meta["name"]),
+                f"inferenceservice '{isvc['metadata']['name']}'",
+                opts["wait_timeout"],
+            )
+            for isvc in isvcs
+        ]
+    if opts["output"]:
+        emit(isvcs[0] if len(isvcs) == 1 else {"apiVersion": "v1", "kind": "List", "items": isvcs},
+             opts["output"])  # fmt: skip
+        return
+    for isvc in isvcs:
+        name, url = isvc["metadata"]["name"], (isvc.get("status") or {}).get("url")
+        if opts["wait"] and url:
+            click.echo(f"InferenceService '{name}' is ready at URL:\n{url}")
+        else:
+            click.echo(f"InferenceService '{name}' applied in namespace "
+                       f"'{isvc['metadata']['namespace']}'.")  # fmt: skip
+
+
+def _wait_options(fn: Any) -> Any:
+    options = [
+        click.option("--wait/--no-wait", default=True, show_default=True,
+                     help="wait until ready, then print the URL"),
+        click.option("--wait-timeout", type=float, default=600, show_default=True),
+        click.option("-o", "--output", type=OUTPUT, help="print the object instead"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group("inferenceservice")
+def cli() -> None:
+    """InferenceServices: create, apply, list, describe, delete."""
+
+
+@cli.command("create")
+@click.argument("name", required=False)
+@click.option("-f", "--filename", type=click.Path(path_type=Path, allow_dash=True, exists=True,
+              dir_okay=False), help="apply the documents of a YAML file instead")  # fmt: skip
+@click.option("--model-format", help="sklearn, xgboost, lightgbm, onnx, pytorch, custom, …")
+@click.option("--storage-uri", help="where the model is: a path, file://, http(s)://")
+@click.option("--runtime", help="a ServingRuntime by name (default: the one that auto-selects)")
+@click.option("--canary-traffic-percent", type=click.IntRange(0, 100),
+              help="percent for the new revision; the rest stays on the rolled-out one")  # fmt: skip
+@click.option("--min-replicas", type=click.IntRange(0), help="default 1; 0 scales to zero")
+@click.option("--max-replicas", type=click.IntRange(0), help="0 for no limit")
+@click.option("--scale-target", type=click.IntRange(1), help="concurrency (or rps) per replica")
+@click.option("--scale-metric", type=click.Choice(["concurrency", "rps"]))
+@click.option("--container-concurrency", type=click.IntRange(0),
+              help="hard limit of requests per replica")  # fmt: skip
+@click.option("--timeout", type=click.IntRange(1), help="request timeout in seconds")
+@_wait_options
+@client_options
+@reports_api_errors
+def create(name: str | None, filename: Path | None, namespace: str, api: str | None,
+           **opts: Any) -> None:  # fmt: skip
+    """Create (or update) an InferenceService from flags, or every object of a YAML file."""
+    from knserve.knative.client import Client
+
+    client = Client(api)
+    if filename is not None:
+        if name:
+            raise click.UsageError("give NAME with flags, or -f FILE, not both")
+        isvcs = _apply_all(client, _documents(filename), _namespace_flag(namespace))
+    else:
+        if not name or not opts.get("model_format") or not opts.get("storage_uri"):
+            raise click.UsageError("give NAME --model-format F --storage-uri URI, or -f FILE")
+        isvc = {"apiVersion": ISVCS.api_version, "kind": ISVCS.kind,
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"predictor": _predictor(opts)}}  # fmt: skip
+        isvcs = _apply_all(client, [isvc], namespace)
+    _finish(client, isvcs, opts)
+
+
+@cli.command("apply")
+@click.option("-f", "--filename", required=True, type=click.Path(path_type=Path, allow_dash=True,
+              exists=True, dir_okay=False))  # fmt: skip
+@_wait_options
+@client_options
+@reports_api_errors
+def apply(filename: Path, namespace: str, api: str | None, **opts: Any) -> None:
+    """Create or update every object of a YAML file (InferenceServices, ServingRuntimes)."""
+    from knserve.knative.client import Client
+
+    client = Client(api)
+    _finish(client, _apply_all(client, _documents(filename), _namespace_flag(namespace)), opts)
+
+
+def _traffic_of(component: dict[str, Any]) -> tuple[str, str]:
+    """(PREV, LATEST) percents as KServe's printer columns show them."""
+    prev = latest = ""
+    for entry in component.get("traffic") or []:
+        if entry.get("tag") == "prev":
+            prev = str(entry.get("percent", 0))
+        elif entry.get("latestRevision") or entry.get("tag") == "latest":
+            latest = str(int(latest or 0) + int(entry.get("percent", 0)))
+    return prev, latest
+
+
+@cli.command("list")
+@client_options
+@click.option("-o", "--output", type=OUTPUT)
+@reports_api_errors
+def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
+    """List InferenceServices with KServe's columns."""
+    from knserve.knative.client import Client
+
+    items = Client(api).list(ISVCS, namespace)
+    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
+        return
+    if not items:
+        click.echo(f"No inferenceservices found in namespace '{namespace}'.")
+        return
+    rows = []
+    for isvc in items:
+        status = isvc.get("status") or {}
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        rows.append((isvc["metadata"]["name"], status.get("url", ""), ready.get("status", "Unknown"),
+                     *_traffic_of(predictor), predictor.get("previousRolledoutRevision", ""),
+                     predictor.get("latestReadyRevision", ""),
+                     age(isvc["metadata"].get("creationTimestamp"))))  # fmt: skip
+    table(("NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION",
+           "LATESTREADYREVISION", "AGE"), rows)  # fmt: skip
+
+
+@cli.command("describe")
+@click.argument("name")
+@client_options
+@click.option("-o", "--output", type=OUTPUT)
+@reports_api_errors
+def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
+    """Show an InferenceService: URL, components with revisions and traffic, conditions."""
+    from knserve.knative.client import Client
+
+    isvc = Client(api).get(ISVCS, namespace, name)
+    if emit(isvc, output):
+        return
+    status = isvc.get("status") or {}
+    fields([("Name", name), ("Namespace", namespace),
+            ("Age", age(isvc["metadata"].get("creationTimestamp"))), ("URL", status.get("url"))])  # fmt: skip
+    components = status.get("components") or {}
+    declared = [c for c in COMPONENTS if (isvc.get("spec") or {}).get(c)]
+    for component in declared:
+        entry = components.get(component) or {}
+        spec = isvc["spec"][component]
+        canary = spec.get("canaryTrafficPercent")
+        click.echo(f"\n{component.capitalize()}:")
+        for label, value in (
+            ("URL", entry.get("url")),
+            ("Canary", None if canary is None else f"{canary}%"),
+            ("Latest created", entry.get("latestCreatedRevision")),
+            ("Latest ready", entry.get("latestReadyRevision")),
+            ("Rolled out", entry.get("latestRolledoutRevision")),
+            ("Previous", entry.get("previousRolledoutRevision")),
+        ):
+            if value:
+                click.echo(f"  {label + ':':<16}{value}")
+        traffic = entry.get("traffic") or []
+        if traffic:
+            click.echo("  Traffic:")
+        for target in traffic:
+            tag = f" [{target['tag']}]" if target.get("tag") else ""
+            latest = " (latest)" if target.get("latestRevision") else ""
+            click.echo(
+                f"    {target.get('percent', 0):>4}%  {target.get('revisionName', '')}{latest}{tag}"
+            )
+            if target.get("url"):
+                click.echo(f"           URL: {target['url']}")
+    click.echo()
+    describe_conditions(isvc)
+
+
+@cli.command("delete")
+@click.argument("names", nargs=-1, required=True)
+@client_options
+@reports_api_errors
+def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
+    """Delete InferenceServices (with their Knative Services and revisions)."""
+    from knserve.knative.client import Client
+
+    client = Client(api)
+    for name in names:
+        client.delete(ISVCS, namespace, name)
+        click.echo(f"InferenceService '{name}' successfully deleted in namespace '{namespace}'.")

@@ -1,0 +1,338 @@
+"""The InferenceService controller of the local plane: InferenceService → Knative Services.
+
+It has the Serving controller's shape (`knative.controller`): the store's watch marks an
+InferenceService dirty, a queue hands dirty keys to `reconcile` one at a time, and reconciling is
+level-based, comparing what should exist with what does:
+
+- one Knative Service per component, `{isvc}-predictor|transformer|explainer`, translated by
+  `knative.inferenceservice` (the same code the kopf operator and `knserve export` use), owned by
+  the InferenceService (`controller: true`), so deleting it deletes them; a component removed
+  from the spec loses its Service;
+- the predictor's runtime chosen among the namespace's ServingRuntime objects and the built-in
+  table, so adding a ServingRuntime re-reconciles the InferenceServices of its namespace;
+- canary traffic from the component's `latestRolledoutRevision`, which the status computation
+  (`knative.isvc_status`) derives from the Knative Service's *observed* traffic: a revision is
+  rolled out once it is the latest ready one and holds 100 %. That is KServe's memory of where
+  `prev` points, so promotion (dropping `canaryTrafficPercent`) and rollback (setting it to 0)
+  need nothing else;
+- the InferenceService's status, written only when it changed, so reconciling converges.
+
+A Knative Service whose status has not caught up with its spec (`observedGeneration` behind
+`generation`) counts as not ready yet: right after a spec change its Ready condition still
+describes the previous revision, and a client waiting for the InferenceService would otherwise
+see the old revision's readiness as the new one's.
+
+An InferenceService that cannot be translated (an unknown model format, a bad field) is not an
+error of the controller: it becomes `Ready=False` with reason `InvalidSpec` and the message, and
+its existing Services are left serving, as KServe leaves them.
+
+`isvc_routes` tells the gateway where the InferenceService's own host goes: to the transformer
+if there is one, else to the predictor, and `…:explain` paths to the explainer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from knserve.knative.errors import ApiError
+from knserve.knative.inferenceservice import (
+    COMPONENT_LABEL,
+    COMPONENTS,
+    ISVC_LABEL,
+    InvalidInferenceService,
+    Target,
+    component_service_name,
+    components_of,
+    knative_services,
+)
+from knserve.knative.isvc_status import isvc_status
+from knserve.knative.kinds import Kind, by_name
+from knserve.knative.runtimes import RuntimeNotFound, merge_runtimes
+from knserve.knative.store import Store, now
+
+__all__ = [
+    "EXPLAIN_SUFFIX",
+    "InferenceServiceController",
+    "IsvcRoute",
+    "isvc_routes",
+    "resolve_isvc_route",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _kind(name: str) -> Kind:
+    kind = by_name(name)
+    if kind is None:  # the registry is static: only a broken install gets here
+        raise RuntimeError(f"kind {name!r} is not registered")
+    return kind
+
+
+ISVC, SERVICE, SERVING_RUNTIME = (
+    _kind(k) for k in ("inferenceservices", "services", "servingruntimes")
+)
+# KServe's V1 explain verb (`POST /v1/models/{name}:explain`), which its ingress sends to the explainer.
+EXPLAIN_SUFFIX = ":explain"
+
+
+# ---- the InferenceService's own host ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IsvcRoute:
+    """Requests for `host` whose path ends with `path_suffix` ("" for any path) go to a Knative
+    Service: `service` in `namespace`, reachable at `service_host`."""
+
+    host: str
+    path_suffix: str
+    namespace: str
+    service: str
+    service_host: str
+
+    def matches(self, host: str, path: str) -> bool:
+        """Whether a request (host already normalized, path with or without a query) is ours."""
+        return host == self.host and path.partition("?")[0].endswith(self.path_suffix)
+
+
+# Told (namespace, name, routes) when an InferenceService's own routes change; () once it is gone.
+RoutesChanged = Callable[[str, str, tuple[IsvcRoute, ...]], None]
+
+
+def isvc_routes(
+    isvc: Mapping[str, Any], domain: str = "localhost", components: Iterable[str] | None = None
+) -> tuple[IsvcRoute, ...]:
+    """Where `{isvc}.{namespace}.{domain}` sends requests, most specific first.
+
+    `components` are the components whose Knative Services exist (default: those the spec
+    declares). Explain requests go to the explainer; everything else to the transformer if there
+    is one, else to the predictor, as KServe's top-level ingress does. No predictor, no routes.
+    """
+    meta = isvc["metadata"]
+    name, namespace = meta["name"], meta.get("namespace") or "default"
+    present = set(components_of(isvc) if components is None else components)
+    if "predictor" not in present:
+        return ()
+    target = Target(domain=domain)
+    host = target.service_host(name, namespace)
+
+    def to(component: str, suffix: str) -> IsvcRoute:
+        service = component_service_name(name, component)
+        return IsvcRoute(host, suffix, namespace, service, target.service_host(service, namespace))
+
+    routes = []
+    if "explainer" in present:
+        routes.append(to("explainer", EXPLAIN_SUFFIX))
+    routes.append(to("transformer" if "transformer" in present else "predictor", ""))
+    return tuple(routes)
+
+
+def resolve_isvc_route(routes: Iterable[IsvcRoute], host: str, path: str) -> IsvcRoute | None:
+    """The first route (of `isvc_routes` order) a request matches, or None."""
+    return next((route for route in routes if route.matches(host, path)), None)
+
+
+# ---- the controller --------------------------------------------------------------------------
+
+
+def _controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(
+        ref.get("controller") and ref.get("kind") == owner["kind"] and ref.get("uid") == uid
+        for ref in obj["metadata"].get("ownerReferences") or []
+    )
+
+
+def _observed(ksvc: dict[str, Any]) -> dict[str, Any]:
+    """The Knative Service as readiness should see it: Ready is Unknown until its status has
+    observed its current generation (see the module docstring)."""
+    status = ksvc.get("status") or {}
+    if status.get("observedGeneration") == ksvc["metadata"].get("generation"):
+        return ksvc
+    pending = {"type": "Ready", "status": "Unknown", "reason": "Reconciling",
+               "message": "the Knative Service has not observed its latest spec yet"}  # fmt: skip
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
+    return {**ksvc, "status": {**status, "conditions": [pending, *conditions]}}
+
+
+class InferenceServiceController:
+    """Reconciles InferenceServices into Knative Services on the local plane (see the module
+    docstring). `routes_changed(namespace, name, routes)` is told whenever an InferenceService's
+    own routes change, with `()` once it is gone."""
+
+    def __init__(
+        self, store: Store, domain: str = "localhost", routes_changed: RoutesChanged | None = None
+    ) -> None:
+        self.store = store
+        self.domain = domain
+        self.target = Target(domain=domain)
+        self.routes_changed = routes_changed
+        self._routes: dict[tuple[str, str], tuple[IsvcRoute, ...]] = {}
+        self._dirty: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._pending: set[tuple[str, str]] = set()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def mark(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key not in self._pending:
+            self._pending.add(key)
+            self._dirty.put_nowait(key)
+
+    async def run(self) -> None:
+        events = self.store.watch()
+        for isvc in self.store.list(ISVC):
+            self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+        watcher = asyncio.create_task(self._watch(events), name="isvc-controller-watch")
+        try:
+            while True:
+                key = await self._dirty.get()
+                self._pending.discard(key)
+                try:
+                    await self.reconcile(*key)
+                except ApiError as exc:
+                    log.warning("reconciling inferenceservice %s/%s: %s", *key, exc.message)
+                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
+                        self.mark(*key)
+                except Exception:
+                    log.exception("reconciling inferenceservice %s/%s failed", *key)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            self.store.unwatch(events)
+
+    async def _watch(self, events: asyncio.Queue[Any]) -> None:
+        while True:
+            event = await events.get()
+            meta = event.object["metadata"]
+            namespace = meta["namespace"]
+            if event.kind is ISVC:
+                self.mark(namespace, meta["name"])
+            elif event.kind is SERVICE:
+                owner = (meta.get("labels") or {}).get(ISVC_LABEL)
+                if owner:
+                    self.mark(namespace, owner)
+            elif event.kind is SERVING_RUNTIME:
+                for isvc in self.store.list(ISVC, namespace):
+                    self.mark(namespace, isvc["metadata"]["name"])
+
+    # ---- one InferenceService ----------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        isvc = self.store.find(ISVC, namespace, name)
+        if isvc is None:  # deleted: the store cascaded to its Knative Services
+            self._publish_routes(namespace, name, ())
+            return
+        owned = self._owned_services(isvc)
+        # The rolled-out revisions as the Knative Services' current traffic shows them.
+        before = isvc_status(isvc, self._by_component(owned), now(), self.target)
+        rolled_out = {
+            component: entry.get("latestRolledoutRevision")
+            for component, entry in before["components"].items()
+        }
+        error: tuple[str, str] | None = None
+        try:
+            desired = knative_services(isvc, self._runtimes(namespace), self.target, rolled_out)
+        except (InvalidInferenceService, RuntimeNotFound) as exc:
+            error = ("InvalidSpec", str(exc))
+        else:
+            owned, error = self._apply(isvc, owned, desired)
+        status = isvc_status(isvc, self._by_component(owned), now(), self.target)
+        if error is not None:
+            _fail(status, isvc.get("status") or {}, *error)
+        self._publish_routes(namespace, name, isvc_routes(isvc, self.domain, owned))
+        if isvc.get("status") != status:
+            isvc["status"] = status
+            self.store.replace(ISVC, isvc, subresource="status")
+
+    def _owned_services(self, isvc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """This InferenceService's Knative Services by component."""
+        meta = isvc["metadata"]
+        services = self.store.list(SERVICE, meta["namespace"], f"{ISVC_LABEL}={meta['name']}")
+        return {
+            ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
+            for ksvc in services
+            if _controlled_by(ksvc, isvc)
+            and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
+        }
+
+    def _by_component(self, owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {component: _observed(ksvc) for component, ksvc in owned.items()}
+
+    def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
+        return merge_runtimes(self.store.list(SERVING_RUNTIME, namespace))
+
+    def _apply(
+        self,
+        isvc: Mapping[str, Any],
+        owned: dict[str, dict[str, Any]],
+        desired: Sequence[dict[str, Any]],
+    ) -> tuple[dict[str, dict[str, Any]], tuple[str, str] | None]:
+        """Create or update the desired Knative Services and delete the ones no longer declared.
+
+        Returns the owned Services by component after the writes, and an error (reason, message)
+        when a Service of the same name belongs to someone else: it is left alone.
+        """
+        namespace = isvc["metadata"]["namespace"]
+        result: dict[str, dict[str, Any]] = {}
+        error: tuple[str, str] | None = None
+        for ksvc in desired:
+            component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
+            current = owned.get(component)
+            if current is None:
+                current = self.store.find(SERVICE, namespace, ksvc["metadata"]["name"])
+                if current is not None:
+                    error = error or (
+                        "ServiceConflict",
+                        f"Knative Service {ksvc['metadata']['name']!r} already exists and is not "
+                        f"owned by InferenceService {isvc['metadata']['name']!r}; delete it or "
+                        "rename the InferenceService",
+                    )
+                    continue
+                result[component] = self.store.create(SERVICE, ksvc, validate=False)
+                continue
+            meta = current["metadata"]
+            wanted_meta = ksvc["metadata"]
+            if (
+                current.get("spec") != ksvc["spec"]
+                or meta.get("labels") != wanted_meta["labels"]
+                or meta.get("ownerReferences") != wanted_meta["ownerReferences"]
+            ):
+                current["spec"] = ksvc["spec"]
+                meta["labels"] = wanted_meta["labels"]
+                meta["ownerReferences"] = wanted_meta["ownerReferences"]
+                current = self.store.replace(SERVICE, current, validate=False)
+            result[component] = current
+        declared = {ksvc["metadata"]["labels"][COMPONENT_LABEL] for ksvc in desired}
+        for component, ksvc in owned.items():
+            if component not in declared:
+                self.store.delete(SERVICE, namespace, ksvc["metadata"]["name"])
+        return result, error
+
+    def _publish_routes(self, namespace: str, name: str, routes: tuple[IsvcRoute, ...]) -> None:
+        key = (namespace, name)
+        if self._routes.get(key, ()) == routes:
+            return
+        if routes:
+            self._routes[key] = routes
+        else:
+            self._routes.pop(key, None)
+        if self.routes_changed is not None:
+            self.routes_changed(namespace, name, routes)
+
+
+def _fail(status: dict[str, Any], previous: Mapping[str, Any], reason: str, message: str) -> None:
+    """Turn `Ready` False with the reason and message (in place), keeping its transition time
+    while it stays False for the same reason."""
+    old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
+    same = old.get("status") == "False" and old.get("reason") == reason
+    ready = {"type": "Ready", "status": "False", "reason": reason, "message": message,
+             "lastTransitionTime": old.get("lastTransitionTime") if same else now()}  # fmt: skip
+    status["conditions"] = [
+        ready if c.get("type") == "Ready" else c for c in status.get("conditions") or []
+    ]

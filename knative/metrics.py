@@ -1,0 +1,77 @@
+"""`/metrics` of the local plane: each revision's replicas, autoscaler state and traffic.
+
+The names follow Knative's autoscaler metrics (`desired_pods`, `actual_pods`, `panic_mode`,
+`stable_request_concurrency`, `excess_burst_capacity`, …) under the `knserve_revision_` prefix, one
+series per revision. They are read at scrape time from the multiscaler, the supervisor and the
+gateway, so nothing is kept twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+LABELS = ["namespace", "revision"]
+
+
+class PlaneCollector(Collector):
+    """Prometheus collector over the plane's live state."""
+
+    def __init__(self, scaler: Any, supervisor: Any, gateway: Any) -> None:
+        self.scaler = scaler
+        self.supervisor = supervisor
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Any]:
+        gauges = {
+            name: GaugeMetricFamily(f"knserve_revision_{name}", text, labels=LABELS)
+            for name, text in [
+                ("desired_pods", "Replicas the autoscaler wants."),
+                ("actual_pods", "Ready replicas."),
+                ("panic_mode", "1 while the autoscaler is in panic mode."),
+                ("stable_request_concurrency", "Observed value over the stable window."),
+                ("panic_request_concurrency", "Observed value over the panic window."),
+                ("excess_burst_capacity", "Spare capacity minus target-burst-capacity."),
+                ("activator_in_path", "1 while requests are held or queued by the activator."),
+                ("requests_in_flight", "Requests accepted by the gateway and not yet answered."),
+            ]
+        }
+        requests = CounterMetricFamily(
+            "knserve_revision_requests", "Requests routed to the revision.", labels=LABELS
+        )
+        for (namespace, revision), decision in self.scaler.decisions().items():
+            labels = [namespace, revision]
+            status = self.supervisor.status(namespace, revision)
+            stats = self.gateway.stats(namespace, revision)
+            for name, value in [
+                ("desired_pods", decision.desired_pods),
+                ("actual_pods", status.ready),
+                ("panic_mode", int(decision.in_panic)),
+                ("stable_request_concurrency", decision.stable_value),
+                ("panic_request_concurrency", decision.panic_value),
+                ("excess_burst_capacity", decision.excess_burst_capacity),
+                ("activator_in_path", int(decision.activator_in_path)),
+                ("requests_in_flight", stats.in_flight),
+            ]:
+                gauges[name].add_metric(labels, float(value))
+            requests.add_metric(labels, float(stats.requests_total))
+        yield from gauges.values()
+        yield requests
+
+
+def metrics_route(scaler: Any, supervisor: Any, gateway: Any) -> Route:
+    """A Starlette route serving the plane's metrics in Prometheus' text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PlaneCollector(scaler, supervisor, gateway))
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, methods=["GET"])
