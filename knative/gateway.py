@@ -99,6 +99,9 @@ class Gateway:
         self.draining: asyncio.Event | None = None
         self._revisions: dict[tuple[str, str], RevisionThrottler] = {}
         self._host_cache: dict[bytes, str] = {}
+        # InferenceService hosts: host -> routes to Knative Services, most specific first
+        self._aliases: dict[str, tuple[Any, ...]] = {}
+        self._alias_hosts: dict[tuple[str, str], set[str]] = {}
         self._connections: set[ClientProtocol] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -107,6 +110,19 @@ class Gateway:
     def set_route(self, route: RouteSpec) -> None:
         """Serve `route` (replacing a route of the same namespace and name)."""
         self.routes.set_route(route)
+
+    def set_isvc_routes(self, namespace: str, name: str, routes: tuple[Any, ...]) -> None:
+        """Serve an InferenceService's own host: each route (an `IsvcRoute`) sends requests whose
+        path it `matches` to its Knative Service's host; `()` stops serving it."""
+        for host in self._alias_hosts.pop((namespace, name), set()):
+            self._aliases.pop(host, None)
+        hosts: dict[str, list[Any]] = {}
+        for route in routes:
+            hosts.setdefault(route.host, []).append(route)
+        for host, found in hosts.items():
+            self._aliases[host] = tuple(found)
+        if hosts:
+            self._alias_hosts[(namespace, name)] = set(hosts)
 
     def remove_route(self, namespace: str, name: str) -> None:
         """Stop serving a route; its hosts answer 404 from now on."""
@@ -223,12 +239,21 @@ class Gateway:
                 self._host_cache.clear()
             self._host_cache[raw] = host
         destination = self.routes.resolve(host, exchange.tag)
+        if destination is None and host in self._aliases:
+            destination = self._resolve_alias(host, exchange)
         if destination is None:
             exchange.respond_error(404, self.routes.unknown_host_message(host))
         elif not destination.revision:
             exchange.respond_error(503, _no_traffic_message(host, destination))
         else:
             self._revision(destination.namespace, destination.revision).admit(exchange)
+
+    def _resolve_alias(self, host: str, exchange: Exchange) -> Destination | None:
+        path = exchange.head.split(b" ", 2)[1].decode("latin-1") if exchange.head else "/"
+        for route in self._aliases[host]:
+            if route.matches(host, path):
+                return self.routes.resolve(route.service_host, exchange.tag)
+        return None
 
     def timed_out(self, exchange: Exchange) -> None:
         """`timeoutSeconds` passed before the response began."""

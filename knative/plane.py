@@ -28,6 +28,7 @@ from knserve.knative.api import create_app
 from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
 from knserve.knative.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.isvc_controller import InferenceServiceController
 from knserve.knative.metrics import metrics_route
 from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.store import Store
@@ -79,6 +80,9 @@ class Plane:
         self.gateway.on_demand = self.scaler.on_demand  # the activator wakes revisions at zero
         self.controller = Controller(self.store, self.supervisor, self.gateway, settings.domain,
                                      settings.port, self.scaler)  # fmt: skip
+        self.isvc_controller = InferenceServiceController(
+            self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
+        )
         token = settings.token
         if token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(
@@ -95,6 +99,7 @@ class Plane:
         api_task = asyncio.create_task(self.api.serve(), name="control-api")
         controller_task = asyncio.create_task(self.controller.run(), name="controller")
         scaler_task = asyncio.create_task(self.scaler.run(), name="multiscaler")
+        isvc_task = asyncio.create_task(self.isvc_controller.run(), name="isvc-controller")
         (s.data_dir / "plane.json").write_text(json.dumps({
             "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}", "pid": os.getpid(),
         }))  # fmt: skip
@@ -108,7 +113,7 @@ class Plane:
             await stop.wait()
         finally:
             log.info("knserve plane: stopping (draining replicas)")
-            for task in (controller_task, scaler_task):
+            for task in (isvc_task, controller_task, scaler_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

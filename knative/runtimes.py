@@ -54,6 +54,8 @@ def builtin_runtimes() -> list[dict[str, Any]]:
                                 "--model_name={{.Name}}",
                                 f"--model_format={model_format}",
                             ],
+                            # traffic only once the model is loaded, not when the port opens
+                            "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
                         }
                     ],
                 },

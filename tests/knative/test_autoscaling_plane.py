@@ -7,32 +7,19 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from plane_fixtures import LocalPlane, apply, echo_service
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.slow
 
 SCALE = "autoscaling.knative.dev/"
 
 
-def pods(plane: LocalPlane) -> dict[str, dict[str, float]]:
-    """revision -> {desired_pods, actual_pods, panic_mode, …} from the plane's /metrics."""
-    text = httpx.get(f"{plane.api}/metrics", timeout=5).text
-    out: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name.removeprefix("knserve_revision_")
-            out.setdefault(sample.labels["revision"], {})[name] = sample.value
-    return out
-
-
 def wait_pods(plane: LocalPlane, revision: str, actual: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     seen: dict[str, float] = {}
     while time.monotonic() < deadline:
-        seen = pods(plane).get(revision, {})
+        seen = plane.metrics().get(revision, {})
         if seen.get("actual_pods") == actual and seen.get("desired_pods") == actual:
             return
         time.sleep(0.1)  # the plane is another process; its metrics are what we can observe
@@ -57,7 +44,7 @@ def test_scales_up_under_a_step_load_within_max_scale_and_back_to_zero(
     def watch() -> None:
         start = time.monotonic()
         while not stop.is_set():
-            timeline.append((time.monotonic() - start, pods(plane).get("echo-00001", {})))
+            timeline.append((time.monotonic() - start, plane.metrics().get("echo-00001", {})))
             stop.wait(0.2)
 
     def client(deadline: float) -> list[int]:
@@ -83,7 +70,7 @@ def test_scales_up_under_a_step_load_within_max_scale_and_back_to_zero(
     finally:
         stop.set()
         watcher.join()
-    assert pods(plane)["kept-00001"]["actual_pods"] == 1
+    assert plane.metrics()["kept-00001"]["actual_pods"] == 1
     revision = plane.get("revisions", "echo-00001")
     conditions = {c["type"]: c for c in revision["status"]["conditions"]}
     assert conditions["Ready"]["status"] == "True"  # scaled to zero is still ready

@@ -119,6 +119,17 @@ class LocalPlane:
         headers = {"host": host, **kwargs.pop("headers", {})}
         return self.http.request(method, path, headers=headers, **kwargs)
 
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """revision -> {desired_pods, actual_pods, panic_mode, requests_total, …} from /metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[str, dict[str, float]] = {}
+        for family in text_string_to_metric_families(self.client.http.get("/metrics").text):
+            for sample in family.samples:
+                name = sample.name.removeprefix("knserve_revision_")
+                out.setdefault(sample.labels["revision"], {})[name] = sample.value
+        return out
+
     def close(self) -> None:
         self.http.close()
         self.client.http.close()
