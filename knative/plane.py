@@ -29,6 +29,7 @@ from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
 from knserve.knative.gateway import Gateway, SupervisorEndpoints
 from knserve.knative.isvc_controller import InferenceServiceController
+from knserve.knative.launcher import Launcher
 from knserve.knative.metrics import metrics_route
 from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.store import Store
@@ -59,6 +60,7 @@ class PlaneSettings:
     domain: str = "localhost"
     token: str | None = None
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    zygote: bool = True  # fork replicas from a warm template process
 
 
 class Plane:
@@ -67,8 +69,10 @@ class Plane:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.data_dir / "state.db")
         proxy = f"http://{settings.host}:{settings.port}"
+        self.launcher = Launcher(settings.data_dir / "run", use_zygote=settings.zygote)
         self.supervisor = Supervisor(
             settings.data_dir / "logs",
+            launcher=self.launcher,
             extra_env={"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,::1",
                        "no_proxy": "127.0.0.1,::1"},
         )  # fmt: skip
@@ -96,6 +100,7 @@ class Plane:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         await self.gateway.start(s.host, s.port)
+        self.launcher.warm_up()
         api_task = asyncio.create_task(self.api.serve(), name="control-api")
         controller_task = asyncio.create_task(self.controller.run(), name="controller")
         scaler_task = asyncio.create_task(self.scaler.run(), name="multiscaler")

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from knserve.knative.images import ImageError, resolve
+from knserve.knative.launcher import Launcher
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,10 @@ class Supervisor:
     """Keeps revisions at their replica counts; see the module docstring."""
 
     def __init__(self, log_dir: Path, host: str = "127.0.0.1", grace_seconds: float = 10.0,
-                 probe_interval: float = 0.02, startup_timeout: float = 300.0,
-                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 probe_interval: float = 0.005, startup_timeout: float = 300.0,
+                 extra_env: dict[str, str] | None = None, launcher: Launcher | None = None) -> None:  # fmt: skip
         self.log_dir = Path(log_dir)
+        self.launcher = launcher or Launcher(self.log_dir, use_zygote=False)
         self.host = host
         self.grace_seconds = grace_seconds
         self.probe_interval = probe_interval
@@ -158,6 +160,7 @@ class Supervisor:
     async def close(self) -> None:
         self._closing = True
         await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
+        await self.launcher.close()
 
     # ---- replicas ----------------------------------------------------------------------------
 
@@ -197,11 +200,7 @@ class Supervisor:
             )
             started = time.monotonic()
             try:
-                with replica.log_path.open("ab") as out:
-                    replica.process = await asyncio.create_subprocess_exec(
-                        *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd,
-                        start_new_session=True,
-                    )  # fmt: skip
+                replica.process = await self.launcher.spawn(argv, env, cwd, replica.log_path)
             except OSError as exc:
                 rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
                 self._notify(spec.namespace, spec.revision)
@@ -212,6 +211,8 @@ class Supervisor:
             probing = asyncio.create_task(self._probe_until_ready(spec, replica))
             done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
             if probing in done and probing.result():
+                log.info("revision %s/%s replica %d: ready in %.0f ms", spec.namespace, spec.revision,
+                         replica.index, (time.monotonic() - started) * 1000)  # fmt: skip
                 replica.ready = True
                 rev.failure = None
                 rev.failures = 0
@@ -220,6 +221,9 @@ class Supervisor:
                 probing.cancel()
             code = await exited
             replica.ready = False
+            if code == -1:  # its zygote died, so it may still run, unwatched: stop it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(replica.process.pid, signal.SIGKILL)
             if replica.stopping or self._closing:
                 return
             rev.failures += 1

@@ -43,8 +43,15 @@ import click
     metavar="KEY=VALUE",
     help="one config-autoscaler key, e.g. --autoscaler stable-window=6s (over the file)",
 )
+@click.option(
+    "--zygote/--no-zygote",
+    default=True,
+    show_default=True,
+    help="fork model-server replicas from a warm process (fast scale from zero)",
+)
 def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str, token: str | None,
-        log_level: str, autoscaler_config: Path | None, autoscaler_overrides: tuple[str, ...]) -> None:  # fmt: skip
+        log_level: str, autoscaler_config: Path | None, autoscaler_overrides: tuple[str, ...],
+        zygote: bool) -> None:  # fmt: skip
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.autoscaler import config_from_map
     from knserve.knative.plane import PlaneSettings, default_data_dir, run_plane
@@ -67,7 +74,7 @@ def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str,
                 raise ValueError(f"--autoscaler {item!r}: write KEY=VALUE, e.g. stable-window=6s")
             values[key.strip()] = value.strip()
         settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain,
-                                 token, config_from_map(values))  # fmt: skip
+                                 token, config_from_map(values), zygote)  # fmt: skip
         run_plane(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
