@@ -64,6 +64,16 @@ def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
 
     assert plane.call("nothing.default.localhost").status_code == 404
 
+    # the literal `python -m http.server $(PORT)` of Knative's examples
+    files = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "files"},
+             "spec": {"template": {"spec": {"containers": [{
+                 "image": "python", "workingDir": str(workdir),
+                 "command": [sys.executable, "-m", "http.server", "$(PORT)", "--bind", "127.0.0.1"]}]}}}}  # fmt: skip
+    (workdir / "hello.txt").write_text("hello from a revision\n")
+    plane.client.create(SERVICES, files)
+    plane.wait_ready("services", "files")
+    assert plane.call("files.default.localhost", "/hello.txt").text == "hello from a revision\n"
+
     plane.knserve("delete", "-f", str(tmp_path / "objects.yaml"))
     with pytest.raises(ApiError):
         plane.get("revisions", "echo-00001")
