@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+API_PORT ?= 8081
 # Extras installed by `make up` and `make test` respectively.
 UP_EXTRAS ?= sklearn
 TEST_EXTRAS ?= test
@@ -22,9 +23,9 @@ $(VENV)/.installed-%: pyproject.toml setup.py | $(BIN)/python
 
 venv: $(VENV)/.installed-$(TEST_EXTRAS)
 
-## up: install if needed, start the local plane and serve the example iris model.
+## up: install if needed, start the local plane (knserve up) and serve the example iris model.
 up: $(VENV)/.installed-$(UP_EXTRAS)
-	$(BIN)/python -m knserve.runtime.example --port $(PORT)
+	$(BIN)/knserve up --port $(PORT) --api-port $(API_PORT) --example
 
 ## test: install if needed and run the whole suite (slow end-to-end cases included).
 test: $(VENV)/.installed-$(TEST_EXTRAS)

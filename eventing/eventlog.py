@@ -245,20 +245,23 @@ class EventLog:
             fresh: list[StoredEvent] = []
             step = max(_SCAN, limit)
             while len(claimed) + len(fresh) < limit:
-                rows = db.execute(
+                read = 0
+                # Iterated, not fetched: SQLite steps row by row, so stopping at the limit
+                # does not decode the rest of the step.
+                for row in db.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.namespace=? AND e.broker=? "
                     "AND e.seq>? ORDER BY e.seq LIMIT ?",
                     (namespace, broker, cursor, step),
-                ).fetchall()
-                for row in rows:
+                ):
+                    read += 1
                     event = _event(row)
                     cursor = event.seq  # taken or skipped, the trigger is past it
                     if matches is None or matches(event.attributes):
                         fresh.append(event)
                         if len(claimed) + len(fresh) == limit:
                             break
-                if len(rows) < step:
-                    break  # read to the end of the log
+                if read < step:
+                    break  # read to the end of the log (or filled up)
             db.executemany(
                 "INSERT INTO deliveries VALUES (?, ?, 0, ?, 1)",
                 [(trigger_key, e.seq, now) for e in fresh],
@@ -311,6 +314,20 @@ class EventLog:
             "SELECT dead_letters FROM triggers WHERE key=?", (trigger_key,)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def next_due(self, trigger_key: str) -> float | None:
+        """When the trigger's earliest waiting retry is due (Unix seconds, the log's clock), or
+        None when nothing waits: the dispatcher sleeps until then unless woken earlier."""
+        row = self._db.execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE trigger=? AND in_flight=0",
+            (trigger_key,),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def trigger_keys(self) -> list[str]:
+        """Every registered trigger, so that a controller can forget those deleted while the
+        plane was down."""
+        return [row[0] for row in self._db.execute("SELECT key FROM triggers ORDER BY key")]
 
     def backlog(self, trigger_key: str) -> int:
         """Events the trigger has taken but not finished plus those after its cursor (an upper

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import uvicorn
 
+from knserve.eventing.broker import BrokerPlane
 from knserve.knative.api import create_app
 from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
@@ -61,6 +62,8 @@ class PlaneSettings:
     token: str | None = None
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
     zygote: bool = True  # fork replicas from a warm template process
+    example: bool = False  # serve KServe's sklearn iris example (make up)
+    broker_port: int = 8082  # the broker ingress, /{namespace}/{broker}
 
 
 class Plane:
@@ -87,6 +90,8 @@ class Plane:
         self.isvc_controller = InferenceServiceController(
             self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
         )
+        self.broker = BrokerPlane(self.store, settings.data_dir, settings.host, settings.broker_port,
+                                  proxy, settings.domain)  # fmt: skip
         token = settings.token
         if token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(
@@ -105,8 +110,17 @@ class Plane:
         controller_task = asyncio.create_task(self.controller.run(), name="controller")
         scaler_task = asyncio.create_task(self.scaler.run(), name="multiscaler")
         isvc_task = asyncio.create_task(self.isvc_controller.run(), name="isvc-controller")
+        tasks = [isvc_task, controller_task, scaler_task]
+        broker_task = asyncio.create_task(self.broker.run(stop), name="broker")
+        if s.example:
+            from knserve.knative.example import serve_example
+
+            tasks.append(asyncio.create_task(
+                serve_example(self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir), name="example",
+            ))  # fmt: skip
         (s.data_dir / "plane.json").write_text(json.dumps({
-            "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}", "pid": os.getpid(),
+            "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}",
+            "broker": self.broker.url, "pid": os.getpid(),
         }))  # fmt: skip
         log.info("knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
                  s.host, s.port, s.host, s.api_port, s.data_dir)  # fmt: skip
@@ -117,8 +131,9 @@ class Plane:
         try:
             await stop.wait()
         finally:
-            log.info("knserve plane: stopping (draining replicas)")
-            for task in (isvc_task, controller_task, scaler_task):
+            log.info("knserve plane: stopping (draining events, then replicas)")
+            await broker_task  # it stops on the same event; deliveries need the gateway until then
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

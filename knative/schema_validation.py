@@ -65,8 +65,12 @@ def validator(filename: str, version: str) -> Draft7Validator:
     for entry in definition["spec"]["versions"]:
         if entry["name"] == version:
             schema = copy.deepcopy(entry["schema"]["openAPIV3Schema"])
-            # metadata is ObjectMeta, validated by the API machinery itself, not by the CRD
-            schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+            # metadata is ObjectMeta, validated by the API machinery itself, not by the CRD; and
+            # every object carries apiVersion and kind, which some CRDs (Eventing's) leave out
+            props = schema.setdefault("properties", {})
+            props["metadata"] = {"type": "object"}
+            props.setdefault("apiVersion", {"type": "string"})
+            props.setdefault("kind", {"type": "string"})
             return Draft7Validator(_structural(schema))
     raise KeyError(f"{filename} has no version {version}")
 

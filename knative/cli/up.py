@@ -18,6 +18,9 @@ import click
 @click.option(
     "--api-port", type=int, default=8081, show_default=True, help="the control API's port"
 )
+@click.option(
+    "--broker-port", type=int, default=8082, show_default=True, help="the broker ingress's port"
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
     "--domain",
@@ -49,9 +52,12 @@ import click
     show_default=True,
     help="fork model-server replicas from a warm process (fast scale from zero)",
 )
-def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str, token: str | None,
+@click.option(
+    "--example", is_flag=True, help="serve KServe's sklearn iris example and print how to call it"
+)
+def cli(data_dir: Path | None, port: int, api_port: int, broker_port: int, host: str, domain: str, token: str | None,
         log_level: str, autoscaler_config: Path | None, autoscaler_overrides: tuple[str, ...],
-        zygote: bool) -> None:  # fmt: skip
+        zygote: bool, example: bool) -> None:  # fmt: skip
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.autoscaler import config_from_map
     from knserve.knative.plane import PlaneSettings, default_data_dir, run_plane
@@ -59,6 +65,7 @@ def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str,
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
     try:
         values: dict[str, str] = {}
         if autoscaler_config is not None:
@@ -74,7 +81,7 @@ def cli(data_dir: Path | None, port: int, api_port: int, host: str, domain: str,
                 raise ValueError(f"--autoscaler {item!r}: write KEY=VALUE, e.g. stable-window=6s")
             values[key.strip()] = value.strip()
         settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain,
-                                 token, config_from_map(values), zygote)  # fmt: skip
+                                 token, config_from_map(values), zygote, example, broker_port)  # fmt: skip
         run_plane(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plane_fixtures import LocalPlane, apply, echo_service
+from plane_fixtures import LocalPlane, apply, echo_service, is_ready
 
 from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
@@ -289,3 +289,20 @@ def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
     routed = plane.knserve("revision", "delete", "iris-00001")
     assert routed.returncode == 1
     assert "revision 'iris-00001' is routed (80%); move its traffic" in routed.stderr
+
+
+def test_up_with_the_example_serves_kserves_iris_and_says_how_to_call_it(
+    spawn: Any, tmp_path: Path
+) -> None:
+    plane = LocalPlane(spawn, tmp_path / "plane", ["--example"])
+    try:
+        plane.wait_for("inferenceservices", "sklearn-iris", is_ready, timeout=120)
+        answer = plane.call("sklearn-iris.default.localhost", "/v1/models/sklearn-iris:predict",
+                            "POST", json={"instances": [[6.8, 2.8, 4.8, 1.4]]})  # fmt: skip
+        assert answer.json() == {"predictions": [1]}
+        deadline = time.monotonic() + 10
+        while "curl -s -H 'Host: sklearn-iris.default.localhost'" not in plane.log():
+            assert time.monotonic() < deadline, plane.log()
+            time.sleep(0.05)  # the plane prints the curl lines right after Ready
+    finally:
+        plane.close()

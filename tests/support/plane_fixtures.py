@@ -56,6 +56,8 @@ class LocalPlane:
         self.data_dir = data_dir
         self.port = free_port()
         self.api_port = free_port()
+        self.broker_port = free_port()
+        self.broker = f"http://127.0.0.1:{self.broker_port}"
         self.gateway = f"http://127.0.0.1:{self.port}"
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.process: ServerProcess = self._start()
@@ -65,7 +67,8 @@ class LocalPlane:
     def _start(self) -> ServerProcess:
         process = self._spawn([sys.executable, "-m", "knserve.knative.cli", "up",
                                "--data-dir", str(self.data_dir), "--port", str(self.port),
-                               "--api-port", str(self.api_port), "--log-level", "debug", *self.args])  # fmt: skip
+                               "--api-port", str(self.api_port), "--broker-port", str(self.broker_port),
+                               "--log-level", "debug", *self.args])  # fmt: skip
         process.wait_http(f"http://127.0.0.1:{self.api_port}/healthz")
         return process
 

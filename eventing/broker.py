@@ -1,0 +1,78 @@
+"""The broker on the local plane: ingress, durable log, dispatcher and controller, wired.
+
+The ingress listens on its own loopback port (`knserve up --broker-port`), at Knative's path
+`/{namespace}/{broker}`, so accepting an event never shares the gateway's hot path. Deliveries to
+`*.{domain}` subscribers (Knative Services, InferenceServices) go through the gateway as an HTTP
+proxy, the way cluster DNS would route them, so a scaled-to-zero predictor is woken by the
+activator like any caller would wake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from knserve.eventing.controller import EventingController
+from knserve.eventing.dispatcher import Dispatcher
+from knserve.eventing.eventlog import EventLog
+from knserve.eventing.ingress import Ingress
+from knserve.knative.kinds import by_name
+from knserve.knative.store import Store
+
+SERVICES = by_name("services")
+
+
+class _NoSignals(uvicorn.Server):
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the plane owns SIGINT/SIGTERM
+
+
+class BrokerPlane:
+    """Everything the local plane needs for Brokers and Triggers."""
+
+    def __init__(self, store: Store, data_dir: Path, host: str, port: int, gateway_url: str,
+                 domain: str) -> None:  # fmt: skip
+        self.store = store
+        self.url = f"http://{host}:{port}"
+        self.log = EventLog(Path(data_dir) / "events.db")
+        self.client = httpx.AsyncClient(
+            trust_env=False,  # the plane's own HTTP_PROXY must not apply here
+            mounts={f"http://*.{domain}": httpx.AsyncHTTPTransport(proxy=gateway_url)},
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self.dispatcher = Dispatcher(self.log, self.client)
+        self.controller = EventingController(
+            store, self.dispatcher, self.log, self._service_url,
+            lambda namespace, name: f"{self.url}/{namespace}/{name}",
+        )  # fmt: skip
+        self.ingress = Ingress(
+            self.log, self.controller.broker_exists, on_accepted=self.dispatcher.wake
+        )
+        self.dispatcher.reply_to = self.ingress.accept
+        self.server = _NoSignals(uvicorn.Config(self.ingress, host=host, port=port, log_level="warning",
+                                                lifespan="off", access_log=False))  # fmt: skip
+
+    def _service_url(self, namespace: str, name: str) -> str | None:
+        svc = self.store.find(SERVICES, namespace, name)
+        return ((svc or {}).get("status") or {}).get("url")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve the ingress and reconcile Brokers and Triggers until `stop`; then drain."""
+        server = asyncio.create_task(self.server.serve(), name="broker-ingress")
+        controller = asyncio.create_task(self.controller.run(), name="eventing-controller")
+        try:
+            await stop.wait()
+        finally:
+            self.server.should_exit = True  # stop accepting first
+            with contextlib.suppress(Exception):
+                await server
+            controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await controller
+            await self.dispatcher.close()  # releases claimed events for the next start
+            await self.client.aclose()
+            self.log.close()

@@ -1,0 +1,436 @@
+"""The Eventing controller of the local plane: Brokers and Triggers → status and delivery loops.
+
+It works as the Serving controller does (:mod:`knserve.knative.controller`), level-based: any
+event about a Broker, a Trigger or something a Trigger points at (a Knative Service, an
+InferenceService) marks the object dirty, and reconciling it compares what the spec asks with
+what runs:
+
+- a Broker is addressable at ``broker_url(namespace, name)`` (the plane's ingress) as soon as it
+  exists; its status says so with Knative's conditions (Addressable, IngressReady, FilterReady,
+  DeadLetterSinkResolved). Deleting it stops its triggers' loops and drops its stored events;
+- a Trigger's loop runs in the :class:`~knserve.eventing.dispatcher.Dispatcher` when its broker
+  exists, its filters compile (:func:`~knserve.eventing.filters.compile_filters`), its delivery is
+  valid (the trigger's ``spec.delivery`` replacing the broker's whole, as Knative's) and its
+  subscriber and dead-letter sink resolve to URLs. While any of that is missing the trigger is
+  *paused*: it keeps its place in the event log, so events accepted meanwhile are delivered once
+  it is fixed (stronger than Knative, where a not-ready trigger misses them). Its conditions
+  (BrokerReady, DeadLetterSinkResolved, DependencyReady, SubscriberResolved, SubscriptionReady)
+  say which part is missing and what to do.
+
+A trigger's key in the log is ``{namespace}/{name}/{broker}/{uid}``: a trigger deleted and
+created again starts afresh, and one moved to another broker is a new trigger. Keys of triggers
+deleted while the plane was down are forgotten when :meth:`EventingController.run` starts.
+Writing an unchanged status is a no-op in the store, so reconciling converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import orjson
+
+from knserve.eventing.backoff import DeliverySpec, InvalidDelivery, resolve
+from knserve.eventing.dispatcher import Dispatcher
+from knserve.eventing.eventlog import EventLog
+from knserve.eventing.filters import FilterError, compile_filters
+from knserve.knative.errors import ApiError
+from knserve.knative.kinds import Kind, by_name
+from knserve.knative.store import Event, Store, now
+
+__all__ = ["EventingController", "trigger_key"]
+
+log = logging.getLogger(__name__)
+
+BROKER, TRIGGER, SERVICE, ISVC = (
+    by_name(k) for k in ("brokers", "triggers", "services", "inferenceservices")
+)
+NO_DEAD_LETTER_SINK = "No dead letter sink is configured."  # Knative's message, word for word
+
+
+def trigger_key(trigger: Mapping[str, Any]) -> str:
+    """The trigger's key in the event log (see the module docstring)."""
+    meta = trigger["metadata"]
+    broker = (trigger.get("spec") or {}).get("broker") or ""
+    return f"{meta['namespace']}/{meta['name']}/{broker}/{meta['uid']}"
+
+
+def _condition(ctype: str, status: str, reason: str | None = None, message: str | None = None,
+               previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    cond: dict[str, Any] = {"type": ctype, "status": status}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    old = next((c for c in previous or [] if c.get("type") == ctype), None)
+    keep = old is not None and old.get("status") == status
+    cond["lastTransitionTime"] = (
+        old["lastTransitionTime"] if keep and old.get("lastTransitionTime") else now()
+    )
+    return cond
+
+
+def _ready(conditions: list[dict[str, Any]], previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+    """Ready from the others: True when all are, else the first one that is not (False wins)."""
+    worst = next((c for c in conditions if c["status"] == "False"), None) or next(
+        (c for c in conditions if c["status"] != "True"), None
+    )
+    if worst is None:
+        return _condition("Ready", "True", previous=previous)
+    return _condition("Ready", worst["status"], worst.get("reason"), worst.get("message"), previous)
+
+
+class _Unresolved(Exception):
+    """A destination that does not resolve to a URL (yet): ``reason`` and ``message`` for status."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class EventingController:
+    """Reconciles Brokers and Triggers on the local plane (see the module docstring).
+
+    ``resolve_service_url(namespace, name)`` gives a Knative Service's URL (its ``status.url``)
+    or None; ``broker_url(namespace, name)`` the ingress URL of a broker.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        log: EventLog,
+        resolve_service_url: Callable[[str, str], str | None],
+        broker_url: Callable[[str, str], str],
+    ) -> None:
+        self.store, self.dispatcher, self.log = store, dispatcher, log
+        self.resolve_service_url, self.broker_url = resolve_service_url, broker_url
+        self._dirty: asyncio.Queue[tuple[Kind, str, str]] = asyncio.Queue()
+        self._pending: set[tuple[str, str, str]] = set()
+        self._brokers = {_id(b) for b in store.list(BROKER)}
+        self._applied: dict[str, bytes] = {}  # trigger key -> what set_trigger was last given
+        self._keys: dict[tuple[str, str], str] = {}  # (namespace, trigger) -> its key now
+
+    def broker_exists(self, namespace: str, name: str) -> bool:
+        """Whether a broker exists (wire to ``Ingress(broker_exists=...)``); kept in memory
+        from the store's events, so the ingress's hot path does no query."""
+        return (namespace, name) in self._brokers
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def mark(self, kind: Kind, namespace: str, name: str) -> None:
+        key = (kind.plural, namespace, name)
+        if key not in self._pending:
+            self._pending.add(key)
+            self._dirty.put_nowait((kind, namespace, name))
+
+    async def run(self) -> None:
+        events = self.store.watch()
+        brokers, triggers = self.store.list(BROKER), self.store.list(TRIGGER)
+        self._brokers = {_id(b) for b in brokers}
+        wanted = {
+            trigger_key(t)
+            for t in triggers
+            if (t["metadata"]["namespace"], (t.get("spec") or {}).get("broker")) in self._brokers
+        }
+        for key in self.log.trigger_keys():
+            if key not in wanted:  # its Trigger or Broker was deleted while the plane was down
+                self.log.remove_trigger(key)
+        for obj in brokers:
+            self.mark(BROKER, *_id(obj))
+        for obj in triggers:
+            self.mark(TRIGGER, *_id(obj))
+        watcher = asyncio.create_task(self._watch(events), name="eventing-controller-watch")
+        try:
+            while True:
+                kind, namespace, name = await self._dirty.get()
+                self._pending.discard((kind.plural, namespace, name))
+                try:
+                    if kind is BROKER:
+                        self.reconcile_broker(namespace, name)
+                    else:
+                        await self.reconcile_trigger(namespace, name)
+                except ApiError as exc:
+                    log.warning("reconciling %s %s/%s: %s", kind.kind, namespace, name, exc.message)
+                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
+                        self.mark(kind, namespace, name)
+                except Exception:
+                    log.exception("reconciling %s %s/%s failed", kind.kind, namespace, name)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            self.store.unwatch(events)
+
+    async def _watch(self, events: asyncio.Queue[Event]) -> None:
+        while True:
+            event = await events.get()
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("handling a %s of %s failed", event.type, event.kind.kind)
+
+    async def _handle(self, event: Event) -> None:
+        obj, kind = event.object, event.kind
+        namespace, name = _id(obj)
+        if kind is BROKER:
+            if event.type == "DELETED":
+                self._brokers.discard((namespace, name))
+                for key in self.dispatcher.keys(namespace, name):
+                    await self.dispatcher.remove_trigger(key)
+                    self._applied.pop(key, None)
+                self.log.remove_broker(namespace, name)
+            else:
+                self._brokers.add((namespace, name))
+                self.mark(BROKER, namespace, name)
+            for trigger in self.store.list(TRIGGER, namespace):
+                if (trigger.get("spec") or {}).get("broker") == name:
+                    self.mark(TRIGGER, namespace, trigger["metadata"]["name"])
+        elif kind is TRIGGER:
+            if event.type == "DELETED":
+                key = self._keys.pop((namespace, name), None) or trigger_key(obj)
+                await self.dispatcher.remove_trigger(key)
+                self._applied.pop(key, None)
+            else:
+                self.mark(TRIGGER, namespace, name)
+        if kind in (SERVICE, ISVC, BROKER):
+            # A Trigger or Broker may point at it (subscriber, dead-letter sink).
+            for trigger in self.store.list(TRIGGER, namespace):
+                if _points_at(trigger, kind, namespace, name):
+                    self.mark(TRIGGER, namespace, trigger["metadata"]["name"])
+            if kind is not BROKER:
+                for broker in self.store.list(BROKER, namespace):
+                    if _points_at(broker, kind, namespace, name):
+                        self.mark(BROKER, namespace, broker["metadata"]["name"])
+
+    # ---- a broker ------------------------------------------------------------------------------
+
+    def reconcile_broker(self, namespace: str, name: str) -> None:
+        broker = self.store.find(BROKER, namespace, name)
+        if broker is None:
+            return  # deleted: the watch stopped its triggers
+        previous = (broker.get("status") or {}).get("conditions")
+        url = self.broker_url(namespace, name)
+        status: dict[str, Any] = {
+            "observedGeneration": broker["metadata"]["generation"],
+            "address": {"name": "http", "url": url},
+            "addresses": [{"name": "http", "url": url}],
+        }
+        spec = broker.get("spec") or {}
+        try:
+            delivery = DeliverySpec.from_spec(spec.get("delivery"), "spec.delivery")
+            filter_ready = _condition("FilterReady", "True", previous=previous)
+        except InvalidDelivery as exc:
+            delivery = None
+            filter_ready = _condition("FilterReady", "False", "InvalidDelivery", str(exc), previous)
+        dls = self._dead_letter_condition(delivery, namespace, "spec.delivery", previous, status)
+        conditions = [
+            _condition("Addressable", "True", previous=previous),
+            dls,
+            filter_ready,
+            _condition("IngressReady", "True", previous=previous),
+        ]
+        status["conditions"] = [_ready(conditions, previous), *conditions]
+        self._write_status(BROKER, broker, status)
+
+    # ---- a trigger -----------------------------------------------------------------------------
+
+    async def reconcile_trigger(self, namespace: str, name: str) -> None:
+        trigger = self.store.find(TRIGGER, namespace, name)
+        if trigger is None:
+            return  # deleted: the watch removed its loop
+        spec = trigger.get("spec") or {}
+        previous = (trigger.get("status") or {}).get("conditions")
+        status: dict[str, Any] = {"observedGeneration": trigger["metadata"]["generation"]}
+        key = trigger_key(trigger)
+        old_key = self._keys.get((namespace, name))
+        if old_key is not None and old_key != key:  # moved to another broker: a new trigger
+            await self.dispatcher.remove_trigger(old_key)
+            self._applied.pop(old_key, None)
+        broker_name = spec.get("broker")
+        broker = self.store.find(BROKER, namespace, broker_name) if broker_name else None
+        broker_ready = self._broker_condition(broker, broker_name, namespace, previous)
+
+        try:
+            subscriber_url = self._resolve(spec.get("subscriber"), namespace, "spec.subscriber")
+            subscriber = _condition("SubscriberResolved", "True", previous=previous)
+            status["subscriberUri"] = subscriber_url
+        except _Unresolved as exc:
+            subscriber_url = None
+            subscriber = _condition(
+                "SubscriberResolved", "False", exc.reason, exc.message, previous
+            )
+
+        subscription, delivery, predicate = None, None, None
+        try:
+            predicate = compile_filters(
+                (spec.get("filter") or {}).get("attributes"), spec.get("filters")
+            )
+            broker_delivery = (broker or {}).get("spec", {}).get("delivery")
+            delivery = resolve(spec.get("delivery"), broker_delivery)
+        except FilterError as exc:
+            subscription = _condition(
+                "SubscriptionReady", "False", "InvalidFilter", str(exc), previous
+            )
+        except InvalidDelivery as exc:
+            subscription = _condition(
+                "SubscriptionReady", "False", "InvalidDelivery", str(exc), previous
+            )
+        where = (
+            "spec.delivery"
+            if spec.get("delivery") is not None
+            else f'broker "{broker_name}" spec.delivery'
+        )
+        dls = self._dead_letter_condition(delivery, namespace, where, previous, status)
+        if subscription is None:
+            subscription = _condition("SubscriptionReady", "True", previous=previous)
+        conditions = [
+            broker_ready,
+            dls,
+            _condition("DependencyReady", "True", previous=previous),
+            subscriber,
+            subscription,
+        ]
+        ready = _ready(conditions, previous)
+        status["conditions"] = [ready, *conditions]
+
+        if broker is None:
+            await self.dispatcher.remove_trigger(key)  # no broker, no events: nothing to keep
+            self._applied.pop(key, None)
+            self._keys.pop((namespace, name), None)
+        elif ready["status"] == "True" and subscriber_url and delivery and predicate:
+            applied = orjson.dumps([spec, broker.get("spec"), subscriber_url, status.get("deadLetterSinkUri")],
+                                   option=orjson.OPT_SORT_KEYS)  # fmt: skip
+            if self._applied.get(key) != applied or not self.dispatcher.running(key):
+                self.dispatcher.set_trigger(key, namespace, broker_name, subscriber_url, predicate,
+                                            delivery, status.get("deadLetterSinkUri"))  # fmt: skip
+                self._applied[key] = applied
+            self._keys[(namespace, name)] = key
+        else:
+            await self.dispatcher.pause_trigger(key, namespace, broker_name)
+            self._applied.pop(key, None)
+            self._keys[(namespace, name)] = key
+        self._write_status(TRIGGER, trigger, status)
+
+    def _broker_condition(self, broker: dict[str, Any] | None, name: str | None, namespace: str,
+                          previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+        if not name:
+            return _condition("BrokerReady", "False", "BrokerNotSpecified",
+                              "spec.broker is empty: name the Broker whose events this trigger "
+                              "delivers (e.g. default)", previous)  # fmt: skip
+        if broker is None:
+            return _condition("BrokerReady", "False", "BrokerDoesNotExist",
+                              f'broker "{name}" not found in namespace "{namespace}"; create it '
+                              f"with `knserve broker create {name} -n {namespace}`", previous)  # fmt: skip
+        ready = next((c for c in (broker.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), None)  # fmt: skip
+        if ready is None:
+            return _condition("BrokerReady", "Unknown", "BrokerNotReconciled",
+                              f'broker "{name}" has no status yet', previous)  # fmt: skip
+        if ready.get("status") != "True":
+            return _condition("BrokerReady", ready.get("status", "Unknown"),
+                              ready.get("reason") or "BrokerNotReady",
+                              f'broker "{name}" is not ready: {ready.get("message", "")}'.rstrip(": "),
+                              previous)  # fmt: skip
+        return _condition("BrokerReady", "True", previous=previous)
+
+    def _dead_letter_condition(self, delivery: DeliverySpec | None, namespace: str, where: str,
+                               previous: list[dict[str, Any]] | None,
+                               status: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        sink = delivery.dead_letter_sink if delivery is not None else None
+        if not sink:
+            return _condition("DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
+                              NO_DEAD_LETTER_SINK, previous)  # fmt: skip
+        try:
+            status["deadLetterSinkUri"] = self._resolve(sink, namespace, f"{where}.deadLetterSink")
+        except _Unresolved as exc:
+            return _condition("DeadLetterSinkResolved", "False", exc.reason, exc.message, previous)
+        return _condition("DeadLetterSinkResolved", "True", previous=previous)
+
+    # ---- destinations --------------------------------------------------------------------------
+
+    def _resolve(self, destination: Any, namespace: str, path: str) -> str:
+        """A Knative Destination (``ref`` and/or ``uri``) as a URL, or :class:`_Unresolved`."""
+        if not isinstance(destination, Mapping) or not (
+            destination.get("ref") or destination.get("uri")
+        ):
+            raise _Unresolved("SubscriberNotSpecified" if path == "spec.subscriber" else "SinkNotSpecified",
+                              f"{path} needs a ref (e.g. to a Knative Service) or a uri")  # fmt: skip
+        uri, ref = destination.get("uri"), destination.get("ref")
+        if not ref:
+            parsed = urlparse(str(uri))
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise _Unresolved("InvalidURI", f'{path}.uri "{uri}" is not an absolute http(s) URL; '
+                                  "write e.g. http://localhost:9000/events, or use a ref")  # fmt: skip
+            return str(uri)
+        base = self._resolve_ref(ref, namespace, f"{path}.ref")
+        return (
+            urljoin(base if base.endswith("/") else base + "/", str(uri).lstrip("/"))
+            if uri
+            else base
+        )
+
+    def _resolve_ref(self, ref: Mapping[str, Any], namespace: str, path: str) -> str:
+        kind, api_version = ref.get("kind"), ref.get("apiVersion")
+        name, ns = ref.get("name"), ref.get("namespace") or namespace
+        if not name or not kind:
+            raise _Unresolved("InvalidReference", f"{path} needs kind and name")
+        target = _ADDRESSABLE.get(kind)
+        if target is None or (api_version and api_version != target.api_version):
+            known = ", ".join(f"{k.api_version} {k.kind}" for k in _ADDRESSABLE.values())
+            raise _Unresolved("UnsupportedReference",
+                              f"{path} is a {api_version or '(no apiVersion)'} {kind}, which the local "
+                              f"plane cannot address; refer to one of: {known}, or give a uri")  # fmt: skip
+        if target is SERVICE:
+            url = self.resolve_service_url(ns, name)
+            if url:
+                return url
+        obj = self.store.find(target, ns, name)
+        if obj is None:
+            raise _Unresolved(
+                "NotFound", f'{target.kind.lower()} "{name}" not found in namespace "{ns}"'
+            )
+        if target is BROKER:
+            return self.broker_url(ns, name)
+        url = (obj.get("status") or {}).get("url") or (
+            (obj.get("status") or {}).get("address") or {}
+        ).get("url")
+        if target is ISVC and url:
+            return str(url)
+        ready = next((c for c in (obj.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), {})  # fmt: skip
+        why = (
+            f": {ready.get('reason')} {ready.get('message', '')}".rstrip()
+            if ready.get("reason")
+            else ""
+        )
+        raise _Unresolved("NotReady", f'{target.kind.lower()} "{name}" in namespace "{ns}" has no URL yet '
+                          f"(not ready{why})")  # fmt: skip
+
+    def _write_status(self, kind: Kind, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        if obj.get("status") != status:
+            obj["status"] = status
+            self.store.replace(kind, obj, subresource="status")
+
+
+_ADDRESSABLE = {k.kind: k for k in (SERVICE, BROKER, ISVC)}
+
+
+def _id(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def _points_at(obj: Mapping[str, Any], kind: Kind, namespace: str, name: str) -> bool:
+    """Whether a Trigger's subscriber or dead-letter sink, or a Broker's sink, refers to it."""
+    spec = obj.get("spec") or {}
+    refs = [(spec.get("subscriber") or {}).get("ref"),
+            ((spec.get("delivery") or {}).get("deadLetterSink") or {}).get("ref")]  # fmt: skip
+    for ref in refs:
+        if (isinstance(ref, Mapping) and ref.get("kind") == kind.kind and ref.get("name") == name
+                and (ref.get("namespace") or obj["metadata"]["namespace"]) == namespace):  # fmt: skip
+            return True
+    return False

@@ -1,0 +1,115 @@
+"""`knserve broker create|list|describe|delete`, with kn's flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from knserve.knative.cli.output import (
+    OUTPUT,
+    age,
+    client_options,
+    describe_conditions,
+    emit,
+    fields,
+    reports_api_errors,
+    summary,
+    table,
+)
+from knserve.knative.cli.trigger import apply_delivery_flags, delivery_options, describe_delivery
+from knserve.knative.kinds import by_name
+
+BROKERS = by_name("brokers")
+CLASS = "eventing.knative.dev/broker.class"
+
+
+@click.group("broker")
+def cli() -> None:
+    """Brokers: create, list, describe, delete."""
+
+
+@cli.command("create")
+@click.argument("name")
+@click.option("--class", "broker_class",
+              help=f"the {CLASS} annotation (the local plane has one broker kind and records it)")  # fmt: skip
+@delivery_options
+@click.option("-o", "--output", type=OUTPUT, help="print the created object")
+@client_options
+@reports_api_errors
+def create(name: str, broker_class: str | None, namespace: str, api: str | None,
+           output: str | None, **opts: Any) -> None:  # fmt: skip
+    """Create a broker: an address that takes CloudEvents and keeps them for its triggers."""
+    from knserve.knative.client import Client
+
+    broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                              "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
+    if broker_class:
+        broker["metadata"]["annotations"] = {CLASS: broker_class}
+    delivery = apply_delivery_flags(None, opts)
+    if delivery:
+        broker["spec"]["delivery"] = delivery
+    created = Client(api).create(BROKERS, broker)
+    if not emit(created, output):
+        click.echo(f"Broker '{name}' successfully created in namespace '{namespace}'.")
+
+
+@cli.command("list")
+@client_options
+@click.option("-o", "--output", type=OUTPUT)
+@reports_api_errors
+def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
+    """List brokers with their address and readiness."""
+    from knserve.knative.client import Client
+
+    items = Client(api).list(BROKERS, namespace)
+    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
+        return
+    if not items:
+        click.echo(f"No brokers found in namespace '{namespace}'.")
+        return
+    rows = [(b["metadata"]["name"], address(b), age(b["metadata"].get("creationTimestamp")), *summary(b))
+            for b in items]  # fmt: skip
+    table(("NAME", "URL", "AGE", "CONDITIONS", "READY", "REASON"), rows)
+
+
+@cli.command("describe")
+@click.argument("name")
+@client_options
+@click.option("-o", "--output", type=OUTPUT)
+@reports_api_errors
+def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
+    """Show a broker: address, delivery, conditions."""
+    from knserve.knative.client import Client
+
+    broker = Client(api).get(BROKERS, namespace, name)
+    if emit(broker, output):
+        return
+    annotations = broker["metadata"].get("annotations") or {}
+    fields([("Name", name), ("Namespace", namespace),
+            ("Annotations", ", ".join(f"{k}={v}" for k, v in annotations.items())),
+            ("Age", age(broker["metadata"].get("creationTimestamp")))])  # fmt: skip
+    click.echo("Address:")
+    click.echo(f"  URL:    {address(broker) or '(none yet: is `knserve up` running?)'}")
+    status = broker.get("status") or {}
+    describe_delivery((broker.get("spec") or {}).get("delivery"), status.get("deadLetterSinkUri"))
+    click.echo()
+    describe_conditions(broker)
+
+
+@cli.command("delete")
+@click.argument("names", nargs=-1, required=True)
+@client_options
+@reports_api_errors
+def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
+    """Delete brokers (with their stored events; their triggers stay, not ready)."""
+    from knserve.knative.client import Client
+
+    client = Client(api)
+    for name in names:
+        client.delete(BROKERS, namespace, name)
+        click.echo(f"Broker '{name}' successfully deleted in namespace '{namespace}'.")
+
+
+def address(broker: dict[str, Any]) -> str:
+    return str(((broker.get("status") or {}).get("address") or {}).get("url") or "")
