@@ -94,11 +94,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def describe_conditions(obj: dict[str, Any]) -> None:
     click.echo("Conditions:")
-    click.echo(f"  {'OK':<3}{'TYPE':<22}{'AGE':<6}REASON")
+    click.echo(f"  {'OK':<3}{'TYPE':<24}{'AGE':<6}REASON")
     for c in conditions(obj):
         mark = {"True": "++", "False": "!!"}.get(c.get("status", ""), "??")
         click.echo(
-            f"  {mark:<3}{c['type']:<22}{age(c.get('lastTransitionTime')):<6}{c.get('reason', '')}"
+            f"  {mark:<3}{c['type']:<24}{age(c.get('lastTransitionTime')):<6}{c.get('reason', '')}"
         )
         if c.get("message") and c.get("status") != "True":
             for line in str(c["message"]).splitlines():
