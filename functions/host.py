@@ -62,8 +62,9 @@ def _probe(fn: Callable[[], Any] | None) -> tuple[bool, str]:
 class FunctionHost:
     """ASGI app around one func-style function (or around the runtime app for a Model)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, model_name: str | None = None) -> None:
         self.folder = folder
+        self.model_name = model_name  # KServe's --model_name: the name callers use
         self.error: str | None = None
         self.instance: Any = None
         self.runtime_app: Any = None
@@ -95,7 +96,7 @@ class FunctionHost:
                 "the function package must export new() (a func-style function) or exactly one "
                 f"knserve.runtime.Model subclass; found {len(classes)} Model classes"
             )
-        self.runtime_app = create_app(models=[classes[0](self.name)])
+        self.runtime_app = create_app(models=[classes[0](self.model_name or self.name)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -205,15 +206,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", default=".", type=Path)
     parser.add_argument("--port", "--http_port", "--http-port", dest="port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
-    # The InferenceService controller appends KServe's flags (--model_name, --predictor_host …);
-    # the function reads what it needs from the environment, so they are accepted and ignored.
+    # KServe's --model_name: in an InferenceService a transformer or explainer answers under the
+    # InferenceService's name. Its other flags (--predictor_host …) are also in the environment,
+    # where the function reads them, so they are accepted and ignored.
+    parser.add_argument("--model_name", "--model-name", dest="model_name")
     args, _unknown = parser.parse_known_args(argv)
     logging.basicConfig(level=os.environ.get("KNSERVE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     port = args.port or int(os.environ.get("PORT", "8080"))
     import uvicorn
 
-    app = FunctionHost(args.path.resolve())
+    app = FunctionHost(args.path.resolve(), args.model_name)
     print(f"function {app.name} serving on http://{args.host}:{port}", flush=True)
     uvicorn.run(app, host=args.host, port=port, loop="uvloop", http="httptools",
                 lifespan="on", access_log=False, log_level="warning")  # fmt: skip
