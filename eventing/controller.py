@@ -25,8 +25,6 @@ Writing an unchanged status is a no-op in the store, so reconciling converges.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,9 +36,9 @@ from knserve.eventing.backoff import DeliverySpec, InvalidDelivery, resolve
 from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.filters import FilterError, compile_filters
-from knserve.knative.errors import ApiError
 from knserve.knative.kinds import Kind, by_name
-from knserve.knative.store import Event, Store, now
+from knserve.knative.reconciler import WorkQueue, condition, watching
+from knserve.knative.store import Event, Store
 
 __all__ = ["EventingController", "trigger_key"]
 
@@ -59,29 +57,14 @@ def trigger_key(trigger: Mapping[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}/{broker}/{meta['uid']}"
 
 
-def _condition(ctype: str, status: str, reason: str | None = None, message: str | None = None,
-               previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
-    cond: dict[str, Any] = {"type": ctype, "status": status}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    old = next((c for c in previous or [] if c.get("type") == ctype), None)
-    keep = old is not None and old.get("status") == status
-    cond["lastTransitionTime"] = (
-        old["lastTransitionTime"] if keep and old.get("lastTransitionTime") else now()
-    )
-    return cond
-
-
 def _ready(conditions: list[dict[str, Any]], previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
     """Ready from the others: True when all are, else the first one that is not (False wins)."""
     worst = next((c for c in conditions if c["status"] == "False"), None) or next(
         (c for c in conditions if c["status"] != "True"), None
     )
     if worst is None:
-        return _condition("Ready", "True", previous=previous)
-    return _condition("Ready", worst["status"], worst.get("reason"), worst.get("message"), previous)
+        return condition("Ready", "True", previous=previous)
+    return condition("Ready", worst["status"], worst.get("reason"), worst.get("message"), previous)
 
 
 class _Unresolved(Exception):
@@ -109,8 +92,7 @@ class EventingController:
     ) -> None:
         self.store, self.dispatcher, self.log = store, dispatcher, log
         self.resolve_service_url, self.broker_url = resolve_service_url, broker_url
-        self._dirty: asyncio.Queue[tuple[Kind, str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str, str]] = set()
+        self._queue: WorkQueue[tuple[str, str, str]] = WorkQueue()  # (plural, namespace, name)
         self._brokers = {_id(b) for b in store.list(BROKER)}
         self._applied: dict[str, bytes] = {}  # trigger key -> what set_trigger was last given
         self._keys: dict[tuple[str, str], str] = {}  # (namespace, trigger) -> its key now
@@ -123,56 +105,33 @@ class EventingController:
     # ---- the loop ------------------------------------------------------------------------------
 
     def mark(self, kind: Kind, namespace: str, name: str) -> None:
-        key = (kind.plural, namespace, name)
-        if key not in self._pending:
-            self._pending.add(key)
-            self._dirty.put_nowait((kind, namespace, name))
+        self._queue.mark((kind.plural, namespace, name))
 
     async def run(self) -> None:
-        events = self.store.watch()
-        brokers, triggers = self.store.list(BROKER), self.store.list(TRIGGER)
-        self._brokers = {_id(b) for b in brokers}
-        wanted = {
-            trigger_key(t)
-            for t in triggers
-            if (t["metadata"]["namespace"], (t.get("spec") or {}).get("broker")) in self._brokers
-        }
-        for key in self.log.trigger_keys():
-            if key not in wanted:  # its Trigger or Broker was deleted while the plane was down
-                self.log.remove_trigger(key)
-        for obj in brokers:
-            self.mark(BROKER, *_id(obj))
-        for obj in triggers:
-            self.mark(TRIGGER, *_id(obj))
-        watcher = asyncio.create_task(self._watch(events), name="eventing-controller-watch")
-        try:
-            while True:
-                kind, namespace, name = await self._dirty.get()
-                self._pending.discard((kind.plural, namespace, name))
-                try:
-                    if kind is BROKER:
-                        self.reconcile_broker(namespace, name)
-                    else:
-                        await self.reconcile_trigger(namespace, name)
-                except ApiError as exc:
-                    log.warning("reconciling %s %s/%s: %s", kind.kind, namespace, name, exc.message)
-                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
-                        self.mark(kind, namespace, name)
-                except Exception:
-                    log.exception("reconciling %s %s/%s failed", kind.kind, namespace, name)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            self.store.unwatch(events)
+        async with watching(self.store, self._handle, "eventing-controller-watch"):
+            brokers, triggers = self.store.list(BROKER), self.store.list(TRIGGER)
+            self._brokers = {_id(b) for b in brokers}
+            wanted = {
+                trigger_key(t)
+                for t in triggers
+                if (t["metadata"]["namespace"], (t.get("spec") or {}).get("broker"))
+                in self._brokers
+            }
+            for key in self.log.trigger_keys():
+                if key not in wanted:  # its Trigger or Broker was deleted while the plane was down
+                    self.log.remove_trigger(key)
+            for obj in brokers:
+                self.mark(BROKER, *_id(obj))
+            for obj in triggers:
+                self.mark(TRIGGER, *_id(obj))
+            await self._queue.run(self._reconcile, "broker/trigger")
 
-    async def _watch(self, events: asyncio.Queue[Event]) -> None:
-        while True:
-            event = await events.get()
-            try:
-                await self._handle(event)
-            except Exception:
-                log.exception("handling a %s of %s failed", event.type, event.kind.kind)
+    async def _reconcile(self, key: tuple[str, str, str]) -> None:
+        plural, namespace, name = key
+        if plural == BROKER.plural:
+            self.reconcile_broker(namespace, name)
+        else:
+            await self.reconcile_trigger(namespace, name)
 
     async def _handle(self, event: Event) -> None:
         obj, kind = event.object, event.kind
@@ -223,16 +182,16 @@ class EventingController:
         spec = broker.get("spec") or {}
         try:
             delivery = DeliverySpec.from_spec(spec.get("delivery"), "spec.delivery")
-            filter_ready = _condition("FilterReady", "True", previous=previous)
+            filter_ready = condition("FilterReady", "True", previous=previous)
         except InvalidDelivery as exc:
             delivery = None
-            filter_ready = _condition("FilterReady", "False", "InvalidDelivery", str(exc), previous)
+            filter_ready = condition("FilterReady", "False", "InvalidDelivery", str(exc), previous)
         dls = self._dead_letter_condition(delivery, namespace, "spec.delivery", previous, status)
         conditions = [
-            _condition("Addressable", "True", previous=previous),
+            condition("Addressable", "True", previous=previous),
             dls,
             filter_ready,
-            _condition("IngressReady", "True", previous=previous),
+            condition("IngressReady", "True", previous=previous),
         ]
         status["conditions"] = [_ready(conditions, previous), *conditions]
         self._write_status(BROKER, broker, status)
@@ -257,13 +216,11 @@ class EventingController:
 
         try:
             subscriber_url = self._resolve(spec.get("subscriber"), namespace, "spec.subscriber")
-            subscriber = _condition("SubscriberResolved", "True", previous=previous)
+            subscriber = condition("SubscriberResolved", "True", previous=previous)
             status["subscriberUri"] = subscriber_url
         except _Unresolved as exc:
             subscriber_url = None
-            subscriber = _condition(
-                "SubscriberResolved", "False", exc.reason, exc.message, previous
-            )
+            subscriber = condition("SubscriberResolved", "False", exc.reason, exc.message, previous)
 
         subscription, delivery, predicate = None, None, None
         try:
@@ -273,11 +230,11 @@ class EventingController:
             broker_delivery = (broker or {}).get("spec", {}).get("delivery")
             delivery = resolve(spec.get("delivery"), broker_delivery)
         except FilterError as exc:
-            subscription = _condition(
+            subscription = condition(
                 "SubscriptionReady", "False", "InvalidFilter", str(exc), previous
             )
         except InvalidDelivery as exc:
-            subscription = _condition(
+            subscription = condition(
                 "SubscriptionReady", "False", "InvalidDelivery", str(exc), previous
             )
         where = (
@@ -287,11 +244,11 @@ class EventingController:
         )
         dls = self._dead_letter_condition(delivery, namespace, where, previous, status)
         if subscription is None:
-            subscription = _condition("SubscriptionReady", "True", previous=previous)
+            subscription = condition("SubscriptionReady", "True", previous=previous)
         conditions = [
             broker_ready,
             dls,
-            _condition("DependencyReady", "True", previous=previous),
+            condition("DependencyReady", "True", previous=previous),
             subscriber,
             subscription,
         ]
@@ -319,37 +276,37 @@ class EventingController:
     def _broker_condition(self, broker: dict[str, Any] | None, name: str | None, namespace: str,
                           previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
         if not name:
-            return _condition("BrokerReady", "False", "BrokerNotSpecified",
+            return condition("BrokerReady", "False", "BrokerNotSpecified",
                               "spec.broker is empty: name the Broker whose events this trigger "
                               "delivers (e.g. default)", previous)  # fmt: skip
         if broker is None:
-            return _condition("BrokerReady", "False", "BrokerDoesNotExist",
+            return condition("BrokerReady", "False", "BrokerDoesNotExist",
                               f'broker "{name}" not found in namespace "{namespace}"; create it '
                               f"with `knserve broker create {name} -n {namespace}`", previous)  # fmt: skip
         ready = next((c for c in (broker.get("status") or {}).get("conditions") or []
                       if c.get("type") == "Ready"), None)  # fmt: skip
         if ready is None:
-            return _condition("BrokerReady", "Unknown", "BrokerNotReconciled",
+            return condition("BrokerReady", "Unknown", "BrokerNotReconciled",
                               f'broker "{name}" has no status yet', previous)  # fmt: skip
         if ready.get("status") != "True":
-            return _condition("BrokerReady", ready.get("status", "Unknown"),
+            return condition("BrokerReady", ready.get("status", "Unknown"),
                               ready.get("reason") or "BrokerNotReady",
                               f'broker "{name}" is not ready: {ready.get("message", "")}'.rstrip(": "),
                               previous)  # fmt: skip
-        return _condition("BrokerReady", "True", previous=previous)
+        return condition("BrokerReady", "True", previous=previous)
 
     def _dead_letter_condition(self, delivery: DeliverySpec | None, namespace: str, where: str,
                                previous: list[dict[str, Any]] | None,
                                status: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
         sink = delivery.dead_letter_sink if delivery is not None else None
         if not sink:
-            return _condition("DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
+            return condition("DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
                               NO_DEAD_LETTER_SINK, previous)  # fmt: skip
         try:
             status["deadLetterSinkUri"] = self._resolve(sink, namespace, f"{where}.deadLetterSink")
         except _Unresolved as exc:
-            return _condition("DeadLetterSinkResolved", "False", exc.reason, exc.message, previous)
-        return _condition("DeadLetterSinkResolved", "True", previous=previous)
+            return condition("DeadLetterSinkResolved", "False", exc.reason, exc.message, previous)
+        return condition("DeadLetterSinkResolved", "True", previous=previous)
 
     # ---- destinations --------------------------------------------------------------------------
 

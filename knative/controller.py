@@ -17,17 +17,15 @@ reconciling it compares what should exist with what does:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
 from typing import Any
 
-from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
 from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.naming import revision_name, service_host, tag_host
-from knserve.knative.store import Store, now
+from knserve.knative.reconciler import WorkQueue, condition, watching
+from knserve.knative.store import Event, Store
 from knserve.knative.supervisor import RevisionProcessSpec, Supervisor
 from knserve.knative.traffic import RouteSpec, TrafficTarget
 
@@ -45,21 +43,6 @@ DEFAULT_TIMEOUT = 300
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
-
-
-def _condition(ctype: str, status: str, reason: str | None = None, message: str | None = None,
-               previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
-    cond: dict[str, Any] = {"type": ctype, "status": status}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    old = next((c for c in previous or [] if c.get("type") == ctype), None)
-    keep = old is not None and old.get("status") == status
-    cond["lastTransitionTime"] = (
-        old["lastTransitionTime"] if keep and old.get("lastTransitionTime") else now()
-    )
-    return cond
 
 
 def initial_replicas(annotations: dict[str, str]) -> int:
@@ -94,17 +77,13 @@ class Controller:
             scaler.subscribe(self._replica_changed)
         self.domain = domain
         self.gateway_port = gateway_port
-        self._dirty: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str]] = set()
+        self._queue: WorkQueue[tuple[str, str]] = WorkQueue()
         supervisor.subscribe(self._replica_changed)
 
     # ---- the loop ----------------------------------------------------------------------------
 
     def mark(self, namespace: str, service: str) -> None:
-        key = (namespace, service)
-        if key not in self._pending:
-            self._pending.add(key)
-            self._dirty.put_nowait(key)
+        self._queue.mark((namespace, service))
 
     def _replica_changed(self, namespace: str, revision: str) -> None:
         rev = self.store.find(REVISION, namespace, revision)
@@ -114,44 +93,25 @@ class Controller:
                 self.mark(namespace, service)
 
     async def run(self) -> None:
-        events = self.store.watch()
-        for svc in self.store.list(SERVICE):
-            self.mark(svc["metadata"]["namespace"], svc["metadata"]["name"])
-        watcher = asyncio.create_task(self._watch(events), name="controller-watch")
-        try:
-            while True:
-                key = await self._dirty.get()
-                self._pending.discard(key)
-                try:
-                    await self.reconcile(*key)
-                except ApiError as exc:
-                    log.warning("reconciling service %s/%s: %s", *key, exc.message)
-                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
-                        self.mark(*key)
-                except Exception:
-                    log.exception("reconciling service %s/%s failed", *key)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            self.store.unwatch(events)
+        async with watching(self.store, self._handle, "controller-watch"):
+            for svc in self.store.list(SERVICE):
+                self.mark(svc["metadata"]["namespace"], svc["metadata"]["name"])
+            await self._queue.run(lambda key: self.reconcile(*key), "service")
 
-    async def _watch(self, events: asyncio.Queue[Any]) -> None:
-        while True:
-            event = await events.get()
-            meta = event.object["metadata"]
-            namespace = meta["namespace"]
-            if event.kind is SERVICE:
-                self.mark(namespace, meta["name"])
-            elif event.kind in (CONFIGURATION, ROUTE, REVISION):
-                service = (meta.get("labels") or {}).get(SERVICE_LABEL)
-                if event.type == "DELETED" and event.kind is REVISION:
-                    await self.supervisor.remove(namespace, meta["name"])
-                    self.gateway.remove_revision(namespace, meta["name"])
-                if event.type == "DELETED" and event.kind is ROUTE:
-                    self.gateway.remove_route(namespace, meta["name"])
-                if service:
-                    self.mark(namespace, service)
+    async def _handle(self, event: Event) -> None:
+        meta = event.object["metadata"]
+        namespace = meta["namespace"]
+        if event.kind is SERVICE:
+            self.mark(namespace, meta["name"])
+        elif event.kind in (CONFIGURATION, ROUTE, REVISION):
+            service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+            if event.type == "DELETED" and event.kind is REVISION:
+                await self.supervisor.remove(namespace, meta["name"])
+                self.gateway.remove_revision(namespace, meta["name"])
+            if event.type == "DELETED" and event.kind is ROUTE:
+                self.gateway.remove_route(namespace, meta["name"])
+            if service:
+                self.mark(namespace, service)
 
     # ---- one service -------------------------------------------------------------------------
 
@@ -304,42 +264,42 @@ class Controller:
                          scaled_to_zero: bool) -> None:  # fmt: skip
         previous = (rev.get("status") or {}).get("conditions") or []
         if status.ready or scaled_to_zero:
-            healthy = _condition("ContainerHealthy", "True", previous=previous)
-            available = _condition("ResourcesAvailable", "True", previous=previous)
-            ready = _condition("Ready", "True", previous=previous)
+            healthy = condition("ContainerHealthy", "True", previous=previous)
+            available = condition("ResourcesAvailable", "True", previous=previous)
+            ready = condition("Ready", "True", previous=previous)
         elif status.failure:
-            healthy = _condition("ContainerHealthy", "False", "ExitCode", status.failure, previous)
-            available = _condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
-            ready = _condition("Ready", "False", "ExitCode", status.failure, previous)
+            healthy = condition("ContainerHealthy", "False", "ExitCode", status.failure, previous)
+            available = condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
+            ready = condition("Ready", "False", "ExitCode", status.failure, previous)
         elif not wanted:
-            healthy = _condition(
+            healthy = condition(
                 "ContainerHealthy", "Unknown", "NoTraffic", "the revision is not routed", previous
             )
-            available = _condition(
+            available = condition(
                 "ResourcesAvailable", "Unknown", "NoTraffic", "scaled to zero", previous
             )
-            ready = _condition(
+            ready = condition(
                 "Ready", "Unknown", "NoTraffic", "the revision receives no traffic", previous
             )
         else:
-            healthy = _condition("ContainerHealthy", "Unknown", "Deploying", previous=previous)
-            available = _condition(
+            healthy = condition("ContainerHealthy", "Unknown", "Deploying", previous=previous)
+            available = condition(
                 "ResourcesAvailable",
                 "Unknown",
                 "Deploying",
                 "waiting for a ready replica",
                 previous,
             )
-            ready = _condition(
+            ready = condition(
                 "Ready", "Unknown", "Deploying", "waiting for a ready replica", previous
             )
         if status.ready:
-            active = _condition("Active", "True", previous=previous)
+            active = condition("Active", "True", previous=previous)
         elif scaled_to_zero or not wanted:
-            active = _condition("Active", "False", "NoTraffic",
+            active = condition("Active", "False", "NoTraffic",
                                 "the revision is scaled to zero; a request scales it up", previous)  # fmt: skip
         else:
-            active = _condition("Active", "Unknown", "Activating", previous=previous)
+            active = condition("Active", "Unknown", "Activating", previous=previous)
         new_status: dict[str, Any] = {
             "observedGeneration": rev["metadata"]["generation"],
             "conditions": [ready, healthy, available, active],
@@ -378,13 +338,13 @@ class Controller:
             )
         prev_conds = previous.get("conditions")
         if created_ready:
-            cond = _condition("Ready", "True", previous=prev_conds)
+            cond = condition("Ready", "True", previous=prev_conds)
         elif failure:
-            cond = _condition("Ready", "False", "RevisionFailed",
+            cond = condition("Ready", "False", "RevisionFailed",
                               f"Revision {latest_created['metadata']['name']!r} failed: {failure.get('message', '')}",
                               prev_conds)  # fmt: skip
         else:
-            cond = _condition("Ready", "Unknown", "Deploying", previous=prev_conds)
+            cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
         status["conditions"] = [cond]
         if config.get("status") != status:
             config["status"] = status
@@ -418,11 +378,11 @@ class Controller:
         status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"]}
         url = f"http://{service_host(name, namespace, self.domain)}"
         if missing:
-            cond = _condition("Ready", "Unknown" if not latest_ready else "False", "RevisionMissing",
+            cond = condition("Ready", "Unknown" if not latest_ready else "False", "RevisionMissing",
                               f"waiting for {', '.join(missing)} to be ready", previous)  # fmt: skip
         else:
             self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
-            cond = _condition("Ready", "True", previous=previous)
+            cond = condition("Ready", "True", previous=previous)
             status.update(url=url, address={"url": url}, traffic=traffic)
         status["conditions"] = [cond]
         if route.get("status") != status:
@@ -441,15 +401,15 @@ class Controller:
                 "reason": "RevisionNameTaken",
                 "message": template_error,
             }
-        cfg = _condition("ConfigurationsReady", config_cond.get("status", "Unknown"), config_cond.get("reason"),
+        cfg = condition("ConfigurationsReady", config_cond.get("status", "Unknown"), config_cond.get("reason"),
                          config_cond.get("message"), previous)  # fmt: skip
-        rte = _condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
+        rte = condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
                          route_cond.get("message"), previous)  # fmt: skip
         if cfg["status"] == "True" and rte["status"] == "True":
-            ready = _condition("Ready", "True", previous=previous)
+            ready = condition("Ready", "True", previous=previous)
         else:
             worst = cfg if cfg["status"] != "True" else rte
-            ready = _condition("Ready", "False" if "False" in (cfg["status"], rte["status"]) else "Unknown",
+            ready = condition("Ready", "False" if "False" in (cfg["status"], rte["status"]) else "Unknown",
                                worst.get("reason"), worst.get("message"), previous)  # fmt: skip
         status: dict[str, Any] = {
             "observedGeneration": svc["metadata"]["generation"],

@@ -32,14 +32,11 @@ if there is one, else to the predictor, and `…:explain` paths to the explainer
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from knserve.knative.errors import ApiError
 from knserve.knative.inferenceservice import (
     COMPONENT_LABEL,
     COMPONENTS,
@@ -52,8 +49,9 @@ from knserve.knative.inferenceservice import (
 )
 from knserve.knative.isvc_status import isvc_status
 from knserve.knative.kinds import Kind, by_name
+from knserve.knative.reconciler import WorkQueue, watching
 from knserve.knative.runtimes import RuntimeNotFound, merge_runtimes
-from knserve.knative.store import Store, now
+from knserve.knative.store import Event, Store, now
 
 __all__ = [
     "EXPLAIN_SUFFIX",
@@ -172,54 +170,31 @@ class InferenceServiceController:
         self.target = Target(domain=domain)
         self.routes_changed = routes_changed
         self._routes: dict[tuple[str, str], tuple[IsvcRoute, ...]] = {}
-        self._dirty: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str]] = set()
+        self._queue: WorkQueue[tuple[str, str]] = WorkQueue()
 
     # ---- the loop ----------------------------------------------------------------------------
 
     def mark(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        if key not in self._pending:
-            self._pending.add(key)
-            self._dirty.put_nowait(key)
+        self._queue.mark((namespace, name))
 
     async def run(self) -> None:
-        events = self.store.watch()
-        for isvc in self.store.list(ISVC):
-            self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
-        watcher = asyncio.create_task(self._watch(events), name="isvc-controller-watch")
-        try:
-            while True:
-                key = await self._dirty.get()
-                self._pending.discard(key)
-                try:
-                    await self.reconcile(*key)
-                except ApiError as exc:
-                    log.warning("reconciling inferenceservice %s/%s: %s", *key, exc.message)
-                    if exc.reason == "Conflict":  # someone wrote meanwhile: read again
-                        self.mark(*key)
-                except Exception:
-                    log.exception("reconciling inferenceservice %s/%s failed", *key)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            self.store.unwatch(events)
+        async with watching(self.store, self._handle, "isvc-controller-watch"):
+            for isvc in self.store.list(ISVC):
+                self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+            await self._queue.run(lambda key: self.reconcile(*key), "inferenceservice")
 
-    async def _watch(self, events: asyncio.Queue[Any]) -> None:
-        while True:
-            event = await events.get()
-            meta = event.object["metadata"]
-            namespace = meta["namespace"]
-            if event.kind is ISVC:
-                self.mark(namespace, meta["name"])
-            elif event.kind is SERVICE:
-                owner = (meta.get("labels") or {}).get(ISVC_LABEL)
-                if owner:
-                    self.mark(namespace, owner)
-            elif event.kind is SERVING_RUNTIME:
-                for isvc in self.store.list(ISVC, namespace):
-                    self.mark(namespace, isvc["metadata"]["name"])
+    async def _handle(self, event: Event) -> None:
+        meta = event.object["metadata"]
+        namespace = meta["namespace"]
+        if event.kind is ISVC:
+            self.mark(namespace, meta["name"])
+        elif event.kind is SERVICE:
+            owner = (meta.get("labels") or {}).get(ISVC_LABEL)
+            if owner:
+                self.mark(namespace, owner)
+        elif event.kind is SERVING_RUNTIME:
+            for isvc in self.store.list(ISVC, namespace):
+                self.mark(namespace, isvc["metadata"]["name"])
 
     # ---- one InferenceService ----------------------------------------------------------------
 
