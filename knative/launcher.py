@@ -93,13 +93,20 @@ class Launcher:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
-        if self._zygote is not None and self._zygote.returncode is None:
-            self._zygote.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._zygote.wait(), 5)
-            if self._zygote.returncode is None:
-                self._zygote.kill()
-                await self._zygote.wait()
+        await self._stop_zygote()
+
+    async def _stop_zygote(self) -> None:
+        zygote = self._zygote
+        if zygote is None or zygote.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            zygote.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(zygote.wait(), 5)
+        if zygote.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                zygote.kill()
+            await zygote.wait()
 
     # ---- the zygote --------------------------------------------------------------------------
 
@@ -111,6 +118,7 @@ class Launcher:
         return await asyncio.shield(self._starting)
 
     async def _start_zygote(self) -> bool:
+        await self._stop_zygote()  # one that lost its connection but still runs
         self.work_dir.mkdir(parents=True, exist_ok=True)
         path = self.work_dir / f"zygote-{os.getpid()}.sock"
         with (self.work_dir / "zygote.log").open("ab") as out:
