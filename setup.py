@@ -33,7 +33,7 @@ setup(
     package_dir=package_dir,
     package_data={
         "knserve.scaffolds": ["templates/**/*", "templates/**/.*"],
-        "knserve.knative": ["crds/*.yaml"],
+        "knserve.knative": ["crds/*.yaml", "deploy/*"],
         "knserve.eventing": ["crds/*.yaml"],
         "knserve.functions": ["*.json"],
     },

@@ -24,11 +24,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from knserve.knative.core_api import core_routes
 from knserve.knative.errors import ApiError, BadRequest, NotFound
 from knserve.knative.kinds import KINDS, Kind, by_plural
 from knserve.knative.store import Store
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -45,6 +47,29 @@ def _kind(request: Request) -> Kind:
             f"{params['version']}; it serves: {served}"
         )
     return kind
+
+
+def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Response:
+    """Server-side apply, simplified for one field manager: create the object, or replace its
+    spec with the applied one (a field left out is removed, as apply removes fields its manager
+    no longer sets) and merge the applied labels, annotations and owner references."""
+    if not isinstance(body, dict):
+        raise BadRequest("an apply body must be an object")
+    meta = body.setdefault("metadata", {})
+    if meta.get("name", name) != name or meta.get("namespace", namespace) != namespace:
+        raise BadRequest("metadata.name and metadata.namespace must match the path")
+    meta["name"], meta["namespace"] = name, namespace
+    if store.find(kind, namespace, name) is None:
+        return _json(store.create(kind, body), 201)
+    current = store.get(kind, namespace, name)
+    updated = {**current, **{k: v for k, v in body.items() if k not in ("metadata", "status")}}
+    cmeta = updated["metadata"] = dict(current["metadata"])
+    for key in ("labels", "annotations"):
+        if key in meta:
+            cmeta[key] = {**(cmeta.get(key) or {}), **meta[key]}
+    if "ownerReferences" in meta:
+        cmeta["ownerReferences"] = meta["ownerReferences"]
+    return _json(store.replace(kind, updated))
 
 
 async def _body(request: Request) -> Any:
@@ -101,9 +126,12 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             meta["name"], meta["namespace"] = name, namespace
             return _json(store.replace(kind, body, subresource))
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type == APPLY_PATCH and subresource is None:
+            return _apply(store, kind, namespace, name, body)
         if content_type not in (MERGE_PATCH, "application/json"):
             raise ApiUnsupported(
-                f"PATCH supports {MERGE_PATCH} (JSON merge patch); got {content_type or 'no content type'}"
+                f"PATCH supports {MERGE_PATCH} (JSON merge patch) and {APPLY_PATCH} (server-side "
+                f"apply); got {content_type or 'no content type'}"
             )
         return _json(store.patch(kind, namespace, name, body, subresource))
 
@@ -155,6 +183,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             methods=["GET", "PUT", "PATCH"],
         ),
         Route("/apis/{group}/{version}/{plural}", collection, methods=["GET"]),
+        *core_routes(store),
     ]
 
     async def api_error(request: Request, exc: Exception) -> Response:

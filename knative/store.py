@@ -200,7 +200,10 @@ class Store:
                 updated["status"] = obj.get("status") or {}
             else:
                 updated = obj
-                updated["status"] = current.get("status") or {}
+                # status is not the spec's to change; an object without one stays without one
+                updated.pop("status", None)
+                if "status" in current:
+                    updated["status"] = current["status"]
                 for key in ("uid", "creationTimestamp", "generation"):
                     updated["metadata"][key] = current["metadata"][key]
                 if updated.get("spec") != current.get("spec"):

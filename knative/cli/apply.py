@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from knserve.knative.cli.output import make_client, target_options
 from knserve.knative.errors import ApiError, NotFound
 
 
@@ -14,12 +15,15 @@ from knserve.knative.errors import ApiError, NotFound
     "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
 )
 @click.option("-n", "--namespace")
-@click.option("--api", "api", help="control API URL (default: the local plane)")
+@click.option(
+    "--api", "api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
+)
+@target_options
 def cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Create or update every object in FILE (one or many YAML documents)."""
-    from knserve.knative.client import Client, kind_of, load_documents
+    from knserve.knative.client import kind_of, load_documents
 
-    client = Client(api)
+    client = make_client(api)
     try:
         for obj in load_documents(filename):
             action, result = client.apply(obj, namespace)
@@ -35,12 +39,15 @@ def cli(filename: Path, namespace: str | None, api: str | None) -> None:
     "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
 )
 @click.option("-n", "--namespace")
-@click.option("--api", "api", help="control API URL (default: the local plane)")
+@click.option(
+    "--api", "api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
+)
+@target_options
 def delete_cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Delete every object in FILE."""
-    from knserve.knative.client import Client, kind_of, load_documents
+    from knserve.knative.client import kind_of, load_documents
 
-    client = Client(api)
+    client = make_client(api)
     try:
         for obj in load_documents(filename):
             kind = kind_of(obj)

@@ -40,7 +40,7 @@ def cli() -> None:
 def create(name: str, broker_class: str | None, namespace: str, api: str | None,
            output: str | None, **opts: Any) -> None:  # fmt: skip
     """Create a broker: an address that takes CloudEvents and keeps them for its triggers."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
     broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
                               "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
@@ -49,7 +49,7 @@ def create(name: str, broker_class: str | None, namespace: str, api: str | None,
     delivery = apply_delivery_flags(None, opts)
     if delivery:
         broker["spec"]["delivery"] = delivery
-    created = Client(api).create(BROKERS, broker)
+    created = make_client(api).create(BROKERS, broker)
     if not emit(created, output):
         click.echo(f"Broker '{name}' successfully created in namespace '{namespace}'.")
 
@@ -60,9 +60,9 @@ def create(name: str, broker_class: str | None, namespace: str, api: str | None,
 @reports_api_errors
 def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
     """List brokers with their address and readiness."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    items = Client(api).list(BROKERS, namespace)
+    items = make_client(api).list(BROKERS, namespace)
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
     if not items:
@@ -80,9 +80,9 @@ def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a broker: address, delivery, conditions."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    broker = Client(api).get(BROKERS, namespace, name)
+    broker = make_client(api).get(BROKERS, namespace, name)
     if emit(broker, output):
         return
     annotations = broker["metadata"].get("annotations") or {}
@@ -103,9 +103,9 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete brokers (with their stored events; their triggers stay, not ready)."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     for name in names:
         client.delete(BROKERS, namespace, name)
         click.echo(f"Broker '{name}' successfully deleted in namespace '{namespace}'.")

@@ -153,7 +153,7 @@ def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id
     """Send one CloudEvent in binary mode, and print what came back."""
     import httpx
 
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
     if (broker is None) == (to is None):
         raise click.UsageError("give --broker NAME or --to DESTINATION (one of them)")
@@ -165,7 +165,7 @@ def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id
     url = (
         str(destination["uri"])
         if destination.get("uri")
-        else _url(Client(api), destination, namespace)
+        else _url(make_client(api), destination, namespace)
     )
     body = _data(data, fields, raw_fields, content_type)
     event_id = ce_id or str(uuid.uuid4())

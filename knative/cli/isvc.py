@@ -140,9 +140,9 @@ def cli() -> None:
 def create(name: str | None, filename: Path | None, namespace: str, api: str | None,
            **opts: Any) -> None:  # fmt: skip
     """Create (or update) an InferenceService from flags, or every object of a YAML file."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     if filename is not None:
         if name:
             raise click.UsageError("give NAME with flags, or -f FILE, not both")
@@ -165,9 +165,9 @@ def create(name: str | None, filename: Path | None, namespace: str, api: str | N
 @reports_api_errors
 def apply(filename: Path, namespace: str, api: str | None, **opts: Any) -> None:
     """Create or update every object of a YAML file (InferenceServices, ServingRuntimes)."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     _finish(client, _apply_all(client, _documents(filename), _namespace_flag(namespace)), opts)
 
 
@@ -188,9 +188,9 @@ def _traffic_of(component: dict[str, Any]) -> tuple[str, str]:
 @reports_api_errors
 def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
     """List InferenceServices with KServe's columns."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    items = Client(api).list(ISVCS, namespace)
+    items = make_client(api).list(ISVCS, namespace)
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
     if not items:
@@ -216,9 +216,9 @@ def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show an InferenceService: URL, components with revisions and traffic, conditions."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    isvc = Client(api).get(ISVCS, namespace, name)
+    isvc = make_client(api).get(ISVCS, namespace, name)
     if emit(isvc, output):
         return
     status = isvc.get("status") or {}
@@ -262,9 +262,9 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete InferenceServices (with their Knative Services and revisions)."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     for name in names:
         client.delete(ISVCS, namespace, name)
         click.echo(f"InferenceService '{name}' successfully deleted in namespace '{namespace}'.")

@@ -22,12 +22,37 @@ from knserve.knative.errors import ApiError
 OUTPUT = click.Choice(["yaml", "json"])
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"knserve.{param.name}"] = value
+    return value
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--target local|kube` and `--context`, read by `make_client` (not passed to `fn`)."""
+    fn = click.option("--context", expose_value=False, callback=_remember,
+                      help="a kubeconfig context (implies --target kube)")(fn)  # fmt: skip
+    return click.option("--target", type=click.Choice(["local", "kube"]), default="local",
+                        envvar="KNSERVE_TARGET", show_default=True, expose_value=False,
+                        callback=_remember, help="the local plane or the kubeconfig's cluster")(fn)  # fmt: skip
+
+
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`-n/--namespace` and `--api` on a command, as `namespace` and `api` arguments."""
+    """`-n/--namespace` and `--api` on a command, as `namespace` and `api` arguments, plus the
+    target options."""
     fn = click.option(
         "--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
     )(fn)
-    return click.option("-n", "--namespace", default="default", show_default=True)(fn)
+    return target_options(
+        click.option("-n", "--namespace", default="default", show_default=True)(fn)
+    )
+
+
+def make_client(api: str | None) -> Any:
+    """The client of the target the command line chose: the local plane's API or a cluster."""
+    from knserve.knative.kube import client_for
+
+    meta = click.get_current_context().meta
+    return client_for(meta.get("knserve.target") or "local", meta.get("knserve.context"), api)
 
 
 def reports_api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

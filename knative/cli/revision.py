@@ -59,9 +59,9 @@ def list_revisions(
     service: str | None, namespace: str, api: str | None, output: str | None
 ) -> None:
     """List revisions, newest first, with their traffic and tags."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     items = client.list(REVISIONS, namespace, f"{SERVICE_LABEL}={service}" if service else None)
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
@@ -101,9 +101,9 @@ def list_revisions(
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a revision: image, environment, scale, replicas, traffic, conditions."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     rev = client.get(REVISIONS, namespace, name)
     if emit(rev, output):
         return
@@ -136,9 +136,9 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete revisions that receive no traffic."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     traffic = _traffic(client, namespace)
     for name in names:
         if name in traffic:

@@ -31,9 +31,9 @@ def cli() -> None:
 @reports_api_errors
 def list_routes(namespace: str, api: str | None, output: str | None) -> None:
     """List routes with their URL and readiness."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    items = Client(api).list(ROUTES, namespace)
+    items = make_client(api).list(ROUTES, namespace)
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
     if not items:
@@ -51,9 +51,9 @@ def list_routes(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a route: URL and where its traffic goes."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    route = Client(api).get(ROUTES, namespace, name)
+    route = make_client(api).get(ROUTES, namespace, name)
     if emit(route, output):
         return
     status = route.get("status") or {}

@@ -167,11 +167,11 @@ def cli() -> None:
 @reports_api_errors
 def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any) -> None:
     """Create a service from an image or a command."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
     if not opts.get("image") and not opts.get("cmd"):
         raise click.UsageError("give --image (or --cmd for a plain command)")
-    client = Client(api)
+    client = make_client(api)
     svc: dict[str, Any] = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
                            "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
     apply_template_flags(svc, opts)
@@ -198,9 +198,9 @@ def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any)
 @reports_api_errors
 def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
     """Change a service's template (a new revision) and/or its traffic."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     svc = client.get(SERVICES, namespace, name)
     svc.pop("status", None)
     if _template_changed(opts) or opts.get("revision_name"):
@@ -217,9 +217,9 @@ def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
 @reports_api_errors
 def list_services(namespace: str, api: str | None, output: str | None) -> None:
     """List services with their URL, latest revision and readiness."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    items = Client(api).list(SERVICES, namespace)
+    items = make_client(api).list(SERVICES, namespace)
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
     if not items:
@@ -240,9 +240,9 @@ def list_services(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a service: URL, revisions with traffic, tags and replicas, conditions."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     svc = client.get(SERVICES, namespace, name)
     if emit(svc, output):
         return
@@ -294,9 +294,9 @@ def _revision_lines(percent: str, label: str, revision: dict[str, Any] | None) -
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete services (with their configurations, routes and revisions)."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     for name in names:
         client.delete(SERVICES, namespace, name)
         click.echo(f"Service '{name}' successfully deleted in namespace '{namespace}'.")

@@ -153,7 +153,7 @@ def cli() -> None:
 def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespace: str,
            api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
     """Create a trigger that sends a broker's matching events to a sink."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
     spec: dict[str, Any] = {"broker": broker, "subscriber": parse_sink(sink)}
     attributes = _filters({}, filters)
@@ -165,7 +165,7 @@ def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespac
     _check_filters(spec)
     trigger = {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
                "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
-    created = Client(api).create(TRIGGERS, trigger)
+    created = make_client(api).create(TRIGGERS, trigger)
     if not emit(created, output):
         click.echo(f"Trigger '{name}' successfully created in namespace '{namespace}'.")
 
@@ -184,9 +184,9 @@ def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespac
 def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, ...],
            namespace: str, api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
     """Change a trigger's sink, filters or delivery."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     trigger = client.get(TRIGGERS, namespace, name)
     trigger.pop("status", None)
     spec = trigger.setdefault("spec", {})
@@ -219,9 +219,9 @@ def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, 
 @reports_api_errors
 def list_triggers(broker: str | None, namespace: str, api: str | None, output: str | None) -> None:
     """List triggers with their broker, sink and readiness."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    items = [t for t in Client(api).list(TRIGGERS, namespace)
+    items = [t for t in make_client(api).list(TRIGGERS, namespace)
              if broker is None or (t.get("spec") or {}).get("broker") == broker]  # fmt: skip
     if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
         return
@@ -240,9 +240,9 @@ def list_triggers(broker: str | None, namespace: str, api: str | None, output: s
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a trigger: broker, filters, sink (and the URL it resolved to), delivery, conditions."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    trigger = Client(api).get(TRIGGERS, namespace, name)
+    trigger = make_client(api).get(TRIGGERS, namespace, name)
     if emit(trigger, output):
         return
     spec, status = trigger.get("spec") or {}, trigger.get("status") or {}
@@ -283,9 +283,9 @@ def describe_delivery(delivery: dict[str, Any] | None, dead_letter_uri: str | No
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete triggers (their undelivered events are dropped)."""
-    from knserve.knative.client import Client
+    from knserve.knative.cli.output import make_client
 
-    client = Client(api)
+    client = make_client(api)
     for name in names:
         client.delete(TRIGGERS, namespace, name)
         click.echo(f"Trigger '{name}' successfully deleted in namespace '{namespace}'.")

@@ -274,3 +274,38 @@ async def test_watch_streams_added_modified_deleted_over_real_http(tmp_path: Pat
 def _event(line: str) -> tuple[str, str]:
     event = orjson.loads(line)
     return event["type"], event["object"]["metadata"]["name"]
+
+
+async def test_server_side_apply_creates_then_replaces_the_spec(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    apply = {"content-type": "application/apply-patch+yaml"}
+    with_timeout = svc()
+    with_timeout["spec"]["template"]["spec"]["timeoutSeconds"] = 30
+    created = await client.patch(
+        f"{KSVC}/hello?fieldManager=knserve&force=true", json=with_timeout, headers=apply
+    )
+    assert created.status_code == 201, created.text
+    again = await client.patch(
+        f"{KSVC}/hello?fieldManager=knserve", json=with_timeout, headers=apply
+    )
+    assert (
+        again.json()["metadata"]["resourceVersion"] == created.json()["metadata"]["resourceVersion"]
+    )
+    # a field the applier no longer sets is removed, as apply does for its field manager
+    without = await client.patch(f"{KSVC}/hello?fieldManager=knserve", json=svc(), headers=apply)
+    assert "timeoutSeconds" not in without.json()["spec"]["template"]["spec"]
+    assert without.json()["metadata"]["generation"] == 2
+
+
+async def test_core_discovery_namespaces_and_events_for_generic_clients(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    assert (await client.get("/api")).json()["versions"] == ["v1"]
+    names = {r["name"] for r in (await client.get("/api/v1")).json()["resources"]}
+    assert names == {"namespaces", "events"}
+    await client.post(
+        KSVC.replace("/default/", "/team-a/"), json={**svc(), "metadata": {"name": "hello"}}
+    )
+    listed = (await client.get("/api/v1/namespaces")).json()
+    assert [n["metadata"]["name"] for n in listed["items"]] == ["default", "team-a"]
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "x"}}
+    assert (await client.post("/api/v1/namespaces/default/events", json=event)).status_code == 201
