@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from knserve.runtime.errors import BatchTimeout
+
 PredictFn = Callable[[list[np.ndarray], Hashable], Awaitable[list[np.ndarray]]]
 
 
@@ -71,7 +73,11 @@ class Batcher:
     inputs had. It is awaited; a synchronous model is wrapped by the caller.
     """
 
-    def __init__(self, predict: PredictFn, max_batch_size: int, max_latency: float) -> None:
+    def __init__(self, predict: PredictFn, max_batch_size: int, max_latency: float,
+                 timeout: float | None = None) -> None:  # fmt: skip
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout is {timeout}, it must be more than 0 seconds (or none)")
+        self.timeout = timeout
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size is {max_batch_size}, it must be 1 or more")
         if max_latency < 0:
@@ -118,7 +124,16 @@ class Batcher:
         batch.rows += rows
         if batch.rows >= self.max_batch_size:
             self._close(key)
-        return await pending.future
+        if self.timeout is None:
+            return await pending.future
+        try:
+            # a request given up on is skipped when its batch runs (its future is cancelled)
+            return await asyncio.wait_for(pending.future, self.timeout)
+        except TimeoutError:
+            raise BatchTimeout(
+                f"the request waited over the batcher's timeout of {self.timeout:g}s for its "
+                "batch's prediction; raise the timeout or lower max_batch_size/max_latency"
+            ) from None
 
     def _close(self, key: Hashable) -> None:
         batch = self._open.pop(key, None)

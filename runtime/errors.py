@@ -42,3 +42,9 @@ class ModelNotReady(InferenceError):
 
 class PayloadTooLarge(InferenceError):
     status = 413
+
+
+class BatchTimeout(InferenceError):
+    """A batched request waited longer than the batcher's timeout (KServe's `batcher.timeout`)."""
+
+    status = 504

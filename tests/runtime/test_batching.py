@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from knserve.runtime.batching import Batcher, batch_key
+from knserve.runtime.errors import BatchTimeout
 
 
 class RecordingModel:
@@ -158,3 +159,21 @@ def test_invalid_settings_say_what_is_allowed() -> None:
         Batcher(RecordingModel(), max_batch_size=0, max_latency=0.1)
     with pytest.raises(ValueError, match="max_latency is -1"):
         Batcher(RecordingModel(), max_batch_size=1, max_latency=-1)
+
+
+async def test_a_request_past_the_batch_timeout_gets_504_and_the_batch_goes_on() -> None:
+    release = asyncio.Event()
+
+    async def slow(inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
+        await release.wait()
+        return [inputs[0] * 2]
+
+    batcher = Batcher(slow, max_batch_size=2, max_latency=0.0, timeout=0.05)
+    with pytest.raises(BatchTimeout) as timed_out:
+        await batcher.submit([np.ones((1, 2))])
+    assert timed_out.value.status == 504
+    assert "timeout of 0.05s" in timed_out.value.message
+    release.set()
+    assert (await batcher.submit([np.ones((1, 2))]))[0].tolist() == [[2.0, 2.0]]
+    with pytest.raises(ValueError, match="timeout is 0"):
+        Batcher(slow, max_batch_size=1, max_latency=0.1, timeout=0)

@@ -1,0 +1,414 @@
+"""Dynamic batching off and on, against MLServer's adaptive batching and the bare-uvicorn ceiling.
+
+    python -m benchmarks batching [--quick] [--conc 1,8,64] [--max-batch-size 64]
+        [--max-latency-ms 2] [--models mlp,iris] [--width 512] [--nice N] [--keep]
+
+One run, side by side. Two models are made in a temporary folder: a TorchScript MLP (64 FP32
+features, 3 hidden layers of `--width` 512, 10 outputs; 20 Adam steps on synthetic data) and iris
+`LogisticRegression(max_iter=1000)`, trained by each server's own Python so that no pickle
+crosses scikit-learn versions. Each target is a real server process on a free 127.0.0.1 port,
+pinned to core 0 ($SERVER_CPU) and stopped by PID:
+
+- knserve with batching off, and on (`--max-batch-size 64 --max-latency-ms 2` by default);
+- MLServer 1.7.1 (mlserver-sklearn; `parallel_workers=0`, `debug=false`, httptools) without and
+  with adaptive batching (`max_batch_size`, `max_batch_time` in model-settings.json, same values).
+  MLServer has no built-in TorchScript runtime, so the MLP is served by knserve only;
+- the harness's bare ASGI app on uvicorn (V1 iris): the ceiling of the runtime issue.
+
+Load is the shared harness's (`shared/bench/bench.py load`: wrk -t1 on core 1, closed loop, one
+V2 body, warm-up discarded), run once per target and concurrency so that knserve's batch counters
+(`/metrics`) can be read around each cell (rows per model call). Peers come from the harness's
+venvs under $ANCHORS_DIR (its setup.sh); a missing peer is skipped and said so. `--nice -10`
+(root only) runs every server and wrk at that priority, set on each one's session autogroup too
+(where plain nice has no effect against other sessions), to shield all targets alike from other
+work on a shared machine. A full run takes about 6 minutes, --quick about 2½. Numbers are
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runtime import anchors_dir, harness_dir
+
+FEATURES, CLASSES = 64, 10
+SERVER_CPU = os.environ.get("SERVER_CPU", "0")
+COUNTER = re.compile(r"^knserve_(batches|batched_requests)(?:_total)?\{[^}]*\} (\S+)", re.M)
+
+TRAIN_IRIS = """import sys, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+x, y = load_iris(return_X_y=True)
+joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), sys.argv[1])
+"""
+
+# Run pinned to the server core: median time of one call of knserve's own predictor.
+TIME_PREDICT = """import json, statistics, sys, time
+import numpy as np
+from knserve.runtime.formats import load_predictor
+out = {}
+for name, folder, features in json.loads(sys.argv[1]):
+    predictor = load_predictor(folder)
+    for rows in json.loads(sys.argv[2]):
+        x = np.random.default_rng(0).random((rows, features), dtype=np.float32)
+        times = []
+        for i in range(220):
+            t = time.perf_counter()
+            predictor.predict([x])
+            times.append(time.perf_counter() - t)
+        out[f"{name}:{rows}"] = statistics.median(times[20:]) * 1000
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Target:
+    model: str
+    server: str
+    batching: str
+    argv: list[str]
+    url: str
+    body: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    metrics_url: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.server}-{self.batching.split()[0]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def train_mlp(folder: Path, width: int) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = [torch.nn.Linear(FEATURES, width), torch.nn.ReLU()]
+    for _ in range(2):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, CLASSES))
+    x, y = torch.randn(512, FEATURES), torch.randint(0, CLASSES, (512,))
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(20):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimiser.step()
+    folder.mkdir(parents=True)
+    torch.jit.save(torch.jit.script(net.eval()), str(folder / "model.pt"))
+
+
+def v2_body(path: Path, row: list[float]) -> Path:
+    inputs = [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP32", "data": row}]
+    path.write_text(json.dumps({"inputs": inputs}))
+    return path
+
+
+def post(url: str, body: bytes) -> int:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=2.0) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a process we started, then SIGKILL what is left of its tree after 10 s (by PID)."""
+    if proc.poll() is not None:
+        return  # exited and reaped: its PID may already be someone else's
+    children = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def spawn(argv: list[str], nice: int, **kwargs: Any) -> subprocess.Popen[Any]:
+    """Popen in a session of its own. With autogroups (Linux's default) niceness only counts
+    within a session, so `nice` is applied to the process and to its session's autogroup."""
+    proc = subprocess.Popen(["nice", "-n", str(nice), *argv], start_new_session=True, **kwargs)
+    if nice:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{proc.pid}/autogroup").write_text(str(nice))
+    return proc
+
+
+def start(target: Target, logs: Path, nice: int) -> subprocess.Popen[bytes]:
+    """Launch pinned to the server core; return once a predict answers 200 (120 s at most)."""
+    with (logs / f"{target.name}.log").open("ab") as log:
+        proc = spawn(
+            ["taskset", "-c", SERVER_CPU, *target.argv], nice, cwd=target.cwd, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONWARNINGS": "ignore", **target.env},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode}; see {logs}/{target.name}.log")
+            try:
+                status = post(target.url, target.body.read_bytes())
+            except OSError:
+                status = 0
+            if status == 200:
+                return proc
+            if status not in (0, 503):
+                raise RuntimeError(f"a predict answered {status}")
+            time.sleep(0.05)
+        raise RuntimeError("not ready after 120 s")
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def batch_counters(url: str | None) -> dict[str, float]:
+    if url is None:
+        return {}
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return {k: float(v) for k, v in COUNTER.findall(resp.read().decode())}
+    except OSError:
+        return {}
+
+
+def run_cell(harness: Path, target: Target, pid: int, conc: int, timing: tuple[int, int],
+             out: Path, nice: int) -> dict:  # fmt: skip
+    """One harness load cell (warm-up, then measured); its record plus knserve's rows per call."""
+    duration, warmup = timing
+    extra = f"name={target.name},url={target.url},body={target.body},pid={pid}"
+    cmd = [sys.executable, str(harness / "bench.py"), "--out", str(out), "load",
+           "--only", "none", "--conc", str(conc), "--duration", str(duration),
+           "--warmup", str(warmup), "--repeats", "1", "--extra", extra]  # fmt: skip
+    before = batch_counters(target.metrics_url)
+    bench = spawn(cmd, nice, stdout=subprocess.DEVNULL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        bench.wait(timeout=duration + warmup + 120)
+    stop(bench)  # a no-op once it has exited; else it and its wrk, by PID
+    after = batch_counters(target.metrics_url)
+    recs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    found = [r for r in recs if r.get("type") == "load" and r.get("server") == target.name]
+    rec = dict(found[-1]) if found and found[-1].get("conc") == conc else {}
+    calls = after.get("batches", 0) - before.get("batches", 0)
+    if rec and calls > 0:  # counts the warm-up too: same concurrency, same batches
+        rec["rows_per_call"] = (after["batched_requests"] - before["batched_requests"]) / calls
+    return rec
+
+
+def knserve_targets(tmp: Path, model: str, body: Path, batch: int, latency_ms: float) -> list[Target]:  # fmt: skip
+    targets = []
+    for batching, flags in (
+        ("off", []),
+        (f"on {batch}/{latency_ms:g}ms", ["--max-batch-size", str(batch), "--max-latency-ms", str(latency_ms)]),
+    ):  # fmt: skip
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "knserve.runtime", "--model-name", model,
+                "--model-dir", str(tmp / model), "--http-port", str(port), *flags]  # fmt: skip
+        metrics = f"{base}/metrics" if flags else None
+        url = f"{base}/v2/models/{model}/infer"
+        targets.append(Target(model, "knserve", batching, argv, url, body, metrics_url=metrics))
+    return targets
+
+
+def mlserver_targets(tmp: Path, anchors: Path, body: Path, batch: int, latency_ms: float) -> list[Target]:  # fmt: skip
+    targets = []
+    for batching, settings in (
+        ("off", {}),
+        (f"adaptive {batch}/{latency_ms:g}ms", {"max_batch_size": batch, "max_batch_time": latency_ms / 1000}),
+    ):  # fmt: skip
+        folder = tmp / f"mlserver-{batching.split()[0]}"
+        folder.mkdir()
+        py = anchors / "venv-mlserver/bin/python"
+        subprocess.run([str(py), "-c", TRAIN_IRIS, str(folder / "model.joblib")], check=True)
+        model_settings = {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+                          "parameters": {"uri": "./model.joblib", "version": "v1"}, **settings}  # fmt: skip
+        (folder / "model-settings.json").write_text(json.dumps(model_settings))
+        port = free_port()
+        env = {"MLSERVER_HOST": "127.0.0.1", "MLSERVER_HTTP_PORT": str(port),
+               "MLSERVER_GRPC_PORT": str(free_port()), "MLSERVER_METRICS_PORT": str(free_port()),
+               "MLSERVER_PARALLEL_WORKERS": "0", "MLSERVER_DEBUG": "false",
+               "MLSERVER_ENVIRONMENTS_DIR": str(folder / "envs"),
+               "MLSERVER_METRICS_DIR": str(folder / "metrics"),
+               "PYTHONPATH": str(anchors / "extras-httptools")}  # fmt: skip
+        argv = [str(anchors / "venv-mlserver/bin/mlserver"), "start", str(folder)]
+        url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+        targets.append(Target("iris", "mlserver", batching, argv, url, body, env, folder))
+    return targets
+
+
+def ceiling_target(tmp: Path, anchors: Path, harness: Path) -> Target:
+    py = anchors / "venv-kserve/bin/python"
+    subprocess.run([str(py), "-c", TRAIN_IRIS, str(tmp / "ceiling.joblib")], check=True)
+    port = free_port()
+    argv = [str(py), "-m", "uvicorn", "ceiling_app:raw", "--host", "127.0.0.1", "--port",
+            str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/models/iris:predict"
+    env = {"MODEL_PATH": str(tmp / "ceiling.joblib")}
+    return Target("iris", "uvicorn-raw", "ceiling (V1)", argv, url, harness / "bodies/v1_iris.json", env, harness)  # fmt: skip
+
+
+def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: dict[str, float],
+           batch: int, latency_ms: float) -> None:  # fmt: skip
+    print("\n| model | server | batching | conc | req/s | p50 ms | p99 ms | server CPU µs/req "
+          "| rows/call | errors |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    cell: dict[tuple[str, str, str, int], dict] = {}
+    for t, c, r in rows:
+        cell[(t.model, t.server, t.batching.split()[0], c)] = r
+        if not r:
+            print(f"| {t.model} | {t.server} | {t.batching} | {c} | failed | | | | | |")
+            continue
+        rpc = f"{r['rows_per_call']:.1f}" if "rows_per_call" in r else "–"
+        print(f"| {t.model} | {t.server} | {t.batching} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+              f"| {r['p99_ms']:.2f} | {r.get('server_cpu_us_per_req', 0):.0f} | {rpc} | {r.get('errors', 0)} |")  # fmt: skip
+
+    def ratio(a: tuple[str, str, str], b: tuple[str, str, str], c: int) -> str:
+        x, y = cell.get((*a, c)), cell.get((*b, c))
+        return f"{x['rps'] / y['rps']:.2f}×" if x and y and y.get("rps") else "–"
+
+    print("\n| ratio (req/s) | " + " | ".join(f"c={c}" for c in concs) + " |")
+    print("|---|" + "---|" * len(concs))
+    for label, a, b in (
+        ("mlp knserve batched / unbatched (goal ≥ 3× at c=64)", ("mlp", "knserve", "on"), ("mlp", "knserve", "off")),
+        ("iris knserve batched / unbatched", ("iris", "knserve", "on"), ("iris", "knserve", "off")),
+        ("iris knserve batched / bare-uvicorn ceiling (goal > 1× at c=64)", ("iris", "knserve", "on"), ("iris", "uvicorn-raw", "ceiling")),
+        ("iris knserve unbatched / bare-uvicorn ceiling", ("iris", "knserve", "off"), ("iris", "uvicorn-raw", "ceiling")),
+        ("iris knserve batched / MLServer adaptive", ("iris", "knserve", "on"), ("iris", "mlserver", "adaptive")),
+        ("iris MLServer adaptive / MLServer off", ("iris", "mlserver", "adaptive"), ("iris", "mlserver", "off")),
+    ):  # fmt: skip
+        print(f"| {label} | " + " | ".join(ratio(a, b, c) for c in concs) + " |")
+    print(f"\n| knserve batched | predict 1 row ms | predict {batch} rows ms | bound: {latency_ms:g} ms "
+          "+ batch predict | " + " | ".join(f"p99 c={c}" for c in concs) + " |")  # fmt: skip
+    print("|---|---|---|---|" + "---|" * len(concs))
+    for model in ("mlp", "iris"):
+        one, full = predict_ms.get(f"{model}:1"), predict_ms.get(f"{model}:{batch}")
+        if one is None or full is None:
+            continue
+        bound = latency_ms + full
+        p99s = [cell.get((model, "knserve", "on", c), {}).get("p99_ms") for c in concs]
+        marks = [f"{p:.2f} ({'≤' if p <= bound else '>'})" if p else "–" for p in p99s]
+        print(f"| {model} | {one:.3f} | {full:.3f} | {bound:.2f} | " + " | ".join(marks) + " |")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks batching")
+    parser.add_argument("--quick", action="store_true", help="1 s warm-up, 4 s per cell")
+    parser.add_argument("--conc", default="1,8,64")
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per cell")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-latency-ms", type=float, default=2.0)
+    parser.add_argument("--models", default="mlp,iris", help="which of mlp,iris to run")
+    parser.add_argument("--width", type=int, default=512, help="the MLP's hidden width")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="niceness of servers and wrk (<0: root)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, raw)")
+    args = parser.parse_args(argv)
+    harness = harness_dir()
+    if harness is None or shutil.which("wrk") is None:
+        print("skipped: needs the shared bench harness (shared/bench/bench.py, or "
+              "$KNSERVE_BENCH_HARNESS) and wrk (its setup.sh installs both)")  # fmt: skip
+        return
+    concs = [int(c) for c in args.conc.split(",")]
+    models = args.models.split(",")
+    timing = (4, 1) if args.quick else (args.duration, 3)
+    batch, latency_ms, anchors = args.max_batch_size, args.max_latency_ms, anchors_dir()
+    tmp = Path(tempfile.mkdtemp(prefix="knserve-batching-"))
+    (tmp / "logs").mkdir()
+    print(f"batching: max_batch_size={batch}, max_latency_ms={latency_ms:g} (knserve and MLServer); "
+          f"MLP 64→3×{args.width}→10; {timing[1]} s warm-up + {timing[0]} s per cell; "
+          f"servers on core {SERVER_CPU}, wrk on the other; work folder {tmp}", flush=True)  # fmt: skip
+    rng = random.Random(0)
+    row = [round(rng.uniform(-2, 2), 4) for _ in range(FEATURES)]
+    bodies = {"mlp": v2_body(tmp / "mlp.json", row),
+              "iris": v2_body(tmp / "iris.json", [6.8, 2.8, 4.8, 1.4])}  # fmt: skip
+    train_mlp(tmp / "mlp", args.width)
+    (tmp / "iris").mkdir()
+    subprocess.run([sys.executable, "-c", TRAIN_IRIS, str(tmp / "iris/model.joblib")], check=True)
+    targets = [t for m in models for t in knserve_targets(tmp, m, bodies[m], batch, latency_ms)]
+    if "mlp" in models:
+        print("mlp × MLServer: not run — MLServer ships no TorchScript runtime (only sklearn, "
+              "xgboost, lightgbm, mlflow, …); serving torch there needs a custom MLModel")  # fmt: skip
+    if "iris" in models:
+        if (anchors / "venv-mlserver/bin/mlserver").exists():
+            targets += mlserver_targets(tmp, anchors, bodies["iris"], batch, latency_ms)
+        else:
+            print(f"iris × MLServer: skipped, no venv under {anchors} (run {harness}/setup.sh)")
+        if (anchors / "venv-kserve/bin/python").exists():
+            targets.append(ceiling_target(tmp, anchors, harness))
+        else:
+            print(f"iris ceiling: skipped, no venv-kserve under {anchors} (run {harness}/setup.sh)")
+    folders = [[m, str(tmp / m), FEATURES if m == "mlp" else 4] for m in models]
+    timer = spawn(["taskset", "-c", SERVER_CPU, sys.executable, "-c", TIME_PREDICT,
+                   json.dumps(folders), json.dumps([1, batch])], args.nice,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out, err = timer.communicate(timeout=300)
+    predict_ms = json.loads(out) if timer.returncode == 0 else {}
+    if not predict_ms:
+        print(f"timing predict in process failed: {err[-300:]}")
+    rows: list[tuple[Target, int, dict]] = []
+    for target in targets:
+        try:
+            proc = start(target, tmp / "logs", args.nice)
+        except RuntimeError as exc:
+            print(f"{target.name}: did not start: {exc}")
+            continue
+        try:
+            for c in concs:
+                rec = run_cell(harness, target, proc.pid, c, timing, tmp / "load.jsonl", args.nice)
+                rows.append((target, c, rec))
+                print(f"  {target.name:24s} c={c:<3d} req/s={rec.get('rps', 0):8,.0f} "
+                      f"p50={rec.get('p50_ms', 0):6.2f} p99={rec.get('p99_ms', 0):7.2f} ms", flush=True)  # fmt: skip
+        finally:
+            stop(proc)
+    report(rows, concs, predict_ms, batch, latency_ms)
+    if args.keep:
+        print(f"\nraw results (harness JSON lines) and server logs: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
