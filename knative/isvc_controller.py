@@ -137,7 +137,8 @@ def resolve_isvc_route(routes: Iterable[IsvcRoute], host: str, path: str) -> Isv
 # ---- the controller --------------------------------------------------------------------------
 
 
-def _controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether `owner` is `obj`'s controller (an ownerReference with controller: true and its uid)."""
     uid = owner["metadata"].get("uid")
     return any(
         ref.get("controller") and ref.get("kind") == owner["kind"] and ref.get("uid") == uid
@@ -145,7 +146,7 @@ def _controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     )
 
 
-def _observed(ksvc: dict[str, Any]) -> dict[str, Any]:
+def observed_status(ksvc: dict[str, Any]) -> dict[str, Any]:
     """The Knative Service as readiness should see it: Ready is Unknown until its status has
     observed its current generation (see the module docstring)."""
     status = ksvc.get("status") or {}
@@ -219,7 +220,7 @@ class InferenceServiceController:
             owned, error = self._apply(isvc, owned, desired)
         status = isvc_status(isvc, self._by_component(owned), now(), self.target)
         if error is not None:
-            _fail(status, isvc.get("status") or {}, *error)
+            fail_ready(status, isvc.get("status") or {}, *error)
         self._publish_routes(namespace, name, isvc_routes(isvc, self.domain, owned))
         if isvc.get("status") != status:
             isvc["status"] = status
@@ -232,12 +233,12 @@ class InferenceServiceController:
         return {
             ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
             for ksvc in services
-            if _controlled_by(ksvc, isvc)
+            if controlled_by(ksvc, isvc)
             and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
         }
 
     def _by_component(self, owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {component: _observed(ksvc) for component, ksvc in owned.items()}
+        return {component: observed_status(ksvc) for component, ksvc in owned.items()}
 
     def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
         return merge_runtimes(self.store.list(SERVING_RUNTIME, namespace))
@@ -301,7 +302,9 @@ class InferenceServiceController:
             self.routes_changed(namespace, name, routes)
 
 
-def _fail(status: dict[str, Any], previous: Mapping[str, Any], reason: str, message: str) -> None:
+def fail_ready(
+    status: dict[str, Any], previous: Mapping[str, Any], reason: str, message: str
+) -> None:
     """Turn `Ready` False with the reason and message (in place), keeping its transition time
     while it stays False for the same reason."""
     old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})

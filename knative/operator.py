@@ -55,9 +55,9 @@ from knserve.knative.isvc_controller import (
     ISVC,
     SERVICE,
     SERVING_RUNTIME,
-    _controlled_by,
-    _fail,
-    _observed,
+    controlled_by,
+    fail_ready,
+    observed_status,
 )
 from knserve.knative.isvc_status import isvc_status
 from knserve.knative.kube import KubeClient
@@ -135,7 +135,7 @@ class Reconciler:
             owned, error = self._apply(isvc, owned, desired)
         status = isvc_status(isvc, self._by_component(owned), now(), self.target)
         if error is not None:
-            _fail(status, isvc.get("status") or {}, *error)
+            fail_ready(status, isvc.get("status") or {}, *error)
         if isvc.get("status") != status:
             isvc["status"] = status
             self.client.replace_status(ISVC, isvc)
@@ -147,12 +147,12 @@ class Reconciler:
         return {
             ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
             for ksvc in services
-            if _controlled_by(ksvc, isvc)
+            if controlled_by(ksvc, isvc)
             and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
         }
 
     def _by_component(self, owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {component: _observed(ksvc) for component, ksvc in owned.items()}
+        return {component: observed_status(ksvc) for component, ksvc in owned.items()}
 
     def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
         try:
@@ -177,7 +177,7 @@ class Reconciler:
             name = ksvc["metadata"]["name"]
             if component not in owned:
                 existing = self.client.find(SERVICE, namespace, name)
-                if existing is not None and not _controlled_by(existing, isvc):
+                if existing is not None and not controlled_by(existing, isvc):
                     error = error or (
                         "ServiceConflict",
                         f"Knative Service {name!r} already exists and is not owned by "
