@@ -3,12 +3,21 @@
 A request is a CloudEvent when it carries `ce-specversion` (binary mode: attributes in `ce-*`
 headers, the V1 or V2 body as data) or has the content type `application/cloudevents+json`
 (structured mode: one JSON envelope). The event's data is the inference request; the answer is a
-CloudEvent in the same mode, of type `io.kserve.inference.response`, source
-`io.kserve.inference.{model}`, carrying the request's id so a caller can pair them.
+CloudEvent in the same mode, of type `io.kserve.inference.response` and source
+`io.kserve.inference.{model}` (KServe's defaults), linked to its request:
+
+* `kserverequestid` and `kserverequestsource` carry the request's `id` and `source`, so a caller
+  (or a trigger filter) pairs an answer with its question; the request's `subject`, if it has
+  one, is kept (what the inference is about, e.g. which image);
+* the reply's own `id` is derived from the request's `source` and `id` (a UUID 5): unique per
+  request, as CloudEvents asks of (`source`, `id`), so two producers that both number their
+  requests 1, 2, 3 … do not get answers a broker would take for duplicates; and stable, so a
+  request delivered twice (at-least-once) yields the same reply id and a broker stores it once.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +30,8 @@ from cloudevents.v1.http import CloudEvent, from_http
 from knserve.runtime.errors import InvalidInput
 
 RESPONSE_TYPE = "io.kserve.inference.response"
+REQUEST_ID, REQUEST_SOURCE = "kserverequestid", "kserverequestsource"
+_REPLY_IDS = uuid.UUID("5f0c6f0e-2d1b-5b7e-9a43-6b6e73657276")  # the UUID-5 namespace of reply ids
 STRUCTURED = "application/cloudevents+json"
 
 
@@ -31,6 +42,7 @@ class EventContext:
     type: str
     structured: bool
     data: Any  # the parsed JSON request (dict) or raw bytes
+    subject: str | None = None
 
 
 def is_cloudevent(headers: dict[str, str]) -> bool:
@@ -58,7 +70,14 @@ def decode(headers: dict[str, str], body: bytes) -> EventContext:
             raise InvalidInput("the CloudEvent's data is not a JSON inference request") from None
     if not isinstance(data, dict):
         raise InvalidInput("the CloudEvent's data must be a JSON object (a V1 or V2 request)")
-    return EventContext(event["id"], event["source"], event["type"], structured, data)
+    return EventContext(
+        event["id"], event["source"], event["type"], structured, data, event.get("subject")
+    )
+
+
+def reply_id(source: str, event_id: str) -> str:
+    """The id of the reply to the request (`source`, `event_id`): see the module docstring."""
+    return str(uuid.uuid5(_REPLY_IDS, f"{source}\n{event_id}"))
 
 
 def _unmarshal(raw: Any) -> Any:
@@ -76,13 +95,17 @@ def encode_reply(
     """The inference answer as a CloudEvent in the request's mode."""
     body, _ = answer
     attributes = {
-        "id": ctx.id,
+        "id": reply_id(ctx.source, ctx.id),
         "source": f"io.kserve.inference.{model}",
         "type": RESPONSE_TYPE,
         "specversion": "1.0",
         "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
+        REQUEST_ID: ctx.id,
+        REQUEST_SOURCE: ctx.source,
     }
+    if ctx.subject:
+        attributes["subject"] = ctx.subject
     event = CloudEvent(attributes, orjson.loads(body))
     headers, data = (to_structured if ctx.structured else to_binary)(
         event, data_marshaller=orjson.dumps

@@ -9,6 +9,8 @@ from cloudevents.v1.http import CloudEvent, from_http
 from model_fixtures import train_sklearn_iris
 from runtime_fixtures import model_settings, serving
 
+from knserve.runtime.protocols.cloudevents import reply_id
+
 
 @pytest.fixture(scope="module")
 def iris_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -17,9 +19,9 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
     return folder, model, x
 
 
-def event(data: dict) -> CloudEvent:
+def event(data: dict, source: str = "test", event_id: str = "evt-42", **extra: str) -> CloudEvent:
     return CloudEvent(
-        {"type": "io.kserve.inference.request", "source": "test", "id": "evt-42"}, data
+        {"type": "io.kserve.inference.request", "source": source, "id": event_id, **extra}, data
     )
 
 
@@ -40,7 +42,9 @@ async def test_v1_request_event_gets_a_response_event_in_the_same_mode(
     answer = from_http(dict(response.headers), response.content)
     assert answer["type"] == "io.kserve.inference.response"
     assert answer["source"] == "io.kserve.inference.iris"
-    assert answer["id"] == "evt-42"
+    assert answer["kserverequestid"] == "evt-42"
+    assert answer["kserverequestsource"] == "test"
+    assert answer["id"] == reply_id("test", "evt-42") != "evt-42"
     data = answer.data if isinstance(answer.data, dict) else orjson.loads(answer.data)
     assert data == {"predictions": model.predict(x[:2]).tolist()}
 
@@ -56,6 +60,30 @@ async def test_v2_request_event(iris_model) -> None:  # type: ignore[no-untyped-
     assert response.status_code == 200
     data = orjson.loads(response.content)
     assert data["outputs"][0]["data"] == model.predict(x[:1]).tolist()
+
+
+async def test_replies_to_equal_ids_from_two_sources_differ_and_a_redelivery_repeats_its_id(
+    iris_model,
+) -> None:  # type: ignore[no-untyped-def]
+    """(source, id) identifies an event: a broker de-duplicates on it, so replies must too."""
+    folder, _, x = iris_model
+    sent = [("camera-a", "1", "cat.png"), ("camera-b", "1", None), ("camera-a", "1", "cat.png")]
+    answers = []
+    async with serving(model_settings("iris", folder)) as (client, _):
+        for source, event_id, subject in sent:
+            extra = {"subject": subject} if subject else {}
+            headers, body = to_binary(
+                event({"instances": x[:1].tolist()}, source, event_id, **extra)
+            )
+            response = await client.post("/v1/models/iris:predict", headers=headers, content=body)
+            assert response.status_code == 200
+            answers.append(from_http(dict(response.headers), response.content))
+    first, other, again = answers
+    assert first["id"] != other["id"]
+    assert again["id"] == first["id"]
+    assert [a["kserverequestsource"] for a in answers] == ["camera-a", "camera-b", "camera-a"]
+    assert first["subject"] == "cat.png"
+    assert other.get("subject") is None
 
 
 @pytest.mark.parametrize(
