@@ -100,19 +100,18 @@ def deploy(path: Path, namespace: str | None, build: bool, wait: bool, wait_time
 
         result = build_function(path, progress)
         click.echo(f"{result.image} {'up to date' if result.cached else 'built'}", err=True)
-    reports_api_errors(_deploy)(
-        service_for(funcyaml.load(path), namespace), wait, wait_timeout, api
-    )
+    spec = funcyaml.load(path)
+    reports_api_errors(_deploy)(spec, service_for(spec, namespace), wait, wait_timeout, api)
 
 
-def _deploy(svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | None) -> None:
-    from knserve.knative.cli.output import wait_ready
-    from knserve.knative.client import Client
+def _deploy(spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout: float,
+            api: str | None) -> None:  # fmt: skip
+    from knserve.knative.cli.output import make_client, wait_ready
     from knserve.knative.errors import NotFound
     from knserve.knative.kinds import by_name
 
     services = by_name("services")
-    client = Client(api)
+    client = make_client(api)
     meta = svc["metadata"]
     try:
         current = client.get(services, meta["namespace"], meta["name"])
@@ -126,6 +125,7 @@ def _deploy(svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | Non
         }
         current["spec"]["template"] = svc["spec"]["template"]  # traffic stays as the user set it
         result, verb = client.replace(services, current), "updated"
+    _sync_triggers(client, spec, meta["namespace"], result)
     if wait:
         result = wait_ready(lambda: client.get(services, meta["namespace"], meta["name"]),
                             f"function '{meta['name']}'", wait_timeout)  # fmt: skip
@@ -133,6 +133,42 @@ def _deploy(svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | Non
                    f"(revision {result['status'].get('latestReadyRevisionName')})")  # fmt: skip
     else:
         click.echo(f"Function {verb}: service {meta['namespace']}/{meta['name']}")
+
+
+def _sync_triggers(client: Any, spec: dict[str, Any], namespace: str, svc: dict[str, Any]) -> None:
+    """Make the function's Triggers those of its `deploy.subscriptions`: apply each (a changed
+    broker means delete and create, as a Trigger's broker is immutable on a cluster), then
+    delete the function's Triggers no longer listed."""
+    from knserve.functions.deploy import FUNCTION_LABEL, triggers_for
+    from knserve.knative.errors import NotFound
+    from knserve.knative.kinds import by_name
+
+    kind = by_name("triggers")
+    wanted = triggers_for(spec, namespace, owner=svc)
+    names = {t["metadata"]["name"] for t in wanted}
+    existing = {t["metadata"]["name"]: t for t in
+                client.list(kind, namespace, label_selector=f"{FUNCTION_LABEL}={spec['name']}")}  # fmt: skip
+    for trigger in wanted:
+        name = trigger["metadata"]["name"]
+        current = existing.get(name)
+        if current is None:
+            try:  # a Trigger of that name without the label (made by hand, or by func)
+                current = client.get(kind, namespace, name)
+            except NotFound:
+                current = None
+        if (
+            current is not None
+            and (current.get("spec") or {}).get("broker") != trigger["spec"]["broker"]
+        ):
+            client.delete(kind, namespace, name)
+        verb, _ = client.apply(trigger)
+        click.echo(f"Trigger {name} {verb} (broker {trigger['spec']['broker']})", err=True)
+    for name in sorted(set(existing) - names):
+        try:
+            client.delete(kind, namespace, name)
+        except NotFound:
+            continue
+        click.echo(f"Trigger {name} deleted (no longer in deploy.subscriptions)", err=True)
 
 
 @cli.command("run")
