@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 
 from knserve.eventing.controller import EventingController
-from knserve.eventing.dispatcher import Dispatcher
+from knserve.eventing.dispatcher import Dispatcher, LeanSender
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
 from knserve.knative.kinds import by_name
@@ -44,7 +44,10 @@ class BrokerPlane:
             mounts={f"http://*.{domain}": httpx.AsyncHTTPTransport(proxy=gateway_url)},
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
-        self.dispatcher = Dispatcher(self.log, self.client)
+        # plain http:// deliveries on lean keep-alive connections (the same gateway routing);
+        # httpx for the rest (HTTPS …)
+        sender = LeanSender(proxies={f".{domain}": gateway_url})
+        self.dispatcher = Dispatcher(self.log, self.client, sender=sender)
         self.controller = EventingController(
             store, self.dispatcher, self.log, self._service_url,
             lambda namespace, name: f"{self.url}/{namespace}/{name}",
