@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,18 @@ class LocalPlane:
         assert code == 0, f"knserve up exited with {code} on SIGTERM:\n{self.process.log()}"
         self.process = self._start()
 
+    def kill_and_restart(self) -> None:
+        """`kill -9` the plane, as a crash would, then start it again on the same data dir and
+        ports. The processes it started (the zygote, replicas) lead sessions of their own, so
+        the kill does not reach them; they are SIGKILLed too (found through /proc before the
+        kill, and frozen first so that none is started meanwhile), as a crashed host loses them."""
+        doomed = freeze_tree(self.process.pid)
+        for pid, started in doomed.items():  # the plane first: it cannot restart what dies
+            kill_if_same(pid, started, signal.SIGKILL)
+        self.process.proc.wait(10)
+        self.process.stop()  # closes its log; the process is gone already
+        self.process = self._start()
+
     def log(self) -> str:
         return self.process.log()
 
@@ -136,6 +149,58 @@ class LocalPlane:
     def close(self) -> None:
         self.http.close()
         self.client.http.close()
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, from /proc; None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """`root` and every process below it: pid -> start time (to tell a reused pid apart)."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            children.setdefault(stat[0], []).append(int(entry.name))
+            started[int(entry.name)] = stat[1]
+    found: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in started and pid not in found:
+            found[pid] = started[pid]
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def kill_if_same(pid: int, started: int, sig: int) -> None:
+    """Signal `pid` only if it is still the process that started at `started`."""
+    stat = _stat(pid)
+    if stat is not None and stat[1] == started:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def freeze_tree(root: int, rounds: int = 5) -> dict[int, int]:
+    """SIGSTOP `root` and its descendants until no new one appears (a fork racing the snapshot);
+    returns them, root first, for the caller to kill or continue."""
+    frozen: dict[int, int] = {}
+    for _ in range(rounds):
+        found = descendants(root)
+        new = {pid: t for pid, t in found.items() if pid not in frozen}
+        if not new:
+            break
+        for pid, started in new.items():
+            kill_if_same(pid, started, signal.SIGSTOP)
+        frozen.update(new)
+    return frozen
 
 
 def is_ready(obj: dict[str, Any], generation: int | None = None) -> bool:
