@@ -10,6 +10,7 @@ from knserve.knative.cli.output import (
     OUTPUT,
     age,
     client_options,
+    delete_command,
     describe_conditions,
     emit,
     fields,
@@ -97,18 +98,12 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     describe_conditions(broker)
 
 
-@cli.command("delete")
-@click.argument("names", nargs=-1, required=True)
-@client_options
-@reports_api_errors
-def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
-    """Delete brokers (with their stored events; their triggers stay, not ready)."""
-    from knserve.knative.cli.output import make_client
-
-    client = make_client(api)
-    for name in names:
-        client.delete(BROKERS, namespace, name)
-        click.echo(f"Broker '{name}' successfully deleted in namespace '{namespace}'.")
+delete_command(
+    cli,
+    BROKERS,
+    "Broker",
+    "Delete brokers (with their stored events; their triggers stay, not ready).",
+)
 
 
 def address(broker: dict[str, Any]) -> str:

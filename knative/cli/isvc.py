@@ -17,6 +17,7 @@ from knserve.knative.cli.output import (
     OUTPUT,
     age,
     client_options,
+    delete_command,
     describe_conditions,
     emit,
     fields,
@@ -256,15 +257,9 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     describe_conditions(isvc)
 
 
-@cli.command("delete")
-@click.argument("names", nargs=-1, required=True)
-@client_options
-@reports_api_errors
-def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
-    """Delete InferenceServices (with their Knative Services and revisions)."""
-    from knserve.knative.cli.output import make_client
-
-    client = make_client(api)
-    for name in names:
-        client.delete(ISVCS, namespace, name)
-        click.echo(f"InferenceService '{name}' successfully deleted in namespace '{namespace}'.")
+delete_command(
+    cli,
+    ISVCS,
+    "InferenceService",
+    "Delete InferenceServices (with their Knative Services and revisions).",
+)

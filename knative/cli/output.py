@@ -47,6 +47,20 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
+def delete_command(group: click.Group, kind: Any, noun: str, doc: str) -> None:
+    """Add kn's `delete NAME…` to `group`: delete each `kind` object, saying so as kn does."""
+
+    @group.command("delete", help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @client_options
+    @reports_api_errors
+    def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
+        client = make_client(api)
+        for name in names:
+            client.delete(kind, namespace, name)
+            click.echo(f"{noun} '{name}' successfully deleted in namespace '{namespace}'.")
+
+
 def make_client(api: str | None) -> Any:
     """The client of the target the command line chose: the local plane's API or a cluster."""
     from knserve.knative.kube import client_for

@@ -12,6 +12,7 @@ from knserve.knative.cli.output import (
     OUTPUT,
     age,
     client_options,
+    delete_command,
     describe_conditions,
     emit,
     fields,
@@ -288,15 +289,6 @@ def _revision_lines(percent: str, label: str, revision: dict[str, Any] | None) -
     click.echo(f"        Replicas:  {replicas_text(rstatus)}")
 
 
-@cli.command("delete")
-@click.argument("names", nargs=-1, required=True)
-@client_options
-@reports_api_errors
-def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
-    """Delete services (with their configurations, routes and revisions)."""
-    from knserve.knative.cli.output import make_client
-
-    client = make_client(api)
-    for name in names:
-        client.delete(SERVICES, namespace, name)
-        click.echo(f"Service '{name}' successfully deleted in namespace '{namespace}'.")
+delete_command(
+    cli, SERVICES, "Service", "Delete services (with their configurations, routes and revisions)."
+)

@@ -17,6 +17,7 @@ from knserve.knative.cli.output import (
     OUTPUT,
     age,
     client_options,
+    delete_command,
     describe_conditions,
     emit,
     fields,
@@ -277,15 +278,4 @@ def describe_delivery(delivery: dict[str, Any] | None, dead_letter_uri: str | No
         click.echo(f"  {'DeadLetterSink:':<15}{show_sink(delivery['deadLetterSink'])}{resolved}")
 
 
-@cli.command("delete")
-@click.argument("names", nargs=-1, required=True)
-@client_options
-@reports_api_errors
-def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
-    """Delete triggers (their undelivered events are dropped)."""
-    from knserve.knative.cli.output import make_client
-
-    client = make_client(api)
-    for name in names:
-        client.delete(TRIGGERS, namespace, name)
-        click.echo(f"Trigger '{name}' successfully deleted in namespace '{namespace}'.")
+delete_command(cli, TRIGGERS, "Trigger", "Delete triggers (their undelivered events are dropped).")
