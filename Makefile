@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 API_PORT ?= 8081
+BROKER_PORT ?= 8082
 # Extras installed by `make up` and `make test` respectively.
 UP_EXTRAS ?= sklearn
 TEST_EXTRAS ?= test
@@ -25,7 +26,7 @@ venv: $(VENV)/.installed-$(TEST_EXTRAS)
 
 ## up: install if needed, start the local plane (knserve up) and serve the example iris model.
 up: $(VENV)/.installed-$(UP_EXTRAS)
-	$(BIN)/knserve up --port $(PORT) --api-port $(API_PORT) --example
+	$(BIN)/knserve up --port $(PORT) --api-port $(API_PORT) --broker-port $(BROKER_PORT) --example
 
 ## test: install if needed and run the whole suite (slow end-to-end cases included).
 test: $(VENV)/.installed-$(TEST_EXTRAS)
