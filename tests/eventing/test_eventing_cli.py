@@ -6,17 +6,15 @@ CLI with click's CliRunner, and the tests look at what landed in the store and t
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from click.testing import CliRunner
-from net_fixtures import free_port
+from net_fixtures import serve_in_thread
 
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
@@ -28,33 +26,18 @@ from knserve.knative.store import Store
 BROKERS, TRIGGERS = by_name("brokers"), by_name("triggers")
 
 
-def serve_in_thread(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, name=f"uvicorn :{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:  # uvicorn offers no event to wait on
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 class Plane:
     def __init__(self, tmp_path: Path) -> None:
         self.store = Store(tmp_path / "state.db")
         self.log = EventLog(tmp_path / "events.db")
         self.log.add_trigger("spy", "default", "default")
         ingress = Ingress(self.log, lambda ns, name: self.store.find(BROKERS, ns, name) is not None)
-        self.servers = [serve_in_thread(create_app(self.store)), serve_in_thread(ingress)]
-        self.api, self.ingress = self.servers[0][2], self.servers[1][2]
+        self._servers = ExitStack()
+        self.api = self._servers.enter_context(serve_in_thread(create_app(self.store)))
+        self.ingress = self._servers.enter_context(serve_in_thread(ingress))
 
     def close(self) -> None:
-        for server, _, _ in self.servers:
-            server.should_exit = True
-        for _, thread, _ in self.servers:
-            thread.join(10)
+        self._servers.close()
         self.log.close()
         self.store.close()
 

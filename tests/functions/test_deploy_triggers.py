@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
-from net_fixtures import free_port
+from net_fixtures import serve_in_thread
 
 from knserve.functions import funcyaml
 from knserve.functions.deploy import FUNCTION_LABEL, service_for, triggers_for
@@ -106,20 +103,10 @@ def test_a_subscription_without_a_source_names_the_fix() -> None:
 @pytest.fixture
 def client() -> Iterator[Client]:
     store = Store()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port,
-                                           log_level="error", lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, name=f"control API :{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:  # uvicorn offers no event to wait on
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    api = Client(f"http://127.0.0.1:{port}")
-    yield api
-    api.http.close()
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(store)) as url:
+        api = Client(url)
+        yield api
+        api.http.close()
     store.close()
 
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 from click.testing import CliRunner
-from net_fixtures import free_port
+from net_fixtures import serve_in_thread
 
 from knserve.knative.api import create_app
 from knserve.knative.cli.export import cli as export_cli
@@ -135,19 +132,9 @@ def test_export_errors_say_what_is_wrong(tmp_path: Path, text: str, message: str
 def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A store behind the control API on a loopback port; `$KNSERVE_API` points the CLI at it."""
     store = Store(tmp_path / "state.db")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port,
-                                           log_level="error", lifespan="off"))  # fmt: skip
-    thread = threading.Thread(target=server.run, name="control-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:  # uvicorn offers no event to wait on
-        assert time.monotonic() < deadline, "the control API did not start"
-        time.sleep(0.005)
-    monkeypatch.setenv("KNSERVE_API", f"http://127.0.0.1:{port}")
-    yield store
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(store)) as url:
+        monkeypatch.setenv("KNSERVE_API", url)
+        yield store
     store.close()
 
 

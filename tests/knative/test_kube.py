@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-from kube_server import TOKEN, Recorder, Switchboard, serve_in_thread, write_kubeconfig
-from net_fixtures import free_port
+from kube_server import TOKEN, Recorder, Switchboard, write_kubeconfig
+from net_fixtures import free_port, serve_in_thread
 
 from knserve.knative.api import create_app
 from knserve.knative.client import Client

@@ -1,7 +1,7 @@
 """The kopf operator and its manifests, against a Kubernetes-API server on loopback.
 
-The server is the local plane's control API (plus the core discovery documents kopf reads, see
-`kube_server.with_core_discovery`). No Knative controller runs there, so where the tests need
+The server is the local plane's control API, which serves the core discovery documents, namespaces
+and Events kopf reads besides the custom resources. No Knative controller runs there, so where the tests need
 Knative's part (a revision, a ready status) they write it through the API as Knative would.
 """
 
@@ -22,8 +22,8 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 from click.testing import CliRunner
-from kube_server import TOKEN, Switchboard, serve_in_thread, with_core_discovery, write_kubeconfig
-from net_fixtures import free_port
+from kube_server import TOKEN, Switchboard, write_kubeconfig
+from net_fixtures import free_port, serve_in_thread
 
 import knserve.knative
 from knserve.knative.api import create_app
@@ -110,7 +110,7 @@ def eventually(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
 @pytest.fixture(scope="module")
 def switchboard() -> Iterator[tuple[Switchboard, str]]:
     board = Switchboard()
-    with serve_in_thread(with_core_discovery(board)) as url:
+    with serve_in_thread(board) as url:
         yield board, url
 
 

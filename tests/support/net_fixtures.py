@@ -1,4 +1,5 @@
-"""Loopback networking for tests: free ports and processes that are always stopped by their id."""
+"""Loopback networking for tests: free ports, ASGI apps served from a thread, and processes that
+are always stopped by their id."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 
 def free_port() -> int:
@@ -20,6 +25,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
+    """Serve the ASGI `app` with uvicorn on a free loopback port, from a thread; yields its URL.
+
+    The socket is bound and listening before uvicorn starts, so a first request waits in the
+    kernel's backlog instead of the test polling for uvicorn to be up.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn :{port}", daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
 
 
 class ServerProcess:
