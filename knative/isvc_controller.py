@@ -158,6 +158,59 @@ def observed_status(ksvc: dict[str, Any]) -> dict[str, Any]:
     return {**ksvc, "status": {**status, "conditions": [pending, *conditions]}}
 
 
+def owned_services(
+    isvc: Mapping[str, Any], services: Iterable[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """This InferenceService's Knative Services by component, among `services` (those listed by
+    its label): only the ones it controls, so a same-named Service of someone else is not taken."""
+    return {
+        ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
+        for ksvc in services
+        if controlled_by(ksvc, isvc)
+        and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
+    }
+
+
+def desired_services(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]],
+                     runtimes: Sequence[Mapping[str, Any]], target: Target,
+                     source: Mapping[str, Any] | None = None,
+                     ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:  # fmt: skip
+    """The Knative Services `isvc` asks for, or an `InvalidSpec` (reason, message).
+
+    The revisions its `owned` Services have rolled out (from their current traffic) feed the
+    translation, so a canary keeps sending the rest to `prev`. `source` is what to translate when
+    it differs from `isvc` (the operator strips kopf's bookkeeping annotations).
+    """
+    before = isvc_status(isvc, _observed(owned), now(), target)
+    rolled_out = {
+        component: entry.get("latestRolledoutRevision")
+        for component, entry in before["components"].items()
+    }
+    try:
+        return knative_services(source or isvc, runtimes, target, rolled_out), None
+    except (InvalidInferenceService, RuntimeNotFound) as exc:
+        return [], ("InvalidSpec", str(exc))
+
+
+def settled_status(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]], target: Target,
+                   error: tuple[str, str] | None) -> dict[str, Any]:  # fmt: skip
+    """The InferenceService's status from its Services after the writes, Ready False on `error`."""
+    status = isvc_status(isvc, _observed(owned), now(), target)
+    if error is not None:
+        fail_ready(status, isvc.get("status") or {}, *error)
+    return status
+
+
+def service_conflict(service: str, isvc: str) -> tuple[str, str]:
+    """The error of a Knative Service that has the component's name but another controller."""
+    return ("ServiceConflict", f"Knative Service {service!r} already exists and is not owned by "
+            f"InferenceService {isvc!r}; delete it or rename the InferenceService")  # fmt: skip
+
+
+def _observed(owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {component: observed_status(ksvc) for component, ksvc in owned.items()}
+
+
 class InferenceServiceController:
     """Reconciles InferenceServices into Knative Services on the local plane (see the module
     docstring). `routes_changed(namespace, name, routes)` is told whenever an InferenceService's
@@ -204,44 +257,19 @@ class InferenceServiceController:
         if isvc is None:  # deleted: the store cascaded to its Knative Services
             self._publish_routes(namespace, name, ())
             return
-        owned = self._owned_services(isvc)
-        # The rolled-out revisions as the Knative Services' current traffic shows them.
-        before = isvc_status(isvc, self._by_component(owned), now(), self.target)
-        rolled_out = {
-            component: entry.get("latestRolledoutRevision")
-            for component, entry in before["components"].items()
-        }
-        error: tuple[str, str] | None = None
-        try:
-            desired = knative_services(isvc, self._runtimes(namespace), self.target, rolled_out)
-        except (InvalidInferenceService, RuntimeNotFound) as exc:
-            error = ("InvalidSpec", str(exc))
-        else:
+        meta = isvc["metadata"]
+        owned = owned_services(
+            isvc, self.store.list(SERVICE, namespace, f"{ISVC_LABEL}={meta['name']}")
+        )
+        runtimes = merge_runtimes(self.store.list(SERVING_RUNTIME, namespace))
+        desired, error = desired_services(isvc, owned, runtimes, self.target)
+        if error is None:
             owned, error = self._apply(isvc, owned, desired)
-        status = isvc_status(isvc, self._by_component(owned), now(), self.target)
-        if error is not None:
-            fail_ready(status, isvc.get("status") or {}, *error)
+        status = settled_status(isvc, owned, self.target, error)
         self._publish_routes(namespace, name, isvc_routes(isvc, self.domain, owned))
         if isvc.get("status") != status:
             isvc["status"] = status
             self.store.replace(ISVC, isvc, subresource="status")
-
-    def _owned_services(self, isvc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """This InferenceService's Knative Services by component."""
-        meta = isvc["metadata"]
-        services = self.store.list(SERVICE, meta["namespace"], f"{ISVC_LABEL}={meta['name']}")
-        return {
-            ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
-            for ksvc in services
-            if controlled_by(ksvc, isvc)
-            and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
-        }
-
-    def _by_component(self, owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {component: observed_status(ksvc) for component, ksvc in owned.items()}
-
-    def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
-        return merge_runtimes(self.store.list(SERVING_RUNTIME, namespace))
 
     def _apply(
         self,
@@ -263,11 +291,8 @@ class InferenceServiceController:
             if current is None:
                 current = self.store.find(SERVICE, namespace, ksvc["metadata"]["name"])
                 if current is not None:
-                    error = error or (
-                        "ServiceConflict",
-                        f"Knative Service {ksvc['metadata']['name']!r} already exists and is not "
-                        f"owned by InferenceService {isvc['metadata']['name']!r}; delete it or "
-                        "rename the InferenceService",
+                    error = error or service_conflict(
+                        ksvc["metadata"]["name"], isvc["metadata"]["name"]
                     )
                     continue
                 result[component] = self.store.create(SERVICE, ksvc, validate=False)

@@ -45,24 +45,21 @@ import kopf
 from knserve.knative.errors import ApiError, Conflict, Invalid, NotFound
 from knserve.knative.inferenceservice import (
     COMPONENT_LABEL,
-    COMPONENTS,
     ISVC_LABEL,
-    InvalidInferenceService,
     Target,
-    knative_services,
 )
 from knserve.knative.isvc_controller import (
     ISVC,
     SERVICE,
     SERVING_RUNTIME,
     controlled_by,
-    fail_ready,
-    observed_status,
+    desired_services,
+    owned_services,
+    service_conflict,
+    settled_status,
 )
-from knserve.knative.isvc_status import isvc_status
 from knserve.knative.kube import KubeClient
-from knserve.knative.runtimes import RuntimeNotFound, merge_runtimes
-from knserve.knative.store import now
+from knserve.knative.runtimes import merge_runtimes
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -118,41 +115,20 @@ class Reconciler:
             with self._locks_lock:
                 self._locks.pop((namespace, name), None)
             return None  # the garbage collector removes its Knative Services
-        owned = self._owned_services(isvc)
-        before = isvc_status(isvc, self._by_component(owned), now(), self.target)
-        rolled_out = {
-            component: entry.get("latestRolledoutRevision")
-            for component, entry in before["components"].items()
-        }
-        error: tuple[str, str] | None = None
-        try:
-            desired = knative_services(
-                _without_bookkeeping(isvc), self._runtimes(namespace), self.target, rolled_out
-            )
-        except (InvalidInferenceService, RuntimeNotFound) as exc:
-            error = ("InvalidSpec", str(exc))
-        else:
+        meta = isvc["metadata"]
+        owned = owned_services(
+            isvc, self.client.list(SERVICE, namespace, f"{ISVC_LABEL}={meta['name']}")
+        )
+        desired, error = desired_services(
+            isvc, owned, self._runtimes(namespace), self.target, _without_bookkeeping(isvc)
+        )
+        if error is None:
             owned, error = self._apply(isvc, owned, desired)
-        status = isvc_status(isvc, self._by_component(owned), now(), self.target)
-        if error is not None:
-            fail_ready(status, isvc.get("status") or {}, *error)
+        status = settled_status(isvc, owned, self.target, error)
         if isvc.get("status") != status:
             isvc["status"] = status
             self.client.replace_status(ISVC, isvc)
         return status
-
-    def _owned_services(self, isvc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        meta = isvc["metadata"]
-        services = self.client.list(SERVICE, meta["namespace"], f"{ISVC_LABEL}={meta['name']}")
-        return {
-            ksvc["metadata"]["labels"][COMPONENT_LABEL]: ksvc
-            for ksvc in services
-            if controlled_by(ksvc, isvc)
-            and (ksvc["metadata"].get("labels") or {}).get(COMPONENT_LABEL) in COMPONENTS
-        }
-
-    def _by_component(self, owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {component: observed_status(ksvc) for component, ksvc in owned.items()}
 
     def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
         try:
@@ -178,11 +154,7 @@ class Reconciler:
             if component not in owned:
                 existing = self.client.find(SERVICE, namespace, name)
                 if existing is not None and not controlled_by(existing, isvc):
-                    error = error or (
-                        "ServiceConflict",
-                        f"Knative Service {name!r} already exists and is not owned by "
-                        f"InferenceService {isvc_name!r}; delete it or rename the InferenceService",
-                    )
+                    error = error or service_conflict(name, isvc_name)
                     continue
             try:
                 _, result[component] = self.client.apply(ksvc)
