@@ -13,7 +13,9 @@ from knserve.knative.cli.output import (
     delete_command,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     summary,
     table,
@@ -41,8 +43,6 @@ def cli() -> None:
 def create(name: str, broker_class: str | None, namespace: str, api: str | None,
            output: str | None, **opts: Any) -> None:  # fmt: skip
     """Create a broker: an address that takes CloudEvents and keeps them for its triggers."""
-    from knserve.knative.cli.output import make_client
-
     broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
                               "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
     if broker_class:
@@ -61,13 +61,8 @@ def create(name: str, broker_class: str | None, namespace: str, api: str | None,
 @reports_api_errors
 def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
     """List brokers with their address and readiness."""
-    from knserve.knative.cli.output import make_client
-
     items = make_client(api).list(BROKERS, namespace)
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No brokers found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "brokers"):
         return
     rows = [(b["metadata"]["name"], address(b), age(b["metadata"].get("creationTimestamp")), *summary(b))
             for b in items]  # fmt: skip
@@ -81,8 +76,6 @@ def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a broker: address, delivery, conditions."""
-    from knserve.knative.cli.output import make_client
-
     broker = make_client(api).get(BROKERS, namespace, name)
     if emit(broker, output):
         return

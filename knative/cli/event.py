@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.cli.output import client_options, reports_api_errors
+from knserve.knative.cli.output import client_options, make_client, reports_api_errors
 from knserve.knative.cli.trigger import SINK_KINDS, parse_sink
 from knserve.knative.kinds import by_kind
 
@@ -152,8 +152,6 @@ def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id
          api: str | None) -> None:  # fmt: skip
     """Send one CloudEvent in binary mode, and print what came back."""
     import httpx
-
-    from knserve.knative.cli.output import make_client
 
     if (broker is None) == (to is None):
         raise click.UsageError("give --broker NAME or --to DESTINATION (one of them)")

@@ -20,7 +20,9 @@ from knserve.knative.cli.output import (
     delete_command,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     table,
     wait_ready,
@@ -141,8 +143,6 @@ def cli() -> None:
 def create(name: str | None, filename: Path | None, namespace: str, api: str | None,
            **opts: Any) -> None:  # fmt: skip
     """Create (or update) an InferenceService from flags, or every object of a YAML file."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     if filename is not None:
         if name:
@@ -166,8 +166,6 @@ def create(name: str | None, filename: Path | None, namespace: str, api: str | N
 @reports_api_errors
 def apply(filename: Path, namespace: str, api: str | None, **opts: Any) -> None:
     """Create or update every object of a YAML file (InferenceServices, ServingRuntimes)."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     _finish(client, _apply_all(client, _documents(filename), _namespace_flag(namespace)), opts)
 
@@ -189,13 +187,8 @@ def _traffic_of(component: dict[str, Any]) -> tuple[str, str]:
 @reports_api_errors
 def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
     """List InferenceServices with KServe's columns."""
-    from knserve.knative.cli.output import make_client
-
     items = make_client(api).list(ISVCS, namespace)
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No inferenceservices found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "inferenceservices"):
         return
     rows = []
     for isvc in items:
@@ -217,8 +210,6 @@ def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show an InferenceService: URL, components with revisions and traffic, conditions."""
-    from knserve.knative.cli.output import make_client
-
     isvc = make_client(api).get(ISVCS, namespace, name)
     if emit(isvc, output):
         return

@@ -95,6 +95,17 @@ def emit(obj: Any, output: str | None) -> bool:
     return output is not None
 
 
+def emit_list(items: list[dict[str, Any]], output: str | None, namespace: str, noun: str) -> bool:
+    """A `list` command's common part: the items as `-o` asks, or kn's line when there are none.
+    True when that is all there is to print; else the caller prints its table."""
+    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
+        return True
+    if not items:
+        click.echo(f"No {noun} found in namespace '{namespace}'.")
+        return True
+    return False
+
+
 def age(timestamp: str | None, now: datetime | None = None) -> str:
     """`2026-11-25T10:00:00Z` → `5m`, kn's short age."""
     if not timestamp:

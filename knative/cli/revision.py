@@ -12,7 +12,9 @@ from knserve.knative.cli.output import (
     client_options,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     summary,
     table,
@@ -59,14 +61,9 @@ def list_revisions(
     service: str | None, namespace: str, api: str | None, output: str | None
 ) -> None:
     """List revisions, newest first, with their traffic and tags."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     items = client.list(REVISIONS, namespace, f"{SERVICE_LABEL}={service}" if service else None)
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No revisions found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "revisions"):
         return
     traffic = _traffic(client, namespace)
     items.sort(key=lambda r: (r["metadata"].get("labels", {}).get(SERVICE_LABEL, ""), r["metadata"].get("creationTimestamp", "")),
@@ -101,8 +98,6 @@ def list_revisions(
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a revision: image, environment, scale, replicas, traffic, conditions."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     rev = client.get(REVISIONS, namespace, name)
     if emit(rev, output):
@@ -136,8 +131,6 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
 @reports_api_errors
 def delete(names: tuple[str, ...], namespace: str, api: str | None) -> None:
     """Delete revisions that receive no traffic."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     traffic = _traffic(client, namespace)
     for name in names:

@@ -10,7 +10,9 @@ from knserve.knative.cli.output import (
     client_options,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     summary,
     table,
@@ -31,13 +33,8 @@ def cli() -> None:
 @reports_api_errors
 def list_routes(namespace: str, api: str | None, output: str | None) -> None:
     """List routes with their URL and readiness."""
-    from knserve.knative.cli.output import make_client
-
     items = make_client(api).list(ROUTES, namespace)
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No routes found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "routes"):
         return
     rows = [(r["metadata"]["name"], (r.get("status") or {}).get("url", ""),
              age(r["metadata"].get("creationTimestamp")), *summary(r)) for r in items]  # fmt: skip
@@ -51,8 +48,6 @@ def list_routes(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a route: URL and where its traffic goes."""
-    from knserve.knative.cli.output import make_client
-
     route = make_client(api).get(ROUTES, namespace, name)
     if emit(route, output):
         return

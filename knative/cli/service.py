@@ -15,7 +15,9 @@ from knserve.knative.cli.output import (
     delete_command,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     summary,
     table,
@@ -168,8 +170,6 @@ def cli() -> None:
 @reports_api_errors
 def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any) -> None:
     """Create a service from an image or a command."""
-    from knserve.knative.cli.output import make_client
-
     if not opts.get("image") and not opts.get("cmd"):
         raise click.UsageError("give --image (or --cmd for a plain command)")
     client = make_client(api)
@@ -199,8 +199,6 @@ def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any)
 @reports_api_errors
 def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
     """Change a service's template (a new revision) and/or its traffic."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     svc = client.get(SERVICES, namespace, name)
     svc.pop("status", None)
@@ -218,13 +216,8 @@ def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
 @reports_api_errors
 def list_services(namespace: str, api: str | None, output: str | None) -> None:
     """List services with their URL, latest revision and readiness."""
-    from knserve.knative.cli.output import make_client
-
     items = make_client(api).list(SERVICES, namespace)
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No services found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "services"):
         return
     rows = []
     for svc in items:
@@ -241,8 +234,6 @@ def list_services(namespace: str, api: str | None, output: str | None) -> None:
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a service: URL, revisions with traffic, tags and replicas, conditions."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     svc = client.get(SERVICES, namespace, name)
     if emit(svc, output):

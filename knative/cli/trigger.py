@@ -20,7 +20,9 @@ from knserve.knative.cli.output import (
     delete_command,
     describe_conditions,
     emit,
+    emit_list,
     fields,
+    make_client,
     reports_api_errors,
     summary,
     table,
@@ -154,8 +156,6 @@ def cli() -> None:
 def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespace: str,
            api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
     """Create a trigger that sends a broker's matching events to a sink."""
-    from knserve.knative.cli.output import make_client
-
     spec: dict[str, Any] = {"broker": broker, "subscriber": parse_sink(sink)}
     attributes = _filters({}, filters)
     if attributes:
@@ -185,8 +185,6 @@ def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespac
 def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, ...],
            namespace: str, api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
     """Change a trigger's sink, filters or delivery."""
-    from knserve.knative.cli.output import make_client
-
     client = make_client(api)
     trigger = client.get(TRIGGERS, namespace, name)
     trigger.pop("status", None)
@@ -220,14 +218,9 @@ def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, 
 @reports_api_errors
 def list_triggers(broker: str | None, namespace: str, api: str | None, output: str | None) -> None:
     """List triggers with their broker, sink and readiness."""
-    from knserve.knative.cli.output import make_client
-
     items = [t for t in make_client(api).list(TRIGGERS, namespace)
              if broker is None or (t.get("spec") or {}).get("broker") == broker]  # fmt: skip
-    if emit({"apiVersion": "v1", "kind": "List", "items": items}, output):
-        return
-    if not items:
-        click.echo(f"No triggers found in namespace '{namespace}'.")
+    if emit_list(items, output, namespace, "triggers"):
         return
     rows = [(t["metadata"]["name"], t["spec"].get("broker", ""), show_sink(t["spec"].get("subscriber")),
              age(t["metadata"].get("creationTimestamp")), *summary(t)) for t in items]  # fmt: skip
@@ -241,8 +234,6 @@ def list_triggers(broker: str | None, namespace: str, api: str | None, output: s
 @reports_api_errors
 def describe(name: str, namespace: str, api: str | None, output: str | None) -> None:
     """Show a trigger: broker, filters, sink (and the URL it resolved to), delivery, conditions."""
-    from knserve.knative.cli.output import make_client
-
     trigger = make_client(api).get(TRIGGERS, namespace, name)
     if emit(trigger, output):
         return
