@@ -20,15 +20,11 @@ from knserve.eventing.controller import EventingController
 from knserve.eventing.dispatcher import Dispatcher, LeanSender
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
+from knserve.knative.api import EmbeddedServer
 from knserve.knative.kinds import by_name
 from knserve.knative.store import Store
 
 SERVICES = by_name("services")
-
-
-class _NoSignals(uvicorn.Server):
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()  # the plane owns SIGINT/SIGTERM
 
 
 class BrokerPlane:
@@ -56,7 +52,7 @@ class BrokerPlane:
             self.log, self.controller.broker_exists, on_accepted=self.dispatcher.wake
         )
         self.dispatcher.reply_to = self.ingress.accept
-        self.server = _NoSignals(uvicorn.Config(self.ingress, host=host, port=port, log_level="warning",
+        self.server = EmbeddedServer(uvicorn.Config(self.ingress, host=host, port=port, log_level="warning",
                                                 lifespan="off", access_log=False))  # fmt: skip
 
     def _service_url(self, namespace: str, name: str) -> str | None:

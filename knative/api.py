@@ -14,11 +14,13 @@ is a Starlette app. When it listens on anything but loopback, every request need
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -194,6 +196,14 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     if token:
         app.add_middleware(_BearerToken, token=token)
     return app
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn serving one part of the plane: without its signal handlers, because the plane owns
+    SIGINT/SIGTERM and stops every part; uvicorn's would stop only this one and swallow the signal."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class ApiUnsupported(ApiError):

@@ -9,7 +9,7 @@ reconciling it compares what should exist with what does:
   `spec.template.metadata.name` says (a name reused for a different template is an error on the
   Service, as Knative's webhook refuses it), immutable once created;
 - replicas for every Revision the Route sends traffic to or tags, and for the newest one until it
-  is ready (`min-scale`/`initial-scale`, default 1; the autoscaler takes over in its issue);
+  is ready, as the multiscaler decides (initial-scale first, then the KPA); none for the rest;
 - the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision;
 - status with Knative's conditions and fields on Revisions, the Configuration, the Route and the
   Service. Writing an unchanged status is a no-op in the store, so reconciling converges.
@@ -45,18 +45,6 @@ def _owner(obj: dict[str, Any]) -> dict[str, Any]:
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
 
-def initial_replicas(annotations: dict[str, str]) -> int:
-    """Replicas a revision runs with before the autoscaler: min-scale, else initial-scale, else 1."""
-    for key in ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/initial-scale"):
-        value = annotations.get(key)
-        if value is not None:
-            try:
-                return max(int(value), 1 if key.endswith("initial-scale") else 0) or 1
-            except ValueError:
-                pass
-    return 1
-
-
 def _was_ready(rev: dict[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
@@ -67,16 +55,14 @@ def _was_ready(rev: dict[str, Any]) -> bool:
 class Controller:
     """Reconciles Services on the local plane (see the module docstring)."""
 
-    def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, domain: str = "localhost",
-                 gateway_port: int = 8080, scaler: Multiscaler | None = None) -> None:  # fmt: skip
+    def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, scaler: Multiscaler,
+                 domain: str = "localhost") -> None:  # fmt: skip
         self.store = store
         self.supervisor = supervisor
         self.gateway = gateway
         self.scaler = scaler
-        if scaler is not None:
-            scaler.subscribe(self._replica_changed)
+        scaler.subscribe(self._replica_changed)
         self.domain = domain
-        self.gateway_port = gateway_port
         self._queue: WorkQueue[tuple[str, str]] = WorkQueue()
         supervisor.subscribe(self._replica_changed)
 
@@ -242,15 +228,13 @@ class Controller:
             self.gateway.set_revision(
                 namespace, rname, spec.container_concurrency, spec.timeout_seconds
             )
-            if self.scaler is None:
-                await self.supervisor.ensure(spec, initial_replicas(annotations) if wanted else 0)
-            elif wanted:
+            if wanted:
                 await self.scaler.track(spec)
             else:
                 await self.scaler.untrack(namespace, rname)
                 await self.supervisor.ensure(spec, 0)
             status = self.supervisor.status(namespace, rname)
-            decision = self.scaler.decision(namespace, rname) if self.scaler else None
+            decision = self.scaler.decision(namespace, rname)
             scaled_to_zero = (
                 wanted and decision is not None and decision.desired_pods == 0
                 and status.failure is None and _was_ready(rev)

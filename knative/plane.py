@@ -25,7 +25,7 @@ from pathlib import Path
 import uvicorn
 
 from knserve.eventing.broker import BrokerPlane
-from knserve.knative.api import create_app
+from knserve.knative.api import EmbeddedServer, create_app
 from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
 from knserve.knative.gateway import Gateway, SupervisorEndpoints
@@ -37,14 +37,6 @@ from knserve.knative.store import Store
 from knserve.knative.supervisor import Supervisor
 
 log = logging.getLogger("knserve.plane")
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the plane owns SIGINT/SIGTERM and stops everything,
-    where uvicorn's own handlers would stop only the control API and swallow the signal."""
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 def default_data_dir() -> Path:
@@ -85,8 +77,9 @@ class Plane:
         self.supervisor.subscribe(self.gateway.endpoints_changed)
         self.scaler = Multiscaler(self.supervisor, self.gateway, settings.autoscaler)
         self.gateway.on_demand = self.scaler.on_demand  # the activator wakes revisions at zero
-        self.controller = Controller(self.store, self.supervisor, self.gateway, settings.domain,
-                                     settings.port, self.scaler)  # fmt: skip
+        self.controller = Controller(
+            self.store, self.supervisor, self.gateway, self.scaler, settings.domain
+        )
         self.isvc_controller = InferenceServiceController(
             self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
         )
@@ -99,7 +92,7 @@ class Plane:
             )
         app = create_app(self.store, token)
         app.routes.insert(0, metrics_route(self.scaler, self.supervisor, self.gateway))
-        self.api = _QuietServer(uvicorn.Config(app, host=settings.host,
+        self.api = EmbeddedServer(uvicorn.Config(app, host=settings.host,
                                                port=settings.api_port, log_level="warning", lifespan="off"))  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:

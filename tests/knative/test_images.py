@@ -8,7 +8,6 @@ import pytest
 
 from knserve.functions.deploy import service_for
 from knserve.functions.errors import FunctionError
-from knserve.knative.controller import initial_replicas
 from knserve.knative.images import ImageError, expand, image_name, resolve
 from knserve.knative.supervisor import restart_delay
 
@@ -81,26 +80,6 @@ def test_an_image_that_cannot_run_here_says_what_to_use() -> None:
 def test_restart_back_off_doubles_up_to_a_cap() -> None:
     assert [restart_delay(n) for n in range(8)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
     assert restart_delay(100) == 30.0
-
-
-@pytest.mark.parametrize(
-    ("annotations", "replicas"),
-    [
-        ({}, 1),
-        ({"autoscaling.knative.dev/min-scale": "3"}, 3),
-        ({"autoscaling.knative.dev/initial-scale": "2"}, 2),
-        (
-            {
-                "autoscaling.knative.dev/min-scale": "2",
-                "autoscaling.knative.dev/initial-scale": "4",
-            },
-            2,
-        ),
-        ({"autoscaling.knative.dev/min-scale": "0"}, 1),
-    ],
-)
-def test_replicas_before_the_autoscaler(annotations: dict[str, str], replicas: int) -> None:
-    assert initial_replicas(annotations) == replicas
 
 
 def test_a_function_becomes_a_service_with_its_envs_scale_and_readiness() -> None:
