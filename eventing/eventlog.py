@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from knserve.knative.database import open_database, transaction
 
 __all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
 
@@ -101,27 +103,15 @@ class EventLog:
         fsync: bool = False,
     ) -> None:
         self.path, self.retention, self.clock = str(path), retention, clock
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(self.path, SCHEMA, fsync=fsync)
         # Whatever was in flight when the last process died was not acknowledged: due again now.
         self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     # ---- accepting -----------------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ import copy
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from knserve.knative.database import open_database, transaction
 from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from knserve.knative.kinds import Kind, by_name, by_plural
 from knserve.knative.validation import revision_reference_errors
@@ -91,26 +91,14 @@ class Store:
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a crash of the process
-        self._db.executescript(SCHEMA)
+        self._db = open_database(self.path, SCHEMA)  # durable against a crash of the process
         self._watchers: list[asyncio.Queue[Event]] = []
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     def _next_rv(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'rv'")
