@@ -6,8 +6,11 @@ One SQLite file (WAL) per plane holds four tables:
   and its body bytes, under the broker that accepted it. ``seq`` is AUTOINCREMENT so a number is
   never handed out twice, even after every event was deleted: the trigger cursors below compare
   against it.
-* ``seen`` -- (broker, source, id) of recent events, for de-duplication: an event whose source and
-  id the broker accepted less than ``retention`` seconds ago is acknowledged but not stored again.
+* ``seen`` -- (broker, source, id, type) of recent events, for de-duplication: an event whose
+  source, id and type the broker accepted less than ``retention`` seconds ago is acknowledged but
+  not stored again. The type is part of the key because KServe's payload logger sends an
+  inference's request and response with the same source and id (the inference id) and different
+  types; Knative's brokers, which do not de-duplicate at all, deliver both, and so must this one.
 * ``triggers`` -- per trigger, its broker and a cursor: the last ``seq`` it has looked at.
   A trigger registered now starts at the current end of the log, as a new Knative Trigger only
   gets events that arrive after it is ready; a registered trigger keeps its cursor across
@@ -57,8 +60,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_broker ON events (namespace, broker, seq);
 CREATE TABLE IF NOT EXISTS seen (
     namespace TEXT NOT NULL, broker TEXT NOT NULL, source TEXT NOT NULL, id TEXT NOT NULL,
-    accepted_at REAL NOT NULL,
-    PRIMARY KEY (namespace, broker, source, id)
+    type TEXT NOT NULL, accepted_at REAL NOT NULL,
+    PRIMARY KEY (namespace, broker, source, id, type)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_age ON seen (accepted_at);
 CREATE TABLE IF NOT EXISTS triggers (
@@ -104,6 +107,11 @@ class EventLog:
     ) -> None:
         self.path, self.retention, self.clock = str(path), retention, clock
         self._db = open_database(self.path, SCHEMA, fsync=fsync)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
+        if "type" not in columns:
+            # A log from before the type joined the key: its ten-minute memory is dropped.
+            self._db.execute("DROP TABLE seen")
+            self._db.executescript(SCHEMA)
         # Whatever was in flight when the last process died was not acknowledged: due again now.
         self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
 
@@ -117,7 +125,7 @@ class EventLog:
 
     def append(self, namespace: str, broker: str, event: Mapping[str, Any]) -> bool:
         """Store one event durably; False when the broker accepted an event with the same
-        ``source`` and ``id`` within the retention window (it is not stored again).
+        ``source``, ``id`` and ``type`` within the retention window (it is not stored again).
 
         ``event`` maps attribute names to values, plus ``data``: the body bytes (or None).
         """
@@ -133,15 +141,22 @@ class EventLog:
         stored = []
         with self._tx() as db:
             for attributes, data in rows:
-                key = (namespace, broker, attributes["source"], attributes["id"])
+                key = (
+                    namespace,
+                    broker,
+                    attributes["source"],
+                    attributes["id"],
+                    attributes["type"],
+                )
                 seen = db.execute(
-                    "SELECT accepted_at FROM seen WHERE namespace=? AND broker=? AND source=? AND id=?",
+                    "SELECT accepted_at FROM seen "
+                    "WHERE namespace=? AND broker=? AND source=? AND id=? AND type=?",
                     key,
                 ).fetchone()
                 if seen is not None and seen[0] > now - self.retention:
                     stored.append(False)
                     continue
-                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", (*key, now))
+                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?, ?)", (*key, now))
                 db.execute(
                     "INSERT INTO events (namespace, broker, attributes, data, accepted_at) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -347,7 +362,7 @@ class EventLog:
 
 def _split(event: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
     attributes = {k: v for k, v in event.items() if k != "data"}
-    for name in ("id", "source"):
+    for name in ("id", "source", "type"):
         if not isinstance(attributes.get(name), str) or not attributes[name]:
             raise ValueError(f"an event needs a non-empty string {name!r} to be stored")
     data = event.get("data")

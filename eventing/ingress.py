@@ -19,8 +19,8 @@ RFC 3339 UTC time of acceptance (replacing any the sender set), and loop protect
 ``knativebrokerttl``: absent, it is set to 255; present, it is decremented, and an event whose
 TTL is then 0 or less is refused with 400. The dispatcher strips the TTL from what it sends to a
 subscriber and puts the delivered event's TTL on the reply, so a reply loop dies after 255 hops.
-A duplicate (same ``source`` and ``id`` within the log's retention window) is answered 202 but
-stored once. All attribute values are kept in their canonical string form (as binary mode
+A duplicate (same ``source``, ``id`` and ``type`` within the log's retention window) is answered
+202 but stored once. All attribute values are kept in their canonical string form (as binary mode
 carries them), so trigger filters see strings whichever mode the event came in.
 """
 

@@ -118,6 +118,40 @@ def test_dedup_is_per_broker_and_per_source(elog: EventLog) -> None:
     assert elog.append("default", "b", event("1", source="/payments"))
 
 
+def test_a_request_and_its_response_with_one_id_are_two_events(elog: EventLog) -> None:
+    # KServe's payload logger gives both the inference id and the same source.
+    assert elog.append(
+        "default", "b", event("inference-1", type="org.kubeflow.serving.inference.request")
+    )
+    assert elog.append(
+        "default", "b", event("inference-1", type="org.kubeflow.serving.inference.response")
+    )
+    assert not elog.append(
+        "default", "b", event("inference-1", type="org.kubeflow.serving.inference.response")
+    )
+
+
+def test_a_log_from_before_the_type_joined_the_dedup_key_opens_and_dedups(
+    path: Path, clock: Clock
+) -> None:
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE seen (namespace TEXT NOT NULL, broker TEXT NOT NULL, source TEXT NOT NULL, "
+        "id TEXT NOT NULL, accepted_at REAL NOT NULL, PRIMARY KEY (namespace, broker, source, id)) "
+        "WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO seen VALUES ('default', 'b', '/orders', '1', 0)")
+    old.commit()
+    old.close()
+    log = EventLog(path, clock=clock)
+    assert log.append("default", "b", event("1")) is True
+    assert log.append("default", "b", event("1")) is False
+    log.close()
+
+
 def test_the_retention_window_is_configurable(path: Path, clock: Clock) -> None:
     log = EventLog(path, clock=clock, retention=5)
     log.append("default", "b", event("1"))
