@@ -152,7 +152,9 @@ def knative_services(
             container = _predictor_container(comp, meta, runtimes)
         else:
             container = _chained_container(comp, path, name, predictor_host, target)
-        container["env"] = _merge_env(container.get("env") or [], _feature_env(comp, component))
+        container["env"] = _merge_env(
+            container.get("env") or [], _feature_env(comp, component, name, namespace)
+        )
         services.append(_service(isvc, component, comp, container, rolled_out.get(component), path))
     return services
 
@@ -271,7 +273,9 @@ def _internal_annotations(comp: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _feature_env(comp: Mapping[str, Any], component: str) -> list[dict[str, str]]:
+def _feature_env(
+    comp: Mapping[str, Any], component: str, isvc_name: str, namespace: str
+) -> list[dict[str, str]]:
     """The batcher and logger settings as environment for knserve.runtime, which does both in process."""
     env = [{"name": "KNSERVE_COMPONENT", "value": component}]
     batcher = comp.get("batcher")
@@ -293,6 +297,9 @@ def _feature_env(comp: Mapping[str, Any], component: str) -> list[dict[str, str]
             raise InvalidInferenceService(f"spec.{component}.logger.url is required")
         env.append({"name": "KNSERVE_LOGGER_URL", "value": logger["url"]})
         env.append({"name": "KNSERVE_LOGGER_MODE", "value": mode})
+        # The events name their InferenceService and namespace (KServe's agent gets them as flags).
+        env.append({"name": "INFERENCE_SERVICE_NAME", "value": isvc_name})
+        env.append({"name": "POD_NAMESPACE", "value": namespace})
     return env
 
 

@@ -108,6 +108,8 @@ def test_batcher_and_logger_reach_the_runtime_as_environment_and_kserve_annotati
     assert env["KNSERVE_MAX_LATENCY_MS"] == "50"
     assert env["KNSERVE_LOGGER_URL"] == "http://sink.default.localhost"
     assert env["KNSERVE_LOGGER_MODE"] == "request"
+    assert env["INFERENCE_SERVICE_NAME"] == obj["metadata"]["name"]
+    assert env["POD_NAMESPACE"] == obj["metadata"].get("namespace", "default")
     annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["internal.serving.kserve.io/batcher-max-batchsize"] == "8"
     assert annotations["internal.serving.kserve.io/logger-mode"] == "request"
