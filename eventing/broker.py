@@ -26,6 +26,12 @@ from knserve.knative.store import Store
 
 SERVICES = by_name("services")
 
+# Knative's multi-tenant broker ingress, `http://broker-ingress.knative-eventing.svc.cluster.local/
+# {namespace}/{broker}`: the gateway routes this name to the plane's ingress, so a logger or sink
+# URL written for a cluster works unchanged on the local plane.
+INGRESS_NAMESPACE = "knative-eventing"
+INGRESS_NAME = "broker-ingress"
+
 
 class BrokerPlane:
     """Everything the local plane needs for Brokers and Triggers."""

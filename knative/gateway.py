@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from knserve.knative.exchange import Exchange
@@ -66,11 +66,18 @@ class SupervisorEndpoints:
     `supervisor.subscribe(gateway.endpoints_changed)`, so held requests go out the moment a replica is ready.
     """
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(
+        self, supervisor: Any, fixed: Mapping[tuple[str, str], Sequence[str]] | None = None
+    ) -> None:
         self.supervisor = supervisor
+        # The plane's own services (the broker ingress) live at fixed addresses, not in replicas.
+        self.fixed = dict(fixed or {})
 
     def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
-        """The revision's ready replicas, from the supervisor's status."""
+        """The revision's ready replicas, from the supervisor's status (or a fixed address)."""
+        fixed = self.fixed.get((namespace, revision))
+        if fixed is not None:
+            return fixed
         return self.supervisor.status(namespace, revision).endpoints  # type: ignore[no-any-return]
 
     def status(self, namespace: str, revision: str) -> Any:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvicorn
 
-from knserve.eventing.broker import BrokerPlane
+from knserve.eventing.broker import INGRESS_NAME, INGRESS_NAMESPACE, BrokerPlane
 from knserve.knative.api import EmbeddedServer, create_app
 from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
@@ -35,6 +35,7 @@ from knserve.knative.metrics import metrics_route
 from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.store import Store
 from knserve.knative.supervisor import Supervisor
+from knserve.knative.traffic import RouteSpec, TrafficTarget
 
 log = logging.getLogger("knserve.plane")
 
@@ -71,9 +72,17 @@ class Plane:
             extra_env={"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,::1",
                        "no_proxy": "127.0.0.1,::1"},
         )  # fmt: skip
+        ingress = (INGRESS_NAMESPACE, INGRESS_NAME)
         self.gateway = Gateway(
-            SupervisorEndpoints(self.supervisor), settings.domain, hold_unready=True
+            SupervisorEndpoints(
+                self.supervisor, {ingress: [f"{settings.host}:{settings.broker_port}"]}
+            ),
+            settings.domain,
+            hold_unready=True,
         )
+        # Knative's broker-ingress name, served by the plane's ingress behind the gateway.
+        self.gateway.set_revision(*ingress, container_concurrency=0, timeout_seconds=300)
+        self.gateway.set_route(RouteSpec(*ingress, (TrafficTarget(INGRESS_NAME, 100),)))
         self.supervisor.subscribe(self.gateway.endpoints_changed)
         self.scaler = Multiscaler(self.supervisor, self.gateway, settings.autoscaler)
         self.gateway.on_demand = self.scaler.on_demand  # the activator wakes revisions at zero

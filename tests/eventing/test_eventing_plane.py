@@ -411,6 +411,97 @@ def test_a_reply_goes_back_into_the_broker_and_on_to_its_subscriber(
     assert question.headers.get("prefer") == "reply"  # Knative's dispatcher asks for one
 
 
+# ---- (e2) KServe's payload logger into a broker on the plane -------------------------------------
+
+# KServe's documented logger URL for a broker; the plane's gateway routes it to its ingress.
+BROKER_INGRESS = f"http://broker-ingress.knative-eventing.svc.cluster.local/default/{BROKER}"
+LOGGED_TYPES = {"org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"}
+
+
+def logged_isvc(name: str, storage: Path, logger: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"predictor": {"logger": logger, "model": {
+                "modelFormat": {"name": "sklearn"}, "storageUri": f"file://{storage}"}}}}  # fmt: skip
+
+
+def replica_counters(plane: LocalPlane, host: str) -> dict[str, float]:
+    """The runtime's own /metrics, read from the predictor's replica through the gateway."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = plane.call(host, "/metrics")
+    assert response.status_code == 200, response.text
+    return {sample.name.removesuffix("_total"): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples if not sample.labels}  # fmt: skip
+
+
+def test_payload_logger_events_reach_a_broker_on_the_plane_and_a_trigger_delivers_them(
+    plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path, sink: Sink
+) -> None:
+    ready(plane, tmp_path, broker(),
+          trigger("audit", {"uri": sink.url("/audit")},
+                  filters=[{"prefix": {"type": "org.kubeflow.serving.inference."}}]),
+          logged_isvc("sklearn-iris", sklearn_iris_dir, {"mode": "all", "url": BROKER_INGRESS}))  # fmt: skip
+    plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
+    host = "sklearn-iris.default.localhost"
+    v1 = {"instances": [SETOSA]}
+    v2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}]}
+    calls = [(f"req-{i}", "/v1/models/sklearn-iris:predict", v1) for i in range(3)]
+    calls += [(f"req-{i}", "/v2/models/sklearn-iris/infer", v2) for i in range(3, 6)]
+    answers = {}
+    for request_id, path, body in calls:
+        response = plane.call(host, path, "POST", json=body, headers={"x-request-id": request_id})
+        assert response.status_code == 200, response.text
+        answers[request_id] = response.json()
+
+    got = sink.wait(lambda r: len(r) >= 2 * len(calls), 30, "a request and a response event "
+                    "for each of the six calls", plane)  # fmt: skip
+    assert {r.path for r in got} == {"/audit"}
+    by_key = {(r.id, r.headers["ce-type"]): r for r in got}
+    assert len(by_key) == len(got) == 2 * len(calls)  # each exactly once
+    for request_id, _, body in calls:
+        request = by_key[(request_id, "org.kubeflow.serving.inference.request")]
+        response = by_key[(request_id, "org.kubeflow.serving.inference.response")]
+        assert orjson.loads(request.body) == body
+        assert orjson.loads(response.body) == answers[request_id]
+        for event in (request, response):
+            assert event.headers["ce-inferenceservicename"] == "sklearn-iris"
+            assert event.headers["ce-namespace"] == "default"
+            assert event.headers["ce-component"] == "predictor"
+            assert event.headers["ce-modelname"] == "sklearn-iris"
+            assert "ce-knativearrivaltime" in event.headers  # it went through the broker
+    counters = replica_counters(plane, "sklearn-iris-predictor.default.localhost")
+    assert counters["knserve_payload_log_sent"] == 2 * len(calls)
+    assert counters["knserve_payload_log_failed"] == counters["knserve_payload_log_dropped"] == 0
+
+
+def test_a_dead_logger_sink_neither_fails_nor_slows_inference_and_is_counted(
+    plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path
+) -> None:
+    from net_fixtures import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    apply(
+        plane, tmp_path, logged_isvc("audited", sklearn_iris_dir, {"mode": "request", "url": dead})
+    )
+    plane.wait_ready("inferenceservices", "audited", timeout=60)
+    for _ in range(20):
+        response = plane.call("audited.default.localhost", "/v1/models/audited:predict", "POST",
+                              json={"instances": [SETOSA]})  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": [1]}
+    deadline = time.monotonic() + 20
+    while True:  # the sends are asynchronous: their failures are counted after the answers
+        counters = replica_counters(plane, "audited-predictor.default.localhost")
+        if counters["knserve_payload_log_failed"] + counters["knserve_payload_log_dropped"] >= 20:
+            break
+        assert time.monotonic() < deadline, f"the failed sends were never counted: {counters}"
+        time.sleep(0.1)
+    assert counters["knserve_payload_log_sent"] == 0
+    assert counters["knserve_payload_log_failed"] == 20  # mode request: one event per call
+
+
 # ---- (f) kill -9 in the middle of a stream --------------------------------------------------------
 
 
