@@ -41,6 +41,12 @@ TEMPLATES: dict[str, Template] = {
         Template("explainer", "answers :explain with SHAP's KernelExplainer over a predictor's HTTP endpoint",
                  envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v2"},
                  setup="prepare.py", needs=("sklearn", "shap")),
+        # KServe's `spec.explainer.alibi` (type AnchorTabular) as a function. alibi needs NumPy < 2,
+        # which its own environment (`func build`) has; preparing it needs only scikit-learn.
+        Template("anchors-explainer", "answers :explain with Alibi's AnchorTabular over a predictor's HTTP "
+                 "endpoint, in its own environment (alibi, NumPy < 2)",
+                 envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v1"},
+                 setup="prepare.py", needs=("sklearn",)),
     )
 }  # fmt: skip
 LANGUAGES = ("python",)

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from function_fixtures import TEMPLATE_NAMES, knserve
+from function_fixtures import OWN_ENVIRONMENT_TEMPLATES, TEMPLATE_NAMES, knserve
 
 from knserve.functions import funcyaml
 from knserve.functions.create import create_function
@@ -91,7 +91,10 @@ def test_a_func_yaml_that_breaks_the_schema_names_the_field(tmp_path: Path) -> N
 def test_cli_lists_templates_and_reports_errors_with_a_non_zero_exit(tmp_path: Path) -> None:
     listed = knserve("func", "create", "-t")
     assert listed.returncode == 0
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == list(TEMPLATE_NAMES)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [
+        *TEMPLATE_NAMES,
+        *OWN_ENVIRONMENT_TEMPLATES,
+    ]
     assert knserve("func", "create", "--list").stdout == listed.stdout
     bad = knserve("func", "create", "-t", "http", "NoGood", "--path", str(tmp_path / "x"))
     assert bad.returncode == 1

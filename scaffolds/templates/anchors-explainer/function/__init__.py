@@ -1,0 +1,3 @@
+from .func import Explainer
+
+__all__ = ["Explainer"]
