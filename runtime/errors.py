@@ -5,7 +5,9 @@
     ├── ModelNotFound (404)         no model of that name (or version) is served here
     ├── NotImplementedByModel (501) the model has no such verb (explain on a model without one)
     ├── ModelNotReady (503)         the model exists but is loading, unloaded or failed to load
-    └── PayloadTooLarge (413)
+    ├── PayloadTooLarge (413)
+    ├── BatchTimeout (504)          a batched request outwaited the batcher's timeout
+    └── UpstreamError (502)         a model that calls another server (an explainer's predictor) failed there
 
 One handler in the ASGI app turns any of them into `{"error": message}` with the status, so the
 messages are written for the caller: they say what was wrong and what to send instead.
@@ -48,3 +50,10 @@ class BatchTimeout(InferenceError):
     """A batched request waited longer than the batcher's timeout (KServe's `batcher.timeout`)."""
 
     status = 504
+
+
+class UpstreamError(InferenceError):
+    """The server this model depends on (an explainer's predictor) could not be reached or failed:
+    not the caller's mistake, so 502 and not 400."""
+
+    status = 502

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from knserve.runtime.errors import UpstreamError
+
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 # Tree ensembles SHAP's TreeExplainer handles exactly, by module prefix of the model's class.
@@ -225,7 +227,7 @@ class AnchorTabularExplainer:
                     seed=self.seed,
                 )  # fmt: skip
             except PredictorCallError as exc:
-                if isinstance(exc.__cause__, ExplainerError):  # the predictor's own words
+                if isinstance(exc.__cause__, (ExplainerError, UpstreamError)):  # its own words
                     raise exc.__cause__ from None
                 raise ExplainerError(
                     f"the predictor failed on a row of {len(self.feature_names)} zeros: "
@@ -356,7 +358,8 @@ def http_predict(
 
     KernelExplainer calls it with a few thousand perturbed rows at a time, so each call is one
     request carrying all of them. For V2, `output` names the output tensor to explain (the first
-    one by default).
+    one by default). A predictor that cannot be reached or answers an error raises
+    `UpstreamError` (502: not the caller's mistake).
     """
     if protocol not in ("v1", "v2"):
         raise ExplainerError(f"protocol is {protocol!r}, it must be v1 or v2")
@@ -370,9 +373,9 @@ def http_predict(
         try:
             response = _post(x)
         except httpx.TransportError as exc:
-            raise ExplainerError(f"cannot reach the predictor at {base}: {exc!r}") from None
+            raise UpstreamError(f"cannot reach the predictor at {base}: {exc!r}") from None
         if response.status_code != 200:
-            raise ExplainerError(
+            raise UpstreamError(
                 f"the predictor at {base} answered {response.status_code}: {response.text[:300]}"
             )
         payload = response.json()

@@ -13,6 +13,7 @@ from net_fixtures import free_port
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from knserve.runtime.errors import UpstreamError
 from knserve.runtime.explainers import (
     ExplainerError,
     KernelShapExplainer,
@@ -136,11 +137,12 @@ def test_bad_instances_are_refused_with_the_reason(
 def test_an_unreachable_predictor_is_reported_with_its_address() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     predict = http_predict(url, "iris", timeout=2)
-    with pytest.raises(ExplainerError, match=f"cannot reach the predictor at {url}"):
+    with pytest.raises(UpstreamError, match=f"cannot reach the predictor at {url}") as caught:
         predict(np.zeros((1, 4)))
+    assert caught.value.status == 502  # the predictor's fault, not the caller's
 
 
 def test_a_predictor_error_is_reported_with_its_status(predictor_url: str) -> None:
     predict = http_predict(predictor_url, "iris", protocol="v2")
-    with pytest.raises(ExplainerError, match="answered 500"):
+    with pytest.raises(UpstreamError, match="answered 500"):
         predict(np.zeros((1, 4)))
