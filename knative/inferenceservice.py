@@ -338,6 +338,12 @@ def _chained_container(
             "spec.explainer.art is not supported by knserve; give spec.explainer.containers "
             "(for example a function made with `knserve func create -t explainer`)"
         )
+    if path == "spec.explainer" and comp.get("alibi"):
+        # KServe dropped its alibi explainer server; the function template takes its place.
+        raise InvalidInferenceService(
+            "spec.explainer.alibi is not supported by knserve; give spec.explainer.containers "
+            "(for AnchorTabular, a function made with `knserve func create -t anchors-explainer`)"
+        )
     container = _first_container(comp, path)
     args = list(container.get("args") or [])
     # KServe appends these unless the user already set them.

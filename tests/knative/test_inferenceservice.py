@@ -181,11 +181,19 @@ def test_on_a_cluster_components_use_cluster_local_names_and_port_8080() -> None
     ]  # fmt: skip
 
 
-def test_explainer_art_is_refused_with_the_alternative() -> None:
+@pytest.mark.parametrize(
+    ("explainer", "template"),
+    [({"art": {"type": "SquareAttack"}}, "-t explainer"),
+     ({"alibi": {"type": "AnchorTabular", "storageUri": "gs://bucket/anchors"}}, "-t anchors-explainer")],
+)  # fmt: skip
+def test_explainer_art_and_alibi_are_refused_with_the_alternative(
+    explainer: dict[str, Any], template: str
+) -> None:
     obj = copy.deepcopy(SKLEARN_IRIS)
-    obj["spec"]["explainer"] = {"art": {"type": "SquareAttack"}}
-    with pytest.raises(InvalidInferenceService, match="explainer.containers"):
+    obj["spec"]["explainer"] = explainer
+    with pytest.raises(InvalidInferenceService, match="explainer.containers") as refused:
         knative_services(obj, builtin_runtimes())
+    assert f"knserve func create {template}`" in str(refused.value)
 
 
 @pytest.mark.parametrize(
