@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from net_fixtures import free_port
+from net_fixtures import free_port, serve_in_loop
 
 from knserve.eventing.backoff import Action, DeliverySpec
 from knserve.eventing.dispatcher import Dispatcher, Outcome
@@ -180,23 +178,6 @@ def down_url() -> str:
     return f"http://127.0.0.1:{free_port()}/events"
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """``app`` under uvicorn on a free loopback port, in this loop; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="off"))  # fmt: skip
-    task = asyncio.create_task(server.serve(), name=f"uvicorn :{port}")
-    async with asyncio.timeout(WAIT):
-        while not server.started:
-            await asyncio.sleep(0.005)  # uvicorn offers no startup event to await
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 def reply_event(type: str, id: str = "reply-1", **extra: str) -> Answer:
     headers = {"ce-specversion": "1.0", "ce-id": id, "ce-source": "/predictor", "ce-type": type,
                "content-type": "application/json", **extra}  # fmt: skip
@@ -210,7 +191,7 @@ async def test_an_event_reaches_the_subscriber_over_http_in_binary_mode_without_
     h: Harness,
 ) -> None:
     subscriber = Subscriber()
-    async with serving(subscriber) as base:
+    async with serve_in_loop(subscriber) as base:
         h.trigger("t", f"{base}/events")
         await h.send("42", subject="caf%C3%A9 au lait")
         [got] = await subscriber.wait_for(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from net_fixtures import free_port
+from net_fixtures import serve_in_loop
 
 from knserve.knative.api import create_app
 from knserve.knative.kinds import by_name
@@ -248,25 +246,17 @@ async def test_a_token_is_required_when_configured(tmp_path: Path) -> None:
 async def test_watch_streams_added_modified_deleted_over_real_http(tmp_path: Path) -> None:
     store = Store(tmp_path / "w.db")
     store.create(by_name("ksvc"), HELLO)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="error")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.005)
     events: list[tuple[str, str]] = []
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    async with client, client.stream("GET", KSVC, params={"watch": "true"}) as stream:
-        lines = stream.aiter_lines()
-        events.append(_event(await anext(lines)))
-        await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
-                               headers={"content-type": "application/merge-patch+json"})  # fmt: skip
-        events.append(_event(await anext(lines)))
-        await client.delete(f"{KSVC}/hello")
-        events.append(_event(await anext(lines)))
-    server.should_exit = True
-    await task
+    async with serve_in_loop(create_app(store)) as url:
+        client = httpx.AsyncClient(base_url=url, timeout=10)
+        async with client, client.stream("GET", KSVC, params={"watch": "true"}) as stream:
+            lines = stream.aiter_lines()
+            events.append(_event(await anext(lines)))
+            await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
+                                   headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+            events.append(_event(await anext(lines)))
+            await client.delete(f"{KSVC}/hello")
+            events.append(_event(await anext(lines)))
     store.close()
     assert events == [("ADDED", "hello"), ("MODIFIED", "hello"), ("DELETED", "hello")]
 

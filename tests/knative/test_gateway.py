@@ -20,7 +20,7 @@ import uvicorn
 import uvloop
 import websockets.asyncio.client
 import websockets.exceptions
-from net_fixtures import free_port
+from net_fixtures import free_port, listening_socket, serve_in_loop
 
 from knserve.knative import gateway as gateway_module
 from knserve.knative.gateway import Gateway, RouteSpec, SupervisorEndpoints, TrafficTarget
@@ -146,20 +146,17 @@ async def start_replica() -> AsyncIterator[Callable[[str], Awaitable[Replica]]]:
     replicas: list[Replica] = []
 
     async def start(name: str) -> Replica:
-        replica = Replica(name, free_port())
+        sock, port = listening_socket()  # bound first: no waiting for uvicorn to start
+        replica = Replica(name, port)
         config = uvicorn.Config(
             replica.app,
-            host="127.0.0.1",
-            port=replica.port,
             log_level="warning",
             lifespan="off",
             interface="asgi3",
             proxy_headers=False,
         )
         replica.server = uvicorn.Server(config)
-        replica.task = asyncio.create_task(replica.server.serve())
-        while not replica.server.started:
-            await asyncio.sleep(0.005)  # uvicorn offers no startup event to await
+        replica.task = asyncio.create_task(replica.server.serve(sockets=[sock]))
         replicas.append(replica)
         return replica
 
@@ -700,12 +697,8 @@ async def test_a_slow_client_slows_the_replica_instead_of_filling_memory(
             sent += len(chunk)
         await send({"type": "http.response.body", "body": b""})
 
-    port = free_port()
-    config = uvicorn.Config(big, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started)
+    async with serve_in_loop(big, log_level="warning") as url:
+        port = int(url.rsplit(":", 1)[1])
         endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port, limit=65536)
@@ -717,9 +710,6 @@ async def test_a_slow_client_slows_the_replica_instead_of_filling_memory(
         received = await asyncio.wait_for(reader.read(), 20)
         writer.close()
         assert received.count(chunk[:1]) >= 32 << 20
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_slow_replica_slows_the_uploading_client(gateway, endpoints) -> None:
@@ -737,12 +727,8 @@ async def test_a_slow_replica_slows_the_uploading_client(gateway, endpoints) -> 
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(got).encode()})
 
-    port = free_port()
-    config = uvicorn.Config(slow, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started)
+    async with serve_in_loop(slow, log_level="warning") as url:
+        port = int(url.rsplit(":", 1)[1])
         endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
         size = 32 << 20
@@ -758,9 +744,6 @@ async def test_a_slow_replica_slows_the_uploading_client(gateway, endpoints) -> 
         assert head.startswith(b"HTTP/1.1 200 OK")
         writer.close()
         assert got == size
-    finally:
-        server.should_exit = True
-        await task
 
 
 def test_the_gateway_module_exports_its_interface() -> None:
@@ -851,12 +834,8 @@ async def test_websockets_are_tunnelled_to_the_replica(gateway, endpoints) -> No
                 return
             await send({"type": "websocket.send", "text": "echo " + message["text"]})
 
-    port = free_port()
-    config = uvicorn.Config(echo, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started)
+    async with serve_in_loop(echo, log_level="warning") as url:
+        port = int(url.rsplit(":", 1)[1])
         endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{port}",)
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
         sock = socket.create_connection(("127.0.0.1", gateway.port))
@@ -873,9 +852,6 @@ async def test_websockets_are_tunnelled_to_the_replica(gateway, endpoints) -> No
                 "ws://nosuch.default.localhost/", sock=sock
             ):
                 pass
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_the_gateway_serves_as_an_http_proxy_for_replicas(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import orjson
 import pytest
-import uvicorn
-from net_fixtures import free_port
+from net_fixtures import free_port, serve_in_thread
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -54,23 +52,8 @@ def predictor_app(model: LogisticRegression):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def predictor_url(iris: tuple[LogisticRegression, np.ndarray]) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(predictor_app(iris[0]), host="127.0.0.1", port=port, log_level="error",
-                       lifespan="off")
-    )  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    for _ in range(500):  # bounded: the server starts in well under a second
-        if server.started:
-            started.set()
-            break
-        started.wait(0.01)
-    assert started.is_set(), "predictor did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(predictor_app(iris[0])) as url:
+        yield url
 
 
 def test_kernel_shap_over_http_equals_shap_in_process(

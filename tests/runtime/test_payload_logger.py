@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from cloudevents.v1.http import from_http
-from net_fixtures import free_port
+from net_fixtures import free_port, serve_in_loop
 
 from knserve.runtime.payload_logger import (
     REQUEST_TYPE,
@@ -47,17 +46,9 @@ class Sink:
 @pytest.fixture
 async def sink() -> AsyncIterator[tuple[Sink, str]]:
     app = Sink()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.005)
-    yield app, f"http://127.0.0.1:{port}/"
-    app.stall.set()
-    server.should_exit = True
-    await task
+    async with serve_in_loop(app) as url:
+        yield app, f"{url}/"
+        app.stall.set()  # let held requests finish so the server can stop
 
 
 async def wait_for_events(app: Sink, count: int) -> None:

@@ -3,6 +3,7 @@ are always stopped by their id."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,8 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening_socket() -> tuple[socket.socket, int]:
+    """A socket bound to a free loopback port and listening (connections wait in its backlog)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock, int(sock.getsockname()[1])
+
+
 @contextmanager
 def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
     """Serve the ASGI `app` with uvicorn on a free loopback port, from a thread; yields its URL.
@@ -34,10 +43,7 @@ def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
     The socket is bound and listening before uvicorn starts, so a first request waits in the
     kernel's backlog instead of the test polling for uvicorn to be up.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = int(sock.getsockname()[1])
+    sock, port = listening_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn :{port}", daemon=True
@@ -48,6 +54,22 @@ def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+        sock.close()
+
+
+@asynccontextmanager
+async def serve_in_loop(app: Any, **config: Any) -> AsyncIterator[str]:
+    """`serve_in_thread` for async tests: uvicorn runs as a task of the running loop."""
+    sock, port = listening_socket()
+    server = uvicorn.Server(
+        uvicorn.Config(app, **{"log_level": "error", "lifespan": "off", **config})
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn :{port}")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
         sock.close()
 
 
