@@ -121,11 +121,31 @@ def isvc_status(
         conditions["Ready"] = (failing[0], failing[1], failing[2])
     status["conditions"] = _conditions(conditions, previous.get("conditions") or [], now)
     if conditions["IngressReady"][0] == "True":
-        host = target.service_host(name, namespace)
+        host = _external_host(name, namespace, components, ksvcs, target)
         status["url"] = f"http://{host}"
         local = f"{name}.{namespace}.svc.cluster.local" if target.cluster else host
         status["address"] = {"url": f"http://{local}"}
     return status
+
+
+def _external_host(
+    name: str,
+    namespace: str,
+    components: list[str],
+    ksvcs: Mapping[str, Mapping[str, Any] | None],
+    target: Target,
+) -> str:
+    """The InferenceService's own host. On a cluster only Knative knows the domain (its
+    config-domain), so it is read off the front component's Knative Service URL, as KServe
+    does: `{isvc}-predictor.{namespace}.{domain}` gives `{isvc}.{namespace}.{domain}`."""
+    if target.cluster:
+        front = "transformer" if "transformer" in components else "predictor"
+        url = str(((ksvcs.get(front) or {}).get("status") or {}).get("url") or "")
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        prefix = component_service_name(name, front) + "."
+        if host.startswith(prefix):
+            return name + "." + host[len(prefix) :]
+    return target.service_host(name, namespace)
 
 
 def _conditions(

@@ -170,6 +170,9 @@ def test_knatives_status_reaches_the_inferenceservice_and_canary_traffic_follows
     predictor = status["components"]["predictor"]
     assert predictor["url"] == "http://iris-predictor.default.example.com"
     assert predictor["latestRolledoutRevision"] == "iris-predictor-00001"
+    # the cluster's domain, read off Knative's URL as KServe does
+    assert status["url"] == "http://iris.default.example.com"
+    assert status["address"]["url"] == "http://iris.default.svc.cluster.local"
     assert kube.get(ISVCS, "default", "iris")["status"] == status
 
     kube.apply(iris(canary=10, storage="gs://kfserving-examples/models/sklearn/2.0/model"))
