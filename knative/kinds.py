@@ -23,16 +23,19 @@ class Kind:
     crd_file: str
     checks: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
     short_names: tuple[str, ...] = ()
+    # What the local plane cannot run although Knative can; not checked for a cluster.
+    plane_checks: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
 
-    def errors(self, obj: dict[str, Any]) -> list[str]:
-        """Schema errors first (they say what is malformed), then the kind's own rules."""
+    def errors(self, obj: dict[str, Any], *, local_plane: bool = True) -> list[str]:
+        """Schema errors first (they say what is malformed), then the kind's own rules, then (for
+        the local plane) what only the plane cannot run."""
         errors = schema_errors(obj, self.crd_file, self.version)
         if not errors:
-            for check in self.checks:
+            for check in [*self.checks, *(self.plane_checks if local_plane else [])]:
                 errors += check(obj)
         return errors
 
@@ -67,7 +70,7 @@ def by_name(name: str) -> Kind | None:
 
 SERVING = "serving.knative.dev"
 register(Kind(SERVING, "v1", "Service", "services", "service.yaml",
-              [validation.service_errors], ("ksvc", "kservice")))  # fmt: skip
+              [validation.service_errors], ("ksvc", "kservice"), [validation.one_container_errors]))  # fmt: skip
 register(Kind(SERVING, "v1", "Configuration", "configurations", "configuration.yaml",
               [validation.name_errors], ("config", "cfg")))  # fmt: skip
 register(

@@ -120,7 +120,7 @@ def client_for(
 
 def validate(kind: Kind, obj: dict[str, Any]) -> None:
     """Raise `Invalid` (with every field path) if `obj` breaks its CRD schema or Knative's rules."""
-    errors = kind.errors({k: v for k, v in obj.items() if k != "status"})
+    errors = kind.errors({k: v for k, v in obj.items() if k != "status"}, local_plane=False)
     if errors:
         name = (obj.get("metadata") or {}).get("name")
         raise Invalid(f'{kind.kind} "{name}" is invalid: ' + "; ".join(errors))

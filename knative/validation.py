@@ -110,16 +110,23 @@ def revision_reference_errors(
     return errors
 
 
+def one_container_errors(obj: dict[str, Any]) -> list[str]:
+    """The local plane's own limit (a replica is one process), not Knative's: on a cluster,
+    Knative runs sidecars too."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    if len(containers) != 1:
+        return [
+            f"spec.template.spec.containers has {len(containers)} containers; the local plane runs exactly one"
+        ]
+    return []
+
+
 def service_errors(obj: dict[str, Any]) -> list[str]:
     errors = name_errors(obj)
     name = (obj.get("metadata") or {}).get("name", "")
     spec = obj.get("spec") or {}
     template = spec.get("template") or {}
-    containers = (template.get("spec") or {}).get("containers") or []
-    if len(containers) != 1:
-        errors.append(
-            f"spec.template.spec.containers has {len(containers)} containers; the local plane runs exactly one"
-        )
     tname = (template.get("metadata") or {}).get("name")
     if tname and not tname.startswith(name + "-"):
         errors.append(

@@ -21,7 +21,7 @@ from knserve.knative.api import create_app
 from knserve.knative.client import Client
 from knserve.knative.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
 from knserve.knative.kinds import by_name
-from knserve.knative.kube import APPLY_PATCH, KubeClient, ResourceClient, client_for
+from knserve.knative.kube import APPLY_PATCH, KubeClient, ResourceClient, client_for, validate
 from knserve.knative.store import Store
 
 SERVICES, ISVCS = by_name("services"), by_name("inferenceservices")
@@ -258,6 +258,20 @@ def test_a_schema_invalid_object_is_refused_before_anything_is_sent(
         f'{obj["kind"]} "{obj["metadata"]["name"]}" is invalid: '
     )
     assert recorder.requests == []
+
+
+def test_the_local_planes_one_container_limit_is_left_to_the_cluster(
+    kube: KubeClient, recorder: Recorder
+) -> None:
+    obj = hello()
+    obj["spec"]["template"]["spec"]["containers"].append(
+        {"name": "sidecar", "image": "example/sidecar"}
+    )
+    validate(SERVICES, obj)  # Knative runs sidecars: nothing to refuse before sending
+    # this test's API server is the local plane's control API, which cannot run two
+    with pytest.raises(Invalid, match="the local plane runs exactly one"):
+        kube.apply(obj)
+    assert recorder.requests  # it was sent
 
 
 def test_a_merge_patch_that_would_make_the_object_invalid_is_not_sent(
