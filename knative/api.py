@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from knserve.knative.core_api import core_routes
-from knserve.knative.errors import ApiError, BadRequest, NotFound
+from knserve.knative.errors import ApiError, BadRequest, Expired, NotFound
 from knserve.knative.kinds import KINDS, Kind, by_plural
 from knserve.knative.store import Store
 
@@ -101,7 +101,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             return _json(store.create(kind, obj), 201)
         selector = request.query_params.get("labelSelector")
         if request.query_params.get("watch") in ("true", "1"):
-            return _watch(store, kind, namespace, selector)
+            return _watch(store, kind, namespace, selector, request.query_params)
         items = store.list(kind, namespace, selector)
         return _json({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
                       "metadata": {"resourceVersion": str(store.resource_version())}, "items": items})  # fmt: skip
@@ -210,31 +210,57 @@ class ApiUnsupported(ApiError):
     code, reason = 415, "UnsupportedMediaType"
 
 
-def _watch(store: Store, kind: Kind, namespace: str | None, selector: str | None) -> Response:
-    """Newline-delimited watch events, starting with the objects that exist (ADDED)."""
+def _watch(store: Store, kind: Kind, namespace: str | None, selector: str | None,
+           params: Mapping[str, str]) -> Response:  # fmt: skip
+    """Newline-delimited watch events, as Kubernetes sends them.
+
+    Without `resourceVersion` (or with "0") the objects that exist come first, as ADDED; with one
+    (from a list), the changes after it. A version older than the store's history gets an ERROR
+    event with a 410 Expired Status, so the client lists again. `timeoutSeconds` ends the stream.
+    """
     from knserve.knative.store import selector_matches
 
-    queue = store.watch()
-    existing = store.list(kind, namespace, selector)
+    since = _int_param(params, "resourceVersion")
+    timeout = _int_param(params, "timeoutSeconds")
+    try:
+        queue = store.watch(since or None)
+    except Expired as exc:
+        gone = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
+        return StreamingResponse(iter([gone]), media_type="application/json")
+    existing = [] if since else store.list(kind, namespace, selector)
 
     async def events() -> AsyncIterator[bytes]:
         try:
             for obj in existing:
                 yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
-            while True:
-                event = await queue.get()
-                meta = event.object["metadata"]
-                if event.kind is not kind or (namespace and meta["namespace"] != namespace):
-                    continue
-                if not selector_matches(meta.get("labels") or {}, selector):
-                    continue
-                yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
-        except asyncio.CancelledError:
-            raise
+            async with asyncio.timeout(timeout or None):
+                while True:
+                    event = await queue.get()
+                    meta = event.object["metadata"]
+                    if event.kind is not kind or (namespace and meta["namespace"] != namespace):
+                        continue
+                    if not selector_matches(meta.get("labels") or {}, selector):
+                        continue
+                    yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
+        except TimeoutError:
+            return  # timeoutSeconds: the stream ends normally and the client watches again
         finally:
             store.unwatch(queue)
 
     return StreamingResponse(events(), media_type="application/json")
+
+
+def _int_param(params: Mapping[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} is {raw!r}, it must be a whole number") from None
+    if value < 0:
+        raise BadRequest(f"{name} is {value}, it must be 0 or more")
+    return value
 
 
 class _BearerToken:

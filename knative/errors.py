@@ -5,6 +5,7 @@
     ├── NotFound (404)
     ├── AlreadyExists (409)
     ├── Conflict (409)          a stale resourceVersion: re-read the object and retry
+    ├── Expired (410)           a watch from a resourceVersion older than the history kept: list again
     └── Invalid (422)           the object breaks its schema or a Knative rule
 
 The API turns any of them into `{"kind": "Status", "status": "Failure", "reason", "code",
@@ -46,11 +47,17 @@ class Conflict(ApiError):
     code, reason = 409, "Conflict"
 
 
+class Expired(ApiError):
+    code, reason = 410, "Expired"
+
+
 class Invalid(ApiError):
     code, reason = 422, "Invalid"
 
 
-_BY_REASON = {cls.reason: cls for cls in (BadRequest, NotFound, AlreadyExists, Conflict, Invalid)}
+_BY_REASON = {
+    cls.reason: cls for cls in (BadRequest, NotFound, AlreadyExists, Conflict, Expired, Invalid)
+}
 
 
 def from_status(body: dict[str, Any], code: int) -> ApiError:

@@ -7,8 +7,11 @@ revision, so watchers can order events), `generation` (bumped when `spec` change
 object deletes everything whose `ownerReferences` name its uid, recursively.
 
 Watchers get `ADDED`, `MODIFIED` and `DELETED` events through asyncio queues, after the change
-is committed. The store is used from one event loop (the plane's), and SQLite calls are short,
-so they run inline.
+is committed. A deletion takes a resourceVersion of its own, as in Kubernetes, and the last
+`HISTORY` events are kept in memory (etcd's watch cache, in small), so a watch can resume from a
+resourceVersion a list returned; one older than that history is `Expired` (410), which tells a
+client to list again. The store is used from one event loop (the plane's), and SQLite calls are
+short, so they run inline.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import copy
 import json
 import sqlite3
 import uuid
+from collections import deque
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from knserve.knative.database import open_database, transaction
-from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
+from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Expired, Invalid, NotFound
 from knserve.knative.kinds import Kind, by_name, by_plural
 from knserve.knative.validation import revision_reference_errors
 
@@ -39,6 +43,7 @@ CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('rv', 0);
 """
+HISTORY = 1000  # events a watch can resume across; a controller's resync is far fewer
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class Store:
         self.path = str(path)
         self._db = open_database(self.path, SCHEMA)  # durable against a crash of the process
         self._watchers: list[asyncio.Queue[Event]] = []
+        self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
+        # A watch can resume from this resourceVersion or later (events before it are not kept).
+        self._history_floor = self.resource_version()
 
     def close(self) -> None:
         self._db.close()
@@ -224,6 +232,8 @@ class Store:
                     f'{kind.plural}.{kind.group} "{name}" not found in namespace {namespace}'
                 )
             deleted = self._delete_tree(db, kind, current)
+            for _, dobj in deleted:
+                dobj["metadata"]["resourceVersion"] = str(self._next_rv(db))
         for dkind, dobj in deleted:
             self._notify("DELETED", dkind, dobj)
         return current
@@ -290,9 +300,21 @@ class Store:
 
     # ---- watching ----------------------------------------------------------------------------
 
-    def watch(self) -> asyncio.Queue[Event]:
-        """A queue that receives every event from now on; pass it to `unwatch` when done."""
+    def watch(self, since: int | None = None) -> asyncio.Queue[Event]:
+        """A queue that receives every event from now on; pass it to `unwatch` when done.
+
+        With `since` (a resourceVersion), the queue starts with the kept events that came after
+        it; `Expired` when events after it are no longer kept."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
+        if since is not None:
+            if since < self._history_floor:
+                raise Expired(
+                    f"too old resource version: {since} (the oldest kept is "
+                    f"{self._history_floor}); list again and watch from the list's resourceVersion"
+                )
+            for rv, event in self._history:
+                if rv > since:
+                    queue.put_nowait(event)
         self._watchers.append(queue)
         return queue
 
@@ -302,5 +324,8 @@ class Store:
 
     def _notify(self, event_type: str, kind: Kind, obj: dict[str, Any]) -> None:
         event = Event(event_type, kind, copy.deepcopy(obj))
+        if len(self._history) == HISTORY:
+            self._history_floor = self._history[0][0]  # what falls out can no longer be resumed
+        self._history.append((int(obj["metadata"]["resourceVersion"]), event))
         for queue in list(self._watchers):
             queue.put_nowait(event)

@@ -261,6 +261,50 @@ async def test_watch_streams_added_modified_deleted_over_real_http(tmp_path: Pat
     assert events == [("ADDED", "hello"), ("MODIFIED", "hello"), ("DELETED", "hello")]
 
 
+async def _watch_lines(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    """A watch that timeoutSeconds ends (the ASGI transport hands over the whole body)."""
+    response = await client.get(KSVC, params={"watch": "true", "timeoutSeconds": 1, **params})
+    assert response.status_code == 200, response.text
+    return [orjson.loads(line) for line in response.text.splitlines()]
+
+
+async def test_a_watch_resumes_from_a_lists_resource_version(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    await client.post(KSVC, json=svc())
+    listed = (await client.get(KSVC)).json()["metadata"]["resourceVersion"]
+    await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
+                       headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+    await client.delete(f"{KSVC}/hello")
+    events = await _watch_lines(client, resourceVersion=listed)
+    assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]  # not the ADDED the list had
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert int(listed) < versions[0] < versions[1]  # a deletion has a version of its own
+    # without a version (or with "0"): what exists, as ADDED, then the changes
+    await client.post(KSVC, json=svc())
+    assert [e["type"] for e in await _watch_lines(client)] == ["ADDED"]
+    assert [e["type"] for e in await _watch_lines(client, resourceVersion="0")] == ["ADDED"]
+
+
+async def test_a_watch_from_before_the_kept_history_is_expired(tmp_path: Path) -> None:
+    store = Store(tmp_path / "w.db")
+    store.create(by_name("ksvc"), HELLO)
+    old = store.resource_version()
+    store.patch(by_name("ksvc"), "default", "hello", {"metadata": {"labels": {"x": "y"}}})
+    store.close()
+    store = Store(tmp_path / "w.db")  # a restart: the history starts again
+    transport = httpx.ASGITransport(app=create_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        [event] = await _watch_lines(client, resourceVersion=old)
+        assert event["type"] == "ERROR"
+        assert event["object"]["code"] == 410 and event["object"]["reason"] == "Expired"
+        assert "list again" in event["object"]["message"]
+        now = store.resource_version()
+        assert await _watch_lines(client, resourceVersion=now) == []  # current: nothing missed
+        bad = await client.get(KSVC, params={"watch": "true", "timeoutSeconds": "soon"})
+        assert bad.status_code == 400 and "timeoutSeconds" in bad.json()["message"]
+    store.close()
+
+
 def _event(line: str) -> tuple[str, str]:
     event = orjson.loads(line)
     return event["type"], event["object"]["metadata"]["name"]
