@@ -35,8 +35,10 @@ class RuntimeSettings:
     # Threads per model for offloaded calls; more than a couple only helps models that release
     # the GIL (NumPy, onnxruntime, torch).
     predict_threads: int = 4
-    # Dynamic batching (0 = off). KServe's defaults are 32 rows and 5,000 ms; a shorter window
-    # suits in-process batching, which has no sidecar hop to amortise.
+    # Dynamic batching (0 = off): the most rows a batch takes and the longest a request waits for
+    # its batch to go while the model is busy (a batch goes at once when it is free; see
+    # batching.py). KServe's defaults are 32 rows and 5,000 ms; a shorter window suits in-process
+    # batching, which has no sidecar hop to amortise.
     max_batch_size: int = 0
     max_latency_ms: float = 10.0
     batch_timeout_s: float | None = None
@@ -59,6 +61,12 @@ class RuntimeSettings:
             raise ValueError(f"port {self.port} is not a TCP port (1-65535)")
         if self.max_batch_size < 0:
             raise ValueError(f"max_batch_size is {self.max_batch_size}, it must be 0 (off) or more")
+        if self.max_latency_ms < 0:
+            raise ValueError(f"max_latency_ms is {self.max_latency_ms:g}, it must be 0 or more")
+        if self.batch_timeout_s is not None and self.batch_timeout_s <= 0:
+            raise ValueError(
+                f"batch_timeout_s is {self.batch_timeout_s:g}, it must be more than 0 (or unset)"
+            )
         if self.cache_entries < 0:
             raise ValueError(f"cache_entries is {self.cache_entries}, it must be 0 (off) or more")
         if self.logger_mode not in ("all", "request", "response"):

@@ -1,45 +1,122 @@
-"""The dynamic batching contract: order, isolation of failures, separate keys, size and latency."""
+"""The dynamic batching contract: order, isolation of failures, separate keys, when batches go,
+the latency bound and timeouts.
+
+Every async test runs on `FakeClockLoop`, whose clock jumps to the next timer whenever nothing is
+ready to run: sleeps take no real time and every instant the batcher sees is exact, so the tests
+assert times with `==` and a model that "takes" 10 ms is `await asyncio.sleep(0.010)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 import pytest
 
-from knserve.runtime.batching import Batcher, batch_key
+from knserve.runtime.batching import Batcher, BatchStats, batch_key
 from knserve.runtime.errors import BatchTimeout
+from knserve.runtime.settings import settings_from_env
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; when nothing is ready before the next timer, jumps to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # no timer at all: only a thread or real I/O can wake the loop
+            return super().select(None)
+        self.now += timeout
+        return ready
+
+
+class FakeClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time that starts at 0 and moves only to the next timer."""
+
+    def __init__(self) -> None:
+        self._clock = _JumpingSelector()
+        super().__init__(self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+
+def on_fake_clock(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., None]:
+    """Run an async test on a `FakeClockLoop` (pytest-asyncio's loops keep real time)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with asyncio.Runner(loop_factory=FakeClockLoop) as runner:
+            runner.run(test(*args, **kwargs))
+
+    return run
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class RecordingModel:
-    """A real computation (row sums times a weight) that records the batch sizes it was called with."""
+    """A real computation (row sums times a weight) that takes `seconds` of loop time per call and
+    records when each call started and with how many rows."""
 
-    def __init__(self, fail_on: float | None = None) -> None:
-        self.calls: list[int] = []
-        self.parameters: list[object] = []
+    def __init__(self, seconds: float = 0.0, fail_on: float | None = None) -> None:
+        self.seconds = seconds
         self.fail_on = fail_on
+        self.calls: list[int] = []
+        self.starts: list[float] = []
+        self.parameters: list[object] = []
 
     async def __call__(self, inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
         (x,) = inputs
         self.calls.append(len(x))
+        self.starts.append(now())
         self.parameters.append(parameters)
+        if self.seconds:
+            await asyncio.sleep(self.seconds)
         if self.fail_on is not None and np.any(x == self.fail_on):
             raise ValueError(f"bad value {self.fail_on}")
         return [x.sum(axis=1) * 2.0, np.full(len(x), len(x))]
 
 
-async def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows_in_order() -> None:
+async def submit_at(batcher: Batcher, at: float, inputs: list[np.ndarray]) -> tuple[float, Any]:
+    """Submit at loop time `at`; returns (latency, result)."""
+    await asyncio.sleep(at - now())
+    start = now()
+    result = await batcher.submit(inputs)
+    return now() - start, result
+
+
+# ---- order, slicing, isolation, keys ------------------------------------------------------
+
+
+@on_fake_clock
+async def test_requests_arriving_together_share_one_call_and_get_their_rows_in_order() -> None:
     model = RecordingModel()
     batcher = Batcher(model, max_batch_size=64, max_latency=0.05)
     requests = [np.array([[i, i + 1.0]]) for i in range(10)]
     results = await asyncio.gather(*(batcher.submit([r]) for r in requests))
     assert model.calls == [10]
+    assert model.starts == [0.0]  # the model was free: no wait for max_latency
     for i, (sums, batch_size) in enumerate(results):
         np.testing.assert_array_equal(sums, [2 * (2 * i + 1.0)])
         assert batch_size.tolist() == [10]
-    assert batcher.stats.batches == 1 and batcher.stats.requests == 10
+    assert batcher.stats == BatchStats(batches=1, requests=10, rows=10, split_retries=0)
 
 
+@on_fake_clock
 async def test_multi_row_requests_are_sliced_back_by_their_row_counts() -> None:
     model = RecordingModel()
     batcher = Batcher(model, max_batch_size=64, max_latency=0.02)
@@ -51,21 +128,22 @@ async def test_multi_row_requests_are_sliced_back_by_their_row_counts() -> None:
     np.testing.assert_array_equal(rb[0], b.sum(axis=1) * 2)
 
 
+@on_fake_clock
 async def test_a_bad_request_fails_alone() -> None:
     model = RecordingModel(fail_on=-1.0)
     batcher = Batcher(model, max_batch_size=64, max_latency=0.02)
-    good = [batcher.submit([np.array([[1.0, 2.0]])]) for _ in range(3)]
+    good = [batcher.submit([np.array([[float(i), 2.0]])]) for i in range(3)]
     bad = batcher.submit([np.array([[-1.0, 2.0]])])
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     assert isinstance(results[3], ValueError)
-    for result in results[:3]:
+    for i, result in enumerate(results[:3]):
         assert not isinstance(result, BaseException)
-        np.testing.assert_array_equal(result[0], [6.0])
-    assert model.calls[0] == 4  # tried together first, then one by one
-    assert sorted(model.calls[1:]) == [1, 1, 1, 1]
+        np.testing.assert_array_equal(result[0], [2.0 * (i + 2.0)])
+    assert model.calls == [4, 1, 1, 1, 1]  # tried together first, then one by one
     assert batcher.stats.split_retries == 1
 
 
+@on_fake_clock
 async def test_requests_that_cannot_be_stacked_are_batched_apart() -> None:
     model = RecordingModel()
     batcher = Batcher(model, max_batch_size=64, max_latency=0.02)
@@ -79,49 +157,162 @@ async def test_requests_that_cannot_be_stacked_are_batched_apart() -> None:
     assert ("k", 1) in model.parameters  # the batch's parameters reach the model
 
 
-async def test_a_full_batch_is_sent_without_waiting_for_the_latency() -> None:
-    model = RecordingModel()
-    batcher = Batcher(model, max_batch_size=4, max_latency=30.0)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await asyncio.wait_for(
-        asyncio.gather(*(batcher.submit([np.ones((1, 2))]) for _ in range(8))), timeout=5
-    )
-    assert model.calls == [4, 4]
-    assert loop.time() - start < 5
+@on_fake_clock
+async def test_one_keys_busy_model_does_not_hold_up_another_key() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=64, max_latency=0.002)
+    narrow = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    wide = asyncio.create_task(submit_at(batcher, 0.001, [np.ones((1, 3))]))
+    await asyncio.gather(narrow, wide)
+    assert model.starts == [0.0, 0.001]
 
 
-async def test_a_lone_request_waits_for_max_latency_then_goes_alone() -> None:
+# ---- when a batch goes ----------------------------------------------------------------------
+
+
+@on_fake_clock
+async def test_a_lone_request_goes_at_once_when_the_model_is_free() -> None:
+    model = RecordingModel(seconds=0.001)
+    batcher = Batcher(model, max_batch_size=64, max_latency=0.05)
+    latency, _ = await submit_at(batcher, 0.0, [np.ones((1, 2))])
+    assert model.calls == [1]
+    assert latency == 0.001  # the predict alone, not max_latency
+
+
+@on_fake_clock
+async def test_a_request_read_before_the_predict_starts_still_joins_the_batch() -> None:
     model = RecordingModel()
     batcher = Batcher(model, max_batch_size=64, max_latency=0.05)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await batcher.submit([np.ones((1, 2))])
-    assert loop.time() - start >= 0.05
-    assert model.calls == [1]
+    first = asyncio.create_task(batcher.submit([np.ones((1, 2))]))
+    await asyncio.sleep(0)  # the first request's batch has gone: its predict is queued
+    second = asyncio.create_task(batcher.submit([np.ones((1, 2))]))
+    await asyncio.gather(first, second)
+    assert model.calls == [2]
+    assert now() == 0.0
 
 
+@on_fake_clock
+async def test_requests_arriving_while_the_model_is_busy_go_together_when_it_is_free() -> None:
+    model = RecordingModel(seconds=0.003)
+    batcher = Batcher(model, max_batch_size=64, max_latency=0.010)
+    arrivals = [0.0, 0.001, 0.0015, 0.002]
+    latencies = await asyncio.gather(*(submit_at(batcher, t, [np.ones((1, 2))]) for t in arrivals))
+    assert model.calls == [1, 3]
+    assert model.starts == [0.0, 0.003]
+    assert [lat for lat, _ in latencies] == pytest.approx([0.003, 0.005, 0.0045, 0.004])
+
+
+@on_fake_clock
+async def test_a_waiting_batch_goes_after_max_latency_even_if_the_model_is_still_busy() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=64, max_latency=0.002)
+    arrivals = [0.0, 0.001, 0.0025]
+    latencies = await asyncio.gather(*(submit_at(batcher, t, [np.ones((1, 2))]) for t in arrivals))
+    assert model.calls == [1, 2]
+    assert model.starts == pytest.approx([0.0, 0.003])  # 0.001 + max_latency, beside the first
+    assert [lat for lat, _ in latencies] == pytest.approx([0.010, 0.012, 0.0105])
+
+
+@on_fake_clock
+async def test_a_full_batch_goes_at_once_even_if_the_model_is_busy() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=4, max_latency=30.0)
+    first = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    rest = [asyncio.create_task(submit_at(batcher, 0.001, [np.ones((1, 2))])) for _ in range(9)]
+    await asyncio.gather(first, *rest)
+    assert model.calls == [1, 4, 4, 1]
+    # two full batches go the moment they fill; the remainder waits until none is being predicted
+    assert model.starts == pytest.approx([0.0, 0.001, 0.001, 0.011])
+
+
+@on_fake_clock
+async def test_a_request_that_would_overflow_the_batch_sends_it_and_starts_the_next() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=4, max_latency=30.0)
+    busy = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    three = asyncio.create_task(submit_at(batcher, 0.001, [np.ones((3, 2))]))
+    two = asyncio.create_task(submit_at(batcher, 0.002, [np.ones((2, 2))]))
+    await asyncio.gather(busy, three, two)
+    assert model.calls == [1, 3, 2]
+    assert model.starts == pytest.approx([0.0, 0.002, 0.012])  # the 2 waits for both to finish
+
+
+@on_fake_clock
 async def test_a_request_larger_than_the_batch_is_predicted_alone_unsplit() -> None:
     model = RecordingModel()
     batcher = Batcher(model, max_batch_size=4, max_latency=30.0)
-    (sums, _) = await asyncio.wait_for(batcher.submit([np.ones((10, 2))]), timeout=5)
+    (sums, _) = await batcher.submit([np.ones((10, 2))])
     assert model.calls == [10]
     assert sums.shape == (10,)
+    assert now() == 0.0
 
 
-async def test_a_caller_that_times_out_does_not_break_the_batch() -> None:
-    model = RecordingModel()
+@on_fake_clock
+async def test_no_request_waits_more_than_max_latency_plus_one_predict() -> None:
+    predict, max_latency = 0.004, 0.002
+    model = RecordingModel(seconds=predict)
+    batcher = Batcher(model, max_batch_size=8, max_latency=max_latency)
+    rng = random.Random(7)
+    arrivals = sorted(round(rng.uniform(0, 0.2), 5) for _ in range(300))
+    answers = await asyncio.gather(
+        *(submit_at(batcher, t, [np.full((1, 2), float(i))]) for i, t in enumerate(arrivals))
+    )
+    for i, (latency, (sums, _)) in enumerate(answers):
+        assert latency <= max_latency + predict + 1e-9
+        assert sums.tolist() == [4.0 * i]  # its own answer, whatever batch it was in
+    assert max(model.calls) == 8 and batcher.stats.batches < len(arrivals) / 2
+
+
+# ---- failures and timeouts ----------------------------------------------------------------
+
+
+@on_fake_clock
+async def test_a_caller_that_gives_up_is_left_out_of_its_batch() -> None:
+    model = RecordingModel(seconds=0.010)
     batcher = Batcher(model, max_batch_size=64, max_latency=0.1)
+    busy = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    await asyncio.sleep(0.001)
     impatient = asyncio.create_task(
-        asyncio.wait_for(batcher.submit([np.ones((1, 2))]), timeout=0.01)
+        asyncio.wait_for(batcher.submit([np.ones((1, 2))]), timeout=0.002)
     )
     patient = batcher.submit([np.full((1, 2), 3.0)])
-    results = await asyncio.gather(impatient, patient, return_exceptions=True)
-    assert isinstance(results[0], TimeoutError)
-    np.testing.assert_array_equal(results[1][0], [12.0])
-    assert model.calls == [1]  # the abandoned request was not predicted
+    results = await asyncio.gather(busy, impatient, patient, return_exceptions=True)
+    assert isinstance(results[1], TimeoutError)
+    np.testing.assert_array_equal(results[2][0], [12.0])
+    assert model.calls == [1, 1]  # the abandoned request was not predicted
 
 
+@on_fake_clock
+async def test_a_request_past_the_batch_timeout_gets_504_and_the_batch_goes_on() -> None:
+    release = asyncio.Event()
+
+    async def slow(inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
+        await release.wait()
+        return [inputs[0] * 2]
+
+    batcher = Batcher(slow, max_batch_size=2, max_latency=0.0, timeout=0.05)
+    with pytest.raises(BatchTimeout) as timed_out:
+        await batcher.submit([np.ones((1, 2))])
+    assert now() == 0.05
+    assert timed_out.value.status == 504
+    assert "timeout of 0.05s" in timed_out.value.message
+    release.set()
+    assert (await batcher.submit([np.ones((1, 2))]))[0].tolist() == [[2.0, 2.0]]
+
+
+@on_fake_clock
+async def test_a_request_timed_out_before_its_batch_goes_is_not_predicted() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=64, max_latency=0.1, timeout=0.005)
+    first = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    late = asyncio.create_task(submit_at(batcher, 0.001, [np.ones((1, 2))]))
+    results = await asyncio.gather(first, late, return_exceptions=True)
+    assert isinstance(results[0], BatchTimeout) and isinstance(results[1], BatchTimeout)
+    await batcher.close()
+    assert model.calls == [1]  # the second timed out while waiting: its batch had no one left
+
+
+@on_fake_clock
 async def test_a_model_that_returns_the_wrong_number_of_rows_fails_with_the_reason() -> None:
     async def broken(inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
         return [np.zeros(1)]
@@ -131,6 +322,22 @@ async def test_a_model_that_returns_the_wrong_number_of_rows_fails_with_the_reas
         await batcher.submit([np.ones((2, 2))])
 
 
+@on_fake_clock
+async def test_close_sends_the_waiting_batch_and_waits_for_it() -> None:
+    model = RecordingModel(seconds=0.010)
+    batcher = Batcher(model, max_batch_size=64, max_latency=1.0)
+    busy = asyncio.create_task(submit_at(batcher, 0.0, [np.ones((1, 2))]))
+    waiting = asyncio.create_task(submit_at(batcher, 0.001, [np.ones((1, 2))]))
+    await asyncio.sleep(0.002)
+    await batcher.close()
+    assert now() == pytest.approx(0.012)
+    assert busy.done() and waiting.done()
+    assert model.starts == pytest.approx([0.0, 0.002])
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
@@ -138,6 +345,7 @@ async def test_a_model_that_returns_the_wrong_number_of_rows_fails_with_the_reas
         pytest.param([np.ones((2, 2)), np.ones((3, 2))], "different batch sizes", id="mismatch"),
     ],
 )
+@on_fake_clock
 async def test_inputs_without_a_common_batch_dimension_are_refused(
     inputs: list[np.ndarray], message: str
 ) -> None:
@@ -154,26 +362,29 @@ def test_batch_key_separates_shapes_dtypes_and_parameters() -> None:
     assert batch_key([a], "p") != batch_key([a])
 
 
-def test_invalid_settings_say_what_is_allowed() -> None:
-    with pytest.raises(ValueError, match="max_batch_size is 0"):
-        Batcher(RecordingModel(), max_batch_size=0, max_latency=0.1)
-    with pytest.raises(ValueError, match="max_latency is -1"):
-        Batcher(RecordingModel(), max_batch_size=1, max_latency=-1)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"max_batch_size": 0, "max_latency": 0.1}, "max_batch_size is 0", id="size"),
+        pytest.param({"max_batch_size": 1, "max_latency": -1}, "max_latency is -1", id="latency"),
+        pytest.param(
+            {"max_batch_size": 1, "max_latency": 0.1, "timeout": 0}, "timeout is 0", id="timeout"
+        ),
+    ],
+)
+def test_invalid_settings_say_what_is_allowed(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Batcher(RecordingModel(), **settings)
 
 
-async def test_a_request_past_the_batch_timeout_gets_504_and_the_batch_goes_on() -> None:
-    release = asyncio.Event()
-
-    async def slow(inputs: list[np.ndarray], parameters: object) -> list[np.ndarray]:
-        await release.wait()
-        return [inputs[0] * 2]
-
-    batcher = Batcher(slow, max_batch_size=2, max_latency=0.0, timeout=0.05)
-    with pytest.raises(BatchTimeout) as timed_out:
-        await batcher.submit([np.ones((1, 2))])
-    assert timed_out.value.status == 504
-    assert "timeout of 0.05s" in timed_out.value.message
-    release.set()
-    assert (await batcher.submit([np.ones((1, 2))]))[0].tolist() == [[2.0, 2.0]]
-    with pytest.raises(ValueError, match="timeout is 0"):
-        Batcher(slow, max_batch_size=1, max_latency=0.1, timeout=0)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param({"KNSERVE_MAX_BATCH_SIZE": "-1"}, "max_batch_size is -1", id="size"),
+        pytest.param({"KNSERVE_MAX_LATENCY_MS": "-2"}, "max_latency_ms is -2", id="latency"),
+        pytest.param({"KNSERVE_BATCH_TIMEOUT_S": "0"}, "batch_timeout_s is 0", id="timeout"),
+    ],
+)
+def test_batching_settings_out_of_range_fail_when_read(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings_from_env(env)
