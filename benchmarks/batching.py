@@ -17,12 +17,15 @@ pinned to core 0 ($SERVER_CPU) and stopped by PID:
 
 Load is the shared harness's (`shared/bench/bench.py load`: wrk -t1 on core 1, closed loop, one
 V2 body, warm-up discarded), run once per target and concurrency so that knserve's batch counters
-(`/metrics`) can be read around each cell (rows per model call). Peers come from the harness's
-venvs under $ANCHORS_DIR (its setup.sh); a missing peer is skipped and said so. `--nice -10`
-(root only) runs every server and wrk at that priority, set on each one's session autogroup too
-(where plain nice has no effect against other sessions), to shield all targets alike from other
-work on a shared machine. A full run takes about 6 minutes, --quick about 2½. Numbers are
-printed, never asserted.
+(`/metrics`) can be read around each cell: rows per model call, and KServe's
+`request_predict_seconds`, which on the batched path is the time from joining a batch to its
+answer. The last table sets that against the whole request and against Little's law (c clients
+at r req/s average c / r per request), to show where a batched request's time goes. Peers come
+from the harness's venvs under $ANCHORS_DIR (its setup.sh); a missing peer is skipped and said
+so. `--nice -10` (root only) runs every server and wrk at that priority, set on each one's
+session autogroup too (where plain nice has no effect against other sessions), to shield all
+targets alike from other work on a shared machine. A full run takes about 6 minutes, --quick
+about 2½. Numbers are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from benchmarks.runtime import anchors_dir, harness_dir
 FEATURES, CLASSES = 64, 10
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 COUNTER = re.compile(r"^knserve_(batches|batched_requests)(?:_total)?\{[^}]*\} (\S+)", re.M)
+# KServe's predict histogram: on the batched path, the time from joining a batch to its answer.
+PREDICT = re.compile(r"^request_predict_seconds_(sum|count)\{[^}]*\} (\S+)", re.M)
 
 TRAIN_IRIS = """import sys, joblib
 from sklearn.datasets import load_iris
@@ -209,9 +214,12 @@ def batch_counters(url: str | None) -> dict[str, float]:
         return {}
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
-            return {k: float(v) for k, v in COUNTER.findall(resp.read().decode())}
+            text = resp.read().decode()
     except OSError:
         return {}
+    found = {k: float(v) for k, v in COUNTER.findall(text)}
+    found.update((f"predict_{k}", float(v)) for k, v in PREDICT.findall(text))
+    return found
 
 
 def run_cell(harness: Path, target: Target, pid: int, conc: int, timing: tuple[int, int],
@@ -234,6 +242,9 @@ def run_cell(harness: Path, target: Target, pid: int, conc: int, timing: tuple[i
     calls = after.get("batches", 0) - before.get("batches", 0)
     if rec and calls > 0:  # counts the warm-up too: same concurrency, same batches
         rec["rows_per_call"] = (after["batched_requests"] - before["batched_requests"]) / calls
+        answered = after["predict_count"] - before["predict_count"]
+        if answered > 0:
+            rec["batcher_ms"] = (after["predict_sum"] - before["predict_sum"]) / answered * 1000
     return rec
 
 
@@ -330,6 +341,20 @@ def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: d
         p99s = [cell.get((model, "knserve", "on", c), {}).get("p99_ms") for c in concs]
         marks = [f"{p:.2f} ({'≤' if p <= bound else '>'})" if p else "–" for p in p99s]
         print(f"| {model} | {one:.3f} | {full:.3f} | {bound:.2f} | " + " | ".join(marks) + " |")
+    # Where a batched request's time goes: in the batcher (joining a batch to its answer, from the
+    # server's own histogram) against the whole request as the client saw it. A closed loop of c
+    # clients at r req/s averages c / r per request (Little's law), whatever the batcher does.
+    print("\n| knserve batched | conc | batcher: wait + predict, mean ms | request mean ms (client) "
+          "| c ÷ req/s ms (Little) | p99 ms |\n|---|---|---|---|---|---|")  # fmt: skip
+    for model in ("mlp", "iris"):
+        for c in concs:
+            r = cell.get((model, "knserve", "on", c))
+            if not r or "batcher_ms" not in r:
+                continue
+            print(
+                f"| {model} | {c} | {r['batcher_ms']:.2f} | {r.get('lat_mean_ms', 0):.2f} "
+                f"| {c / r['rps'] * 1000:.2f} | {r['p99_ms']:.2f} |"
+            )
 
 
 def main(argv: list[str]) -> None:

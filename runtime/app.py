@@ -165,7 +165,13 @@ class InferenceApp:
         path = scope["path"]
         try:
             if method == "POST":
-                await self._post(path, scope, receive, send)
+                route = _model_route(path)
+                if route is not None:
+                    # The inference path is awaited from here directly: every coroutine level
+                    # between the server and the batcher is paid twice per batched request.
+                    await self._serve(route[0], route[1], scope, receive, send)
+                else:
+                    await self._post(path, receive, send)
             elif method in ("GET", "HEAD"):
                 handler = self._get.get(path)
                 if handler is not None:
@@ -181,22 +187,9 @@ class InferenceApp:
         except InferenceError as exc:
             await _send_json(send, exc.status, {"error": exc.message})
 
-    async def _post(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
-        if path.startswith("/v2/models/"):
-            rest = path[11:]
-            if rest.endswith("/infer"):
-                name = _model_name(rest[:-6])
-                await self._serve(name, "v2", scope, receive, send)
-                return
-        elif path.startswith("/v1/models/"):
-            rest = path[11:]
-            if rest.endswith(":predict"):
-                await self._serve(rest[:-8], "v1", scope, receive, send)
-                return
-            if rest.endswith(":explain"):
-                await self._serve(rest[:-8], "explain", scope, receive, send)
-                return
-        elif path.startswith("/v2/repository/models/"):
+    async def _post(self, path: str, receive: Receive, send: Send) -> None:
+        """The POST routes that are not a model's inference: repository load/unload and index."""
+        if path.startswith("/v2/repository/models/"):
             name, _, verb = path[22:].rpartition("/")
             if verb in ("load", "unload") and name:
                 await _read_body(receive, self.settings.max_body_bytes)
@@ -480,6 +473,19 @@ class InferenceApp:
 # ---- helpers of the request path (module level: no attribute lookups on self) ---------------
 
 
+def _model_route(path: str) -> tuple[str, str] | None:
+    """(model name, protocol) of an inference path: V2 infer, V1 predict or V1 explain."""
+    if path.startswith("/v2/models/"):
+        if path.endswith("/infer"):
+            return _model_name(path[11:-6]), "v2"
+    elif path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            return path[11:-8], "v1"
+        if path.endswith(":explain"):
+            return path[11:-8], "explain"
+    return None
+
+
 def _model_name(rest: str) -> str:
     name, sep, model_version = rest.partition("/versions/")
     if sep and not model_version:
@@ -660,11 +666,12 @@ def _tree_explainer(served: ServedModel) -> Any:
 
 
 async def _send(send: Send, status: int, body: bytes, extra_headers: list[Any]) -> None:
-    headers = (
-        extra_headers
-        if any(k == b"content-type" for k, _ in extra_headers)
-        else _JSON + extra_headers
-    )
+    if not extra_headers:
+        headers = _JSON
+    elif any(k == b"content-type" for k, _ in extra_headers):
+        headers = extra_headers
+    else:
+        headers = _JSON + extra_headers
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -110,19 +110,25 @@ class ServedModel:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
 
-    async def predict_arrays(
+    def predict_arrays(
         self, arrays: list[np.ndarray], outputs: Sequence[str] | None
-    ) -> list[np.ndarray]:
-        """The predictor's outputs for `arrays` (through the batcher when batching is on)."""
-        assert self.predictor is not None
-        key = tuple(outputs) if outputs else None
-        if self.batcher is not None:
-            return await self.batcher.submit(arrays, key)
-        return await self.run_sync(self.predictor.predict, arrays, outputs)  # type: ignore[no-any-return]
+    ) -> Awaitable[list[np.ndarray]]:
+        """The predictor's outputs for `arrays` (through the batcher when batching is on).
 
-    async def _predict_batch(self, arrays: list[np.ndarray], key: Any) -> list[np.ndarray]:
+        Returns the batcher's (or run_sync's) coroutine rather than being one itself, so a
+        batched request suspends through one coroutine level less.
+        """
         assert self.predictor is not None
-        return await self.run_sync(self.predictor.predict, arrays, list(key) if key else None)  # type: ignore[no-any-return]
+        if self.batcher is not None:
+            # The outputs named in full, so a V1 request (its first output) and a V2 request
+            # that names none share a batch when they ask for the same outputs.
+            names = tuple(outputs or self.predictor.default_outputs)
+            return self.batcher.submit(arrays, names)
+        return self.run_sync(self.predictor.predict, arrays, outputs)
+
+    async def _predict_batch(self, arrays: list[np.ndarray], outputs: Any) -> list[np.ndarray]:
+        assert self.predictor is not None
+        return await self.run_sync(self.predictor.predict, arrays, list(outputs))  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         if self.batcher is not None:

@@ -169,17 +169,18 @@ def _decode_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Inf
     if not isinstance(name, str) or not name:
         raise InvalidInput(f'inputs[{index}] needs a "name" string')
     datatype = raw.get("datatype")
-    if datatype not in TO_NUMPY:
+    if not isinstance(datatype, str) or datatype not in TO_NUMPY:
         raise InvalidInput(
             f"input {name!r} has datatype {datatype!r}; it must be one of {', '.join(DATATYPES)}"
         )
     shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not _is_shape(shape):
         raise InvalidInput(f'input {name!r} needs a "shape": a list of non-negative integers')
-    parameters = _object(raw.get("parameters"), f"inputs[{name}].parameters")
-    size = parameters.get("binary_data_size")
+    raw_parameters = raw.get("parameters")
+    parameters = (
+        {} if raw_parameters is None else _object(raw_parameters, f"inputs[{name}].parameters")
+    )
+    size = parameters.get("binary_data_size") if parameters else None
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise InvalidInput(
@@ -192,6 +193,11 @@ def _decode_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Inf
         raise InvalidInput(f'input {name!r} has no "data" (and no binary_data_size)')
     array = decode_tensor(name, datatype, shape, raw["data"])
     return InferInput(name, datatype, shape, array, parameters), offset
+
+
+def _is_shape(shape: Any) -> bool:
+    # `type(d) is int`: a JSON true is a bool, and a bool is no dimension
+    return type(shape) is list and all(type(d) is int and d >= 0 for d in shape)
 
 
 def decode_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
@@ -208,7 +214,12 @@ def decode_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.n
             array = np.asarray(data)
         except ValueError as exc:
             raise InvalidInput(f"input {name!r} has ragged data: {exc}") from None
-        array = _cast(name, datatype, array, data)
+        target = TO_NUMPY[datatype]
+        if array.dtype.kind in "iuf" and target.kind == "f":
+            # numbers into a floating-point tensor: nothing to check (the common request)
+            array = array.astype(target, copy=False)
+        else:
+            array = _cast(name, datatype, array, data)
     if array.size != expected:
         raise InvalidInput(
             f"input {name!r} has shape {shape} ({expected} elements) but {array.size} data elements"
