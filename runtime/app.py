@@ -666,19 +666,20 @@ def _tree_explainer(served: ServedModel) -> Any:
 
 
 async def _send(send: Send, status: int, body: bytes, extra_headers: list[Any]) -> None:
+    # A content-length spares the client chunked framing (the whole body is known here).
+    length = (b"content-length", str(len(body)).encode())
     if not extra_headers:
-        headers = _JSON
+        headers = [*_JSON, length]
     elif any(k == b"content-type" for k, _ in extra_headers):
-        headers = extra_headers
+        headers = [*extra_headers, length]
     else:
-        headers = _JSON + extra_headers
+        headers = [*_JSON, *extra_headers, length]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
-    await send({"type": "http.response.body", "body": orjson.dumps(payload)})
+    await _send(send, status, orjson.dumps(payload), [])
 
 
 def create_app(
