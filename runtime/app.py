@@ -252,6 +252,13 @@ class InferenceApp:
             inference_id = _inference_id(request)
             raw = request.body if isinstance(request.body, bytes) else orjson.dumps(request.body)
             logger.log_request(inference_id, served.name, raw, "application/json")
+        answer = await self._answer(served, request)
+        if logger is not None:  # a cached answer is logged too: the audit trail has every response
+            logger.log_response(inference_id, served.name, answer[0], "application/json")
+        return answer
+
+    async def _answer(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
+        """The answer from the response cache, or from the model (then cached)."""
         cache_key = None
         if served.cache is not None:
             cache_key, request_id = _cache_key(served, request)
@@ -270,8 +277,6 @@ class InferenceApp:
             answer = await self._custom(served, request)
         if cache_key is not None:
             served.cache.put(cache_key, answer)  # type: ignore[union-attr]
-        if logger is not None:
-            logger.log_response(inference_id, served.name, answer[0], "application/json")
         return answer
 
     async def _predictor_v1(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:

@@ -10,6 +10,7 @@ import pytest
 from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent, from_http
 from model_fixtures import train_sklearn_iris
+from net_fixtures import serve_in_loop
 from runtime_fixtures import model_settings, serving
 
 
@@ -99,3 +100,31 @@ async def test_the_cache_answers_repeats_and_still_echoes_each_v2_id(iris_model)
     assert first.json()["outputs"] == second.json()["outputs"]
     assert (first.json()["id"], second.json()["id"]) == ("a", "b")
     assert (stats.hits, stats.misses) == (1, 1)
+
+
+async def test_a_cached_answer_is_logged_like_any_other(iris_model) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = iris_model
+    received: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    async def sink(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        while (await receive()).get("more_body"):
+            pass
+        headers = dict(scope["headers"])
+        received.append((headers[b"ce-id"].decode(), headers[b"ce-type"].decode()))
+        if len(received) == 4:
+            arrived.set()
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serve_in_loop(sink) as url:
+        settings = model_settings("iris", folder, cache_entries=8, logger_url=url)
+        async with serving(settings) as (client, app):
+            for request_id in ("first", "again"):
+                answer = await client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]},
+                                           headers={"x-request-id": request_id})  # fmt: skip
+                assert answer.status_code == 200
+            await asyncio.wait_for(arrived.wait(), 10)
+            assert app.repository.get("iris").cache.stats.hits == 1
+    kinds = ("org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response")
+    assert sorted(received) == sorted((i, k) for i in ("first", "again") for k in kinds)
