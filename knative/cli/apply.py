@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from knserve.knative.cli.output import make_client, target_options
+from knserve.knative.cli.output import api_option, make_client, target_options
 from knserve.knative.errors import ApiError, NotFound
 
 
+def file_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`-f FILE`, `-n` (instead of each object's own namespace), `--api` and the target options."""
+    fn = api_option(target_options(fn))
+    fn = click.option("-n", "--namespace")(fn)
+    return click.option("-f", "--filename", "filename", required=True,
+                        type=click.Path(path_type=Path, allow_dash=True))(fn)  # fmt: skip
+
+
 @click.command("apply")
-@click.option(
-    "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
-)
-@click.option("-n", "--namespace")
-@click.option(
-    "--api", "api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
-)
-@target_options
+@file_options
 def cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Create or update every object in FILE (one or many YAML documents)."""
     from knserve.knative.client import kind_of, load_documents
@@ -35,14 +38,7 @@ def cli(filename: Path, namespace: str | None, api: str | None) -> None:
 
 
 @click.command("delete")
-@click.option(
-    "-f", "--filename", "filename", required=True, type=click.Path(path_type=Path, allow_dash=True)
-)
-@click.option("-n", "--namespace")
-@click.option(
-    "--api", "api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
-)
-@target_options
+@file_options
 def delete_cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Delete every object in FILE."""
     from knserve.knative.client import kind_of, load_documents

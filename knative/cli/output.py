@@ -36,12 +36,15 @@ def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                         callback=_remember, help="the local plane or the kubeconfig's cluster")(fn)  # fmt: skip
 
 
+api_option = click.option(
+    "--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
+)
+
+
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`-n/--namespace` and `--api` on a command, as `namespace` and `api` arguments, plus the
     target options."""
-    fn = click.option(
-        "--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)"
-    )(fn)
+    fn = api_option(fn)
     return target_options(
         click.option("-n", "--namespace", default="default", show_default=True)(fn)
     )
