@@ -194,7 +194,7 @@ class EventingController:
             condition("IngressReady", "True", previous=previous),
         ]
         status["conditions"] = [_ready(conditions, previous), *conditions]
-        self._write_status(BROKER, broker, status)
+        self.store.write_status(BROKER, broker, status)
 
     # ---- a trigger -----------------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ class EventingController:
             await self.dispatcher.pause_trigger(key, namespace, broker_name)
             self._applied.pop(key, None)
             self._keys[(namespace, name)] = key
-        self._write_status(TRIGGER, trigger, status)
+        self.store.write_status(TRIGGER, trigger, status)
 
     def _broker_condition(self, broker: dict[str, Any] | None, name: str | None, namespace: str,
                           previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
@@ -367,11 +367,6 @@ class EventingController:
         )
         raise _Unresolved("NotReady", f'{target.kind.lower()} "{name}" in namespace "{ns}" has no URL yet '
                           f"(not ready{why})")  # fmt: skip
-
-    def _write_status(self, kind: Kind, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        if obj.get("status") != status:
-            obj["status"] = status
-            self.store.replace(kind, obj, subresource="status")
 
 
 _ADDRESSABLE = {k.kind: k for k in (SERVICE, BROKER, ISVC)}

@@ -295,9 +295,7 @@ class Controller:
             new_status["annotations"] = {
                 "autoscaling.knative.dev/panic": str(decision.in_panic).lower()
             }
-        if rev.get("status") != new_status:
-            rev["status"] = new_status
-            self.store.replace(REVISION, rev, subresource="status")
+        self.store.write_status(REVISION, rev, new_status)
 
     def _configuration_status(self, config: dict[str, Any], latest_created: dict[str, Any] | None,
                               latest_ready: dict[str, Any] | None, ready: set[str]) -> dict[str, Any]:  # fmt: skip
@@ -330,10 +328,7 @@ class Controller:
         else:
             cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
         status["conditions"] = [cond]
-        if config.get("status") != status:
-            config["status"] = status
-            config = self.store.replace(CONFIGURATION, config, subresource="status")
-        return config
+        return self.store.write_status(CONFIGURATION, config, status)
 
     def _route_status(self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any],
                       revisions: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
@@ -369,10 +364,7 @@ class Controller:
             cond = condition("Ready", "True", previous=previous)
             status.update(url=url, address={"url": url}, traffic=traffic)
         status["conditions"] = [cond]
-        if route.get("status") != status:
-            route["status"] = status
-            route = self.store.replace(ROUTE, route, subresource="status")
-        return route
+        return self.store.write_status(ROUTE, route, status)
 
     def _service_status(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
                         template_error: str | None) -> None:  # fmt: skip
@@ -406,6 +398,4 @@ class Controller:
         for key in ("url", "address", "traffic"):
             if key in rstatus:
                 status[key] = rstatus[key]
-        if svc.get("status") != status:
-            svc["status"] = status
-            self.store.replace(SERVICE, svc, subresource="status")
+        self.store.write_status(SERVICE, svc, status)

@@ -267,9 +267,7 @@ class InferenceServiceController:
             owned, error = self._apply(isvc, owned, desired)
         status = settled_status(isvc, owned, self.target, error)
         self._publish_routes(namespace, name, isvc_routes(isvc, self.domain, owned))
-        if isvc.get("status") != status:
-            isvc["status"] = status
-            self.store.replace(ISVC, isvc, subresource="status")
+        self.store.write_status(ISVC, isvc, status)
 
     def _apply(
         self,

@@ -174,6 +174,17 @@ class Store:
         self._notify("ADDED", kind, obj)
         return obj
 
+    def write_status(
+        self, kind: Kind, obj: dict[str, Any], status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Set `obj`'s status, writing it (one new resourceVersion, one MODIFIED event) only when
+        it changed, so a controller that reconciles again without news writes nothing; returns
+        the object as stored."""
+        if obj.get("status") == status:
+            return obj
+        obj["status"] = status
+        return self.replace(kind, obj, subresource="status")
+
     def replace(self, kind: Kind, obj: dict[str, Any], subresource: str | None = None,
                 validate: bool = True) -> dict[str, Any]:  # fmt: skip
         obj = self._prepare(kind, obj)
