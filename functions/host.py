@@ -23,26 +23,17 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from knserve.functions import funcyaml
+from knserve.runtime.asgi import Receive, Scope, Send, read_body, send_json
+from knserve.runtime.errors import PayloadTooLarge
 
 log = logging.getLogger("knserve.functions.host")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 PROBES = ("/health/liveness", "/health/readiness")
-
-
-async def _json(send: Send, status: int, payload: Any, headers: list[Any] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
-    await send({"type": "http.response.body", "body": orjson.dumps(payload)})
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -108,7 +99,9 @@ class FunctionHost:
         if path in PROBES:
             await self._probe(path, send)
         elif self.error is not None:
-            await _json(send, 503, {"error": f"function {self.name} is not ready: {self.error}"})
+            await send_json(
+                send, 503, {"error": f"function {self.name} is not ready: {self.error}"}
+            )
         elif self.runtime_app is not None:
             await self.runtime_app(scope, receive, send)
         elif self.invoke == "cloudevent":
@@ -154,33 +147,32 @@ class FunctionHost:
     async def _probe(self, path: str, send: Send) -> None:
         if path == PROBES[0]:
             ok, reason = _probe(getattr(self.instance, "alive", None))
-            await _json(send, 200 if ok else 503, {"alive": ok, "reason": reason})
+            await send_json(send, 200 if ok else 503, {"alive": ok, "reason": reason})
             return
         if self.error is not None:
-            await _json(send, 503, {"ready": False, "reason": self.error})
+            await send_json(send, 503, {"ready": False, "reason": self.error})
             return
         if self.runtime_app is not None:
             ok, reason = self.runtime_app.repository.all_ready(), "models loaded"
         else:
             ok, reason = _probe(getattr(self.instance, "ready", None))
-        await _json(send, 200 if ok else 503, {"ready": ok, "reason": reason})
+        await send_json(send, 200 if ok else 503, {"ready": ok, "reason": reason})
 
     async def _cloudevent(self, scope: Scope, receive: Receive, send: Send) -> None:
         from cloudevents.v1.conversion import to_binary, to_structured
         from cloudevents.v1.exceptions import GenericException
         from cloudevents.v1.http import from_http
 
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        try:
+            body = await read_body(receive)
+        except PayloadTooLarge as exc:
+            await send_json(send, exc.status, {"error": exc.message})
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             event = from_http(headers, body)
         except GenericException as exc:
-            await _json(send, 400, {"error": f"this function takes CloudEvents: {exc}"})
+            await send_json(send, 400, {"error": f"this function takes CloudEvents: {exc}"})
             return
         answer = await _call(self.instance.handle, event)
         if answer is None:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -32,12 +32,12 @@ import numpy as np
 import orjson
 
 from knserve.runtime import protocols
+from knserve.runtime.asgi import Receive, Scope, Send, read_body, send_body, send_json
 from knserve.runtime.errors import (
     InferenceError,
     InvalidInput,
     ModelNotFound,
     NotImplementedByModel,
-    PayloadTooLarge,
 )
 from knserve.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from knserve.runtime.metrics import Metrics
@@ -50,11 +50,6 @@ from knserve.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_JSON = [(b"content-type", b"application/json")]
 _EXTENSIONS = ["model_repository", "binary_tensor_data", "cloudevents", "metrics"]
 
 try:
@@ -183,22 +178,22 @@ class InferenceApp:
                 else:
                     raise ModelNotFound(f"no route for GET {path}")
             else:
-                await _send_json(send, 405, {"error": f"method {method} is not allowed on {path}"})
+                await send_json(send, 405, {"error": f"method {method} is not allowed on {path}"})
         except InferenceError as exc:
-            await _send_json(send, exc.status, {"error": exc.message})
+            await send_json(send, exc.status, {"error": exc.message})
 
     async def _post(self, path: str, receive: Receive, send: Send) -> None:
         """The POST routes that are not a model's inference: repository load/unload and index."""
         if path.startswith("/v2/repository/models/"):
             name, _, verb = path[22:].rpartition("/")
             if verb in ("load", "unload") and name:
-                await _read_body(receive, self.settings.max_body_bytes)
+                await read_body(receive, self.settings.max_body_bytes)
                 await (
                     self.repository.load(name) if verb == "load" else self.repository.unload(name)
                 )
                 if verb == "load" and self.repository.state(name) != READY:
                     self.repository.get(name)  # raises the 503 with the load failure
-                await _send_json(send, 200, {})
+                await send_json(send, 200, {})
                 return
         elif path == "/v2/repository/index":
             await self._repository_index(send)
@@ -214,7 +209,7 @@ class InferenceApp:
         served = self.repository.get(name)  # 404 / 503 before reading the body
         status = 200
         try:
-            body = await _read_body(receive, self.settings.max_body_bytes)
+            body = await read_body(receive, self.settings.max_body_bytes)
             headers = _headers(scope)
             request = Request(body, headers, protocol)
             if ce.is_cloudevent(headers):
@@ -225,20 +220,20 @@ class InferenceApp:
                 result, extra_headers = ce.encode_reply(
                     request.cloudevent, served.name, (result, extra_headers)
                 )
-            await _send(send, 200, result, extra_headers)
+            await send_body(send, 200, result, extra_headers)
         except InferenceError as exc:
             status = exc.status
-            await _send_json(send, status, {"error": exc.message})
+            await send_json(send, status, {"error": exc.message})
         except (ValueError, TypeError) as exc:
             status = 400
-            await _send_json(send, 400, {"error": f"model {name} cannot use this input: {exc}"})
+            await send_json(send, 400, {"error": f"model {name} cannot use this input: {exc}"})
         except NotImplementedError as exc:
             status = 501
-            await _send_json(send, 501, {"error": str(exc) or f"model {name} cannot do this"})
+            await send_json(send, 501, {"error": str(exc) or f"model {name} cannot do this"})
         except Exception as exc:
             status = 500
             log.exception("model %s failed", name)
-            await _send_json(
+            await send_json(
                 send, 500, {"error": f"model {name} failed: {type(exc).__name__}: {exc}"}
             )
         finally:
@@ -383,33 +378,33 @@ class InferenceApp:
     # ---- fixed endpoints ------------------------------------------------------------------
 
     async def _root(self, send: Send) -> None:
-        await _send_json(send, 200, {"status": "alive"})
+        await send_json(send, 200, {"status": "alive"})
 
     async def _live(self, send: Send) -> None:
-        await _send_json(send, 200, {"live": True})
+        await send_json(send, 200, {"live": True})
 
     async def _ready(self, send: Send) -> None:
         ready = self.repository.all_ready()
-        await _send_json(send, 200 if ready else 503, {"ready": ready})
+        await send_json(send, 200 if ready else 503, {"ready": ready})
 
     async def _server_metadata(self, send: Send) -> None:
-        await _send_json(
+        await send_json(
             send, 200, {"name": "knserve", "version": SERVER_VERSION, "extensions": _EXTENSIONS}
         )
 
     async def _v1_list(self, send: Send) -> None:
-        await _send_json(send, 200, {"models": self.repository.names()})
+        await send_json(send, 200, {"models": self.repository.names()})
 
     async def _v1_model_status(self, name: str, send: Send) -> None:
         served = self.repository.get(name)
-        await _send_json(send, 200, {"name": served.name, "ready": True})
+        await send_json(send, 200, {"name": served.name, "ready": True})
 
     async def _v2_model_get(self, rest: str, send: Send) -> None:
         if rest.endswith("/ready"):
             name = _model_name(rest[:-6])
             state = self.repository.state(name)
             ready = state == READY
-            await _send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
+            await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
             return
         name = _model_name(rest)
         served = self.repository.get(name)
@@ -421,10 +416,10 @@ class InferenceApp:
             "inputs": [_spec(s) for s in getattr(model, "inputs", [])],
             "outputs": [_spec(s) for s in getattr(model, "outputs", [])],
         }
-        await _send_json(send, 200, body)
+        await send_json(send, 200, body)
 
     async def _repository_index(self, send: Send) -> None:
-        await _send(send, 200, orjson.dumps(self.repository.index()), [])
+        await send_body(send, 200, orjson.dumps(self.repository.index()), [])
 
     async def _metrics(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200,
@@ -500,26 +495,6 @@ def _model_name(rest: str) -> str:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _parse(body: Any, parse: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
@@ -668,23 +643,6 @@ def _tree_explainer(served: ServedModel) -> Any:
         except ExplainerError as exc:
             raise NotImplementedByModel(str(exc)) from None
     return served.tree_explainer
-
-
-async def _send(send: Send, status: int, body: bytes, extra_headers: list[Any]) -> None:
-    # A content-length spares the client chunked framing (the whole body is known here).
-    length = (b"content-length", str(len(body)).encode())
-    if not extra_headers:
-        headers = [*_JSON, length]
-    elif any(k == b"content-type" for k, _ in extra_headers):
-        headers = [*extra_headers, length]
-    else:
-        headers = [*_JSON, *extra_headers, length]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send: Send, status: int, payload: Any) -> None:
-    await _send(send, status, orjson.dumps(payload), [])
 
 
 def create_app(

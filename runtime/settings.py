@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from knserve.runtime.asgi import MAX_BODY_BYTES
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -27,8 +29,7 @@ class RuntimeSettings:
     port: int = 8080
     models: tuple[ModelSpec, ...] = ()
     model_repository: str | None = None
-    # Larger bodies get 413; 64 MiB fits image batches and stops a runaway upload.
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES  # larger bodies get 413
     # Where a synchronous predict runs: auto (measure, see offload.py), always (thread), never.
     offload: str = "auto"
     offload_threshold_ms: float = 1.0
