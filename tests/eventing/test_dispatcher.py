@@ -26,6 +26,7 @@ from knserve.eventing.encoding import to_binary, to_structured
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.filters import compile_filters
 from knserve.eventing.ingress import STRUCTURED, Ingress, decode
+from knserve.runtime.asgi import read_body
 
 WAIT = 5.0  # seconds to wait for what should take milliseconds
 
@@ -59,12 +60,7 @@ class Subscriber:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         got = Received({k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
                        asyncio.get_running_loop().time())  # fmt: skip
         self.received.append(got)

@@ -21,6 +21,7 @@ from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
 from knserve.knative.kinds import by_name
 from knserve.knative.store import Store
+from knserve.runtime.asgi import read_body
 
 BROKERS, TRIGGERS, SERVICES = by_name("brokers"), by_name("triggers"), by_name("services")
 WAIT = 5.0
@@ -33,8 +34,7 @@ class Recorder:
         self.status, self.ids = status, []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        while (await receive()).get("more_body"):
-            pass
+        await read_body(receive)
         self.ids.append(dict(scope["headers"]).get(b"ce-id", b"").decode())
         await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -367,8 +367,7 @@ async def test_a_reply_from_a_service_reaches_the_next_trigger(plane: Plane) -> 
     """broker → trigger (request) → predictor → reply → trigger (response) → sink."""
 
     async def predictor(scope: Any, receive: Any, send: Any) -> None:
-        while (await receive()).get("more_body"):
-            pass
+        await read_body(receive)
         headers = [(b"ce-specversion", b"1.0"), (b"ce-id", b"answer-1"), (b"ce-source", b"/iris"),
                    (b"ce-type", b"io.kserve.inference.response"), (b"content-type", b"application/json")]  # fmt: skip
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -11,6 +11,7 @@ from net_fixtures import free_port, serve_in_thread
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from knserve.runtime.asgi import read_body
 from knserve.runtime.errors import UpstreamError
 from knserve.runtime.explainers import (
     ExplainerError,
@@ -35,12 +36,7 @@ def predictor_app(model: LogisticRegression):  # type: ignore[no-untyped-def]
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         instances = np.asarray(orjson.loads(body)["instances"])
         out = orjson.dumps({"predictions": model.predict_proba(instances).tolist()})
         await send({"type": "http.response.start", "status": 200,

@@ -13,6 +13,8 @@ from model_fixtures import train_sklearn_iris
 from net_fixtures import serve_in_loop
 from runtime_fixtures import model_settings, serving
 
+from knserve.runtime.asgi import read_body
+
 
 @pytest.fixture(scope="module")
 def iris_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -108,8 +110,7 @@ async def test_a_cached_answer_is_logged_like_any_other(iris_model) -> None:  # 
     arrived = asyncio.Event()
 
     async def sink(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        while (await receive()).get("more_body"):
-            pass
+        await read_body(receive)
         headers = dict(scope["headers"])
         received.append((headers[b"ce-id"].decode(), headers[b"ce-type"].decode()))
         if len(received) == 4:

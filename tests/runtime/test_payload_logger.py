@@ -9,6 +9,7 @@ import pytest
 from cloudevents.v1.http import from_http
 from net_fixtures import free_port, serve_in_loop
 
+from knserve.runtime.asgi import read_body
 from knserve.runtime.payload_logger import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
@@ -29,12 +30,7 @@ class Sink:
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         await self.stall.wait()
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.events.append(from_http(headers, body))
