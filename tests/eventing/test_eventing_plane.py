@@ -22,7 +22,7 @@ import httptools
 import httpx
 import orjson
 import pytest
-from net_fixtures import ServerProcess
+from net_fixtures import ServerProcess, eventually
 from plane_fixtures import LocalPlane, apply
 
 pytestmark = pytest.mark.slow
@@ -263,10 +263,9 @@ def test_async_inference_wakes_a_scaled_to_zero_predictor_and_the_answer_comes_b
           trigger("answers", {"uri": sink.url("/answers")},
                   filter={"attributes": {"type": "io.kserve.inference.response"}}))  # fmt: skip
     plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
-    deadline = time.monotonic() + 45
-    while plane.metrics().get(predictor, {}).get("actual_pods") != 0:
-        assert time.monotonic() < deadline, f"never scaled to zero: {plane.metrics()}"
-        time.sleep(0.2)  # the autoscaler's tick is 1 s; its metrics are the only signal
+    # the autoscaler's tick is 1 s; its metrics are the only signal
+    eventually(lambda: plane.metrics().get(predictor, {}).get("actual_pods") == 0, 45,
+               lambda: f"never scaled to zero: {plane.metrics()}", interval=0.2)  # fmt: skip
     served_before = plane.metrics()[predictor].get("requests_total", 0)
 
     send(plane, "req-v1", request_type, {"instances": [SETOSA]}, protocol="v1")
@@ -491,13 +490,17 @@ def test_a_dead_logger_sink_neither_fails_nor_slows_inference_and_is_counted(
                               json={"instances": [SETOSA]})  # fmt: skip
         assert response.status_code == 200, response.text
         assert response.json() == {"predictions": [1]}
-    deadline = time.monotonic() + 20
-    while True:  # the sends are asynchronous: their failures are counted after the answers
-        counters = replica_counters(plane, "audited-predictor.default.localhost")
-        if counters["knserve_payload_log_failed"] + counters["knserve_payload_log_dropped"] >= 20:
-            break
-        assert time.monotonic() < deadline, f"the failed sends were never counted: {counters}"
-        time.sleep(0.1)
+
+    def counted() -> dict[str, float] | None:
+        seen = replica_counters(plane, "audited-predictor.default.localhost")
+        return (
+            seen
+            if seen["knserve_payload_log_failed"] + seen["knserve_payload_log_dropped"] >= 20
+            else None
+        )
+
+    # the sends are asynchronous: their failures are counted after the answers
+    counters = eventually(counted, 20, "the failed sends were never counted", interval=0.1)
     assert counters["knserve_payload_log_sent"] == 0
     assert counters["knserve_payload_log_failed"] == 20  # mode request: one event per call
 

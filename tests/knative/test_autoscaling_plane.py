@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from net_fixtures import eventually
 from plane_fixtures import LocalPlane, apply, echo_service
 
 pytestmark = pytest.mark.slow
@@ -16,14 +17,13 @@ SCALE = "autoscaling.knative.dev/"
 
 
 def wait_pods(plane: LocalPlane, revision: str, actual: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    seen: dict[str, float] = {}
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         seen = plane.metrics().get(revision, {})
-        if seen.get("actual_pods") == actual and seen.get("desired_pods") == actual:
-            return
-        time.sleep(0.1)  # the plane is another process; its metrics are what we can observe
-    pytest.fail(f"{revision} never reached {actual} pods: {seen}\n{plane.log()[-3000:]}")
+        return seen.get("actual_pods") == actual and seen.get("desired_pods") == actual
+
+    # the plane is another process; its metrics are what we can observe
+    eventually(reached, timeout, interval=0.1, failure=lambda: (
+        f"{revision} never reached {actual} pods: {plane.metrics().get(revision, {})}\n{plane.log()[-3000:]}"))  # fmt: skip
 
 
 def test_scales_up_under_a_step_load_within_max_scale_and_back_to_zero(

@@ -13,17 +13,16 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes.client as k8s
 import pytest
 import yaml
 from click.testing import CliRunner
 from kube_server import TOKEN, Switchboard, write_kubeconfig
-from net_fixtures import free_port, serve_in_thread
+from net_fixtures import eventually, free_port, serve_in_thread
 
 import knserve.knative
 from knserve.knative.api import create_app
@@ -40,7 +39,6 @@ SERVICES, ISVCS, REVISIONS = by_name("services"), by_name("inferenceservices"), 
 RUNTIMES = by_name("servingruntimes")
 PACKAGE = Path(knserve.knative.__file__).parent
 DEPLOY = PACKAGE / "deploy"
-T = TypeVar("T")
 
 
 def iris(canary: int | None = None, storage: str = "gs://kfserving-examples/models/sklearn/1.0/model",
@@ -93,18 +91,6 @@ def _ready(ksvc: dict[str, Any], revision: str) -> dict[str, Any]:
 
 def conditions(obj: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    """The first truthy result of `probe`, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {probe}")
-        time.sleep(0.05)  # the operator runs in another thread; there is nothing to await
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,38 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
+
+T = TypeVar("T")
+
+
+def eventually(
+    probe: Callable[[], T | None],
+    timeout: float = 15.0,
+    failure: str | Callable[[], str] = "",
+    interval: float = 0.05,
+) -> T:
+    """The first truthy result of `probe`, polled every `interval` seconds for `timeout`; else the
+    test fails with `failure` (or what a callable writes then, from the last thing it saw).
+
+    Only for what runs in another process or thread, whose state can be read but not awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            message = failure() if callable(failure) else failure
+            pytest.fail(message or f"not true within {timeout}s: {probe}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

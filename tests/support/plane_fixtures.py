@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from net_fixtures import ServerProcess, free_port
+from net_fixtures import ServerProcess, eventually, free_port
 
 from knserve.knative.client import Client
 from knserve.knative.kinds import by_name
@@ -112,16 +111,15 @@ class LocalPlane:
         namespace: str = "default",
     ) -> dict[str, Any]:
         """Poll the object until `condition` holds; fail with its status and the plane's log."""
-        deadline = time.monotonic() + timeout
-        obj: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def met() -> dict[str, Any] | None:
             obj = self.get(kind, name, namespace)
-            if condition(obj):
-                return obj
-            time.sleep(0.05)  # the plane is another process: polling its API is the only signal
-        pytest.fail(
-            f"{kind}/{name} never met the condition; status: {obj.get('status')}\n{self.log()}"
-        )
+            return obj if condition(obj) else None
+
+        # the plane is another process: polling its API is the only signal
+        return eventually(met, timeout, lambda: (
+            f"{kind}/{name} never met the condition; status: "
+            f"{self.get(kind, name, namespace).get('status')}\n{self.log()}"))  # fmt: skip
 
     def wait_ready(self, kind: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(
