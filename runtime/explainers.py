@@ -86,12 +86,7 @@ class KernelShapExplainer:
     ) -> None:
         import shap  # heavy: imported only when an explainer is built
 
-        background = np.asarray(background, dtype=float)
-        if background.ndim != 2 or len(background) == 0:
-            raise ExplainerError(
-                f"background data must be a non-empty 2-D array (rows × features), got shape "
-                f"{background.shape}"
-            )
+        background = _reference_table(background, "background data")
         self.n_features = background.shape[1]
         self.feature_names = list(feature_names) if feature_names else None
         self.nsamples = nsamples
@@ -254,17 +249,21 @@ def _import_alibi_anchor_tabular() -> Any:
     return AnchorTabular
 
 
-def _as_table(data: Any) -> np.ndarray:
+def _reference_table(data: Any, what: str, hint: str = "") -> np.ndarray:
+    """The rows an explainer samples or removes features towards, as a float table."""
     try:
         table = np.asarray(data, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ExplainerError(
-            f"training_data must be numeric rows (encode categorical values as 0, 1, …): {exc}"
-        ) from None
+        raise ExplainerError(f"{what} must be numeric rows{hint}: {exc}") from None
     if table.ndim != 2 or table.shape[0] == 0 or table.shape[1] == 0:
         raise ExplainerError(
-            f"training_data must be a non-empty 2-D array (rows × features), got shape {table.shape}"
+            f"{what} must be a non-empty 2-D array (rows × features), got shape {table.shape}"
         )
+    return table
+
+
+def _as_table(data: Any) -> np.ndarray:
+    table = _reference_table(data, "training_data", " (encode categorical values as 0, 1, …)")
     if not np.isfinite(table).all():
         raise ExplainerError(
             "training_data holds NaN or infinite values; impute or drop those rows"
