@@ -19,6 +19,19 @@ from knserve.knative.zygote import forkable
 pytestmark = pytest.mark.slow
 
 
+def iris_server(model_dir: Path) -> list[str]:
+    """The command line of a model server for iris: what the zygote may fork."""
+    return [
+        sys.executable,
+        "-m",
+        "knserve.runtime",
+        "--model_name",
+        "iris",
+        "--model_dir",
+        str(model_dir),
+    ]
+
+
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -54,15 +67,7 @@ async def test_a_model_server_is_forked_from_the_zygote_and_stopped_by_its_group
     launcher.warm_up()
     port = free_port()
     env = {**os.environ, "PORT": str(port)}
-    argv = [
-        sys.executable,
-        "-m",
-        "knserve.runtime",
-        "--model_name",
-        "iris",
-        "--model_dir",
-        str(sklearn_iris_dir),
-    ]
+    argv = iris_server(sklearn_iris_dir)
     try:
         process = await launcher.spawn(argv, env, tmp_path, tmp_path / "replica.log")
         assert isinstance(process, ForkedProcess)
@@ -97,15 +102,7 @@ async def test_when_the_zygote_dies_its_replicas_report_an_unknown_exit(
 ) -> None:
     launcher = Launcher(tmp_path / "run")
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "knserve.runtime",
-        "--model_name",
-        "iris",
-        "--model_dir",
-        str(sklearn_iris_dir),
-    ]
+    argv = iris_server(sklearn_iris_dir)
     try:
         process = await launcher.spawn(
             argv, {**os.environ, "PORT": str(port)}, None, tmp_path / "r.log"
