@@ -120,6 +120,14 @@ def split(traffic: list[dict[str, Any]]) -> list[tuple[str | None, str, int]]:
     return [(t.get("tag"), t["revisionName"], t["percent"]) for t in traffic]
 
 
+def canary(store: Store, percent: int, version: str) -> None:
+    """A new model version, given `percent` of the traffic (KServe's canaryTrafficPercent)."""
+    update(store, lambda spec: spec["predictor"].update(
+        canaryTrafficPercent=percent,
+        model={"modelFormat": {"name": "sklearn"}, "storageUri": f"file:///models/{version}"},
+    ))  # fmt: skip
+
+
 async def rolled_out_v1(store: Store, controller: InferenceServiceController, **predictor: Any) -> None:  # fmt: skip
     store.create(ISVC, iris(**predictor))
     await controller.reconcile(NS, "iris")
@@ -204,10 +212,7 @@ async def test_canary_splits_with_tags_then_promotion_moves_everything_to_the_ne
     store: Store, controller: InferenceServiceController
 ) -> None:
     await rolled_out_v1(store, controller)
-    update(store, lambda spec: spec["predictor"].update(
-        canaryTrafficPercent=20,
-        model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v2"},
-    ))  # fmt: skip
+    canary(store, 20, "v2")
     await controller.reconcile(NS, "iris")
     assert ksvc(store)["spec"]["traffic"] == [
         {"tag": "latest", "latestRevision": True, "percent": 20},
@@ -245,10 +250,7 @@ async def test_canary_zero_rolls_back_to_the_rolled_out_revision_and_keeps_lates
     store: Store, controller: InferenceServiceController
 ) -> None:
     await rolled_out_v1(store, controller)
-    update(store, lambda spec: spec["predictor"].update(
-        canaryTrafficPercent=20,
-        model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v2"},
-    ))  # fmt: skip
+    canary(store, 20, "v2")
     await controller.reconcile(NS, "iris")
     serve(store, ready=R2)
     await controller.reconcile(NS, "iris")
@@ -277,10 +279,7 @@ async def test_a_later_canary_splits_against_the_promoted_revision(
     await controller.reconcile(NS, "iris")
     serve(store, ready=R2)
     await controller.reconcile(NS, "iris")
-    update(store, lambda spec: spec["predictor"].update(
-        canaryTrafficPercent=10,
-        model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v3"},
-    ))  # fmt: skip
+    canary(store, 10, "v3")
     await controller.reconcile(NS, "iris")
     assert ksvc(store)["spec"]["traffic"][1] == {
         "tag": "prev", "revisionName": R2, "latestRevision": False, "percent": 90,
