@@ -470,7 +470,14 @@ def test_payload_logger_events_reach_a_broker_on_the_plane_and_a_trigger_deliver
             assert event.headers["ce-component"] == "predictor"
             assert event.headers["ce-modelname"] == "sklearn-iris"
             assert "ce-knativearrivaltime" in event.headers  # it went through the broker
-    counters = replica_counters(plane, "sklearn-iris-predictor.default.localhost")
+
+    # The broker may deliver an event before the replica's logger has read the ingress's 202 for
+    # it (the two run concurrently), so `sent` is awaited, not read once.
+    def all_sent() -> dict[str, float] | None:
+        seen = replica_counters(plane, "sklearn-iris-predictor.default.localhost")
+        return seen if seen["knserve_payload_log_sent"] >= 2 * len(calls) else None
+
+    counters = eventually(all_sent, 20, "the replica never counted its sends", interval=0.05)
     assert counters["knserve_payload_log_sent"] == 2 * len(calls)
     assert counters["knserve_payload_log_failed"] == counters["knserve_payload_log_dropped"] == 0
 
