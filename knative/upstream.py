@@ -6,6 +6,11 @@ is attached it passes the response head, body chunks and completion to it as llh
 is complete and both sides allow it, the exchange hands the connection back to its replica's idle pool
 (`knserve.knative.throttler`). A connection that closes while idle tells its pool to forget it; one
 that closes under an exchange tells the exchange, which retries or answers 502.
+
+A response with neither Content-Length nor chunked framing (an HTTP/1.0 server's, or one that sends
+`Connection: close`) ends when the replica closes the connection (RFC 9112 §6.3): a clean close
+completes it, and the connection, closed, is never pooled. A reset is no such end: the exchange is
+told the connection was lost, which cuts its client off.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import httptools
 
 if TYPE_CHECKING:
     from knserve.knative.exchange import Exchange
+
+# Headers that frame a response body; without either it runs until the connection closes.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class Pool(Protocol):
@@ -43,6 +51,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reading_paused = False
         self.tunnel = False  # switched protocols (101): never parsed or pooled again
+        self.until_close = False  # the response's body ends when the replica closes the connection
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -61,10 +70,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         exchange = self.exchange
         self.exchange = None
-        if exchange is not None:
-            exchange.upstream_lost(self, exc)
-        else:
+        if exchange is None:
             self.pool.forget(self)
+        elif self.until_close and exc is None:
+            # llhttp has no end-of-input call here: the close is the end of the body.
+            self.until_close = False
+            self.served += 1
+            exchange.response_complete(False)
+        else:
+            exchange.upstream_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
         self.response_bytes = True
@@ -104,6 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers = []
         self.reason = b""
+        self.until_close = False
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -121,6 +136,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = status < 200
         if self.interim:
             return  # 1xx: the final response follows on the same connection
+        self.until_close = status not in (204, 304) and not any(
+            name.lower() in _FRAMING for name, _ in self.headers
+        )
         if exchange is not None:
             exchange.response_head(status, self.reason or b"OK", self.headers)
 
@@ -130,6 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        self.until_close = False
         if self.tunnel:
             return
         if self.interim:

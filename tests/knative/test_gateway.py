@@ -17,15 +17,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-import uvloop
 import websockets.asyncio.client
 import websockets.exceptions
+from gateway_fixtures import event_loop_policy
 from net_fixtures import free_port, listening_socket, serve_in_loop
 
 from knserve.knative import gateway as gateway_module
 from knserve.knative.gateway import Gateway, RouteSpec, SupervisorEndpoints, TrafficTarget
 
 HOST = "iris.default.localhost"
+__all__ = ["event_loop_policy"]  # a fixture: every test runs on asyncio's loop and on uvloop
 
 
 @dataclass
@@ -773,18 +774,6 @@ async def test_a_source_that_does_not_know_the_revision_means_no_ready_replica()
         assert "Revision default/iris-1 has no ready replica" in response.text
     finally:
         await gateway.close()
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(asyncio.DefaultEventLoopPolicy, id="asyncio"),
-        pytest.param(uvloop.EventLoopPolicy, id="uvloop"),
-    ],
-)
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every test runs on asyncio's loop and on uvloop, which `knserve up` uses in production."""
-    return request.param()
 
 
 async def test_expect_100_continue_is_answered_by_the_gateway(
