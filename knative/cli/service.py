@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from knserve.knative.cli.configuration_flags import apply_template_flags, template_options
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -29,28 +29,6 @@ from knserve.knative.errors import ApiError
 from knserve.knative.kinds import by_name
 
 SERVICES, REVISIONS = by_name("services"), by_name("revisions")
-SCALE = "autoscaling.knative.dev/"
-
-
-def template_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The flags that change `spec.template` (create and update share them)."""
-    options = [
-        click.option("--image", help="container image (knserve/runtime, a `func build` image, …)"),
-        click.option("--cmd", help="the command to run, instead of the image's (shell-split)"),
-        click.option("--arg", "args", multiple=True, help="an argument (repeat for several)"),
-        click.option("-e", "--env", "envs", multiple=True, help="K=V, or K- to remove"),
-        click.option("-a", "--annotation", "annotations", multiple=True, help="K=V on the revision, or K-"),
-        click.option("--scale-min", type=int), click.option("--scale-max", type=int),
-        click.option("--scale-target", type=int, help="concurrency per replica the autoscaler aims at"),
-        click.option("--scale-utilization", type=int, help="percent of the target"),
-        click.option("--scale-window", help="stable window, e.g. 60s"),
-        click.option("--concurrency-limit", type=int, help="hard limit of requests per replica"),
-        click.option("--timeout", "timeout_seconds", type=int, help="request timeout in seconds"),
-        click.option("--revision-name", help="name of the new revision ({{.Service}} and {{.Generation}} expand)"),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 def traffic_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,78 +43,6 @@ def traffic_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
-
-
-def _pairs(values: Sequence[str], flag: str) -> list[tuple[str, str | None]]:
-    """`K=V` → (K, V); `K-` → (K, None) to remove."""
-    out: list[tuple[str, str | None]] = []
-    for value in values:
-        if value.endswith("-") and "=" not in value:
-            out.append((value[:-1], None))
-            continue
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(
-                f"{value!r}: write KEY=VALUE, or KEY- to remove", param_hint=flag
-            )
-        out.append((key, val))
-    return out
-
-
-def apply_template_flags(svc: dict[str, Any], opts: dict[str, Any]) -> None:
-    """Change the Service's template as the flags say (in place)."""
-    template = svc["spec"].setdefault("template", {})
-    meta = template.setdefault("metadata", {})
-    spec = template.setdefault("spec", {})
-    containers = spec.setdefault("containers", [{}])
-    container = containers[0]
-    if opts.get("image"):
-        container["image"] = opts["image"]
-    if opts.get("cmd"):
-        container["command"] = shlex.split(opts["cmd"])
-    if opts.get("args"):
-        container["args"] = list(opts["args"])
-    env = {e["name"]: e for e in container.get("env") or []}
-    for key, value in _pairs(opts.get("envs") or (), "--env"):
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = {"name": key, "value": value}
-    if env or "env" in container:
-        container["env"] = list(env.values())
-    annotations = dict(meta.get("annotations") or {})
-    for key, value in _pairs(opts.get("annotations") or (), "--annotation"):
-        if value is None:
-            annotations.pop(key, None)
-        else:
-            annotations[key] = value
-    scale = {"scale_min": "min-scale", "scale_max": "max-scale", "scale_target": "target",
-             "scale_utilization": "target-utilization-percentage", "scale_window": "window"}  # fmt: skip
-    for option, key in scale.items():
-        if opts.get(option) is not None:
-            annotations[SCALE + key] = str(opts[option])
-    if annotations:
-        meta["annotations"] = annotations
-    if opts.get("concurrency_limit") is not None:
-        spec["containerConcurrency"] = opts["concurrency_limit"]
-    if opts.get("timeout_seconds") is not None:
-        spec["timeoutSeconds"] = opts["timeout_seconds"]
-    if opts.get("revision_name"):
-        generation = svc.get("metadata", {}).get("generation", 0) + 1
-        meta["name"] = (opts["revision_name"].replace("{{.Service}}", svc["metadata"]["name"])
-                        .replace("{{.Generation}}", str(generation)))  # fmt: skip
-    elif "name" in meta and _template_changed(opts):
-        del meta[
-            "name"
-        ]  # a name is for one template: a new template without one gets a generated name
-    if not meta:
-        template.pop("metadata")
-
-
-def _template_changed(opts: dict[str, Any]) -> bool:
-    keys = ("image", "cmd", "args", "envs", "annotations", "scale_min", "scale_max", "scale_target",
-            "scale_utilization", "scale_window", "concurrency_limit", "timeout_seconds")  # fmt: skip
-    return any(opts.get(k) not in (None, ()) for k in keys)
 
 
 def _finish(client: Any, svc: dict[str, Any], verb: str, opts: dict[str, Any]) -> None:
@@ -185,7 +91,8 @@ def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any)
         if exc.reason != "AlreadyExists" or not force:
             raise
         current = client.get(SERVICES, namespace, name)
-        svc["metadata"] = current["metadata"]
+        # kn's --force: the new object whole (its labels and annotations too) over the old one
+        svc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         created = client.replace(SERVICES, svc)
         verb = "Replaced"
     _finish(client, created, verb, opts)
@@ -202,8 +109,7 @@ def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
     client = make_client(api)
     svc = client.get(SERVICES, namespace, name)
     svc.pop("status", None)
-    if _template_changed(opts) or opts.get("revision_name"):
-        apply_template_flags(svc, opts)
+    apply_template_flags(svc, opts)
     if opts["traffic"] or opts["tags"] or opts["untags"]:
         svc["spec"]["traffic"] = edit_traffic(svc["spec"].get("traffic"), opts["traffic"], opts["tags"],
                                               opts["untags"])  # fmt: skip
@@ -222,7 +128,7 @@ def list_services(namespace: str, api: str | None, output: str | None) -> None:
     rows = []
     for svc in items:
         status = svc.get("status") or {}
-        rows.append((svc["metadata"]["name"], status.get("url", ""), status.get("latestCreatedRevisionName", ""),
+        rows.append((svc["metadata"]["name"], status.get("url", ""), status.get("latestReadyRevisionName", ""),
                      age(svc["metadata"].get("creationTimestamp")), *summary(svc)))  # fmt: skip
     table(("NAME", "URL", "LATEST", "AGE", "CONDITIONS", "READY", "REASON"), rows)
 

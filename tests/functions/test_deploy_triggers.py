@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from net_fixtures import serve_in_thread
 
 from knserve.functions import funcyaml
 from knserve.functions.deploy import FUNCTION_LABEL, service_for, triggers_for
 from knserve.functions.errors import FunctionError
-from knserve.knative.api import create_app
 from knserve.knative.cli.func import _sync_triggers
 from knserve.knative.client import Client
 from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
 
 SERVICES, TRIGGERS = by_name("services"), by_name("triggers")
 
@@ -101,13 +97,8 @@ def test_a_subscription_without_a_source_names_the_fix() -> None:
 
 
 @pytest.fixture
-def client() -> Iterator[Client]:
-    store = Store()
-    with serve_in_thread(create_app(store)) as url:
-        api = Client(url)
-        yield api
-        api.http.close()
-    store.close()
+def client(control_api: Client) -> Client:
+    return control_api
 
 
 def deployed(client: Client, spec: dict[str, Any]) -> dict[str, Any]:
