@@ -1,4 +1,11 @@
-"""`knserve apply -f FILE` and `knserve delete -f FILE`: every object of a YAML file (kubectl-style)."""
+"""`knserve apply -f FILE` and `knserve delete -f FILE`: every object of a YAML file, as kubectl.
+
+`apply` is kubectl's client-side apply on either target: it creates an object with the
+last-applied annotation, or sends the three-way JSON merge patch of `last_applied.py`, so a field
+or annotation removed from the file is removed from the object (KServe's promote YAML drops
+`canaryTrafficPercent`) while fields other writers set stay. An object that has no last-applied
+annotation loses nothing the first time (kubectl warns, and so does `apply`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,12 @@ from typing import Any
 
 import click
 
+from knserve.knative.cli.last_applied import (
+    LAST_APPLIED,
+    last_applied,
+    three_way_merge_patch,
+    with_last_applied,
+)
 from knserve.knative.cli.output import api_option, make_client, target_options
 from knserve.knative.errors import ApiError, NotFound
 
@@ -29,12 +42,37 @@ def cli(filename: Path, namespace: str | None, api: str | None) -> None:
     client = make_client(api)
     try:
         for obj in load_documents(filename):
-            action, result = client.apply(obj, namespace)
+            action, result = apply_object(client, obj, namespace)
             click.echo(
                 f"{kind_of(obj).plural}.{kind_of(obj).group}/{result['metadata']['name']} {action}"
             )
     except ApiError as exc:
         raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+
+
+def apply_object(
+    client: Any, obj: dict[str, Any], namespace: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """kubectl apply of one object: ("created" | "configured" | "unchanged", the object)."""
+    from knserve.knative.client import kind_of
+
+    kind = kind_of(obj)
+    meta = obj.setdefault("metadata", {})
+    meta["namespace"] = namespace or meta.get("namespace") or "default"
+    modified = with_last_applied(obj)
+    try:
+        current = client.get(kind, meta["namespace"], meta["name"])
+    except NotFound:
+        return "created", client.create(kind, modified)
+    original = last_applied(current)
+    if original is None:
+        click.echo(f"Warning: {kind.plural}.{kind.group}/{meta['name']} has no {LAST_APPLIED} annotation, "
+                   "so this apply removes nothing; it adds the annotation, and the next apply removes "
+                   "what the file no longer has", err=True)  # fmt: skip
+    patch = three_way_merge_patch(original, modified, current)
+    if not patch:
+        return "unchanged", current
+    return "configured", client.patch(kind, meta["namespace"], meta["name"], patch)
 
 
 @click.command("delete")
