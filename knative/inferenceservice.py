@@ -25,17 +25,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from knserve.knative.isvc_validation import (
+    SERVER_CONTAINER,
+    implementations,
+    inference_service_errors,
+    storage_uri_error,
+)
 from knserve.knative.runtimes import RuntimeNotFound, render_placeholders, select_runtime
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 COMPONENTS = ("predictor", "transformer", "explainer")
-# KServe's deprecated framework keys, defaulted into predictor.model.modelFormat.name.
-FRAMEWORK_KEYS = (
-    "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx",
-    "huggingface", "pmml", "lightgbm", "paddle",
-)  # fmt: skip
-KPA_METRICS = ("concurrency", "rps")
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 COMPONENT_LABEL = "component"
 # Annotations that describe the InferenceService object itself and must not leak into revisions.
@@ -43,7 +43,14 @@ _NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 class InvalidInferenceService(ValueError):
-    """The InferenceService cannot be translated; the message names the field and the fix."""
+    """The InferenceService cannot be translated; the message names the field and the fix.
+
+    `reason` is KServe's FailureReason for the model status when the predictor is at fault.
+    """
+
+    def __init__(self, message: str, reason: str = "InvalidPredictorSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -82,26 +89,28 @@ def components_of(isvc: Mapping[str, Any]) -> list[str]:
 
 def predictor_model(predictor: Mapping[str, Any]) -> dict[str, Any] | None:
     """`predictor.model`, or a framework shorthand (`sklearn:` …) turned into one; None for containers."""
-    shorthands = [key for key in FRAMEWORK_KEYS if predictor.get(key)]
-    implementations = shorthands + [k for k in ("model", "containers") if predictor.get(k)]
-    if len(implementations) != 1:
-        found = ", ".join(implementations) or "none"
+    found = implementations(predictor, "predictor")
+    if len(found) != 1:  # admission refuses this; an object on a cluster may not have passed it
         raise InvalidInferenceService(
-            "spec.predictor must have exactly one of model, containers or a framework key "
-            f"({', '.join(FRAMEWORK_KEYS)}); found: {found}"
+            f"spec.predictor must have exactly one of model, containers or a framework key; "
+            f"found: {' and '.join(found) or 'none'}"
         )
-    if predictor.get("containers"):
+    if found == ["containers"]:
         return None
-    if shorthands:
-        key = shorthands[0]
-        model = copy.deepcopy(dict(predictor[key]))
+    if predictor.get("containers"):
+        raise InvalidInferenceService(
+            "spec.predictor.containers beside a model (a collocated transformer) is not "
+            "supported by knserve; give the transformer as spec.transformer"
+        )
+    key = found[0]
+    model = copy.deepcopy(dict(predictor[key] or {}))
+    if key != "model":
         model.setdefault("modelFormat", {"name": key})
-        return model
-    model = copy.deepcopy(dict(predictor["model"]))
-    if not (model.get("modelFormat") or {}).get("name"):
+    elif not (model.get("modelFormat") or {}).get("name"):
         raise InvalidInferenceService(
             "spec.predictor.model.modelFormat.name is required (for example sklearn, xgboost, "
-            "lightgbm, onnx, pytorch)"
+            "lightgbm, onnx, pytorch)",
+            "NoSupportingRuntime",
         )
     return model
 
@@ -142,6 +151,9 @@ def knative_services(
     spec = isvc.get("spec") or {}
     if not spec.get("predictor"):
         raise InvalidInferenceService("spec.predictor is required")
+    errors = inference_service_errors(dict(isvc))
+    if errors:
+        raise InvalidInferenceService("; ".join(errors))
     rolled_out = rolled_out or {}
     predictor_host = target.service_host(component_service_name(name, "predictor"), namespace)
     services = []
@@ -155,7 +167,7 @@ def knative_services(
         container["env"] = _merge_env(
             container.get("env") or [], _feature_env(comp, component, name, namespace)
         )
-        services.append(_service(isvc, component, comp, container, rolled_out.get(component), path))
+        services.append(_service(isvc, component, comp, container, rolled_out.get(component)))
     return services
 
 
@@ -165,7 +177,6 @@ def _service(
     comp: Mapping[str, Any],
     container: dict[str, Any],
     rolled_out: str | None,
-    path: str,
 ) -> dict[str, Any]:
     meta = isvc["metadata"]
     name, namespace = meta["name"], meta.get("namespace") or "default"
@@ -179,7 +190,7 @@ def _service(
         k: v for k, v in (meta.get("annotations") or {}).items() if k not in _NOT_PROPAGATED
     }
     annotations.update(comp.get("annotations") or {})
-    annotations.update(_autoscaling_annotations(comp, path))
+    annotations.update(_autoscaling_annotations(comp))
     annotations.update(_internal_annotations(comp))
     template_spec: dict[str, Any] = {"containers": [container]}
     if comp.get("containerConcurrency") is not None:
@@ -191,10 +202,6 @@ def _service(
         if comp.get(field):
             template_spec[field] = copy.deepcopy(comp[field])
     canary = comp.get("canaryTrafficPercent")
-    if canary is not None and not 0 <= int(canary) <= 100:
-        raise InvalidInferenceService(
-            f"{path}.canaryTrafficPercent is {canary}, it must be between 0 and 100"
-        )
     owner = {
         "apiVersion": isvc.get("apiVersion", API_VERSION),
         "kind": KIND,
@@ -223,33 +230,18 @@ def _service(
     }
 
 
-def _autoscaling_annotations(comp: Mapping[str, Any], path: str) -> dict[str, str]:
+def _autoscaling_annotations(comp: Mapping[str, Any]) -> dict[str, str]:
     prefix = "autoscaling.knative.dev/"
     out = {f"{prefix}class": "kpa.autoscaling.knative.dev"}
     min_replicas = comp.get("minReplicas")
     max_replicas = comp.get("maxReplicas")
-    if min_replicas is not None and int(min_replicas) < 0:
-        raise InvalidInferenceService(f"{path}.minReplicas is {min_replicas}, it must be 0 or more")
-    if max_replicas is not None and int(max_replicas) < 0:
-        raise InvalidInferenceService(f"{path}.maxReplicas is {max_replicas}, it must be 0 or more")
-    if min_replicas and max_replicas and int(max_replicas) < int(min_replicas):
-        raise InvalidInferenceService(
-            f"{path}.maxReplicas ({max_replicas}) is below minReplicas ({min_replicas}); "
-            "raise maxReplicas or set it to 0 for no limit"
-        )
     out[f"{prefix}min-scale"] = str(1 if min_replicas is None else int(min_replicas))
     if max_replicas:
         out[f"{prefix}max-scale"] = str(int(max_replicas))
     if comp.get("scaleTarget") is not None:
         out[f"{prefix}target"] = str(int(comp["scaleTarget"]))
-    metric = comp.get("scaleMetric")
-    if metric is not None:
-        if metric not in KPA_METRICS:
-            raise InvalidInferenceService(
-                f"{path}.scaleMetric is {metric!r}; the Knative autoscaler (KPA) scales on "
-                f"{' or '.join(KPA_METRICS)}"
-            )
-        out[f"{prefix}metric"] = metric
+    if comp.get("scaleMetric") is not None:
+        out[f"{prefix}metric"] = comp["scaleMetric"]
     return out
 
 
@@ -289,10 +281,6 @@ def _feature_env(
     logger = comp.get("logger")
     if logger is not None:
         mode = logger.get("mode", "all")
-        if mode not in ("all", "request", "response"):
-            raise InvalidInferenceService(
-                f"spec.{component}.logger.mode is {mode!r}, it must be all, request or response"
-            )
         if not logger.get("url"):
             raise InvalidInferenceService(f"spec.{component}.logger.url is required")
         env.append({"name": "KNSERVE_LOGGER_URL", "value": logger["url"]})
@@ -313,11 +301,14 @@ def _predictor_container(
     try:
         runtime = select_runtime(model_format, model.get("runtime"), runtimes)
     except RuntimeNotFound as exc:
-        raise InvalidInferenceService(f"spec.predictor.model: {exc}") from None
+        raise InvalidInferenceService(f"spec.predictor.model: {exc}", exc.reason) from None
+    problem = storage_uri_error(model["storageUri"]) if model.get("storageUri") else None
+    if problem:
+        raise InvalidInferenceService(f"spec.predictor.model.storageUri: {problem}")
     containers = runtime["spec"]["containers"]
-    base = next((c for c in containers if c.get("name") == "kserve-container"), containers[0])
+    base = next((c for c in containers if c.get("name") == SERVER_CONTAINER), containers[0])
     container = copy.deepcopy(dict(base))
-    container["name"] = "kserve-container"
+    container["name"] = SERVER_CONTAINER
     container["args"] = [render_placeholders(a, meta) for a in container.get("args") or []]
     if model.get("storageUri"):
         container["args"].append(f"--storage_uri={model['storageUri']}")
@@ -365,9 +356,9 @@ def _first_container(comp: Mapping[str, Any], path: str) -> dict[str, Any]:
     containers = comp.get("containers") or []
     if not containers:
         raise InvalidInferenceService(f"{path}.containers must hold at least one container")
-    main = next((c for c in containers if c.get("name") == "kserve-container"), containers[0])
+    main = next((c for c in containers if c.get("name") == SERVER_CONTAINER), containers[0])
     container = copy.deepcopy(dict(main))
-    container.setdefault("name", "kserve-container")
+    container.setdefault("name", SERVER_CONTAINER)
     return container
 
 

@@ -65,7 +65,15 @@ def builtin_runtimes() -> list[dict[str, Any]]:
 
 
 class RuntimeNotFound(ValueError):
-    """No serving runtime serves the requested model format (or the named runtime is unknown)."""
+    """No serving runtime serves the requested model format (or the named runtime is unknown).
+
+    `reason` is KServe's FailureReason: NoSupportingRuntime, RuntimeNotRecognized (no runtime
+    of that name) or RuntimeDisabled.
+    """
+
+    def __init__(self, message: str, reason: str = "NoSupportingRuntime") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def select_runtime(
@@ -78,7 +86,9 @@ def select_runtime(
         for runtime in runtimes:
             if runtime["metadata"]["name"] == runtime_name:
                 if runtime.get("spec", {}).get("disabled"):
-                    raise RuntimeNotFound(f"runtime {runtime_name!r} is disabled")
+                    raise RuntimeNotFound(
+                        f"runtime {runtime_name!r} is disabled", "RuntimeDisabled"
+                    )
                 if not _supports(runtime, model_format):
                     formats = ", ".join(sorted(_formats(runtime))) or "none"
                     raise RuntimeNotFound(
@@ -87,7 +97,9 @@ def select_runtime(
                     )
                 return runtime
         names = ", ".join(sorted(r["metadata"]["name"] for r in runtimes))
-        raise RuntimeNotFound(f"no serving runtime named {runtime_name!r}; available: {names}")
+        raise RuntimeNotFound(
+            f"no serving runtime named {runtime_name!r}; available: {names}", "RuntimeNotRecognized"
+        )
     candidates = [
         (entry.get("priority", 0), index, runtime)
         for index, runtime in enumerate(runtimes)

@@ -118,10 +118,21 @@ def test_batcher_and_logger_reach_the_runtime_as_environment_and_kserve_annotati
 @pytest.mark.parametrize(
     ("predictor", "message"),
     [
-        pytest.param({"minReplicas": -1}, "minReplicas is -1", id="negative-min"),
-        pytest.param({"minReplicas": 3, "maxReplicas": 2}, "below minReplicas", id="max-below-min"),
+        pytest.param({"minReplicas": -1}, "'MinReplicas' cannot be less than 0", id="negative-min"),
+        pytest.param(
+            {"minReplicas": 3, "maxReplicas": 2},
+            "'MinReplicas' cannot be greater than MaxReplicas",
+            id="max-below-min",
+        ),
         pytest.param({"scaleMetric": "cpu"}, "concurrency or rps", id="hpa-metric"),
-        pytest.param({"canaryTrafficPercent": 120}, "between 0 and 100", id="canary-over-100"),
+        pytest.param(
+            {"canaryTrafficPercent": 120}, "expected 0 <= 120 <= 100", id="canary-over-100"
+        ),
+        pytest.param(
+            {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://host/m"}},
+            "StorageURI not supported: storageUri, must be one of: \\[gs://",
+            id="storage-uri",
+        ),
         pytest.param({"logger": {"mode": "all"}}, "logger.url is required", id="logger-no-url"),
         pytest.param({"sklearn": {"storageUri": "x"}}, "exactly one of", id="two-implementations"),
     ],

@@ -391,8 +391,8 @@ async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
                      "no serving runtime auto-selects model format 'tensorflow'", id="no-runtime"),
         pytest.param({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "nope", "storageUri": "s3://m"}},
                      "no serving runtime named 'nope'", id="unknown-runtime"),
-        pytest.param({"model": {"modelFormat": {"name": "sklearn"}}, "scaleMetric": "cpu"},
-                     "scaleMetric is 'cpu'", id="hpa-metric"),
+        pytest.param({"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://host/m"}},
+                     "StorageURI not supported: storageUri, must be one of: [gs://, s3://", id="storage-uri"),
     ],
 )  # fmt: skip
 async def test_an_invalid_spec_is_ready_false_with_the_message(
