@@ -187,25 +187,34 @@ def run(path: Path, port: int, build: bool) -> None:
 
 @cli.command("invoke")
 @click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
-@click.option("--target", help="URL to invoke (default: the function started by `func run`)")
-@click.option("--data", help="JSON data, or @file")
+@click.option("-t", "--target", help="local (started by `func run`), remote (deployed) or a URL; "
+              "default: local if it runs, else remote")  # fmt: skip
+@click.option("--data", help="JSON data, or @file (default: the function's input.json, else {})")
 @click.option("-f", "--format", "fmt", type=click.Choice(["http", "cloudevent"]), default=None,
               help="default: func.yaml's invoke kind")  # fmt: skip
 @click.option("--type", "ce_type", default="knserve.invoke", show_default=True)
 @click.option("--source", "ce_source", default="knserve/cli", show_default=True)
+@click.option(
+    "-n", "--namespace", help="the deployed function's (default: func.yaml's deploy.namespace)"
+)
+@click.option("--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)")
+@click.option(
+    "--gateway", envvar="KNSERVE_GATEWAY", help="the plane's gateway (default: the running plane's)"
+)
 @reports_errors
 def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce_type: str,
-           ce_source: str) -> None:  # fmt: skip
+           ce_source: str, namespace: str | None, api: str | None, gateway: str | None) -> None:  # fmt: skip
     """Send the function an HTTP request or a CloudEvent and print the answer."""
     from knserve.functions.invoke import invoke as send
-    from knserve.functions.run import running_url
+    from knserve.knative.cli.output import gateway_proxy
 
     spec: dict[str, Any] = {}
     if (path / funcyaml.FILENAME).is_file():
         spec = funcyaml.load(path)
-    url = target or running_url(path)
+    url = invocation_route(path, spec, target, namespace, api)
     fmt = fmt or ("cloudevent" if spec.get("invoke") == "cloudevent" else "http")
-    answer = send(url, data, fmt, ce_type, ce_source, model=spec.get("name"))
+    answer = send(url, data, fmt, ce_type, ce_source, model=spec.get("name"), folder=path,
+                  proxy=gateway_proxy(url, gateway))  # fmt: skip
     if fmt == "cloudevent":
         for key, value in sorted(answer.headers.items()):
             if key.startswith("ce-"):
@@ -213,6 +222,54 @@ def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce
     click.echo(answer.body.decode("utf-8", "replace"))
     if answer.status >= 400:
         raise FunctionError(f"the function answered {answer.status}")
+
+
+def invocation_route(path: Path, spec: dict[str, Any], target: str | None, namespace: str | None,
+                     api: str | None) -> str:  # fmt: skip
+    """func's `invocationRoute`: `local` is the instance `func run` started, `remote` the deployed
+    Service's URL, anything else a URL; no target: local if it runs, else remote."""
+    from knserve.functions.run import running_url
+
+    if target not in (None, "local", "remote"):
+        return target
+    if target != "remote":
+        try:
+            return running_url(path)
+        except FunctionError:
+            if target == "local":
+                raise
+    try:
+        return _deployed_url(spec, namespace, api)
+    except FunctionError as exc:
+        if target == "remote":
+            raise
+        raise FunctionError(f"the function in {path} is not running locally (start it with `knserve func "
+                            f"run`), and {exc}; or pass --target URL") from None  # fmt: skip
+
+
+def _deployed_url(spec: dict[str, Any], namespace: str | None, api: str | None) -> str:
+    from knserve.knative.cli.output import make_client
+    from knserve.knative.errors import ApiError, NotFound
+    from knserve.knative.kinds import by_name
+
+    if not spec.get("name"):
+        raise FunctionError("no func.yaml names a deployed function (pass --path)")
+    name = spec["name"]
+    namespace = namespace or (spec.get("deploy") or {}).get("namespace") or "default"
+    try:
+        svc = make_client(api).get(by_name("services"), namespace, name)
+    except NotFound:
+        raise FunctionError(
+            f"it is not deployed in namespace {namespace!r} (`knserve func deploy`)"
+        ) from None
+    except ApiError as exc:
+        raise FunctionError(f"its deployment cannot be looked up: {exc.message}") from None
+    url = (svc.get("status") or {}).get("url")
+    if not url:
+        raise FunctionError(
+            f"its Service {namespace}/{name} has no URL yet (`knserve service describe {name}`)"
+        )
+    return str(url)
 
 
 @cli.command("describe")

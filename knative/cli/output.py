@@ -64,6 +64,25 @@ def delete_command(group: click.Group, kind: Any, noun: str, doc: str) -> None:
             click.echo(f"{noun} '{name}' successfully deleted in namespace '{namespace}'.")
 
 
+def gateway_proxy(url: str, given: str | None = None) -> str | None:
+    """The HTTP proxy that reaches `url`: for a host of the plane's domain (`*.localhost`, which
+    this machine does not resolve to the gateway's port) the gateway, `given` or the running
+    plane's (from its plane.json); None for any other URL."""
+    from urllib.parse import urlparse
+
+    if not (urlparse(url).hostname or "").endswith(".localhost"):
+        return None
+    if given:
+        return given
+    from knserve.knative.plane import default_data_dir
+
+    record = default_data_dir() / "plane.json"
+    if record.is_file():
+        gateway = json.loads(record.read_text()).get("gateway")
+        return str(gateway) if gateway else None
+    return None
+
+
 def make_client(api: str | None) -> Any:
     """The client of the target the command line chose: the local plane's API or a cluster."""
     from knserve.knative.kube import client_for
