@@ -6,7 +6,8 @@ stops both alike (by process group: every replica leads its own session).
 
 The zygote (`knserve.knative.zygote`) starts with the plane and warms up in the background; a
 replica asked for meanwhile waits for it, which costs nothing, since an exec'd replica would do
-the same imports. If the zygote cannot start or dies, replicas are exec'd (and a dead zygote's
+the same imports. A replica whose environment a fork cannot honour (the zygote declines it) is
+exec'd; so are all replicas if the zygote cannot start or dies (and a dead zygote's
 orphans are stopped by the supervisor, which sees them exit with code None).
 """
 
@@ -27,6 +28,10 @@ from knserve.knative.zygote import forkable
 log = logging.getLogger(__name__)
 
 ZYGOTE_START_TIMEOUT = 60.0
+
+
+class Declined(Exception):
+    """The zygote cannot give this replica the start it asks for (see knserve.knative.zygote)."""
 
 
 class ForkedProcess:
@@ -72,6 +77,8 @@ class Launcher:
         if self.use_zygote and forkable(argv) is not None and await self._zygote_ready():
             try:
                 return await self._fork(argv, env, cwd, log_path)
+            except Declined as exc:
+                log.info("starting %s the ordinary way, not forked: %s", argv[2], exc)
             except (OSError, RuntimeError) as exc:
                 log.warning(
                     "zygote could not fork (%s); starting the replica the ordinary way", exc
@@ -152,6 +159,8 @@ class Launcher:
         self._writer.write(json.dumps(request).encode() + b"\n")
         await self._writer.drain()
         reply = await answer
+        if "declined" in reply:
+            raise Declined(reply["declined"])
         if "pid" not in reply:
             raise RuntimeError(reply.get("error", "no pid"))
         child = self._children.get(reply["pid"])

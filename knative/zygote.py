@@ -10,10 +10,22 @@ interpreter.
 Only `python -m MODULE` commands of this interpreter, for modules under `knserve.` are forked;
 anything else is started the ordinary way by the supervisor.
 
+A forked replica gets what its environment would have given an exec'd one at interpreter start,
+or is not forked. `PYTHONPATH` is applied to `sys.path` as the interpreter applies it (the working
+folder first, then its entries made absolute, then the interpreter's own), unless one of its
+folders holds a module the zygote has already imported: that module would shadow the zygote's
+copy in an exec'd process, and a fork cannot unimport it. Every other variable that is read only
+when the interpreter or a preloaded library starts (`PYTHONHASHSEED`, `PYTHONOPTIMIZE`, …, the
+BLAS and OpenMP thread counts such as `OMP_NUM_THREADS`, which OpenBLAS reads once, when NumPy
+loads it; glibc's `LD_*` and `MALLOC_*`) cannot be changed in a running process, so a replica
+whose value differs from the zygote's is declined and the supervisor execs it instead: a second
+slower to start, exactly as configured.
+
 The protocol is one JSON object per line. The supervisor sends
-`{"argv": [...], "env": {...}, "cwd": str|null, "log": path}` and receives `{"pid": N}` (or
-`{"error": "..."}`); when a replica exits the zygote, its parent, reaps it and sends
-`{"exited": N, "code": C}`. The zygote stays single-threaded, so forking it is safe.
+`{"argv": [...], "env": {...}, "cwd": str|null, "log": path}` and receives `{"pid": N}`,
+`{"declined": "why"}` (exec it instead) or `{"error": "..."}`; when a replica exits the zygote,
+its parent, reaps it and sends `{"exited": N, "code": C}`. The zygote stays single-threaded, so
+forking it is safe.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import argparse
 import contextlib
 import gc
 import importlib
+import importlib.machinery
 import json
 import os
 import runpy
@@ -29,7 +42,7 @@ import selectors
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 
 # What a model server replica imports; more is cheap (shared pages), less is a slower replica.
@@ -51,6 +64,14 @@ DEFAULT_PRELOAD = (
 )
 
 
+# Variables read once, when the interpreter or a library the zygote preloads starts. PYTHONPATH is
+# applied by the fork itself; PYTHONDONTWRITEBYTECODE and PYTHONBREAKPOINT are read again later.
+START_ENV_PREFIXES = ("PYTHON", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOTO_", "BLIS_", "VECLIB_",
+                      "NUMEXPR_", "NPY_", "SKLEARN_", "JOBLIB_", "LD_", "MALLOC_")  # fmt: skip
+START_ENV_NAMES = frozenset({"GLIBC_TUNABLES", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
+APPLIED_IN_FORK = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONBREAKPOINT"})
+
+
 def forkable(argv: Sequence[str]) -> str | None:
     """The module a zygote can run for `argv` (`<this python> -m knserve.…`), else None."""
     # The same interpreter *and* environment: a function's venv python resolves to the same
@@ -59,7 +80,41 @@ def forkable(argv: Sequence[str]) -> str | None:
     return argv[2] if ours and argv[1] == "-m" and argv[2].startswith("knserve.") else None
 
 
-def _child(request: dict, listener: socket.socket, conn: socket.socket, started: int) -> None:
+def python_path(cwd: str, pythonpath: str | None, interpreter: Sequence[str]) -> list[str]:
+    """`sys.path` as `python -m` started in `cwd` with `pythonpath` has it: the working folder,
+    the entries of `pythonpath` made absolute (an empty one is the working folder), then the
+    interpreter's own folders (`interpreter`), each once."""
+    entries = [cwd]
+    if pythonpath:
+        entries += [os.path.normpath(os.path.join(cwd, p)) for p in pythonpath.split(os.pathsep)]
+    return list(dict.fromkeys([*entries, *interpreter]))
+
+
+def exec_reason(env: Mapping[str, str], own: Mapping[str, str], new_folders: Sequence[str],
+                imported: Container[str]) -> str | None:  # fmt: skip
+    """Why a replica with `env` must be exec'd rather than forked from a zygote that started with
+    `own` and has `imported` these top-level modules; None when a fork gives it the same start.
+    `new_folders` are the folders its `sys.path` has and the zygote's has not."""
+    for name in sorted(set(env) | set(own)):
+        read_at_start = name.startswith(START_ENV_PREFIXES) or name in START_ENV_NAMES
+        if read_at_start and name not in APPLIED_IN_FORK and env.get(name) != own.get(name):
+            return f"{name} is read when the interpreter starts"
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for folder in new_folders:
+        if not os.path.isdir(folder):
+            if os.path.exists(folder):  # a zip: its modules are not listed cheaply
+                return f"{folder} on its path is not a folder"
+            continue
+        for entry in os.listdir(folder):
+            top = entry.split(".", 1)[0]
+            module = entry.endswith(suffixes) or os.path.isdir(os.path.join(folder, entry))
+            if module and top in imported:
+                return f"{os.path.join(folder, entry)} would shadow the {top} the zygote imported"
+    return None
+
+
+def _child(request: dict, listener: socket.socket, conn: socket.socket, started: int,
+           path: list[str]) -> None:  # fmt: skip
     """In the forked replica: become the process the request describes, then run its module."""
     try:
         listener.close()
@@ -81,6 +136,9 @@ def _child(request: dict, listener: socket.socket, conn: socket.socket, started:
             os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        sys.path[:] = path
+        importlib.invalidate_caches()
+        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         argv = request["argv"]
         sys.argv = [argv[2], *argv[3:]]
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
@@ -99,8 +157,14 @@ def _child(request: dict, listener: socket.socket, conn: socket.socket, started:
 
 
 class _Server:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, started_env: dict[str, str], interpreter_path: list[str]
+    ) -> None:
         self.path = path
+        # the environment it started with: preloads may add to os.environ (KMP_DUPLICATE_LIB_OK…),
+        # as they would in an exec'd replica
+        self.started_env = started_env
+        self.interpreter_path = interpreter_path  # sys.path without the working folder, PYTHONPATH
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -159,11 +223,20 @@ class _Server:
         if forkable(request.get("argv") or []) is None:
             self._send(conn, {"error": f"cannot fork {request.get('argv')!r}"})
             return
+        env = request["env"]
+        cwd = os.path.abspath(request.get("cwd") or os.getcwd())
+        path = python_path(cwd, env.get("PYTHONPATH"), self.interpreter_path)
+        new_folders = [p for p in path if p not in sys.path]
+        imported = {name.partition(".")[0] for name in sys.modules}
+        reason = exec_reason(env, self.started_env, new_folders, imported)
+        if reason is not None:
+            self._send(conn, {"declined": reason})
+            return
         started_r, started_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(started_r)
-            _child(request, self.listener, conn, started_w)
+            _child(request, self.listener, conn, started_w, path)
         os.close(started_w)
         # answer only once the child leads its own group, so stopping it by group never misses
         os.read(started_r, 1)
@@ -208,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
     args = parser.parse_args(argv)
+    # What the interpreter started with, before the preloads add to it.
+    started_env = dict(os.environ)
+    started_with = python_path(os.getcwd(), os.environ.get("PYTHONPATH"), ())
+    interpreter_path = [p for p in sys.path if p not in started_with]
     for module in filter(None, args.preload.split(",")):
         try:
             importlib.import_module(module)
@@ -217,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Objects that exist now are never collected: the collector then never writes to (and so
     # never copies) the pages replicas share with the zygote.
     gc.freeze()
-    server = _Server(args.socket)
+    server = _Server(args.socket, started_env, interpreter_path)
     print(f"zygote ready on {args.socket}", flush=True)
     server.serve()
 
