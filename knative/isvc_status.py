@@ -57,14 +57,38 @@ def component_status(ksvc: Mapping[str, Any] | None, previous: Mapping[str, Any]
     traffic = list(status.get("traffic") or [])
     if traffic:
         out["traffic"] = traffic
-    ready = out.get("latestReadyRevision")
-    if ready and revision_percents(traffic).get(ready) == 100:
-        rolled = out.get("latestRolledoutRevision")
-        if rolled != ready:
-            if rolled:
-                out["previousRolledoutRevision"] = rolled
-            out["latestRolledoutRevision"] = ready
+    _roll(out, traffic)
     return out
+
+
+def _roll(out: dict[str, Any], traffic: list[Mapping[str, Any]]) -> None:
+    """KServe's rule (`PropagateStatus`) for the rolled-out revisions, in place.
+
+    The latest ready revision is rolled out once its `latestRevision` entry holds 100 %; the one
+    rolled out before becomes the previous. When the rolled-out revision is itself the latest
+    and its `latestRevision` entry drops below 100 % while it still holds 100 % in all (the `prev`
+    entry points at it: `canaryTrafficPercent` set after a promote), the previous revision is the
+    rolled-out one again, so the next translation sends `prev` there: that is the rollback.
+    """
+    ready = out.get("latestReadyRevision")
+    rolled = out.get("latestRolledoutRevision")
+    for entry in traffic:
+        if not ready or entry.get("revisionName") != ready or not entry.get("latestRevision"):
+            continue
+        percent = int(entry.get("percent") or 0)
+        if rolled != ready:
+            if percent == 100:
+                out.pop("previousRolledoutRevision", None)
+                if rolled:
+                    out["previousRolledoutRevision"] = rolled
+                out["latestRolledoutRevision"] = rolled = ready
+        elif (
+            ready == out.get("latestCreatedRevision")
+            and percent < 100
+            and revision_percents(traffic).get(ready) == 100
+            and out.get("previousRolledoutRevision")
+        ):
+            out["latestRolledoutRevision"] = rolled = out["previousRolledoutRevision"]
 
 
 def ready_condition(ksvc: Mapping[str, Any] | None) -> tuple[str, str | None, str | None]:

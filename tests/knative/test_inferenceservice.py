@@ -237,7 +237,11 @@ def ksvc_with(latest_ready: str, traffic: list[tuple[str, int]], ready: str = "T
             "url": "http://sklearn-iris-predictor.default.localhost",
             "latestCreatedRevisionName": latest_ready,
             "latestReadyRevisionName": latest_ready,
-            "traffic": [{"revisionName": r, "percent": p} for r, p in traffic],
+            # the first entry is the `latestRevision` one, as the translation writes it
+            "traffic": [
+                {"revisionName": r, "percent": p, "latestRevision": i == 0}
+                for i, (r, p) in enumerate(traffic)
+            ],  # fmt: skip
             "conditions": [{"type": "Ready", "status": ready}],
         }
     }
@@ -260,6 +264,13 @@ def test_rolled_out_revisions_track_promotion_and_rollback() -> None:
         ksvc_with("p-00003", [("p-00003", 0), ("p-00002", 100)]), promoted
     )
     assert rolled_back["latestRolledoutRevision"] == "p-00002"
+    # canary 0 after the promote: at first `prev` still names v2 itself, which holds 100 % in
+    # all while its latest entry holds 0 %: KServe's rule rolls back to the previous one.
+    back = component_status(ksvc_with("p-00002", [("p-00002", 0), ("p-00002", 100)]), promoted)
+    assert back["latestRolledoutRevision"] == "p-00001"
+    # once `prev` names v1, nothing moves any more
+    settled = component_status(ksvc_with("p-00002", [("p-00002", 0), ("p-00001", 100)]), back)
+    assert settled["latestRolledoutRevision"] == "p-00001"
 
 
 def test_isvc_status_is_ready_only_when_every_component_is() -> None:

@@ -271,6 +271,52 @@ async def test_canary_zero_rolls_back_to_the_rolled_out_revision_and_keeps_lates
     assert predictor["latestReadyRevision"] == R2
 
 
+async def test_canary_zero_after_a_promote_rolls_back_to_the_previous_rolled_out_revision(
+    store: Store, controller: InferenceServiceController
+) -> None:
+    await rolled_out_v1(store, controller)
+    canary(store, 20, "v2")
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)
+    await controller.reconcile(NS, "iris")
+    update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))  # promote
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)
+    await controller.reconcile(NS, "iris")
+    predictor = status(store)["components"]["predictor"]
+    assert (predictor["latestRolledoutRevision"], predictor["previousRolledoutRevision"]) == (
+        R2,
+        R1,
+    )
+
+    update(store, lambda spec: spec["predictor"].update(canaryTrafficPercent=0))
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)  # Knative reports the split the first translation made ...
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)  # ... and the one KServe's status rule leads to
+    await controller.reconcile(NS, "iris")
+    assert ksvc(store)["spec"]["traffic"] == [
+        {"tag": "latest", "latestRevision": True, "percent": 0},
+        {"tag": "prev", "revisionName": R1, "latestRevision": False, "percent": 100},
+    ]
+    predictor = status(store)["components"]["predictor"]
+    assert split(predictor["traffic"]) == [("latest", R2, 0), ("prev", R1, 100)]
+    assert predictor["latestRolledoutRevision"] == R1
+    assert conditions(store)["Ready"]["status"] == "True"
+    version = store.get(ISVC, NS, "iris")["metadata"]["resourceVersion"]
+    await controller.reconcile(NS, "iris")  # settled: nothing left to change
+    assert store.get(ISVC, NS, "iris")["metadata"]["resourceVersion"] == version
+
+    # promoting again (the field removed) hands everything back to the latest revision
+    update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)
+    await controller.reconcile(NS, "iris")
+    predictor = status(store)["components"]["predictor"]
+    assert split(predictor["traffic"]) == [("latest", R2, 100)]
+    assert predictor["latestRolledoutRevision"] == R2
+
+
 async def test_a_later_canary_splits_against_the_promoted_revision(
     store: Store, controller: InferenceServiceController
 ) -> None:

@@ -116,3 +116,66 @@ def test_kserves_iris_example_canary_promote_and_roll_back(
         (latest, 100)
     ]
     assert served(plane, [latest, prev], 20) == {latest: 20}
+
+
+def constant_model(folder: Path, answer: int) -> Path:
+    """A scikit-learn model that answers `answer` to everything: a second version that can be
+    told apart from the iris one by its predictions."""
+    import joblib
+    from model_fixtures import iris
+    from sklearn.dummy import DummyClassifier
+
+    x, y = iris()
+    folder.mkdir(parents=True)
+    joblib.dump(
+        DummyClassifier(strategy="constant", constant=answer).fit(x, y), folder / "model.joblib"
+    )
+    return folder
+
+
+def answers(plane: LocalPlane, count: int) -> set[int]:
+    """The predictions `count` requests for SETOSA get from the InferenceService's own host."""
+    got = set()
+    for _ in range(count):
+        response = plane.call(
+            HOST, "/v1/models/sklearn-iris:predict", "POST", json={"instances": [SETOSA]}
+        )
+        assert response.status_code == 200, response.text
+        got.update(response.json()["predictions"])
+    return got
+
+
+def test_canary_zero_after_a_promote_rolls_back_to_the_previous_model_scaled_up_from_zero(
+    plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path
+) -> None:
+    v1 = tmp_path / "v1"
+    shutil.copytree(sklearn_iris_dir, v1)
+    apply(plane, tmp_path, iris_isvc(v1))
+    first = ready_at(plane)["status"]["components"]["predictor"]["latestReadyRevision"]
+    assert answers(plane, 5) == {1}
+
+    # the new version rolled out at once (no canary): a promote, v1 keeps no traffic
+    v2 = constant_model(tmp_path / "v2", 2)
+    apply(plane, tmp_path, iris_isvc(v2))
+    predictor = ready_at(plane, generation=2)["status"]["components"]["predictor"]
+    second = predictor["latestReadyRevision"]
+    assert (predictor["latestRolledoutRevision"], predictor["previousRolledoutRevision"]) == (
+        second, first,
+    )  # fmt: skip
+    assert answers(plane, 5) == {2}
+    plane.wait_for("revisions", first, lambda r: r.get("status", {}).get("actualReplicas") == 0)
+
+    # canaryTrafficPercent 0: everything goes back to v1, which scales up from zero again
+    apply(plane, tmp_path, iris_isvc(v2, canaryTrafficPercent=0))
+
+    def rolled_back(obj: dict[str, Any]) -> bool:
+        traffic = (
+            (obj.get("status") or {}).get("components", {}).get("predictor", {}).get("traffic", [])
+        )
+        return [(t["revisionName"], t["percent"]) for t in traffic if t["percent"]] == [
+            (first, 100)
+        ]
+
+    isvc = plane.wait_for("inferenceservices", "sklearn-iris", rolled_back, timeout=120)
+    assert isvc["status"]["components"]["predictor"]["latestRolledoutRevision"] == first
+    assert answers(plane, 20) == {1}
