@@ -241,7 +241,7 @@ def ksvc_with(latest_ready: str, traffic: list[tuple[str, int]], ready: str = "T
             "traffic": [
                 {"revisionName": r, "percent": p, "latestRevision": i == 0}
                 for i, (r, p) in enumerate(traffic)
-            ],  # fmt: skip
+            ],
             "conditions": [{"type": "Ready", "status": ready}],
         }
     }
