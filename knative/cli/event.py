@@ -16,7 +16,12 @@ from typing import Any
 
 import click
 
-from knserve.knative.cli.output import client_options, make_client, reports_api_errors
+from knserve.knative.cli.output import (
+    client_options,
+    gateway_proxy,
+    make_client,
+    reports_api_errors,
+)
 from knserve.knative.cli.trigger import SINK_KINDS, parse_sink
 from knserve.knative.kinds import by_kind
 
@@ -100,18 +105,6 @@ def _data(data: str | None, fields: tuple[str, ...], raw_fields: tuple[str, ...]
     return json.dumps(built).encode()
 
 
-def _gateway(given: str | None) -> str | None:
-    if given:
-        return given
-    from knserve.knative.plane import default_data_dir
-
-    record = default_data_dir() / "plane.json"
-    if record.is_file():
-        gateway = json.loads(record.read_text()).get("gateway")
-        return str(gateway) if gateway else None
-    return None
-
-
 @click.group("event")
 def cli() -> None:
     """Send a CloudEvent to a broker or a URL."""
@@ -177,8 +170,7 @@ def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id
                 "specversion, id, source, type", param_hint="--extension",
             )  # fmt: skip
         headers[f"ce-{name}"] = value
-    host = httpx.URL(url).host
-    proxy = _gateway(gateway) if host.endswith(".localhost") else None
+    proxy = gateway_proxy(url, gateway)
     try:
         with httpx.Client(proxy=proxy, trust_env=False, timeout=timeout) as http:
             response = http.post(url, headers=headers, content=body)

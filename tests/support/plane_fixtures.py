@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from net_fixtures import ServerProcess, eventually, free_port
+from net_fixtures import ServerProcess, eventually, free_port, serve_in_thread
 
+from knserve.knative.api import create_app
 from knserve.knative.client import Client
 from knserve.knative.kinds import by_name
+from knserve.knative.store import Store
 
 ECHO = str(Path(__file__).parent / "echo_server.py")
 
@@ -140,9 +142,22 @@ class LocalPlane:
         out: dict[str, dict[str, float]] = {}
         for family in text_string_to_metric_families(self.client.http.get("/metrics").text):
             for sample in family.samples:
-                name = sample.name.removeprefix("knserve_revision_")
-                out.setdefault(sample.labels["revision"], {})[name] = sample.value
+                if "revision" in sample.labels:
+                    name = sample.name.removeprefix("knserve_revision_")
+                    out.setdefault(sample.labels["revision"], {})[name] = sample.value
         return out
+
+    def wait_autoscaler_ticks(self, count: int, timeout: float = 60.0) -> None:
+        """Wait until the autoscaler has run `count` more decision rounds (from /metrics)."""
+
+        def ticks() -> float:
+            text = self.client.http.get("/metrics").text
+            return next(float(line.split()[1]) for line in text.splitlines()
+                        if line.startswith("knserve_autoscaler_ticks_total "))  # fmt: skip
+
+        target = ticks() + count
+        # the plane is another process: its metrics are what can be observed
+        eventually(lambda: ticks() >= target, timeout, f"the autoscaler did not tick {count} times")
 
     def close(self) -> None:
         self.http.close()
@@ -208,6 +223,18 @@ def is_ready(obj: dict[str, Any], generation: int | None = None) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
     )
+
+
+@pytest.fixture
+def control_api() -> Iterator[Client]:
+    """The control API alone (no controller acts on what it stores), served in process from an
+    in-memory store, and a client of it."""
+    store = Store()
+    with serve_in_thread(create_app(store)) as url:
+        client = Client(url)
+        yield client
+        client.http.close()
+    store.close()
 
 
 @pytest.fixture
