@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,35 +108,39 @@ class Plane:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        await self.gateway.start(s.host, s.port)
-        self.launcher.warm_up()
-        api_task = asyncio.create_task(self.api.serve(), name="control-api")
-        controller_task = asyncio.create_task(self.controller.run(), name="controller")
-        scaler_task = asyncio.create_task(self.scaler.run(), name="multiscaler")
-        isvc_task = asyncio.create_task(self.isvc_controller.run(), name="isvc-controller")
-        tasks = [isvc_task, controller_task, scaler_task]
-        broker_task = asyncio.create_task(self.broker.run(stop), name="broker")
-        if s.example:
-            from knserve.knative.example import serve_example
-
-            tasks.append(asyncio.create_task(
-                serve_example(self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir), name="example",
-            ))  # fmt: skip
-        (s.data_dir / "plane.json").write_text(json.dumps({
-            "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}",
-            "broker": self.broker.url, "pid": os.getpid(),
-        }))  # fmt: skip
-        log.info("knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
-                 s.host, s.port, s.host, s.api_port, s.data_dir)  # fmt: skip
-        print(
-            f"knserve is up: gateway http://{s.host}:{s.port}  control API http://{s.host}:{s.api_port}",
-            flush=True,
-        )
+        api_sockets = self._claim_ports()  # before anything starts, so a taken port leaves nothing
+        tasks: list[asyncio.Task[None]] = []
+        api_task = broker_task = None
         try:
+            await self.gateway.start(s.host, s.port)
+            self.launcher.warm_up()
+            api_task = asyncio.create_task(self.api.serve(api_sockets), name="control-api")
+            broker_task = asyncio.create_task(self.broker.run(stop), name="broker")
+            for name, work in (("isvc-controller", self.isvc_controller.run()),
+                               ("controller", self.controller.run()), ("multiscaler", self.scaler.run())):  # fmt: skip
+                tasks.append(asyncio.create_task(work, name=name))
+            if s.example:
+                from knserve.knative.example import serve_example
+
+                tasks.append(asyncio.create_task(
+                    serve_example(self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir), name="example",
+                ))  # fmt: skip
+            (s.data_dir / "plane.json").write_text(json.dumps({
+                "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}",
+                "broker": self.broker.url, "pid": os.getpid(),
+            }))  # fmt: skip
+            log.info("knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
+                     s.host, s.port, s.host, s.api_port, s.data_dir)  # fmt: skip
+            print(
+                f"knserve is up: gateway http://{s.host}:{s.port}  control API http://{s.host}:{s.api_port}",
+                flush=True,
+            )
             await stop.wait()
         finally:
             log.info("knserve plane: stopping (draining events, then replicas)")
-            await broker_task  # it stops on the same event; deliveries need the gateway until then
+            stop.set()  # when something failed: the broker stops on it too
+            if broker_task is not None:
+                await broker_task  # deliveries need the gateway until it has stopped
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -142,10 +148,58 @@ class Plane:
             await self.scaler.close()
             await self.gateway.close()
             await self.supervisor.close()
-            self.api.should_exit = True
-            await api_task
+            if api_task is not None:
+                self.api.should_exit = True
+                await api_task
+            for sock in api_sockets:
+                sock.close()
             self.store.close()
             (s.data_dir / "plane.json").unlink(missing_ok=True)
+
+    def _claim_ports(self) -> list[socket.socket]:
+        """Check that every port the plane serves on is free; the control API's sockets, bound."""
+        s = self.settings
+        for sock in listen(s.host, s.port, "--port"):
+            sock.close()  # the gateway binds it itself, next
+        api = listen(s.host, s.api_port, "--api-port")
+        try:
+            for sock in listen(s.host, s.broker_port, "--broker-port"):
+                sock.close()  # uvicorn binds it, when the broker starts
+        except PortUnavailable:
+            for sock in api:
+                sock.close()
+            raise
+        return api
+
+
+class PortUnavailable(Exception):
+    """A port the plane serves on cannot be bound; the message names the flag that changes it."""
+
+    def __init__(self, port: int, flag: str, error: OSError) -> None:
+        taken = error.errno == errno.EADDRINUSE
+        reason = "is in use" if taken else f"cannot be bound here ({error.strerror or error})"
+        super().__init__(f"port {port} {reason}; choose another with {flag}")
+
+
+def listen(host: str, port: int, flag: str) -> list[socket.socket]:
+    """Sockets listening on every address of `host` at `port`, bound as asyncio's create_server
+    binds them (SO_REUSEADDR; IPv6 only on IPv6), or PortUnavailable naming `flag`."""
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise PortUnavailable(port, flag, exc) from None
+    return sockets
 
 
 def run_plane(settings: PlaneSettings) -> None:
