@@ -231,91 +231,8 @@ def test_from_annotations_max_scale_zero_means_unbounded() -> None:
     assert (cfg.min_scale, cfg.max_scale) == (5, 0)
 
 
-BAD_ANNOTATIONS = [
-    ("window", "5s", '"5s" is below the minimum 6s'),
-    ("window", "2h", '"2h" is above the maximum 1h'),
-    ("window", "6.5s", '"6.5s" must be a whole number of seconds'),
-    ("window", "60", '"60" is not a duration like "60s", "1m30s" or "2m"'),
-    ("scale-down-delay", "-1s", '"-1s" is below the minimum 0s'),
-    ("scale-down-delay", "61m", '"61m" is above the maximum 1h'),
-    ("scale-down-delay", "1500ms", '"1500ms" must be a whole number of seconds'),
-    ("scale-to-zero-pod-retention-period", "-5s", '"-5s" is below the minimum 0s'),
-    ("scale-to-zero-pod-retention-period", "2h", '"2h" is above the maximum 1h'),
-    ("scale-to-zero-pod-retention-period", "soon", '"soon" is not a duration like'),
-    ("panic-window-percentage", "0", '"0" is below the minimum 1'),
-    ("panic-window-percentage", "101", '"101" is above the maximum 100'),
-    ("panic-threshold-percentage", "100", '"100" is below the minimum 110'),
-    ("panic-threshold-percentage", "1001", '"1001" is above the maximum 1000'),
-    ("target-utilization-percentage", "0", '"0" is below the minimum 1'),
-    ("target-utilization-percentage", "150", '"150" is above the maximum 100'),
-    ("target", "0", '"0" is below the minimum 0.01'),
-    ("target", "ten", '"ten" is not a number'),
-    ("target", "nan", '"nan" is not a finite number'),
-    ("target", "inf", '"inf" is not a finite number'),
-    ("min-scale", "-1", '"-1" is below the minimum 0'),
-    ("min-scale", "1.5", '"1.5" is not a whole number'),
-    ("max-scale", "many", '"many" is not a whole number'),
-    ("max-scale", "-3", '"-3" is below the minimum 0'),
-    ("initial-scale", "-1", '"-1" is below the minimum 0'),
-    ("activation-scale", "0", '"0" is below the minimum 1'),
-    ("metric", "cpu", '"cpu" is not supported by the KPA; use "concurrency" or "rps"'),
-    ("target-burst-capacity", "lots", '"lots" is not a number'),
-]
-
-
-@pytest.mark.parametrize(("name", "value", "message"), BAD_ANNOTATIONS)
-def test_from_annotations_error_messages(name: str, value: str, message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        AutoscalerConfig.from_annotations({P + name: value})
-    assert str(info.value).startswith(f"{P}{name} {message}")
-
-
-def test_from_annotations_window_message_matches_the_spec_example() -> None:
-    with pytest.raises(ValueError) as info:
-        AutoscalerConfig.from_annotations({P + "window": "5s"})
-    assert str(info.value) == 'autoscaling.knative.dev/window "5s" is below the minimum 6s'
-
-
-@pytest.mark.parametrize(
-    ("annotations", "base", "cc", "message"),
-    [
-        (
-            {P + "initial-scale": "0"},
-            AutoscalerConfig(),
-            0,
-            f'{P}initial-scale "0" needs allow-zero-initial-scale in the autoscaler config; '
-            "use 1 or more",
-        ),
-        (
-            {P + "target-burst-capacity": "-2"},
-            AutoscalerConfig(),
-            0,
-            f'{P}target-burst-capacity "-2" is invalid; use -1 (unlimited), 0 or a positive number',
-        ),
-        (
-            {P + "min-scale": "5", P + "max-scale": "3"},
-            AutoscalerConfig(),
-            0,
-            f"{P}min-scale 5 is greater than {P}max-scale 3; "
-            "lower min-scale or raise max-scale (0 = unbounded)",
-        ),
-        (
-            # The max comes from the global config: still caught, still named.
-            {P + "min-scale": "5"},
-            AutoscalerConfig(max_scale=3),
-            0,
-            f"{P}min-scale 5 is greater than {P}max-scale 3; "
-            "lower min-scale or raise max-scale (0 = unbounded)",
-        ),
-        ({}, AutoscalerConfig(), -1, "containerConcurrency -1 must be 0 or more"),
-    ],
-)
-def test_from_annotations_cross_field_errors(
-    annotations: dict[str, str], base: AutoscalerConfig, cc: int, message: str
-) -> None:
-    with pytest.raises(ValueError) as info:
-        AutoscalerConfig.from_annotations(annotations, base, cc)
-    assert str(info.value) == message
+# Which annotation values are refused, and with which message: Knative's webhook rules, in
+# tests/knative/test_autoscaler_config.py (from_annotations and admission share them).
 
 
 # --- the metric window -----------------------------------------------------------------------
@@ -378,7 +295,7 @@ def test_steady_load() -> None:
     feed(scaler, clock, 10.0, 60)
     decision = scaler.scale(2)
     # EBC = 2 pods × 10 − 211 − 10 = −201: the activator stays in the path.
-    assert decision == ScaleDecision(2, False, 10.0, 10.0, -201, True, "stable")
+    assert decision == ScaleDecision(2, False, 10.0, 10.0, -201, True, "stable", "True", "", True)
     # Steady state holds tick after tick.
     assert {d.desired_pods for d in run(scaler, clock, 10.0, 60, ready=2)} == {2}
 
@@ -398,7 +315,9 @@ def test_burst_triggers_panic_holds_a_stable_window_and_ends() -> None:
     # stable = (54·7 + 6·70) / 60 = 13.3 → ceil(13.3/7) = 2; panic = 70 → ceil(70/7) = 10.
     # 10 / 1 ready = 1000 % ≥ 200 % → panic; desired = max(2, 10) = 10.
     # EBC = 1 × 10 − 211 − 70 = −271.
-    assert burst == ScaleDecision(10, True, pytest.approx(13.3), 70.0, -271, True, "panic")
+    assert burst == ScaleDecision(
+        10, True, pytest.approx(13.3), 70.0, -271, True, "panic", "True", "", True
+    )
     assert clock.now == 60.0
 
     # The burst passes; 10 pods are up. Panic holds (no scale-down) through t = 60 + 60 = 120,
@@ -489,72 +408,207 @@ def test_min_scale_clamps_and_keeps_pods_when_idle() -> None:
     assert scaler.scale(5).desired_pods == 5
 
 
-def test_initial_scale_until_first_reached() -> None:
-    scaler, _ = make(initial_scale=3)
-    # No traffic yet: the revision comes up with 3 pods.
-    assert [(d.desired_pods, d.reason) for d in map(scaler.scale, (0, 2))] == [
-        (3, "initial-scale"),
-        (3, "initial-scale"),
-    ]
-    # 3 ready reached: from now on the decider rules; idle → floor(3/2) = 1 by the rate bound.
-    assert scaler.scale(3).desired_pods == 1
-    assert scaler.scale(0).desired_pods == 0  # already at zero and idle: stays at zero
-
-
-def test_initial_scale_is_capped_by_max_scale_and_may_be_zero() -> None:
-    scaler, _ = make(initial_scale=5, max_scale=2)
-    assert scaler.scale(0).desired_pods == 2
-    assert scaler.scale(2).reason != "initial-scale"  # 2 ready = the capped initial scale
-    scaler, _ = make(initial_scale=0, allow_zero_initial_scale=True)
-    assert (scaler.scale(0).desired_pods, scaler.scale(0).reason) == (0, "scaled to zero")
-
-
-def test_scale_to_zero_after_grace_period_and_not_before() -> None:
-    scaler, clock = make(target=10.0, stable_window=6.0)  # panic window 0.6 s → 1 bucket
-    feed(scaler, clock, 7.0, 10)  # last request at t = 10
-    assert scaler.scale(1).desired_pods == 1
-    # Idle from t = 11. The stable window is all zeros at t = 16 → the decider wants 0,
-    # but the last traffic was only 6 s ago: keep one pod until 10 + 30 = 40.
-    decisions = run(scaler, clock, 0.0, 30, ready=1, tick=1)  # ticks 11 … 40
-    assert [d.desired_pods for d in decisions[:5]] == [1] * 5  # 11..15 the window still has 7s
-    assert {(d.desired_pods, d.reason) for d in decisions[5:-1]} == {
-        (1, "scale-to-zero grace period")
-    }
-    assert (decisions[-1].desired_pods, decisions[-1].reason) == (0, "scaled to zero")
-    assert clock.now == 40.0
-
-
-def test_scale_to_zero_grace_period_counts_from_creation_without_traffic() -> None:
-    scaler, clock = make()
-    clock.advance(29.5)
-    assert scaler.scale(1).desired_pods == 1
-    clock.advance(0.5)
-    assert scaler.scale(1).desired_pods == 0
-
-
-def test_pod_retention_period_keeps_the_last_pod() -> None:
-    scaler, clock = make(target=10.0, stable_window=6.0, scale_to_zero_pod_retention_period=60.0)
-    feed(scaler, clock, 7.0, 10)  # last request at t = 10
-    clock.advance(30)  # t = 40: grace satisfied, retention (until 70) not
+def active(**config: object) -> tuple[Autoscaler, FakeClock]:
+    """A scaler whose first pod became ready at t = 0 (Active since 0)."""
+    scaler, clock = make(**config)
     d = scaler.scale(1)
-    assert (d.desired_pods, d.reason) == (1, "pod retention period")
-    clock.advance(29.5)
-    assert scaler.scale(1).desired_pods == 1
-    clock.advance(0.5)  # t = 70
-    assert scaler.scale(1).desired_pods == 0
+    assert (d.desired_pods, d.active, d.initialized) == (1, "True", True)
+    return scaler, clock
 
 
-def test_retention_shorter_than_grace_changes_nothing() -> None:
-    scaler, clock = make(stable_window=6.0, scale_to_zero_pod_retention_period=5.0)
-    feed(scaler, clock, 7.0, 10)
-    clock.advance(29)
-    assert scaler.scale(1).reason == "scale-to-zero grace period"
+def at_zero(**config: object) -> tuple[Autoscaler, FakeClock]:
+    """A scaler that went idle and was scaled to zero (ticking every second)."""
+    scaler, clock = active(**config)
+    for _ in range(200):
+        clock.advance(1)
+        if scaler.scale(1).desired_pods == 0:
+            return scaler, clock
+    raise AssertionError("never scaled to zero")
+
+
+# --- initial scale and the Active condition ---------------------------------------------------
+
+
+def test_initial_scale_until_first_reached_then_the_decider_rules() -> None:
+    scaler, _ = make(initial_scale=3)
+    d = scaler.scale(0)  # no traffic yet: the revision comes up with 3 pods
+    assert (d.desired_pods, d.reason, d.active, d.active_reason, d.initialized) == (
+        3, "initial-scale", "Unknown", "Queued", False,
+    )  # fmt: skip
+    # Pods becoming ready between ticks: not initialized (nor active) before all 3 are ready.
+    assert [(d.active, d.initialized) for d in map(scaler.observe, (1, 2))] == [
+        ("Unknown", False)
+    ] * 2
+    d = scaler.observe(3)
+    assert (d.desired_pods, d.active, d.initialized) == (3, "True", True)
+    # From now on the decider rules; idle → floor(3/2) = 1 by the rate bound, then one pod kept
+    # for the rest of the stable window since the revision became active.
+    assert [(d.desired_pods, d.reason) for d in map(scaler.scale, (3, 1))] == [
+        (1, "stable"),
+        (1, "active for less than a stable window"),
+    ]
+    assert scaler.observe(0).initialized  # initialized once is initialized for good
+
+
+def test_initial_scale_floor_is_ticked_until_reached() -> None:
+    # The floor holds at every tick before initialization, even with fewer ready pods.
+    scaler, _ = make(initial_scale=3)
+    assert [(d.desired_pods, d.reason) for d in map(scaler.scale, (0, 2))] == [
+        (3, "initial-scale")
+    ] * 2
+    # The tick that sees 3 ready still applies the floor (Knative marks initialized afterwards).
+    d = scaler.scale(3)
+    assert (d.desired_pods, d.reason, d.initialized) == (3, "initial-scale", True)
+    assert scaler.scale(3).desired_pods == 1
+
+
+def test_initial_scale_is_capped_by_max_scale() -> None:
+    scaler, _ = make(initial_scale=5, max_scale=2)
+    assert (scaler.scale(0).desired_pods, scaler.observe(1).initialized) == (2, False)
+    assert scaler.observe(2).initialized  # 2 ready = the capped initial scale
+
+
+def test_initial_scale_zero_is_ready_with_no_pod_and_a_request_wakes_it() -> None:
+    scaler, clock = make(initial_scale=0, allow_zero_initial_scale=True)
+    d = scaler.scale(0)
+    assert (d.desired_pods, d.reason, d.active, d.active_reason, d.initialized) == (
+        0, "scaled to zero", "False", "NoTraffic", True,
+    )  # fmt: skip
+    clock.advance(100)
+    assert scaler.scale(0).desired_pods == 0  # stays at zero while nothing asks
+    scaler.record(1.0)  # the activator holds the first request
+    d = scaler.scale(0)
+    assert (d.desired_pods, d.active, d.active_reason, d.activator_in_path) == (
+        1,
+        "Unknown",
+        "Queued",
+        True,
+    )
+    d = scaler.observe(1)
+    assert (d.desired_pods, d.active, d.activator_in_path) == (1, "True", True)  # EBC 100 − 211 < 0
+
+
+def test_a_lost_pod_makes_an_active_revision_activating_until_it_is_back() -> None:
+    scaler, clock = active(target=10.0)
+    feed(scaler, clock, 7.0, 6)
+    assert scaler.scale(1).active == "True"
+    assert (scaler.observe(0).active, scaler.observe(0).active_reason) == ("Unknown", "Queued")
+    assert scaler.observe(1).active == "True"
+
+
+def test_activation_that_never_succeeds_times_out_to_zero() -> None:
+    # Woken from zero, the pod never becomes ready and the demand goes away: the scale is left
+    # alone (Knative waits for the progress deadline) until the activation timeout, then zero.
+    scaler, clock = at_zero(stable_window=6.0)
+    woke = clock.now
+    scaler.record(1.0)
+    assert scaler.scale(0).desired_pods == 1
+    clock.advance(100)  # the window has long forgotten the request
+    d = scaler.scale(0)
+    assert (d.desired_pods, d.reason, d.active) == (1, "activating", "Unknown")
+    clock.now = woke + 609.0
+    assert scaler.scale(0).desired_pods == 1
+    clock.now = woke + 610.0
+    d = scaler.scale(0)
+    assert (d.desired_pods, d.reason, d.active, d.active_reason) == (
+        0,
+        "activation timed out",
+        "False",
+        "TimedOut",
+    )
     clock.advance(1)
-    assert scaler.scale(1).desired_pods == 0
+    assert (scaler.scale(0).desired_pods, scaler.scale(0).active_reason) == (0, "NoTraffic")
+
+
+def test_a_new_revision_whose_initial_scale_is_never_reached_keeps_it() -> None:
+    scaler, clock = make(initial_scale=3)
+    clock.advance(3600)
+    assert scaler.scale(2).desired_pods == 3  # a floor, not an activation: no timeout
+
+
+# --- scale to zero: counted from the moment the revision becomes inactive ----------------------
+
+
+@pytest.mark.parametrize(
+    ("tbc", "retention", "held_for", "zero_at"),
+    [
+        # The activator enters the path only when the revision becomes inactive (TBC 0): the last
+        # pod goes after the grace period, or the retention period if longer, from t = 16.
+        (0.0, 0.0, "scale-to-zero grace period", 46),
+        (0.0, 60.0, "pod retention period", 76),
+        (0.0, 5.0, "scale-to-zero grace period", 46),
+        # The activator was in the path all along (default TBC 211 > 1 pod × 10): the grace period
+        # ran from t = 0, so the pod goes at t = 30, or once retained for 60 s from t = 16.
+        (211.0, 0.0, "scale-to-zero grace period", 30),
+        (211.0, 60.0, "pod retention period", 76),
+        (211.0, 5.0, "scale-to-zero grace period", 30),
+    ],
+)
+def test_grace_and_retention_count_from_the_inactive_transition(
+    tbc: float, retention: float, held_for: str, zero_at: int
+) -> None:
+    scaler, clock = active(target=10.0, stable_window=6.0, target_burst_capacity=tbc,
+                           scale_to_zero_pod_retention_period=retention)  # fmt: skip
+    busy = run(scaler, clock, 7.0, 10, ready=1, tick=1)  # last request at t = 10
+    assert {(d.desired_pods, d.active) for d in busy} == {(1, "True")}
+    idle = run(scaler, clock, 0.0, zero_at - 10, ready=1, tick=1)  # ticks 11 … zero_at
+    by_time = {11 + i: d for i, d in enumerate(idle)}
+    # 11..15: the stable window still holds the load; 16: all zeros, and the revision has been
+    # active (since t = 0) for a stable window, so it becomes inactive with its pod kept.
+    assert {(by_time[t].desired_pods, by_time[t].reason) for t in range(11, 16)} == {(1, "stable")}
+    assert (by_time[16].desired_pods, by_time[16].active, by_time[16].active_reason) == (
+        1,
+        "False",
+        "NoTraffic",
+    )
+    assert by_time[16].activator_in_path  # inactive: the activator is in the path
+    held = {by_time[t].reason for t in range(17, zero_at)}
+    assert {by_time[t].desired_pods for t in range(16, zero_at)} == {1}
+    assert held_for in held
+    assert (by_time[zero_at].desired_pods, by_time[zero_at].reason) == (0, "scaled to zero")
+    assert scaler.scale(0).desired_pods == 0  # and stays there
+
+
+def test_with_default_windows_the_last_pod_goes_a_stable_window_after_the_last_request() -> None:
+    # Knative's default with containerConcurrency 0: the activator is in the path (EBC < 0), so the
+    # 30 s grace period is spent long before the 60 s stable window empties.
+    scaler, clock = active(target=10.0)
+    run(scaler, clock, 7.0, 10, ready=1)  # last request at t = 10, ticks every 2 s
+    idle = run(scaler, clock, 0.0, 64, ready=1)  # ticks 12 … 74
+    zero = next(12 + 2 * i for i, d in enumerate(idle) if d.desired_pods == 0)
+    inactive = next(12 + 2 * i for i, d in enumerate(idle) if d.active == "False")
+    assert (inactive, zero) == (70, 72)  # the window 11..70 is empty at 70: inactive, then zero
+
+
+def test_a_new_revision_without_traffic_is_kept_a_stable_window_after_it_became_ready() -> None:
+    scaler, clock = make(stable_window=6.0, target_burst_capacity=0.0)
+    assert (scaler.scale(0).desired_pods, scaler.scale(0).reason) == (1, "activating")
+    clock.advance(2)
+    assert scaler.observe(1).active == "True"  # ready at t = 2
+    decisions = run(scaler, clock, 0.0, 36, ready=1, tick=1)  # ticks 3 … 38
+    assert {d.reason for d in decisions[:5]} == {"active for less than a stable window"}  # 3..7
+    assert decisions[5].active == "False"  # t = 8: active for 6 s → inactive
+    assert [d.desired_pods for d in decisions[5:]] == [1] * 30 + [0]  # zero at 8 + 30 = 38
+
+
+def test_traffic_during_the_grace_period_makes_the_revision_active_again() -> None:
+    scaler, clock = active(target=10.0, stable_window=6.0, target_burst_capacity=0.0)
+    clock.advance(10)
+    d = scaler.scale(1)
+    assert (d.desired_pods, d.active) == (1, "False")  # inactive at t = 10, pod kept
+    clock.advance(5)
+    scaler.record(7.0)
+    d = scaler.scale(1)
+    assert (d.desired_pods, d.active, d.activator_in_path) == (1, "True", False)
+    # Idle again: a new stable window of activity, a new inactive moment, a whole new grace period.
+    later = run(scaler, clock, 0.0, 60, ready=1, tick=1)  # ticks 16 … 75
+    inactive = next(16 + i for i, d in enumerate(later) if d.active == "False")
+    zero = next(16 + i for i, d in enumerate(later) if d.desired_pods == 0)
+    assert (inactive, zero) == (21, 51)
 
 
 def test_scale_to_zero_disabled_keeps_one_pod() -> None:
-    scaler, clock = make(enable_scale_to_zero=False)
+    scaler, clock = active(enable_scale_to_zero=False)
     clock.advance(3600)
     assert [(d.desired_pods, d.reason) for d in map(scaler.scale, (1, 0))] == [
         (1, "scale-to-zero disabled"),
@@ -563,29 +617,35 @@ def test_scale_to_zero_disabled_keeps_one_pod() -> None:
 
 
 def test_wake_from_zero_and_activation_scale() -> None:
-    scaler, clock = make(target=10.0, stable_window=6.0, activation_scale=3)
-    clock.advance(100)
-    assert scaler.scale(1).desired_pods == 0  # idle for 100 s: scale to zero
-    assert scaler.scale(0).desired_pods == 0  # and stay there
+    scaler, clock = at_zero(target=10.0, stable_window=6.0, activation_scale=3)
+    assert scaler.scale(0).desired_pods == 0  # and stays there
     scaler.record(1.0)  # a request held by the activator
     d = scaler.scale(0)
     # ceil(1/7) = 1, lifted to activation-scale 3; no pod ready so the activator holds it.
-    assert (d.desired_pods, d.reason, d.activator_in_path) == (3, "activation-scale", True)
+    assert (d.desired_pods, d.reason, d.activator_in_path, d.active) == (
+        3,
+        "activation-scale",
+        True,
+        "Unknown",
+    )
     # With demand for more than the activation scale it does not bind: ceil(35/7) = 5.
     feed(scaler, clock, 35.0, 6)
     assert scaler.scale(3).desired_pods == 5
     # Without activation scale a single request wakes one pod.
-    scaler, clock = make(target=10.0, stable_window=6.0)
-    clock.advance(100)
+    scaler, clock = at_zero(target=10.0, stable_window=6.0)
     scaler.record(1.0)
     assert (scaler.scale(0).desired_pods, scaler.scale(0).reason) == (1, "stable")
 
 
 def test_activation_scale_releases_when_idle() -> None:
-    scaler, clock = make(target=10.0, stable_window=6.0, activation_scale=3)
+    scaler, clock = active(target=10.0, stable_window=6.0, activation_scale=3)
     feed(scaler, clock, 1.0, 6)  # t = 6, last traffic at 6
     assert scaler.scale(3).desired_pods == 3
-    clock.advance(30)  # window silent (→ 0), grace over: down to zero
+    clock.advance(7)  # t = 13: the window is silent; the rate bound allows floor(3/2) = 1
+    assert scaler.scale(3).desired_pods == 1
+    clock.advance(1)  # active since 0 for more than a stable window: inactive, the pod kept
+    assert (scaler.scale(1).desired_pods, scaler.scale(1).active) == (1, "False")
+    clock.advance(30)  # the grace period
     assert scaler.scale(1).desired_pods == 0
 
 
@@ -618,7 +678,7 @@ def test_rps_metric() -> None:
     feed(scaler, clock, 280.0, 60)  # 280 rps over 200 × 70 % = 140 per pod → 2 pods
     d = scaler.scale(2)
     # containerConcurrency 10 does not cap an rps target; EBC = 2 × 200 − 211 − 280 = −91.
-    assert d == ScaleDecision(2, False, 280.0, 280.0, -91, True, "stable")
+    assert d == ScaleDecision(2, False, 280.0, 280.0, -91, True, "stable", "True", "", True)
     cfg = AutoscalerConfig.from_annotations({P + "metric": "rps", P + "target": "50"})
     scaler = Autoscaler(cfg, clock)
     feed(scaler, clock, 280.0, 60)  # 50 × 70 % = 35 → ceil(280/35) = 8; 8/8 ready: no panic
@@ -719,6 +779,7 @@ def test_desired_always_within_the_clamps(
         initial_scale=initial,
         scale_to_zero_grace_period=5.0,
     )
+    initialized = False
     for value, dt, ready in steps:
         scaler.record(value)
         clock.advance(dt)
@@ -726,7 +787,14 @@ def test_desired_always_within_the_clamps(
         assert d.desired_pods >= max(min_scale, 0 if scale_to_zero else 1)
         if max_scale:
             assert d.desired_pods <= max_scale
-        assert d.activator_in_path == (ready == 0 or d.excess_burst_capacity < 0)
+        # the activator is in the path (SKS proxy mode) when nothing is wanted (inactive), when
+        # the burst capacity is short, or with no pod to send to
+        assert d.activator_in_path == (
+            ready == 0 or d.excess_burst_capacity < 0 or d.active == "False"
+        )
+        assert d.active != "True" or ready >= 1
+        initialized = initialized or d.initialized
+        assert d.initialized == initialized  # once initialized, for good
 
 
 @settings(max_examples=150, deadline=None)
