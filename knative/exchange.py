@@ -26,6 +26,10 @@ a request without a body is then sent again once on a new connection, as browser
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +52,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _LAST_CHUNK = b"0\r\n\r\n"
+# SO_LINGER on with a zero timeout: closing the socket sends RST and discards what is unsent.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 _NO_BODY_STATUS = frozenset({204, 304})
 
 # Reasons a client connection's reads are paused; reading resumes when none is left.
@@ -84,12 +90,15 @@ class Exchange:
     """One request and its response on their way through the gateway."""
 
     __slots__ = (
+        "arrived",
         "client",
+        "clock",
         "has_body",
         "head",
         "host",
         "is_head",
         "keep_alive",
+        "last_byte",
         "pending",
         "replica",
         "request_chunked",
@@ -103,6 +112,7 @@ class Exchange:
         "tag",
         "timer",
         "tunnel",
+        "until_close",
         "upgrade",
         "upstream",
         "version",
@@ -126,8 +136,14 @@ class Exchange:
         self.replica: Any = None  # the gateway's Replica once assigned
         self.revision: Any = None  # the gateway's revision state once routed
         self.timer: asyncio.TimerHandle | None = None
+        self.arrived = 0.0  # loop time the revision admitted it; its timeouts count from here
+        # The loop's clock while the revision has an idleTimeoutSeconds: replica reads stamp
+        # `last_byte` with it. None otherwise, so the common case costs one test per read.
+        self.clock: Callable[[], float] | None = None
+        self.last_byte: float | None = None
         self.response_started = False
         self.response_chunked = False
+        self.until_close = False  # the client reads the response body until the connection closes
         self.state = 0  # 0 open, 1 finished
         self.upgrade = False  # the request asks to switch protocols (WebSocket)
         self.tunnel = False  # the replica agreed (101): bytes flow both ways unparsed
@@ -182,10 +198,8 @@ class Exchange:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if self.state:
             return
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
+        # The timer stays: timeoutSeconds and idleTimeoutSeconds go on bounding the body, and a
+        # WebSocket's whole life, as Knative's timeout handler bounds a hijacked connection.
         self.response_started = True
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         if status == 101:
@@ -211,6 +225,7 @@ class Exchange:
             else:
                 # An HTTP/1.0 client reads a body without a length until the connection closes.
                 self.keep_alive = False
+                self.until_close = True
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         elif self.version == "1.0":
@@ -260,7 +275,14 @@ class Exchange:
         self._drop_upstream()
         self._finish(None)
         if self.response_started:
-            self.client.transport.abort()
+            transport = self.client.transport
+            if self.until_close:
+                # A reset, not a close, which this client would take for the end of the body.
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
             return
         # The rest of an unread request body is read and dropped, so the connection stays usable.
         self.client.resume_reading(PAUSE_PENDING)

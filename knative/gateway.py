@@ -10,9 +10,12 @@
 - `knserve.knative.proxy` and `knserve.knative.upstream`: HTTP/1.1 on asyncio Protocols with httptools,
   streaming both ways over pooled keep-alive connections to replicas.
 
-`timeoutSeconds` bounds the time from arrival (queueing included) to the response head; past it the
-client gets 504 with the reason and the replica connection is dropped. A response that has begun
-streaming is not cut (Knative's queue-proxy likewise only answers 504 before the first byte).
+A revision's `timeoutSeconds`, `responseStartTimeoutSeconds` and `idleTimeoutSeconds` bound each
+request from its arrival (queueing included) as Knative's activator bounds it
+(`knserve.knative.timeouts`): past one of them before the response has begun the client gets 504
+with Knative's body, "activator request timeout", and the reason; after, the client connection is
+cut, so a response stopped short never passes for a whole one. Either way the replica connection
+is dropped.
 
 Errors the gateway answers itself are plain text and say what to do: 404 lists the hosts served,
 503 gives the supervisor's reason a revision has no ready replica, 502 names the replica that failed.
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 from knserve.knative.exchange import Exchange
 from knserve.knative.proxy import ClientProtocol
 from knserve.knative.throttler import HOLD_POLL_SECONDS, RevisionStats, RevisionThrottler
+from knserve.knative.timeouts import RequestTimeouts
 from knserve.knative.traffic import (
     Destination,
     RouteSpec,
@@ -47,6 +51,9 @@ __all__ = [
 
 # Knative's config-defaults revision-timeout-seconds, for a revision the controller has not described.
 DEFAULT_TIMEOUT_SECONDS = 300
+# The body Knative's activator answers a timed-out request with (cmd/activator/main.go); ours goes on
+# to say which limit passed where.
+TIMEOUT_BODY = "activator request timeout"
 # Distinct raw Host headers remembered in their normalized form; cleared when full.
 HOST_CACHE_SIZE = 1024
 
@@ -136,9 +143,16 @@ class Gateway:
         self.routes.remove_route(namespace, name)
 
     def set_revision(
-        self, namespace: str, revision: str, container_concurrency: int, timeout_seconds: int
+        self,
+        namespace: str,
+        revision: str,
+        container_concurrency: int,
+        timeout_seconds: int,
+        response_start_timeout_seconds: int = 0,
+        idle_timeout_seconds: int = 0,
     ) -> None:
-        """Set a revision's per-replica concurrency limit (0 = none) and its request timeout."""
+        """Set a revision's per-replica concurrency limit (0 = none) and its request timeouts:
+        `timeoutSeconds`, `responseStartTimeoutSeconds` and `idleTimeoutSeconds` (0 = none)."""
         if container_concurrency < 0:
             raise ValueError(
                 f"Invalid: revision {namespace}/{revision} containerConcurrency is "
@@ -149,14 +163,26 @@ class Gateway:
                 f"Invalid: revision {namespace}/{revision} timeoutSeconds is {timeout_seconds}, "
                 "it must be at least 1"
             )
+        for field, value in (
+            ("responseStartTimeoutSeconds", response_start_timeout_seconds),
+            ("idleTimeoutSeconds", idle_timeout_seconds),
+        ):
+            if value < 0:
+                raise ValueError(
+                    f"Invalid: revision {namespace}/{revision} {field} is {value}, "
+                    "it must be 0 (none) or more"
+                )
+        timeouts = RequestTimeouts(
+            timeout_seconds, response_start_timeout_seconds, idle_timeout_seconds
+        )
         state = self._revisions.get((namespace, revision))
         if state is None:
             self._revisions[(namespace, revision)] = RevisionThrottler(
-                self, namespace, revision, container_concurrency, timeout_seconds
+                self, namespace, revision, container_concurrency, timeouts
             )
             return
         state.container_concurrency = container_concurrency
-        state.timeout_seconds = timeout_seconds
+        state.timeouts = timeouts
         if state.queue:
             state._drain()
 
@@ -263,10 +289,20 @@ class Gateway:
         return None
 
     def timed_out(self, exchange: Exchange) -> None:
-        """`timeoutSeconds` passed before the response began."""
+        """The exchange's timer fired: answer 504 or cut it off if a limit has passed, else wait on."""
         exchange.timer = None
+        if exchange.state:
+            return
         state: RevisionThrottler = exchange.revision
-        if exchange.state or exchange.response_started:
+        timeouts = state.timeouts
+        field, deadline = timeouts.expired(
+            exchange.arrived, self.loop.time(), exchange.response_started, exchange.last_byte
+        )
+        if field is None:
+            exchange.timer = self.loop.call_at(deadline, self.timed_out, exchange)
+            return
+        if exchange.response_started:
+            exchange.respond_error(504, "")  # too late for a status: the client is cut off
             return
         if exchange.replica is None:
             where = (
@@ -277,10 +313,15 @@ class Gateway:
             )
         else:
             where = f"from replica {exchange.replica.endpoint}"
+        limit = {
+            "timeoutSeconds": timeouts.total,
+            "responseStartTimeoutSeconds": timeouts.response_start,
+            "idleTimeoutSeconds": timeouts.idle,
+        }[field]
         exchange.respond_error(
             504,
-            f"Revision {state.namespace}/{state.name} gave no response within its timeoutSeconds "
-            f"({state.timeout_seconds}s) {where}",
+            f"{TIMEOUT_BODY}: Revision {state.namespace}/{state.name} gave no response within "
+            f"its {field} ({limit:g}s) {where}",
         )
 
     def track(self, task: asyncio.Task[Any]) -> None:
@@ -296,7 +337,7 @@ class Gateway:
         state = self._revisions.get((namespace, revision))
         if state is None:
             state = self._revisions[(namespace, revision)] = RevisionThrottler(
-                self, namespace, revision, 0, DEFAULT_TIMEOUT_SECONDS
+                self, namespace, revision, 0, RequestTimeouts(DEFAULT_TIMEOUT_SECONDS)
             )
         return state
 

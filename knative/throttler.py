@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from knserve.knative.exchange import Exchange
+from knserve.knative.timeouts import RequestTimeouts
 from knserve.knative.upstream import UpstreamConnection, connect_upstream
 
 if TYPE_CHECKING:
@@ -82,13 +83,13 @@ class RevisionThrottler:
         namespace: str,
         name: str,
         container_concurrency: int,
-        timeout_seconds: int,
+        timeouts: RequestTimeouts,
     ) -> None:
         self.gateway = gateway
         self.namespace = namespace
         self.name = name
         self.container_concurrency = container_concurrency
-        self.timeout_seconds = timeout_seconds
+        self.timeouts = timeouts
         self.endpoints: tuple[str, ...] = ()
         self.replicas: dict[str, Replica] = {}
         self.ready: list[Replica] = []
@@ -108,7 +109,12 @@ class RevisionThrottler:
         self._count(1)
         gateway.active += 1
         exchange.revision = self
-        exchange.timer = gateway.loop.call_later(self.timeout_seconds, gateway.timed_out, exchange)
+        loop = gateway.loop
+        timeouts = self.timeouts
+        exchange.arrived = now = loop.time()
+        if timeouts.idle:
+            exchange.clock = loop.time
+        exchange.timer = loop.call_at(now + timeouts.first, gateway.timed_out, exchange)
         self.refresh()
         replica = self._pick()
         if replica is not None:

@@ -83,6 +83,8 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.response_bytes = True
         exchange = self.exchange
+        if exchange is not None and exchange.clock is not None:
+            exchange.last_byte = exchange.clock()  # for idleTimeoutSeconds
         if self.tunnel:
             if exchange is not None:
                 exchange.client.transport.write(data)

@@ -51,16 +51,13 @@ class RawUpstream:
         self.connections = 0
         self.heads: list[bytes] = []
         self.server: asyncio.Server | None = None
+        self.endpoint = ""  # "127.0.0.1:port" once started
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> RawUpstream:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.endpoint = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
-
-    @property
-    def endpoint(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
