@@ -8,30 +8,24 @@ no I/O, so the API's admission and the KPA decider (knative/autoscaler.py) share
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ANNOTATION_PREFIX = "autoscaling.knative.dev/"
-WINDOW_MIN, WINDOW_MAX = 6.0, 3600.0  # Knative's bounds on the stable window and delays
-TARGET_MIN = 0.01  # Knative's floor on any target, so desired = observed / target stays finite
+from knserve.knative.autoscaling_annotations import (
+    KPA,
+    PREFIX,
+    TARGET_MIN,
+    WINDOW_MAX,
+    WINDOW_MIN,
+    annotation_errors,
+    go_float,
+    go_int,
+    lookup,
+)
+from knserve.knative.durations import format_duration, parse_duration
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)"
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration as Knative's annotations use them ("60s", "1m30s", "1.5h", "0") to seconds."""
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body[1:] if body[:1] in ("+", "-") else body
-    if body == "0":
-        return 0.0
-    if not body or not re.fullmatch(f"(?:{_PART})+", body):
-        raise ValueError(f'"{text}" is not a duration; write it like "60s", "1m30s" or "2m"')
-    return sign * sum(float(n) * _UNITS[u] for n, u in re.findall(_PART, body))
+ANNOTATION_PREFIX = PREFIX  # "autoscaling.knative.dev/"
 
 
 @dataclass(frozen=True)
@@ -60,6 +54,10 @@ class AutoscalerConfig:
     enable_scale_to_zero: bool = True
     target_burst_capacity: float = 211.0  # -1 = activator always in path, 0 = only at zero
     tick_interval: float = 2.0
+    # Read by admission (Knative's webhook reads them from config-autoscaler too).
+    pod_autoscaler_class: str = KPA  # the class of a revision without a class annotation
+    max_scale_limit: int = 0  # the largest max-scale an annotation may ask for; 0 = no limit
+    activator_capacity: float = 100.0  # accepted for fidelity: the plane has one gateway
 
     def __post_init__(self) -> None:
         # Knative's config-autoscaler rules, so a bad global configuration fails at startup.
@@ -131,8 +129,9 @@ class AutoscalerConfig:
         """Overlay a revision's ``autoscaling.knative.dev/*`` annotations on ``base``.
 
         ``base`` defaults to Knative's defaults; ``container_concurrency`` is the revision's
-        ``containerConcurrency`` (None keeps the base's). Raises ValueError naming the annotation,
-        the bad value and what would be accepted.
+        ``containerConcurrency`` (None keeps the base's). The legacy camelCase keys count as
+        Knative counts them. Raises ValueError, with Knative's message, for a value Knative's
+        webhook refuses.
         """
         base = base if base is not None else cls()
         new: dict[str, Any] = {}
@@ -140,132 +139,188 @@ class AutoscalerConfig:
             if container_concurrency < 0:
                 raise ValueError(f"containerConcurrency {container_concurrency} must be 0 or more")
             new["container_concurrency"] = container_concurrency
-        for name, (kind, lo, hi) in _ANNOTATIONS.items():
-            raw = annotations.get(ANNOTATION_PREFIX + name)
-            if raw is not None:
-                field = "stable_window" if name == "window" else name.replace("-", "_")
-                new[field] = _parse(f'{ANNOTATION_PREFIX}{name} "{raw}"', raw, kind, lo, hi)
+        # Knative's webhook rules that do not read config-autoscaler; admission has applied them
+        # all, so only an object stored before them (or written around the API) fails here.
+        errors = annotation_errors(annotations, None, "metadata.annotations")
+        if errors:
+            raise ValueError("; ".join(errors))
+        for name, (field, kind) in _ANNOTATION_FIELDS.items():
+            found = lookup(annotations, name)
+            if found is not None:
+                new[field] = _VALUE[kind](found[1])
         if new.get("initial_scale") == 0 and not base.allow_zero_initial_scale:
-            raise ValueError(
-                f'{ANNOTATION_PREFIX}initial-scale "0" needs allow-zero-initial-scale '
-                "in the autoscaler config; use 1 or more"
-            )
-        tbc = new.get("target_burst_capacity", 0)
-        if tbc < 0 and tbc != -1:
-            raise ValueError(
-                f'{ANNOTATION_PREFIX}target-burst-capacity "{tbc:g}" is invalid; '
-                "use -1 (unlimited), 0 or a positive number"
-            )
+            # As Knative's GetInitialScale: zero only where config-autoscaler allows it.
+            new["initial_scale"] = base.initial_scale
         low, high = new.get("min_scale", base.min_scale), new.get("max_scale", base.max_scale)
         if high and low > high:
-            raise ValueError(
-                f"{ANNOTATION_PREFIX}min-scale {low} is greater than {ANNOTATION_PREFIX}max-scale "
-                f"{high}; lower min-scale or raise max-scale (0 = unbounded)"
-            )
+            # One bound from the annotation, one from config-autoscaler (admission refuses both
+            # from annotations): max-scale wins, as in Knative's applyBounds.
+            new["min_scale"] = high
         return dataclasses.replace(base, **new)
 
 
-# config-autoscaler key (Knative's ConfigMap, plus our tick-interval) -> (field, value kind)
-CONFIG_KEYS: dict[str, tuple[str, str]] = {
-    "stable-window": ("stable_window", "duration"),
-    "panic-window-percentage": ("panic_window_percentage", "float"),
-    "panic-threshold-percentage": ("panic_threshold_percentage", "float"),
-    "max-scale-up-rate": ("max_scale_up_rate", "float"),
-    "max-scale-down-rate": ("max_scale_down_rate", "float"),
-    "target-burst-capacity": ("target_burst_capacity", "float"),
-    "container-concurrency-target-default": ("container_concurrency_target_default", "float"),
-    "container-concurrency-target-percentage": ("target_utilization_percentage", "float"),
-    "requests-per-second-target-default": ("rps_target_default", "float"),
-    "scale-to-zero-grace-period": ("scale_to_zero_grace_period", "duration"),
-    "scale-to-zero-pod-retention-period": ("scale_to_zero_pod_retention_period", "duration"),
-    "enable-scale-to-zero": ("enable_scale_to_zero", "bool"),
-    "initial-scale": ("initial_scale", "int"),
-    "allow-zero-initial-scale": ("allow_zero_initial_scale", "bool"),
+# annotation -> (AutoscalerConfig field, value kind); class and metric-aggregation-algorithm are
+# checked by admission but change nothing here (one class, one algorithm: the KPA's linear one).
+_ANNOTATION_FIELDS: dict[str, tuple[str, str]] = {
+    "metric": ("metric", "str"),
+    "target": ("target", "float"),
+    "window": ("stable_window", "duration"),
     "min-scale": ("min_scale", "int"),
     "max-scale": ("max_scale", "int"),
+    "initial-scale": ("initial_scale", "int"),
     "activation-scale": ("activation_scale", "int"),
+    "target-utilization-percentage": ("target_utilization_percentage", "float"),
+    "target-burst-capacity": ("target_burst_capacity", "float"),
+    "panic-window-percentage": ("panic_window_percentage", "float"),
+    "panic-threshold-percentage": ("panic_threshold_percentage", "float"),
     "scale-down-delay": ("scale_down_delay", "duration"),
+    "scale-to-zero-pod-retention-period": ("scale_to_zero_pod_retention_period", "duration"),
+}
+_VALUE: dict[str, Any] = {"str": str, "int": int, "float": float, "duration": parse_duration}
+
+# config-autoscaler key -> (AutoscalerConfig field, value kind): every key of Knative's
+# NewConfigFromMap (pkg/autoscaler/config/config.go), plus the plane's own tick-interval.
+CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "pod-autoscaler-class": ("pod_autoscaler_class", "str"),
+    "enable-scale-to-zero": ("enable_scale_to_zero", "bool"),
+    "allow-zero-initial-scale": ("allow_zero_initial_scale", "bool"),
+    "max-scale-up-rate": ("max_scale_up_rate", "float"),
+    "max-scale-down-rate": ("max_scale_down_rate", "float"),
+    "container-concurrency-target-percentage": ("target_utilization_percentage", "float"),
+    "container-concurrency-target-default": ("container_concurrency_target_default", "float"),
+    "requests-per-second-target-default": ("rps_target_default", "float"),
+    "target-burst-capacity": ("target_burst_capacity", "float"),
+    "panic-window-percentage": ("panic_window_percentage", "float"),
+    "activator-capacity": ("activator_capacity", "float"),
+    "panic-threshold-percentage": ("panic_threshold_percentage", "float"),
+    "initial-scale": ("initial_scale", "int"),
+    "min-scale": ("min_scale", "int"),
+    "max-scale": ("max_scale", "int"),
+    "max-scale-limit": ("max_scale_limit", "int"),
+    "stable-window": ("stable_window", "duration"),
+    "scale-down-delay": ("scale_down_delay", "duration"),
+    "scale-to-zero-grace-period": ("scale_to_zero_grace_period", "duration"),
+    "scale-to-zero-pod-retention-period": ("scale_to_zero_pod_retention_period", "duration"),
     "tick-interval": ("tick_interval", "duration"),
 }
+_GO_BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 
 
 def config_from_map(
     data: Mapping[str, Any], base: AutoscalerConfig | None = None
 ) -> AutoscalerConfig:
-    """The global config from config-autoscaler's keys (`stable-window: 60s`, …), over `base`.
+    """The global config from config-autoscaler's `data` (`stable-window: 60s`, …), over `base`.
 
-    Raises ValueError naming the key and what it accepts, as a ConfigMap typo should fail at start.
+    Reads the keys as Knative's NewConfigFromMap does (a `container-concurrency-target-percentage`
+    of 0.7 or 70 is 70 %) and refuses what its validation refuses, with its message, prefixed
+    `config-autoscaler:`. `_example` (the documented defaults, in the shipped ConfigMap) is
+    ignored, as Knative ignores it. A key Knative does not have is refused, naming the known ones.
     """
+    base = base if base is not None else AutoscalerConfig()
     new: dict[str, Any] = {}
     for key, raw in data.items():
+        if key == "_example":
+            continue
         if key not in CONFIG_KEYS:
             known = ", ".join(sorted(CONFIG_KEYS))
-            raise ValueError(f"autoscaler config: unknown key {key!r}; known keys: {known}")
+            raise ValueError(f"config-autoscaler: unknown key {key!r}; known keys: {known}")
         field, kind = CONFIG_KEYS[key]
-        text = str(raw).strip()
         try:
-            if kind == "duration":
-                new[field] = float(raw) if isinstance(raw, int | float) else parse_duration(text)
-            elif kind == "bool":
-                if text.lower() not in ("true", "false"):
-                    raise ValueError(f"{text!r} is not true or false")
-                new[field] = text.lower() == "true"
-            elif kind == "int":
-                new[field] = int(text)
-            else:
-                new[field] = float(text)
+            new[field] = _config_value(raw, kind)
         except ValueError as exc:
-            raise ValueError(f"autoscaler config: {key}: {exc}") from None
-    return dataclasses.replace(base if base is not None else AutoscalerConfig(), **new)
+            raise ValueError(f'config-autoscaler: failed to parse "{key}": {exc}') from None
+    percentage = new.get("target_utilization_percentage")
+    if percentage is not None and percentage <= 1:
+        new["target_utilization_percentage"] = percentage * 100  # a fraction, for legacy reasons
+    merged = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)} | new
+    for message in _config_errors(merged):
+        raise ValueError(f"config-autoscaler: {message}")
+    return dataclasses.replace(base, **new)
 
 
-# annotation -> (value kind, minimum, maximum), bounds as Knative validates them. The config field
-# is the annotation's name with underscores, except window → stable_window. Knative wants the
-# window and the delay in whole seconds ("seconds"); the retention period may be finer.
-_ANNOTATIONS: dict[str, tuple[str, float | None, float | None]] = {
-    "metric": ("metric", None, None),
-    "min-scale": ("int", 0, None),
-    "max-scale": ("int", 0, None),
-    "initial-scale": ("int", 0, None),
-    "activation-scale": ("int", 1, None),
-    "target": ("float", TARGET_MIN, None),
-    "target-utilization-percentage": ("float", 1, 100),
-    "panic-window-percentage": ("float", 1, 100),
-    "panic-threshold-percentage": ("float", 110, 1000),
-    "target-burst-capacity": ("float", None, None),
-    "window": ("seconds", WINDOW_MIN, WINDOW_MAX),
-    "scale-down-delay": ("seconds", 0, WINDOW_MAX),
-    "scale-to-zero-pod-retention-period": ("duration", 0, WINDOW_MAX),
-}
+def _config_value(raw: Any, kind: str) -> Any:
+    if kind == "duration" and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)  # the plain-mapping form may give a number of seconds
+    text = str(raw).strip()
+    if kind == "bool":
+        if text.lower() not in _GO_BOOLS or text not in (text.lower(), text.upper(), text.title()):
+            raise ValueError(f"{text!r} is not a boolean; use true or false")
+        return _GO_BOOLS[text.lower()]
+    if kind == "int":
+        whole = go_int(text)
+        if whole is None or abs(whole) > 2**31 - 1:
+            raise ValueError(f"{text!r} is not a whole number")
+        return whole
+    if kind == "float":
+        number = go_float(text)
+        if number is None:
+            raise ValueError(f"{text!r} is not a number")
+        return number
+    return parse_duration(text) if kind == "duration" else text
 
 
-def _parse(key: str, raw: str, kind: str, lo: float | None, hi: float | None) -> Any:
-    """Parse one annotation value; ``key`` is the annotation and value, for error messages."""
-    if kind == "metric":
-        if raw not in ("concurrency", "rps"):
-            raise ValueError(f'{key} is not supported by the KPA; use "concurrency" or "rps"')
-        return raw
-    duration = kind in ("seconds", "duration")
-    try:
-        value = parse_duration(raw) if duration else (int if kind == "int" else float)(raw.strip())
-    except ValueError as exc:
-        what = (
-            'a duration like "60s", "1m30s" or "2m"'
-            if duration
-            else f"a {'whole ' if kind == 'int' else ''}number"
-        )
-        raise ValueError(f"{key} is not {what}") from exc
-    unit = "s" if duration else ""
-    if not math.isfinite(value):
-        raise ValueError(f"{key} is not a finite number")
-    if lo is not None and value < lo:
-        raise ValueError(f"{key} is below the minimum {_show(lo, unit)}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{key} is above the maximum {_show(hi, unit)}")
-    if kind == "seconds" and value != int(value):
-        raise ValueError(f"{key} must be a whole number of seconds")
-    return value
+def _config_errors(c: dict[str, Any]) -> list[str]:
+    """Knative's config-autoscaler validation (`validate` in config.go), first failure first."""
+    d, fraction = format_duration, c["target_utilization_percentage"] / 100
+    max_floor = 1 if c["max_scale_limit"] > 0 else 0
+    rules = [
+        (c["scale_to_zero_grace_period"] > 0,
+         f"scale-to-zero-grace-period must be positive, was: {d(c['scale_to_zero_grace_period'])}"),
+        (c["scale_down_delay"] >= 0,
+         f"scale-down-delay cannot be negative, was: {d(c['scale_down_delay'])}"),
+        (c["scale_down_delay"] == round(c["scale_down_delay"]),
+         f"scale-down-delay = {d(c['scale_down_delay'])}, must be specified with at most second precision"),
+        (c["scale_to_zero_pod_retention_period"] >= 0,
+         "scale-to-zero-pod-retention-period cannot be negative, was: "
+         f"{d(c['scale_to_zero_pod_retention_period'])}"),
+        (c["target_burst_capacity"] >= 0 or c["target_burst_capacity"] == -1,
+         "target-burst-capacity must be either non-negative or -1 (for unlimited), was: "
+         f"{c['target_burst_capacity']:f}"),
+        (0 < fraction <= 1,
+         f"container-concurrency-target-percentage = {fraction:f} is outside of valid range of (0, 100]"),
+        (fraction * c["container_concurrency_target_default"] >= TARGET_MIN,
+         "container-concurrency-target-percentage and container-concurrency-target-default yield "
+         f"target concurrency of {_go(fraction * c['container_concurrency_target_default'])}, "
+         f"can't be less than {TARGET_MIN}"),
+        (c["rps_target_default"] >= TARGET_MIN,
+         f"requests-per-second-target-default must be at least {TARGET_MIN}, was: "
+         f"{_go(c['rps_target_default'])}"),
+        (c["activator_capacity"] >= 1,
+         f"activator-capacity = {_go(c['activator_capacity'])}, must be at least 1"),
+        (c["max_scale_up_rate"] > 1,
+         f"max-scale-up-rate = {_go(c['max_scale_up_rate'])}, must be greater than 1.0"),
+        (c["max_scale_down_rate"] > 1,
+         f"max-scale-down-rate = {_go(c['max_scale_down_rate'])}, must be greater than 1.0"),
+        (WINDOW_MIN <= c["stable_window"] <= WINDOW_MAX,
+         f"stable-window = {d(c['stable_window'])}, must be in [{d(WINDOW_MIN)}; {d(WINDOW_MAX)}] range"),
+        (c["stable_window"] == round(c["stable_window"]),
+         f"stable-window = {d(c['stable_window'])}, must be specified with at most second precision"),
+        (1 <= c["panic_window_percentage"] <= 100,
+         f"panic-window-percentage = {_go(c['panic_window_percentage'])}, must be in [1, 100] interval"),
+        (c["initial_scale"] >= 1 or (c["initial_scale"] == 0 and c["allow_zero_initial_scale"]),
+         f"initial-scale = {c['initial_scale']}, must be at least 0 (or at least 1 when "
+         "allow-zero-initial-scale is false)"),
+        (c["min_scale"] >= 0, f"min-scale = {c['min_scale']}, must be at least 0"),
+        (c["max_scale"] >= max_floor
+         and not (c["max_scale_limit"] > 0 and c["max_scale"] > c["max_scale_limit"]),
+         f"max-scale = {c['max_scale']}, must be in [{max_floor}, max-scale-limit"
+         f"({c['max_scale_limit']})] range"),
+        (c["max_scale_limit"] >= 0,
+         f"max-scale-limit = {c['max_scale_limit']}, must be at least 0"),
+        (not (c["min_scale"] > c["max_scale"] > 0),
+         f"min-scale ({c['min_scale']}) must be less than max-scale ({c['max_scale']})"),
+        # Beyond Knative: what the local plane cannot run.
+        (c["pod_autoscaler_class"] == KPA,
+         f"pod-autoscaler-class {c['pod_autoscaler_class']!r}: the local plane scales with "
+         f"Knative's KPA only; use {KPA}"),
+        (110 <= c["panic_threshold_percentage"] <= 1000,
+         f"panic-threshold-percentage = {_go(c['panic_threshold_percentage'])}, must be in "
+         "[110, 1000] (the local plane holds it to the annotation's bounds)"),
+        (c["tick_interval"] > 0, f"tick-interval = {d(c['tick_interval'])}, must be positive"),
+    ]  # fmt: skip
+    return [message for ok, message in rules if not ok]
 
 
-def _show(bound: float, unit: str) -> str:
-    return "1h" if unit and bound == WINDOW_MAX else f"{bound:g}{unit}"
+def _go(value: float) -> str:
+    """A float as Go's %v prints it: 1000 for 1000.0, 0.5 for 0.5."""
+    return str(int(value)) if value == int(value) and abs(value) < 1e21 else repr(value)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from knserve.knative import validation
+from knserve.knative import isvc_validation, validation
 from knserve.knative.schema_validation import schema_errors
+
+if TYPE_CHECKING:
+    from knserve.knative.autoscaler_config import AutoscalerConfig
+
+ConfigCheck = Callable[[dict[str, Any], "AutoscalerConfig | None"], list[str]]
 
 
 @dataclass
@@ -25,18 +30,29 @@ class Kind:
     short_names: tuple[str, ...] = ()
     # What the local plane cannot run although Knative can; not checked for a cluster.
     plane_checks: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
+    # Rules that read config-autoscaler, as Knative's webhook does (None: the config is unknown).
+    config_checks: list[ConfigCheck] = field(default_factory=list)
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
 
-    def errors(self, obj: dict[str, Any], *, local_plane: bool = True) -> list[str]:
+    def errors(
+        self,
+        obj: dict[str, Any],
+        *,
+        local_plane: bool = True,
+        autoscaler: AutoscalerConfig | None = None,
+    ) -> list[str]:
         """Schema errors first (they say what is malformed), then the kind's own rules, then (for
-        the local plane) what only the plane cannot run."""
+        the local plane) what only the plane cannot run. `autoscaler` is config-autoscaler; None
+        (a cluster's, not known here) skips the rules that read it."""
         errors = schema_errors(obj, self.crd_file, self.version)
         if not errors:
             for check in [*self.checks, *(self.plane_checks if local_plane else [])]:
                 errors += check(obj)
+            for config_check in self.config_checks:
+                errors += config_check(obj, autoscaler)
         return errors
 
 
@@ -70,25 +86,16 @@ def by_name(name: str) -> Kind | None:
 
 SERVING = "serving.knative.dev"
 register(Kind(SERVING, "v1", "Service", "services", "service.yaml",
-              [validation.service_errors], ("ksvc", "kservice"), [validation.one_container_errors]))  # fmt: skip
+              [validation.service_errors], ("ksvc", "kservice"),
+              [validation.one_container_errors, validation.kpa_only_errors],
+              [validation.template_autoscaling_errors]))  # fmt: skip
 register(Kind(SERVING, "v1", "Configuration", "configurations", "configuration.yaml",
-              [validation.name_errors], ("config", "cfg")))  # fmt: skip
-register(
-    Kind(
-        SERVING, "v1", "Revision", "revisions", "revision.yaml", [validation.name_errors], ("rev",)
-    )
-)
-register(
-    Kind(
-        SERVING,
-        "v1",
-        "Route",
-        "routes",
-        "route.yaml",
-        [validation.route_errors],
-        ("rt",),
-    )
-)
+              [validation.name_errors], ("config", "cfg"), [validation.kpa_only_errors],
+              [validation.template_autoscaling_errors]))  # fmt: skip
+register(Kind(SERVING, "v1", "Revision", "revisions", "revision.yaml", [validation.name_errors],
+              ("rev",), [validation.kpa_only_errors], [validation.revision_autoscaling_errors]))  # fmt: skip
+register(Kind(SERVING, "v1", "Route", "routes", "route.yaml", [validation.route_errors], ("rt",),
+              config_checks=[validation.route_autoscaling_errors]))  # fmt: skip
 register(
     Kind("eventing.knative.dev", "v1", "Broker", "brokers", "broker.yaml", [validation.name_errors])
 )
@@ -103,6 +110,7 @@ register(
     )
 )
 register(Kind("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices",
-              "serving.kserve.io_inferenceservices.yaml", [validation.name_errors], ("isvc",)))  # fmt: skip
+              "serving.kserve.io_inferenceservices.yaml", [isvc_validation.inference_service_errors],
+              ("isvc",)))  # fmt: skip
 register(Kind("serving.kserve.io", "v1alpha1", "ServingRuntime", "servingruntimes",
               "serving.kserve.io_servingruntimes.yaml", [validation.name_errors]))  # fmt: skip

@@ -22,12 +22,14 @@ import json
 import sqlite3
 import uuid
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from knserve.knative.autoscaler_config import AutoscalerConfig
 from knserve.knative.database import open_database, transaction
 from knserve.knative.errors import AlreadyExists, BadRequest, Conflict, Expired, Invalid, NotFound
 from knserve.knative.kinds import Kind, by_name, by_plural
@@ -133,7 +135,11 @@ class Store:
         return self._row(kind, namespace, name)
 
     def list(
-        self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         if namespace is None:
             rows = self._db.execute("SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
@@ -286,7 +292,9 @@ class Store:
         return obj
 
     def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
-        errors = kind.errors({k: v for k, v in obj.items() if k != "status"})
+        errors = kind.errors(
+            {k: v for k, v in obj.items() if k != "status"}, autoscaler=self.autoscaler
+        )
         if (
             not errors
             and kind.group == "serving.knative.dev"

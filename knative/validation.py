@@ -6,9 +6,18 @@ Each check returns messages that name the field and say what to do; an empty lis
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from knserve.knative.autoscaling_annotations import (
+    KPA,
+    annotation_errors,
+    lookup,
+    no_autoscaling_annotation_errors,
+)
 from knserve.knative.naming import is_dns1035_label, is_dns1123_label
+
+if TYPE_CHECKING:
+    from knserve.knative.autoscaler_config import AutoscalerConfig
 
 Check = Callable[[dict[str, Any]], list[str]]
 
@@ -141,3 +150,50 @@ def route_errors(obj: dict[str, Any]) -> list[str]:
     return name_errors(obj) + traffic_errors(
         (obj.get("spec") or {}).get("traffic") or [], "spec.traffic"
     )
+
+
+def _annotations(meta: Any) -> dict[str, str]:
+    found = (meta or {}).get("annotations") if isinstance(meta, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def template_autoscaling_errors(obj: dict[str, Any], config: AutoscalerConfig | None) -> list[str]:
+    """Knative's webhook on a Service or Configuration: autoscaling annotations belong on the
+    revision template, where they must pass `ValidateAnnotations`."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    return no_autoscaling_annotation_errors(
+        _annotations(obj.get("metadata")), "metadata.annotations"
+    ) + annotation_errors(
+        _annotations(template.get("metadata")), config, "spec.template.metadata.annotations"
+    )
+
+
+def revision_autoscaling_errors(obj: dict[str, Any], config: AutoscalerConfig | None) -> list[str]:
+    """Knative's webhook on a Revision: its own annotations pass `ValidateAnnotations`."""
+    return annotation_errors(_annotations(obj.get("metadata")), config, "metadata.annotations")
+
+
+def route_autoscaling_errors(obj: dict[str, Any], config: AutoscalerConfig | None) -> list[str]:
+    """Knative's webhook on a Route: no autoscaling annotations (they work on revisions only)."""
+    return no_autoscaling_annotation_errors(
+        _annotations(obj.get("metadata")), "metadata.annotations"
+    )
+
+
+def kpa_only_errors(obj: dict[str, Any]) -> list[str]:
+    """The local plane's own limit: one autoscaler, Knative's KPA. On a cluster the HPA class (or
+    a custom one) scales the revision; here nothing would, so the object would never serve."""
+    meta = obj.get("metadata")
+    path = "metadata.annotations"
+    if obj.get("kind") != "Revision":
+        meta, path = (
+            ((obj.get("spec") or {}).get("template") or {}).get("metadata"),
+            f"spec.template.{path}",
+        )
+    found = lookup(_annotations(meta), "class")
+    if found is None or found[1] == KPA:
+        return []
+    return [
+        f"{path}.{found[0]} is {found[1]!r}; the local plane scales with Knative's KPA only: "
+        f"use {KPA} or leave the annotation out"
+    ]

@@ -1,11 +1,50 @@
-"""`knserve up`: the local serving plane in the foreground."""
+"""`knserve up`: the local serving plane in the foreground.
+
+`--autoscaler-config` and `--features-config` take Knative's own ConfigMaps (`config-autoscaler`,
+`config-features`) as a cluster has them, or just their `data` as a plain mapping; a value
+Knative would refuse stops `knserve up` with one line and exit status 2.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
+
+
+class ConfigError(click.ClickException):
+    """A configuration Knative would refuse: `Error: …` on one line, exit status 2 (usage)."""
+
+    exit_code = 2
+
+
+def configmap_data(path: Path, name: str) -> dict[str, Any]:
+    """The `data` of the ConfigMap `name` in the YAML at `path` (Knative's file as shipped, or a
+    file of several documents), or the file's plain mapping of keys."""
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    if not docs:
+        return {}
+    if not all(isinstance(d, dict) for d in docs):
+        raise ValueError(f"{path}: write the {name} ConfigMap, or a mapping of its keys")
+    maps = [d for d in docs if d.get("kind") == "ConfigMap"]
+    if not maps:
+        if len(docs) > 1:
+            raise ValueError(f"{path}: several documents and no ConfigMap {name} among them")
+        return docs[0]
+    named = [d for d in maps if (d.get("metadata") or {}).get("name") == name]
+    if len(named) != 1 and len(maps) != 1:
+        raise ValueError(f"{path}: no single ConfigMap named {name}")
+    data = (named or maps)[0].get("data") or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the ConfigMap's data must be a mapping of keys to values")
+    return data
 
 
 @click.command("up")
@@ -37,7 +76,12 @@ import click
 @click.option(
     "--autoscaler-config",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="YAML of Knative's config-autoscaler keys (stable-window: 60s, …)",
+    help="Knative's config-autoscaler ConfigMap YAML (or a mapping of its keys: stable-window: 60s, …)",
+)
+@click.option(
+    "--features-config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Knative's config-features ConfigMap YAML, e.g. tag-header-based-routing: enabled",
 )
 @click.option(
     "--autoscaler",
@@ -56,32 +100,37 @@ import click
     "--example", is_flag=True, help="serve KServe's sklearn iris example and print how to call it"
 )
 def cli(data_dir: Path | None, port: int, api_port: int, broker_port: int, host: str, domain: str, token: str | None,
-        log_level: str, autoscaler_config: Path | None, autoscaler_overrides: tuple[str, ...],
-        zygote: bool, example: bool) -> None:  # fmt: skip
+        log_level: str, autoscaler_config: Path | None, features_config: Path | None,
+        autoscaler_overrides: tuple[str, ...], zygote: bool, example: bool) -> None:  # fmt: skip
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
-    from knserve.knative.autoscaler import config_from_map
-    from knserve.knative.plane import PlaneSettings, default_data_dir, run_plane
+    from knserve.knative.autoscaler_config import config_from_map
+    from knserve.knative.features import features_from_map
+    from knserve.knative.plane import PlaneSettings, PortUnavailable, default_data_dir, run_plane
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
     try:
-        values: dict[str, str] = {}
+        values: dict[str, Any] = {}
         if autoscaler_config is not None:
-            import yaml
-
-            loaded = yaml.safe_load(autoscaler_config.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{autoscaler_config}: write a mapping of config-autoscaler keys")
-            values.update(loaded.get("data", loaded))  # a ConfigMap or its data
+            values.update(configmap_data(autoscaler_config, "config-autoscaler"))
         for item in autoscaler_overrides:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--autoscaler {item!r}: write KEY=VALUE, e.g. stable-window=6s")
             values[key.strip()] = value.strip()
-        settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain,
-                                 token, config_from_map(values), zygote, example, broker_port)  # fmt: skip
+        autoscaler = config_from_map(values)
+        features = features_from_map(
+            configmap_data(features_config, "config-features") if features_config else {}
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain, token,
+                                 autoscaler, zygote, example, broker_port, features=features)  # fmt: skip
         run_plane(settings)
+    except PortUnavailable as exc:
+        raise ConfigError(str(exc)) from None  # one line, exit status 2, nothing started
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
