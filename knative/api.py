@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -28,8 +28,8 @@ from starlette.routing import Route
 
 from knserve.knative.core_api import core_routes
 from knserve.knative.errors import ApiError, BadRequest, Expired, NotFound
-from knserve.knative.kinds import KINDS, Kind, by_plural
-from knserve.knative.store import Store
+from knserve.knative.kinds import KINDS, Kind, by_plural, served
+from knserve.knative.store import Store, selects
 
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -43,10 +43,9 @@ def _kind(request: Request) -> Kind:
     params = request.path_params
     kind = by_plural(params["group"], params["plural"])
     if kind is None or kind.version != params["version"]:
-        served = ", ".join(sorted(f"{k.plural}.{k.group}/{k.version}" for k in KINDS.values()))
         raise NotFound(
             f"the server could not find the requested resource {params['plural']}.{params['group']}/"
-            f"{params['version']}; it serves: {served}"
+            f"{params['version']}; it serves: {served()}"
         )
     return kind
 
@@ -99,10 +98,11 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                             f"metadata.namespace {meta['namespace']!r} does not match the path's namespace {namespace!r}"
                         )
             return _json(store.create(kind, obj), 201)
-        selector = request.query_params.get("labelSelector")
+        labels = request.query_params.get("labelSelector")
+        fields = request.query_params.get("fieldSelector")
         if request.query_params.get("watch") in ("true", "1"):
-            return _watch(store, kind, namespace, selector, request.query_params)
-        items = store.list(kind, namespace, selector)
+            return _watch(store, kind, namespace, selects(labels, fields), request.query_params)
+        items = store.list(kind, namespace, labels, fields)
         return _json({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
                       "metadata": {"resourceVersion": str(store.resource_version())}, "items": items})  # fmt: skip
 
@@ -158,7 +158,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 resources.append({"name": f"{kind.plural}/status", "singularName": "", "namespaced": True,
                                   "kind": kind.kind, "verbs": ["get", "patch", "update"]})  # fmt: skip
         if not resources:
-            raise NotFound(f"no API group version {group}/{version}")
+            raise NotFound(f"no API group version {group}/{version}; the plane serves: {served()}")
         return _json({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
                       "resources": resources})  # fmt: skip
 
@@ -192,7 +192,24 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         assert isinstance(exc, ApiError)
         return _json(exc.status(), exc.code)
 
-    app = Starlette(routes=routes, exception_handlers={ApiError: api_error})
+    async def no_route(request: Request, exc: Exception) -> Response:
+        # A path no route serves (/api/v1/pods, /apis/{group}) is a Status too, as the API server's.
+        if getattr(exc, "status_code", 404) == 405:
+            error: ApiError = MethodNotAllowed(
+                f"the server does not allow this method on the requested resource "
+                f"({request.method} {request.url.path})"
+            )
+        else:
+            error = NotFound(
+                f"the server could not find the requested resource ({request.url.path}); it "
+                f"serves /apis/{{group}}/{{version}}/namespaces/{{namespace}}/{{plural}} for: {served()}"
+            )
+        return _json(error.status(), error.code)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: api_error, 404: no_route, 405: no_route},
+    )
     if token:
         app.add_middleware(_BearerToken, token=token)
     return app
@@ -210,16 +227,19 @@ class ApiUnsupported(ApiError):
     code, reason = 415, "UnsupportedMediaType"
 
 
-def _watch(store: Store, kind: Kind, namespace: str | None, selector: str | None,
-           params: Mapping[str, str]) -> Response:  # fmt: skip
+class MethodNotAllowed(ApiError):
+    code, reason = 405, "MethodNotAllowed"
+
+
+def _watch(store: Store, kind: Kind, namespace: str | None,
+           matches: Callable[[dict[str, Any]], bool], params: Mapping[str, str]) -> Response:  # fmt: skip
     """Newline-delimited watch events, as Kubernetes sends them.
 
     Without `resourceVersion` (or with "0") the objects that exist come first, as ADDED; with one
     (from a list), the changes after it. A version older than the store's history gets an ERROR
     event with a 410 Expired Status, so the client lists again. `timeoutSeconds` ends the stream.
+    Only objects that `matches` (the label and field selectors) are sent.
     """
-    from knserve.knative.store import selector_matches
-
     since = _int_param(params, "resourceVersion")
     timeout = _int_param(params, "timeoutSeconds")
     try:
@@ -227,7 +247,7 @@ def _watch(store: Store, kind: Kind, namespace: str | None, selector: str | None
     except Expired as exc:
         gone = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
         return StreamingResponse(iter([gone]), media_type="application/json")
-    existing = [] if since else store.list(kind, namespace, selector)
+    existing = [] if since else [o for o in store.list(kind, namespace) if matches(o)]
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -239,7 +259,7 @@ def _watch(store: Store, kind: Kind, namespace: str | None, selector: str | None
                     meta = event.object["metadata"]
                     if event.kind is not kind or (namespace and meta["namespace"] != namespace):
                         continue
-                    if not selector_matches(meta.get("labels") or {}, selector):
+                    if not matches(event.object):
                         continue
                     yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
         except TimeoutError:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from knserve.knative.errors import ApiError, NotFound, from_status
-from knserve.knative.kinds import Kind, by_kind
+from knserve.knative.kinds import Kind, by_kind, served
 
 DEFAULT_API = "http://127.0.0.1:8081"
 
@@ -57,7 +57,14 @@ class Client:
                 f"cannot reach the control API at {self.base_url} ({exc}); is `knserve up` running? "
                 "(set --api or $KNSERVE_API for another address)"
             ) from None
-        body = response.json() if response.content else {}
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            # Not a Status: something other than an API server answered at this address.
+            body = {"message": f"HTTP {response.status_code} from {self.base_url}{path}: "
+                               f"{response.text[:200]}"}  # fmt: skip
+            if response.status_code < 400:
+                raise ApiError(body["message"]) from None
         if response.status_code >= 400:
             raise from_status(body if isinstance(body, dict) else {}, response.status_code)
         return body
@@ -110,13 +117,13 @@ class Client:
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
+    """The kind of `obj` by its apiVersion and kind; NotFound (kubectl's "no matches for kind")
+    naming the kinds the plane serves when it serves no such kind."""
     kind = by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
     if kind is None:
-        from knserve.knative.kinds import KINDS
-
-        known = ", ".join(sorted(f"{k.api_version} {k.kind}" for k in KINDS.values()))
-        raise ApiError(
-            f"unsupported object {obj.get('apiVersion')} {obj.get('kind')}; supported: {known}"
+        raise NotFound(
+            f'no matches for kind "{obj.get("kind")}" in version "{obj.get("apiVersion")}"; '
+            f"the plane serves: {served()}"
         )
     return kind
 

@@ -75,6 +75,12 @@ def by_kind(api_version: str, kind: str) -> Kind | None:
     return None
 
 
+def served() -> str:
+    """The kinds the plane serves, for messages about one it does not: `serving.knative.dev/v1
+    Service (services), …`."""
+    return ", ".join(sorted(f"{k.api_version} {k.kind} ({k.plural})" for k in KINDS.values()))
+
+
 def by_name(name: str) -> Kind | None:
     """A kind by any of the names kubectl accepts: plural, singular, kind or short name."""
     lowered = name.lower()

@@ -93,11 +93,57 @@ def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
     return True
 
 
-class Store:
-    """Objects of every registered kind, in one SQLite file (or in memory with ':memory:')."""
+# The fields a field selector may name on a namespaced custom resource, as the API server has it.
+FIELD_LABELS = ("metadata.name", "metadata.namespace")
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+
+def field_selector_terms(selector: str | None) -> list[tuple[str, str, str]]:
+    """Parse a field selector (`metadata.name=hello,metadata.namespace!=x`; `=`, `==`, `!=`)
+    into (field, operator, value) terms; BadRequest with the API server's message otherwise."""
+    terms = []
+    for term in (t.strip() for t in (selector or "").split(",") if t.strip()):
+        for op in ("!=", "==", "="):
+            if op in term:
+                field, value = (part.strip() for part in term.split(op, 1))
+                break
+        else:
+            raise BadRequest(f"invalid selector: '{selector}'; can't understand '{term}'")
+        if field not in FIELD_LABELS:
+            raise BadRequest(
+                f"field label not supported: {field} (custom resources select on "
+                f"{' and '.join(FIELD_LABELS)})"
+            )
+        terms.append((field, "!=" if op == "!=" else "=", value))
+    return terms
+
+
+def selects(
+    label_selector: str | None, field_selector: str | None
+) -> Callable[[dict[str, Any]], bool]:
+    """A predicate for objects that match both selectors (the field selector checked now)."""
+    terms = field_selector_terms(field_selector)
+
+    def matches(obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        for field, op, value in terms:
+            if (meta.get(field.removeprefix("metadata.")) == value) != (op == "="):
+                return False
+        return selector_matches(meta.get("labels") or {}, label_selector)
+
+    return matches
+
+
+class Store:
+    """Objects of every registered kind, in one SQLite file (or in memory with ':memory:').
+
+    `autoscaler` is the plane's config-autoscaler, which admission reads as Knative's webhook
+    does (is `initial-scale: "0"` allowed, the default class, the max-scale limit)."""
+
+    def __init__(
+        self, path: str | Path = ":memory:", autoscaler: AutoscalerConfig | None = None
+    ) -> None:
         self.path = str(path)
+        self.autoscaler = autoscaler if autoscaler is not None else AutoscalerConfig()
         self._db = open_database(self.path, SCHEMA)  # durable against a crash of the process
         self._watchers: list[asyncio.Queue[Event]] = []
         self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
@@ -149,12 +195,8 @@ class Store:
                 "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
                 (kind.group, kind.plural, namespace),
             )
-        objects = [json.loads(r[0]) for r in rows]
-        return [
-            o
-            for o in objects
-            if selector_matches(o["metadata"].get("labels") or {}, label_selector)
-        ]
+        matches = selects(label_selector, field_selector)
+        return [o for o in (json.loads(r[0]) for r in rows) if matches(o)]
 
     def resource_version(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()[0])

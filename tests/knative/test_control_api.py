@@ -12,6 +12,8 @@ import pytest
 from net_fixtures import serve_in_loop
 
 from knserve.knative.api import create_app
+from knserve.knative.client import kind_of
+from knserve.knative.errors import NotFound
 from knserve.knative.kinds import by_name
 from knserve.knative.store import Store, merge_patch, selector_matches
 
@@ -75,11 +77,46 @@ async def test_errors_are_status_objects_that_say_what_to_fix(api) -> None:  # t
     )
     bad_json = await client.post(KSVC, content=b"{nope")
     assert bad_json.status_code == 400 and bad_json.json()["reason"] == "BadRequest"
-    unknown_kind = await client.get("/apis/serving.knative.dev/v1/namespaces/default/widgets")
-    assert (
-        unknown_kind.status_code == 404
-        and "services.serving.knative.dev/v1" in unknown_kind.json()["message"]
+
+
+WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/apis/serving.knative.dev/v1/namespaces/default/widgets"),
+        ("POST", "/apis/serving.knative.dev/v1/namespaces/default/widgets"),
+        ("GET", "/apis/example.com/v1/namespaces/default/widgets"),
+        ("POST", "/apis/example.com/v1/namespaces/default/widgets"),
+        ("GET", "/apis/serving.knative.dev/v2/namespaces/default/services"),
+        ("DELETE", "/apis/example.com/v1/namespaces/default/widgets/w"),
+        ("GET", "/apis/example.com/v1"),
+        ("GET", "/apis/example.com"),
+        ("GET", "/api/v1/namespaces/default/pods"),
+        ("POST", "/api/v1/namespaces/default/pods"),
+    ],
+)
+async def test_a_kind_the_plane_does_not_serve_is_a_not_found_status_naming_what_it_serves(
+    api, method: str, path: str
+) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    response = await client.request(method, path, json=WIDGET if method == "POST" else None)
+    assert response.status_code == 404, response.text
+    body = response.json()
+    assert body["kind"] == "Status" and body["reason"] == "NotFound"
+    assert "serving.knative.dev/v1 Service (services)" in body["message"]
+    assert "serving.kserve.io/v1beta1 InferenceService (inferenceservices)" in body["message"]
+
+
+def test_applying_a_kind_the_plane_does_not_serve_is_not_found_not_an_internal_error() -> None:
+    with pytest.raises(NotFound) as refused:
+        kind_of(WIDGET)
+    assert refused.value.code == 404 and refused.value.reason == "NotFound"
+    assert refused.value.message.startswith(
+        'no matches for kind "Widget" in version "example.com/v1"'
     )
+    assert "serving.knative.dev/v1 Service (services)" in refused.value.message
 
 
 @pytest.mark.parametrize(
@@ -343,3 +380,79 @@ async def test_core_discovery_namespaces_and_events_for_generic_clients(api) -> 
     assert [n["metadata"]["name"] for n in listed["items"]] == ["default", "team-a"]
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "x"}}
     assert (await client.post("/api/v1/namespaces/default/events", json=event)).status_code == 201
+
+
+async def test_field_selectors_on_list_select_by_name_and_namespace(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    for namespace, name in (("default", "hello"), ("default", "other"), ("team-a", "hello")):
+        path = KSVC.replace("/default/", f"/{namespace}/")
+        assert (await client.post(path, json=svc(metadata={"name": name}))).status_code == 201
+    everywhere = "/apis/serving.knative.dev/v1/services"
+
+    async def names(path: str, selector: str) -> list[str]:
+        response = await client.get(path, params={"fieldSelector": selector})
+        assert response.status_code == 200, response.text
+        return [
+            f"{i['metadata']['namespace']}/{i['metadata']['name']}"
+            for i in response.json()["items"]
+        ]
+
+    assert await names(KSVC, "metadata.name=hello") == ["default/hello"]
+    assert await names(KSVC, "metadata.name==other") == ["default/other"]
+    assert await names(KSVC, "metadata.name!=hello") == ["default/other"]
+    assert await names(everywhere, "metadata.name=hello") == ["default/hello", "team-a/hello"]
+    assert await names(everywhere, "metadata.name=hello,metadata.namespace!=default") == [
+        "team-a/hello"
+    ]
+    assert await names(everywhere, " metadata.namespace = team-a ") == ["team-a/hello"]
+    # the label selector still applies alongside
+    both = await client.get(KSVC, params={"fieldSelector": "metadata.name=hello",
+                                          "labelSelector": "team=web"})  # fmt: skip
+    assert both.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ("spec.template=x", "field label not supported: spec.template"),
+        ("status.url=x", "field label not supported: status.url"),
+        ("metadata.name", "invalid selector: 'metadata.name'; can't understand 'metadata.name'"),
+    ],
+)
+async def test_an_unsupported_field_selector_is_a_bad_request(
+    api, selector: str, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    for params in ({"fieldSelector": selector}, {"fieldSelector": selector, "watch": "true"}):
+        response = await client.get(KSVC, params=params)
+        assert response.status_code == 400, response.text
+        assert response.json()["reason"] == "BadRequest"
+        assert response.json()["message"].startswith(message)
+
+
+async def test_a_watch_with_a_field_selector_sends_only_that_objects_events(api) -> None:  # type: ignore[no-untyped-def]
+    # kubectl wait ksvc/hello watches with fieldSelector=metadata.name=hello: another object's
+    # events must not reach it, or it reports that object's condition.
+    client, _ = api
+    await client.post(KSVC, json=svc())
+    await client.post(KSVC, json=svc(metadata={"name": "other"}))
+    only_hello = {"fieldSelector": "metadata.name=hello"}
+    events = await _watch_lines(client, **only_hello)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "hello")]
+    listed = (await client.get(KSVC, params=only_hello)).json()["metadata"]["resourceVersion"]
+    merge = {"content-type": "application/merge-patch+json"}
+    for step, name in enumerate(("other", "hello", "other")):
+        await client.patch(
+            f"{KSVC}/{name}", json={"metadata": {"labels": {"step": str(step)}}}, headers=merge
+        )
+    await client.delete(f"{KSVC}/other")
+    await client.delete(f"{KSVC}/hello")
+    events = await _watch_lines(client, resourceVersion=listed, **only_hello)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "hello"),
+        ("DELETED", "hello"),
+    ]
+    others = await _watch_lines(
+        client, resourceVersion=listed, fieldSelector="metadata.name!=hello"
+    )
+    assert [e["object"]["metadata"]["name"] for e in others] == ["other", "other", "other"]
