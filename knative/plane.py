@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from knserve.eventing.broker import INGRESS_NAME, INGRESS_NAMESPACE, BrokerPlane
 from knserve.knative.api import EmbeddedServer, create_app
 from knserve.knative.autoscaler import AutoscalerConfig
 from knserve.knative.controller import Controller
+from knserve.knative.features import DEFAULTS as FEATURE_DEFAULTS
+from knserve.knative.features import TAG_HEADER_BASED_ROUTING, is_enabled
 from knserve.knative.gateway import Gateway, SupervisorEndpoints
 from knserve.knative.isvc_controller import InferenceServiceController
 from knserve.knative.launcher import Launcher
@@ -59,13 +62,15 @@ class PlaneSettings:
     zygote: bool = True  # fork replicas from a warm template process
     example: bool = False  # serve KServe's sklearn iris example (make up)
     broker_port: int = 8082  # the broker ingress, /{namespace}/{broker}
+    # Knative's config-features flags (knative/features.py); read with features.is_enabled().
+    features: Mapping[str, str] = field(default_factory=lambda: dict(FEATURE_DEFAULTS))
 
 
 class Plane:
     def __init__(self, settings: PlaneSettings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(settings.data_dir / "state.db")
+        self.store = Store(settings.data_dir / "state.db", autoscaler=settings.autoscaler)
         proxy = f"http://{settings.host}:{settings.port}"
         self.launcher = Launcher(settings.data_dir / "run", use_zygote=settings.zygote)
         self.supervisor = Supervisor(
@@ -81,6 +86,7 @@ class Plane:
             ),
             settings.domain,
             hold_unready=True,
+            tag_header_routing=is_enabled(settings.features, TAG_HEADER_BASED_ROUTING),
         )
         # Knative's broker-ingress name, served by the plane's ingress behind the gateway.
         self.gateway.set_revision(*ingress, container_concurrency=0, timeout_seconds=300)

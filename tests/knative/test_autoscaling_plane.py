@@ -98,5 +98,5 @@ def test_a_bad_autoscaler_setting_stops_knserve_up_with_the_fix(tmp_path: Path) 
          "--autoscaler", "stable-window=2s"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert "stable_window must be 6s..1h" in result.stderr
+    assert result.returncode == 2
+    assert "stable-window = 2s, must be in [6s; 1h0m0s] range" in result.stderr
