@@ -2,8 +2,9 @@
 
 `Gateway` owns the listening socket and the per-revision state, and ties three parts together:
 
-- `knserve.knative.traffic`: the Host (and `Knative-Serving-Tag`) picks a Route's revision, split
-  exactly by percent;
+- `knserve.knative.traffic`: the Host picks a Route's revision, split exactly by percent; the
+  `Knative-Serving-Tag` header picks a tag's only with Knative's `tag-header-based-routing` feature
+  enabled (`tag_header_routing`), which also marks requests as Knative's ingress then does;
 - `knserve.knative.throttler`: per revision, the replica with the fewest requests in flight, the
   `containerConcurrency` cap with its FIFO queue, holding requests while no replica is ready, and the
   counters the autoscaler reads (`stats`);
@@ -102,11 +103,14 @@ class Gateway:
         *,
         hold_unready: bool = False,
         on_demand: Callable[[str, str], None] | None = None,
+        tag_header_routing: bool = False,
     ) -> None:
         self.source = endpoints
         self.domain = domain
         self.routes = RouteTable(domain)
         self.hold_unready = hold_unready
+        # Knative's config-features `tag-header-based-routing`: Disabled by default, as on a cluster.
+        self.tag_header_routing = tag_header_routing
         self.on_demand = on_demand
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.active = 0
@@ -271,21 +275,24 @@ class Gateway:
             if len(self._host_cache) >= HOST_CACHE_SIZE:
                 self._host_cache.clear()
             self._host_cache[raw] = host
-        destination = self.routes.resolve(host, exchange.tag)
+        tag = exchange.tag if self.tag_header_routing else None
+        destination = self.routes.resolve(host, tag)
         if destination is None and host in self._aliases:
-            destination = self._resolve_alias(host, exchange)
+            destination = self._resolve_alias(host, exchange, tag)
         if destination is None:
             exchange.respond_error(404, self.routes.unknown_host_message(host))
         elif not destination.revision:
             exchange.respond_error(503, _no_traffic_message(host, destination))
         else:
+            if self.tag_header_routing:
+                _append_route_header(exchange, destination)
             self._revision(destination.namespace, destination.revision).admit(exchange)
 
-    def _resolve_alias(self, host: str, exchange: Exchange) -> Destination | None:
+    def _resolve_alias(self, host: str, exchange: Exchange, tag: str | None) -> Destination | None:
         path = exchange.head.split(b" ", 2)[1].decode("latin-1") if exchange.head else "/"
         for route in self._aliases[host]:
             if route.matches(host, path):
-                return self.routes.resolve(route.service_host, exchange.tag)
+                return self.routes.resolve(route.service_host, tag)
         return None
 
     def timed_out(self, exchange: Exchange) -> None:
@@ -342,9 +349,23 @@ class Gateway:
         return state
 
 
+def _append_route_header(exchange: Exchange, destination: Destination) -> None:
+    """What Knative's ingress appends with tag-header-based-routing Enabled (route/resources/
+    ingress.go): `Knative-Serving-Tag` on a request that came by a tag host, and
+    `Knative-Serving-Default-Route: true` on one that took the percent split."""
+    if destination.tag is None:
+        header = b"knative-serving-default-route: true\r\n"
+    elif destination.tag != exchange.tag:
+        header = b"knative-serving-tag: " + destination.tag.encode("latin-1") + b"\r\n"
+    else:
+        return  # it came by the header itself
+    exchange.head = exchange.head[:-2] + header + b"\r\n"  # the head ends with its blank line
+
+
 def _no_traffic_message(host: str, destination: Destination) -> str:
     return (
         f"The route of host {host!r} in namespace {destination.namespace} sends no traffic to any "
         "revision yet (none is ready, or all its targets are at 0 percent); reach a tagged revision "
-        "by its tag host or the Knative-Serving-Tag header"
+        "by its tag host (or the Knative-Serving-Tag header, with the tag-header-based-routing "
+        "feature enabled)"
     )

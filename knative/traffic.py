@@ -7,7 +7,8 @@ percent and an optional tag (revision names already resolved by the controller).
   Knative gives every Route): split among the targets by percent;
 - a tag host `{tag}-{route}.{namespace}.{domain}`: always the tagged revision, even at 0 percent;
 - the `Knative-Serving-Tag: {tag}` header on the route's host: the tagged revision; an unknown tag falls
-  back to the percent split, as Knative's header-based routing does.
+  back to the percent split, as Knative's header-based routing does. Knative honours the header only
+  with its `tag-header-based-routing` feature enabled: the gateway passes it here only then.
 
 The split is smooth weighted round-robin (the algorithm nginx uses for upstream weights): every pick adds
 each target's percent to its running credit, takes the target with the most credit and charges it the

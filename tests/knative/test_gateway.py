@@ -251,20 +251,56 @@ async def test_split_80_20_over_1000_requests(gateway, endpoints, client, start_
     assert gateway.stats("default", "iris-2").requests_total == 200
 
 
-async def test_a_tag_at_zero_percent_is_reached_by_host_and_by_header(
+async def test_a_tag_at_zero_percent_is_reached_by_its_host_and_not_by_the_header_by_default(
     gateway, endpoints, client, start_replica
 ) -> None:
+    # Knative's tag-header-based-routing is Disabled unless config-features enables it.
+    assert gateway.tag_header_routing is False
     stable, canary = await start_replica("stable"), await start_replica("canary")
     targets = (TrafficTarget("iris-1", 100), TrafficTarget("iris-2", 0, tag="canary"))
     await serve(gateway, endpoints, {"iris-1": [stable], "iris-2": [canary]}, targets)
     by_host = await client.get("/", headers={"Host": "canary-iris.default.localhost"})
-    by_header = await client.get("/", headers={"Knative-Serving-Tag": "canary"})
-    unknown_tag = await client.get("/", headers={"Knative-Serving-Tag": "nosuch"})
-    plain = [(await client.get("/")).headers["x-replica"] for _ in range(20)]
+    by_header = [
+        (await client.get("/", headers={"Knative-Serving-Tag": "canary"})).text for _ in range(20)
+    ]
     assert by_host.text == "canary /"
-    assert by_header.text == "canary /"
-    assert unknown_tag.text == "stable /"
+    assert set(by_header) == {"stable /"}
+    # The header goes on to the replica untouched, and nothing is appended.
+    seen = stable.seen[-1].headers
+    assert seen["knative-serving-tag"] == "canary"
+    assert "knative-serving-default-route" not in seen
+    assert "knative-serving-tag" not in canary.seen[-1].headers
+
+
+async def test_with_tag_header_routing_enabled_the_header_picks_the_tag(
+    endpoints, start_replica
+) -> None:
+    gateway = Gateway(endpoints, tag_header_routing=True)
+    await gateway.start("127.0.0.1", 0)
+    stable, canary = await start_replica("stable"), await start_replica("canary")
+    targets = (TrafficTarget("iris-1", 100), TrafficTarget("iris-2", 0, tag="canary"))
+    await serve(gateway, endpoints, {"iris-1": [stable], "iris-2": [canary]}, targets)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.port}", headers={"Host": HOST}
+        ) as client:
+            by_host = await client.get("/host", headers={"Host": "canary-iris.default.localhost"})
+            by_header = await client.get("/header", headers={"Knative-Serving-Tag": "canary"})
+            unknown_tag = await client.get("/unknown", headers={"Knative-Serving-Tag": "nosuch"})
+            plain = [(await client.get("/")).headers["x-replica"] for _ in range(20)]
+    finally:
+        await gateway.close()
+    assert by_host.text == "canary /host"
+    assert by_header.text == "canary /header"
+    assert unknown_tag.text == "stable /unknown"  # an unknown tag falls back to the split
     assert set(plain) == {"stable"}
+    # What Knative's ingress appends then: the tag of a tag host, the mark of the default route.
+    seen = {s.path: s.headers for s in stable.seen + canary.seen}
+    assert seen["/host"]["knative-serving-tag"] == "canary"
+    assert seen["/header"]["knative-serving-tag"] == "canary"
+    assert "knative-serving-default-route" not in seen["/header"]
+    assert seen["/unknown"]["knative-serving-default-route"] == "true"
+    assert seen["/"]["knative-serving-default-route"] == "true"
 
 
 async def test_balances_over_replicas_and_follows_endpoint_changes(
@@ -582,7 +618,9 @@ async def test_held_requests_find_a_replica_without_being_told_and_time_out_with
         async with httpx.AsyncClient(headers={"Host": HOST}) as c:
             url = f"http://127.0.0.1:{gateway.port}"
             held = asyncio.create_task(c.get(f"{url}/held"))
-            never = asyncio.create_task(c.get(url, headers={"Knative-Serving-Tag": "never"}))
+            never = asyncio.create_task(
+                c.get(url, headers={"Host": "never-iris.default.localhost"})
+            )
             await wait_until(lambda: gateway.stats("default", "iris-1").queued == 1)
             replica = await start_replica("late")
             endpoints.ready[("default", "iris-1")] = (replica.endpoint,)  # no endpoints_changed
