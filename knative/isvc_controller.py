@@ -18,13 +18,18 @@ level-based, comparing what should exist with what does:
 - the InferenceService's status, written only when it changed, so reconciling converges.
 
 A Knative Service whose status has not caught up with its spec (`observedGeneration` behind
-`generation`) counts as not ready yet: right after a spec change its Ready condition still
-describes the previous revision, and a client waiting for the InferenceService would otherwise
-see the old revision's readiness as the new one's.
+`generation`) counts as not ready yet: right after a spec change its Ready, RoutesReady and
+ConfigurationsReady conditions still describe the previous revision, and a client waiting for
+the InferenceService would otherwise see the old revision's readiness as the new one's.
+
+While the predictor is not ready on its latest revision, that Revision is read too: a replica
+that exited (a model that failed to load) is on it, and becomes the InferenceService's
+`modelStatus.lastFailureInfo`.
 
 An InferenceService that cannot be translated (an unknown model format, a bad field) is not an
-error of the controller: it becomes `Ready=False` with reason `InvalidSpec` and the message, and
-its existing Services are left serving, as KServe leaves them.
+error of the controller: it becomes `Ready=False` with reason `InvalidSpec` and the message (and
+`modelStatus.transitionStatus: InvalidSpec` with KServe's failure reason), and its existing
+Services are left serving, as KServe leaves them.
 
 `isvc_routes` tells the gateway where the InferenceService's own host goes: to the transformer
 if there is one, else to the predictor, and `…:explain` paths to the explainer.
@@ -35,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from knserve.knative.inferenceservice import (
     COMPONENT_LABEL,
@@ -52,6 +57,7 @@ from knserve.knative.kinds import Kind, by_name
 from knserve.knative.reconciler import WorkQueue, watching
 from knserve.knative.runtimes import RuntimeNotFound, merge_runtimes
 from knserve.knative.store import Event, Store, now
+from knserve.knative.traffic import CLUSTER_LOCAL_DOMAIN
 
 __all__ = [
     "EXPLAIN_SUFFIX",
@@ -71,8 +77,8 @@ def _kind(name: str) -> Kind:
     return kind
 
 
-ISVC, SERVICE, SERVING_RUNTIME = (
-    _kind(k) for k in ("inferenceservices", "services", "servingruntimes")
+ISVC, SERVICE, SERVING_RUNTIME, REVISION = (
+    _kind(k) for k in ("inferenceservices", "services", "servingruntimes", "revisions")
 )
 # KServe's V1 explain verb (`POST /v1/models/{name}:explain`), which its ingress sends to the explainer.
 EXPLAIN_SUFFIX = ":explain"
@@ -104,7 +110,8 @@ RoutesChanged = Callable[[str, str, tuple[IsvcRoute, ...]], None]
 def isvc_routes(
     isvc: Mapping[str, Any], domain: str = "localhost", components: Iterable[str] | None = None
 ) -> tuple[IsvcRoute, ...]:
-    """Where `{isvc}.{namespace}.{domain}` sends requests, most specific first.
+    """Where `{isvc}.{namespace}.{domain}` (and `….svc.cluster.local`) sends requests, most
+    specific first.
 
     `components` are the components whose Knative Services exist (default: those the spec
     declares). Explain requests go to the explainer; everything else to the transformer if there
@@ -116,16 +123,18 @@ def isvc_routes(
     if "predictor" not in present:
         return ()
     target = Target(domain=domain)
-    host = target.service_host(name, namespace)
-
-    def to(component: str, suffix: str) -> IsvcRoute:
-        service = component_service_name(name, component)
-        return IsvcRoute(host, suffix, namespace, service, target.service_host(service, namespace))
-
+    front = "transformer" if "transformer" in present else "predictor"
+    wanted = [("explainer", EXPLAIN_SUFFIX)] if "explainer" in present else []
+    wanted.append((front, ""))
+    # its own host, then its cluster-local one (the status's address.url), as KServe's
+    # VirtualService lists both
+    hosts = (target.service_host(name, namespace), f"{name}.{namespace}.{CLUSTER_LOCAL_DOMAIN}")
     routes = []
-    if "explainer" in present:
-        routes.append(to("explainer", EXPLAIN_SUFFIX))
-    routes.append(to("transformer" if "transformer" in present else "predictor", ""))
+    for host in hosts:
+        for component, suffix in wanted:
+            service = component_service_name(name, component)
+            service_host = target.service_host(service, namespace)
+            routes.append(IsvcRoute(host, suffix, namespace, service, service_host))
     return tuple(routes)
 
 
@@ -146,16 +155,42 @@ def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     )
 
 
+class ReconcileError(NamedTuple):
+    """Why an InferenceService is not Ready (`reason`, `message`); `model_failure` is KServe's
+    FailureReason for `modelStatus` when the predictor's spec is at fault."""
+
+    reason: str
+    message: str
+    model_failure: str | None = None
+
+
+_SERVICE_CONDITIONS = ("Ready", "ConfigurationsReady", "RoutesReady")
+
+
 def observed_status(ksvc: dict[str, Any]) -> dict[str, Any]:
-    """The Knative Service as readiness should see it: Ready is Unknown until its status has
-    observed its current generation (see the module docstring)."""
+    """The Knative Service as readiness should see it: its conditions are Unknown until its
+    status has observed its current generation (see the module docstring)."""
     status = ksvc.get("status") or {}
     if status.get("observedGeneration") == ksvc["metadata"].get("generation"):
         return ksvc
-    pending = {"type": "Ready", "status": "Unknown", "reason": "Reconciling",
-               "message": "the Knative Service has not observed its latest spec yet"}  # fmt: skip
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
-    return {**ksvc, "status": {**status, "conditions": [pending, *conditions]}}
+    pending = [{"type": ctype, "status": "Unknown", "reason": "Reconciling",
+                "message": "the Knative Service has not observed its latest spec yet"}
+               for ctype in _SERVICE_CONDITIONS]  # fmt: skip
+    others = [c for c in status.get("conditions") or [] if c.get("type") not in _SERVICE_CONDITIONS]
+    return {**ksvc, "status": {**status, "conditions": [*pending, *others]}}
+
+
+def revision_to_inspect(owned: Mapping[str, dict[str, Any]]) -> str | None:
+    """The predictor's latest created revision while the predictor is not ready on it: where a
+    replica that failed (a model that did not load) leaves its exit code and last words."""
+    ksvc = owned.get("predictor")
+    status = (ksvc or {}).get("status") or {}
+    created = status.get("latestCreatedRevisionName")
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])  # fmt: skip
+    if created and (not ready or created != status.get("latestReadyRevisionName")):
+        return str(created)
+    return None
 
 
 def owned_services(
@@ -174,8 +209,8 @@ def owned_services(
 def desired_services(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]],
                      runtimes: Sequence[Mapping[str, Any]], target: Target,
                      source: Mapping[str, Any] | None = None,
-                     ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:  # fmt: skip
-    """The Knative Services `isvc` asks for, or an `InvalidSpec` (reason, message).
+                     ) -> tuple[list[dict[str, Any]], ReconcileError | None]:  # fmt: skip
+    """The Knative Services `isvc` asks for, or an `InvalidSpec` error.
 
     The revisions its `owned` Services have rolled out (from their current traffic) feed the
     translation, so a canary keeps sending the rest to `prev`. `source` is what to translate when
@@ -189,22 +224,28 @@ def desired_services(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]
     try:
         return knative_services(source or isvc, runtimes, target, rolled_out), None
     except (InvalidInferenceService, RuntimeNotFound) as exc:
-        return [], ("InvalidSpec", str(exc))
+        return [], ReconcileError("InvalidSpec", str(exc), exc.reason)
 
 
 def settled_status(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]], target: Target,
-                   error: tuple[str, str] | None) -> dict[str, Any]:  # fmt: skip
-    """The InferenceService's status from its Services after the writes, Ready False on `error`."""
-    status = isvc_status(isvc, _observed(owned), now(), target)
+                   error: ReconcileError | None,
+                   predictor_revision: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The InferenceService's status from its Services after the writes (and the predictor's
+    latest Revision, see `revision_to_inspect`), Ready False on `error`."""
+    spec_failure = None
+    if error is not None and error.model_failure is not None:
+        spec_failure = (error.model_failure, error.message)
+    status = isvc_status(isvc, _observed(owned), now(), target, predictor_revision, spec_failure)
     if error is not None:
-        fail_ready(status, isvc.get("status") or {}, *error)
+        fail_ready(status, isvc.get("status") or {}, error.reason, error.message)
     return status
 
 
-def service_conflict(service: str, isvc: str) -> tuple[str, str]:
+def service_conflict(service: str, isvc: str) -> ReconcileError:
     """The error of a Knative Service that has the component's name but another controller."""
-    return ("ServiceConflict", f"Knative Service {service!r} already exists and is not owned by "
-            f"InferenceService {isvc!r}; delete it or rename the InferenceService")  # fmt: skip
+    return ReconcileError("ServiceConflict", f"Knative Service {service!r} already exists and is "
+                          f"not owned by InferenceService {isvc!r}; delete it or rename the "
+                          "InferenceService")  # fmt: skip
 
 
 def _observed(owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -265,7 +306,9 @@ class InferenceServiceController:
         desired, error = desired_services(isvc, owned, runtimes, self.target)
         if error is None:
             owned, error = self._apply(isvc, owned, desired)
-        status = settled_status(isvc, owned, self.target, error)
+        inspect = revision_to_inspect(owned)
+        revision = self.store.find(REVISION, namespace, inspect) if inspect else None
+        status = settled_status(isvc, owned, self.target, error, revision)
         self._publish_routes(namespace, name, isvc_routes(isvc, self.domain, owned))
         self.store.write_status(ISVC, isvc, status)
 
@@ -274,7 +317,7 @@ class InferenceServiceController:
         isvc: Mapping[str, Any],
         owned: dict[str, dict[str, Any]],
         desired: Sequence[dict[str, Any]],
-    ) -> tuple[dict[str, dict[str, Any]], tuple[str, str] | None]:
+    ) -> tuple[dict[str, dict[str, Any]], ReconcileError | None]:
         """Create or update the desired Knative Services and delete the ones no longer declared.
 
         Returns the owned Services by component after the writes, and an error (reason, message)
@@ -282,7 +325,7 @@ class InferenceServiceController:
         """
         namespace = isvc["metadata"]["namespace"]
         result: dict[str, dict[str, Any]] = {}
-        error: tuple[str, str] | None = None
+        error: ReconcileError | None = None
         for ksvc in desired:
             component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
             current = owned.get(component)

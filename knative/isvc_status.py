@@ -6,9 +6,21 @@ KServe reports, per component, the Knative Service's URL and revisions plus two 
 former (`prev`), so these fields are the memory that makes promote and rollback work; they are
 carried forward from the previous status on every reconcile.
 
-Conditions: `PredictorReady`, `TransformerReady`, `ExplainerReady` copy each component's Ready;
-`IngressReady` is True once every component is ready (KServe creates its top-level ingress only
-then); `Ready` is `PredictorReady` and `IngressReady`, as in KServe.
+Conditions, with KServe's names (`PropagateStatus`, `PropagateCrossComponentStatus`):
+
+- `PredictorReady`, `TransformerReady`, `ExplainerReady` copy each component's Ready;
+  `PredictorRouteReady`, `TransformerRouteReady`, `ExplainerRoutesReady` (sic) its Knative
+  Service's `RoutesReady`; `PredictorConfigurationReady`, `TransformerConfigurationReady`,
+  `ExplainerConfigurationReady` its `ConfigurationsReady`;
+- `RoutesReady` and `LatestDeploymentReady` aggregate the route and configuration conditions of
+  every component: True when all are, else False (Unknown while one is unknown), with the reason
+  `{condition} not ready`;
+- `IngressReady` is True once every component is ready (KServe creates its top-level ingress only
+  then); `Ready` is `PredictorReady` and `IngressReady`, as in KServe.
+
+`url` is the InferenceService's own host; `address.url` its cluster-local address
+`http://{isvc}.{namespace}.svc.cluster.local` (the local plane's gateway answers it too).
+`modelStatus` is `knative.isvc_model_status`'s.
 """
 
 from __future__ import annotations
@@ -17,12 +29,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from knserve.knative.inferenceservice import Target, component_service_name, components_of
+from knserve.knative.isvc_model_status import model_status
 
-_CONDITION_OF = {
-    "predictor": "PredictorReady",
-    "transformer": "TransformerReady",
-    "explainer": "ExplainerReady",
+# Per component: its Ready, route and configuration conditions, as KServe names them.
+_CONDITIONS_OF = {
+    "predictor": ("PredictorReady", "PredictorRouteReady", "PredictorConfigurationReady"),
+    "transformer": ("TransformerReady", "TransformerRouteReady", "TransformerConfigurationReady"),
+    "explainer": ("ExplainerReady", "ExplainerRoutesReady", "ExplainerConfigurationReady"),
 }
+# The aggregate conditions, each over one of the per-component ones (its index above).
+_AGGREGATES = (("RoutesReady", 1), ("LatestDeploymentReady", 2))
+Condition = tuple[str, str | None, str | None]
 
 
 def revision_percents(traffic: list[Mapping[str, Any]]) -> dict[str, int]:
@@ -91,14 +108,12 @@ def _roll(out: dict[str, Any], traffic: list[Mapping[str, Any]]) -> None:
             out["latestRolledoutRevision"] = rolled = out["previousRolledoutRevision"]
 
 
-def ready_condition(ksvc: Mapping[str, Any] | None) -> tuple[str, str | None, str | None]:
+def ready_condition(ksvc: Mapping[str, Any] | None) -> Condition:
     """(status, reason, message) of a Knative Service's Ready condition."""
     if ksvc is None:
         return "Unknown", "NotCreated", "the Knative Service has not been created yet"
-    for cond in (ksvc.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status", "Unknown"), cond.get("reason"), cond.get("message")
-    return "Unknown", "NotReconciled", "the Knative Service has no status yet"
+    found = _ksvc_condition(ksvc, "Ready")
+    return found or ("Unknown", "NotReconciled", "the Knative Service has no status yet")
 
 
 def isvc_status(
@@ -106,11 +121,15 @@ def isvc_status(
     ksvcs: Mapping[str, Mapping[str, Any] | None],
     now: str,
     target: Target,
+    predictor_revision: Mapping[str, Any] | None = None,
+    spec_failure: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The full status of an InferenceService from its components' Knative Services.
 
     `ksvcs` maps component name to its Knative Service (None when missing). `now` is the RFC 3339
-    time stamped on conditions whose status changed.
+    time stamped on conditions whose status changed. `predictor_revision` (the predictor's latest
+    created Revision) and `spec_failure` (KServe's failure reason and message when the spec
+    cannot be served) feed `modelStatus`.
     """
     meta = isvc["metadata"]
     name, namespace = meta["name"], meta.get("namespace") or "default"
@@ -121,13 +140,23 @@ def isvc_status(
     status["components"] = {
         c: component_status(ksvcs.get(c), previous_components.get(c) or {}) for c in components
     }
-    conditions: dict[str, tuple[str, str | None, str | None]] = {}
+    conditions: dict[str, Condition] = {}
     for component in components:
-        conditions[_CONDITION_OF[component]] = ready_condition(ksvcs.get(component))
-    not_ready = [c for c in components if conditions[_CONDITION_OF[c]][0] != "True"]
+        ksvc = ksvcs.get(component)
+        ready, route, configuration = _CONDITIONS_OF[component]
+        conditions[ready] = ready_condition(ksvc)
+        for ours, theirs in ((route, "RoutesReady"), (configuration, "ConfigurationsReady")):
+            found = _ksvc_condition(ksvc, theirs) if ksvc is not None else None
+            if found is not None:  # KServe sets nothing for a condition the ksvc lacks
+                conditions[ours] = found
+    for aggregate, index in _AGGREGATES:
+        conditions[aggregate] = _aggregate(
+            [_CONDITIONS_OF[c][index] for c in components], conditions
+        )
+    not_ready = [c for c in components if conditions[_CONDITIONS_OF[c][0]][0] != "True"]
     if not_ready:
         first = not_ready[0]
-        state = "False" if conditions[_CONDITION_OF[first]][0] == "False" else "Unknown"
+        state = "False" if conditions[_CONDITIONS_OF[first][0]][0] == "False" else "Unknown"
         conditions["IngressReady"] = (
             state,
             f"{first.capitalize()}IngressNotCreated",
@@ -147,9 +176,34 @@ def isvc_status(
     if conditions["IngressReady"][0] == "True":
         host = _external_host(name, namespace, components, ksvcs, target)
         status["url"] = f"http://{host}"
-        local = f"{name}.{namespace}.svc.cluster.local" if target.cluster else host
-        status["address"] = {"url": f"http://{local}"}
+        status["address"] = {"url": f"http://{name}.{namespace}.svc.cluster.local"}
+    status["modelStatus"] = model_status(
+        previous.get("modelStatus") or {},
+        ready=conditions["Ready"][0] == "True",
+        component=status["components"]["predictor"],
+        ksvc=ksvcs.get("predictor"),
+        revision=predictor_revision,
+        spec_failure=spec_failure,
+    )
     return status
+
+
+def _ksvc_condition(ksvc: Mapping[str, Any], ctype: str) -> Condition | None:
+    for cond in (ksvc.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond.get("status", "Unknown"), cond.get("reason"), cond.get("message")
+    return None
+
+
+def _aggregate(types: list[str], conditions: Mapping[str, Condition]) -> Condition:
+    """KServe's cross-component condition: True when every one of `types` is; otherwise the last
+    one that is not decides, False or (unknown or missing) Unknown, `{type} not ready`."""
+    out: Condition = ("True", None, None)
+    for ctype in types:
+        state = conditions.get(ctype, ("Unknown", None, None))[0]
+        if state != "True":
+            out = ("False" if state == "False" else "Unknown", f"{ctype} not ready", None)
+    return out
 
 
 def _external_host(

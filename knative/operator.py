@@ -50,11 +50,14 @@ from knserve.knative.inferenceservice import (
 )
 from knserve.knative.isvc_controller import (
     ISVC,
+    REVISION,
     SERVICE,
     SERVING_RUNTIME,
+    ReconcileError,
     controlled_by,
     desired_services,
     owned_services,
+    revision_to_inspect,
     service_conflict,
     settled_status,
 )
@@ -124,11 +127,23 @@ class Reconciler:
         )
         if error is None:
             owned, error = self._apply(isvc, owned, desired)
-        status = settled_status(isvc, owned, self.target, error)
+        status = settled_status(isvc, owned, self.target, error, self._revision(namespace, owned))
         if isvc.get("status") != status:
             isvc["status"] = status
             self.client.replace_status(ISVC, isvc)
         return status
+
+    def _revision(
+        self, namespace: str, owned: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """The predictor's latest Revision while it is not ready on it (its failure, if any)."""
+        name = revision_to_inspect(owned)
+        if name is None:
+            return None
+        try:
+            return self.client.find(REVISION, namespace, name)
+        except ApiError:  # not allowed to read Revisions: the model status goes without
+            return None
 
     def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
         try:
@@ -142,12 +157,12 @@ class Reconciler:
         isvc: Mapping[str, Any],
         owned: dict[str, dict[str, Any]],
         desired: Sequence[dict[str, Any]],
-    ) -> tuple[dict[str, dict[str, Any]], tuple[str, str] | None]:
+    ) -> tuple[dict[str, dict[str, Any]], ReconcileError | None]:
         """Apply the desired Knative Services and delete the undeclared ones; the owned Services
-        by component afterwards, and the first error (reason, message) met on the way."""
+        by component afterwards, and the first error met on the way."""
         namespace, isvc_name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
         result: dict[str, dict[str, Any]] = {}
-        error: tuple[str, str] | None = None
+        error: ReconcileError | None = None
         for ksvc in desired:
             component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
             name = ksvc["metadata"]["name"]
@@ -159,7 +174,7 @@ class Reconciler:
             try:
                 _, result[component] = self.client.apply(ksvc)
             except Invalid as exc:  # the translation breaks Knative's schema: the user's fields
-                error = error or ("InvalidSpec", exc.message)
+                error = error or ReconcileError("InvalidSpec", exc.message)
                 if component in owned:
                     result[component] = owned[component]
         declared = {ksvc["metadata"]["labels"][COMPONENT_LABEL] for ksvc in desired}

@@ -98,6 +98,8 @@ class InferenceApp:
             )
         self.metrics.add_counters(self._feature_counters)
         self._loading: asyncio.Task[None] | None = None
+        # Told the repository's `load_failures` once loading ends with some (`server.run` stops).
+        self.on_load_failure: Callable[[list[str]], None] | None = None
         self._get = {
             "/": self._root,
             "/v2": self._server_metadata,
@@ -136,9 +138,15 @@ class InferenceApp:
         """Start loading every model (in the background unless `wait`) and the payload logger."""
         if self.logger is not None:
             await self.logger.start()
-        self._loading = asyncio.create_task(self.repository.load_all(), name="load-models")
+        self._loading = asyncio.create_task(self._load(), name="load-models")
         if wait:
             await self._loading
+
+    async def _load(self) -> None:
+        await self.repository.load_all()
+        failures = self.repository.load_failures()
+        if failures and self.on_load_failure is not None:
+            self.on_load_failure(failures)
 
     async def wait_loaded(self) -> None:
         if self._loading is not None:

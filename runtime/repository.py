@@ -4,7 +4,9 @@ A model comes from a folder or URI (its format detected from the files) or is ha
 `Model` object through the Python API. Loading runs on a thread, so a large model never stalls
 health probes or the models already serving; a model that fails to load is kept with its reason
 (`FAILED`), reported by the repository index and by 503s naming the file and the cause, while
-the server goes on serving the others.
+the server goes on serving the others. `load_failures` names the models the server was started
+with (not the ones a repository folder holds) that failed: the server exits on those, as
+KServe's does.
 
 `ServedModel` is what a request sees: the model, its hooks wrapped once into coroutines, its
 offload policy and thread pool, its metrics, and its optional batcher and response cache.
@@ -137,14 +139,17 @@ class ServedModel:
 
 
 class _Entry:
-    __slots__ = ("model", "reason", "served", "spec", "state")
+    __slots__ = ("model", "reason", "required", "served", "spec", "state")
 
-    def __init__(self, spec: ModelSpec | None, model: Model | None = None) -> None:
+    def __init__(self, spec: ModelSpec | None, model: Model | None = None,
+                 required: bool = True) -> None:  # fmt: skip
         self.spec = spec
         self.model = model
         self.served: ServedModel | None = None
         self.state = UNAVAILABLE
         self.reason = ""
+        # named when the server started (not found in a repository folder): it must load
+        self.required = required
 
 
 class ModelRepository:
@@ -175,7 +180,8 @@ class ModelRepository:
             raise FileNotFoundError(f"model repository {folder} is not a folder")
         for child in sorted(folder.iterdir()):
             if child.is_dir() and not child.name.startswith("."):
-                self._entries.setdefault(child.name, _Entry(ModelSpec(child.name, str(child))))
+                spec = ModelSpec(child.name, str(child))
+                self._entries.setdefault(child.name, _Entry(spec, required=False))
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -192,7 +198,7 @@ class ModelRepository:
         if entry is None and self.settings.model_repository:
             folder = Path(self.settings.model_repository) / name
             if folder.is_dir():
-                entry = self._entries[name] = _Entry(ModelSpec(name, str(folder)))
+                entry = self._entries[name] = _Entry(ModelSpec(name, str(folder)), required=False)
         if entry is None:
             raise ModelNotFound(self._not_found(name))
         entry.state, entry.reason = LOADING, ""
@@ -268,6 +274,15 @@ class ModelRepository:
         if entry is None:
             raise ModelNotFound(self._not_found(name))
         return entry.state
+
+    def load_failures(self) -> list[str]:
+        """`model NAME failed to load: REASON`, one line each, for the models the server was
+        started with that failed to load."""
+        return [
+            f"model {name} failed to load: " + " ".join(entry.reason.split())
+            for name, entry in self._entries.items()
+            if entry.required and entry.state == FAILED
+        ]
 
     def all_ready(self) -> bool:
         return bool(self._entries) and all(e.state == READY for e in self._entries.values())

@@ -4,6 +4,13 @@
 `--model-repository DIR` serves one model per sub-folder. KServe's spellings (`--model_name`,
 `--model_dir`, `--http_port`, `--storage_uri`) are accepted so existing manifests and scripts work.
 The port comes from `--http-port`, else `$PORT` (Knative's contract), else 8080.
+
+A model the server was started with (`--model-dir`, or a `Model` handed to `serve`) that fails
+to load stops it with exit status 1, its reason as the last line on stderr
+(`knserve.runtime: model iris failed to load: …`), as KServe's model server exits: on Knative
+the crashed container's last words become the Revision's message and the InferenceService's
+`modelStatus.lastFailureInfo`. A model of a `--model-repository` folder that fails is reported
+(503, the repository index) while the others go on serving.
 """
 
 from __future__ import annotations
@@ -72,13 +79,15 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
 
 
 def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn drains in-flight requests)."""
+    """Serve until SIGINT/SIGTERM (uvicorn drains in-flight requests); exit with status 1 when a
+    model it was started with fails to load (module docstring)."""
     import uvicorn
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings, list(models))
+    failures: list[str] = []
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -90,8 +99,19 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
         log_level=settings.log_level,
         timeout_keep_alive=75,  # longer than common proxies' idle timeouts, so they close first
     )
+    server = uvicorn.Server(config)
+
+    def give_up(found: list[str]) -> None:
+        failures.extend(found)
+        server.should_exit = True  # drains as on SIGTERM, then the reason is said last
+
+    app.on_load_failure = give_up
     print(f"knserve.runtime serving on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.Server(config).run()
+    server.run()
+    if failures:
+        for line in failures:
+            print(f"knserve.runtime: {line}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def serve(

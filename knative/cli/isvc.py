@@ -215,7 +215,8 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
         return
     status = isvc.get("status") or {}
     fields([("Name", name), ("Namespace", namespace),
-            ("Age", age(isvc["metadata"].get("creationTimestamp"))), ("URL", status.get("url"))])  # fmt: skip
+            ("Age", age(isvc["metadata"].get("creationTimestamp"))), ("URL", status.get("url")),
+            ("Address", (status.get("address") or {}).get("url"))])  # fmt: skip
     components = status.get("components") or {}
     declared = [c for c in COMPONENTS if (isvc.get("spec") or {}).get(c)]
     for component in declared:
@@ -244,8 +245,33 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
             )
             if target.get("url"):
                 click.echo(f"           URL: {target['url']}")
+    _describe_model(status.get("modelStatus") or {})
     click.echo()
     describe_conditions(isvc)
+
+
+def _describe_model(model: dict[str, Any]) -> None:
+    """KServe's modelStatus: the model's states, and why it last failed to load."""
+    if not model:
+        return
+    states = model.get("states") or {}
+    target, active = states.get("targetModelState"), states.get("activeModelState")
+    state = f"{target} (serving: {active})" if active and active != target else target
+    failure = model.get("lastFailureInfo") or {}
+    where = [failure.get("reason")]
+    if failure.get("exitCode") is not None:
+        where.append(f"exit code {failure['exitCode']}")
+    if failure.get("location"):
+        where.append(f"in {failure['location']}")
+    if failure.get("time"):
+        where.append(f"{age(failure['time'])} ago")
+    click.echo("\nModel:")
+    for label, value in (("State", state), ("Transition", model.get("transitionStatus")),
+                         ("Last failure", ", ".join(w for w in where if w))):  # fmt: skip
+        if value:
+            click.echo(f"  {label + ':':<16}{value}")
+    for line in str(failure.get("message") or "").splitlines():
+        click.echo(f"    {line}")
 
 
 delete_command(

@@ -194,6 +194,41 @@ def test_isvc_create_from_a_file_then_list_describe_and_delete(
     assert missing.exit_code == 1 and '"sklearn-iris" not found' in missing.output
 
 
+def test_isvc_describe_shows_why_the_model_failed_to_load(plane: Store, tmp_path: Path) -> None:
+    created = knserve("create", "-f", write(tmp_path, SKLEARN_IRIS), "--no-wait")
+    assert created.exit_code == 0, created.output
+    controller = InferenceServiceController(plane)
+    asyncio.run(controller.reconcile("default", "sklearn-iris"))
+    # the Serving controller's contract for a crashed replica, on the Revision and the Service
+    revision = "sklearn-iris-predictor-00001"
+    ksvc = plane.get(by_name("ksvc"), "default", "sklearn-iris-predictor")
+    plane.create(by_name("revisions"), {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                 "metadata": {"name": revision, "namespace": "default"},
+                 "spec": ksvc["spec"]["template"]["spec"]}, validate=False)  # fmt: skip
+    rev = plane.get(by_name("revisions"), "default", revision)
+    why = "model sklearn-iris failed to load: /mnt/models/model.joblib is not a model: EOFError"
+    crashed = {"type": "ContainerHealthy", "status": "False", "reason": "ExitCode1",
+               "message": f"Container failed with: {why}"}  # fmt: skip
+    rev["status"] = {"conditions": [{**crashed, "type": "Ready"}, crashed]}
+    plane.replace(by_name("revisions"), rev, subresource="status")
+    failed = {"status": "False", "reason": "RevisionFailed",
+              "message": f"Revision {revision!r} failed with message: Container failed with: {why}."}  # fmt: skip
+    ksvc["status"] = {"observedGeneration": 1, "latestCreatedRevisionName": revision,
+                      "conditions": [{"type": "Ready", **failed}, {"type": "ConfigurationsReady", **failed}]}  # fmt: skip
+    plane.replace(by_name("ksvc"), ksvc, subresource="status")
+    asyncio.run(controller.reconcile("default", "sklearn-iris"))
+
+    described = knserve("describe", "sklearn-iris")
+    assert described.exit_code == 0, described.output
+    model = described.output.split("Model:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert model[0].split() == ["State:", "FailedToLoad", "(serving:", "Pending)"]
+    assert model[1].split() == ["Transition:", "BlockedByFailedLoad"]
+    assert (
+        model[2].strip().startswith(f"Last failure:   ModelLoadFailed, exit code 1, in {revision}")
+    )
+    assert model[3].strip() == why
+
+
 def test_isvc_create_from_flags_applies_a_canary_on_the_second_run(plane: Store) -> None:
     first = knserve("create", "iris", "--model-format", "sklearn", "--storage-uri", "file:///v1",
                     "--min-replicas", "0", "--no-wait")  # fmt: skip

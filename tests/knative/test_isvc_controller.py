@@ -24,7 +24,9 @@ from knserve.knative.isvc_controller import (
 from knserve.knative.kinds import by_name
 from knserve.knative.store import Store
 
-ISVC, SERVICE, RUNTIME = (by_name(k) for k in ("isvc", "ksvc", "servingruntimes"))
+ISVC, SERVICE, RUNTIME, REVISION = (
+    by_name(k) for k in ("isvc", "ksvc", "servingruntimes", "revisions")
+)
 NS = "default"
 IRIS: dict[str, Any] = {
     "apiVersion": "serving.kserve.io/v1beta1",
@@ -88,14 +90,15 @@ def conditions(store: Store) -> dict[str, dict[str, Any]]:
 
 
 def serve(
-    store: Store, name: str = PREDICTOR, *, ready: str, created: str | None = None,
+    store: Store, name: str = PREDICTOR, *, ready: str | None, created: str | None = None,
     failed: bool = False,
 ) -> None:  # fmt: skip
     """Write the Knative Service's status as the Serving controller would: its observed generation,
-    its revisions, and its spec traffic with `latestRevision` resolved to the latest ready one."""
+    its revisions, and its spec traffic with `latestRevision` resolved to the latest ready one
+    (with no ready revision, no traffic and a route that waits for one)."""
     obj = ksvc(store, name)
     traffic = []
-    for entry in obj["spec"]["traffic"]:
+    for entry in obj["spec"]["traffic"] if ready else []:
         item = {"revisionName": ready if entry.get("latestRevision") else entry["revisionName"],
                 "latestRevision": bool(entry.get("latestRevision")), "percent": entry["percent"]}  # fmt: skip
         if entry.get("tag"):
@@ -103,16 +106,23 @@ def serve(
             item["url"] = f"http://{entry['tag']}-{name}.{NS}.localhost"
         traffic.append(item)
     url = f"http://{name}.{NS}.localhost"
-    ready_condition = (
-        {"type": "Ready", "status": "False", "reason": "RevisionFailed",
-         "message": f"Revision {created!r} failed: exit code 1"}
-        if failed else {"type": "Ready", "status": "True"}
-    )  # fmt: skip
+    if failed:
+        message = f"Revision {created!r} failed with message: Container failed with: boom."
+        failure = {"status": "False", "reason": "RevisionFailed", "message": message}
+        conds = [{"type": "Ready", **failure}, {"type": "ConfigurationsReady", **failure}]
+    else:
+        conds = [
+            {"type": "Ready", "status": "True"},
+            {"type": "ConfigurationsReady", "status": "True"},
+        ]
+    route = {"type": "RoutesReady", "status": "True"} if ready else {
+        "type": "RoutesReady", "status": "Unknown", "reason": "RevisionMissing"}  # fmt: skip
     obj["status"] = {
         "observedGeneration": obj["metadata"]["generation"], "url": url, "address": {"url": url},
-        "latestCreatedRevisionName": created or ready, "latestReadyRevisionName": ready,
-        "traffic": traffic, "conditions": [ready_condition],
+        "latestCreatedRevisionName": created or ready, "traffic": traffic, "conditions": [*conds, route],
     }  # fmt: skip
+    if ready:
+        obj["status"]["latestReadyRevisionName"] = ready
     store.replace(SERVICE, obj, subresource="status")
 
 
@@ -166,10 +176,14 @@ async def test_status_follows_the_knative_service_and_is_written_only_when_it_ch
     await rolled_out_v1(store, controller)
     got = status(store)
     assert got["url"] == "http://iris.default.localhost"
-    assert got["address"] == {"url": "http://iris.default.localhost"}
-    assert {t: c["status"] for t, c in conditions(store).items()} == {
-        "PredictorReady": "True", "IngressReady": "True", "Ready": "True",
-    }  # fmt: skip
+    assert got["address"] == {"url": "http://iris.default.svc.cluster.local"}  # KServe's
+    assert {t: c["status"] for t, c in conditions(store).items()} == dict.fromkeys([
+        "PredictorReady", "PredictorRouteReady", "PredictorConfigurationReady", "RoutesReady",
+        "LatestDeploymentReady", "IngressReady", "Ready"], "True")  # fmt: skip
+    assert got["modelStatus"] == {
+        "transitionStatus": "UpToDate",
+        "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+    }
     predictor = got["components"]["predictor"]
     assert predictor["url"] == "http://iris-predictor.default.localhost"
     assert predictor["latestCreatedRevision"] == predictor["latestReadyRevision"] == R1
@@ -368,12 +382,95 @@ async def test_a_failed_new_revision_leaves_the_traffic_on_the_previous_one(
     assert conds["Ready"]["status"] == "False"
 
 
+def crashed(store: Store, revision: str, code: int, message: str) -> None:
+    """The Revision as Knative writes it when its container exited (the Serving controller's
+    contract): ContainerHealthy False with reason ExitCode{N} and the termination message."""
+    store.create(REVISION, {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+        "metadata": {"name": revision, "namespace": NS},
+        "spec": ksvc(store)["spec"]["template"]["spec"],
+    }, validate=False)  # fmt: skip
+    obj = store.get(REVISION, NS, revision)
+    failure = {"status": "False", "reason": f"ExitCode{code}",
+               "message": f"Container failed with: {message}",
+               "lastTransitionTime": "2025-01-01T00:00:00Z"}  # fmt: skip
+    obj["status"] = {"conditions": [{"type": "Ready", **failure},
+                                    {"type": "ContainerHealthy", **failure}]}  # fmt: skip
+    store.replace(REVISION, obj, subresource="status")
+
+
+LOAD_FAILURE = "model iris failed to load: cannot read /models/broken/model.joblib: EOFError"
+
+
+@pytest.mark.parametrize(
+    ("first", "active"), [pytest.param(True, "Pending", id="first-deploy"),
+                          pytest.param(False, "Loaded", id="new-version")],
+)  # fmt: skip
+async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code_and_reason(
+    store: Store, controller: InferenceServiceController, first: bool, active: str
+) -> None:
+    if first:
+        store.create(ISVC, iris(model={"modelFormat": {"name": "sklearn"},
+                                       "storageUri": "file:///models/broken"}))  # fmt: skip
+        await controller.reconcile(NS, "iris")
+        assert status(store)["modelStatus"] == {
+            "transitionStatus": "InProgress",
+            "states": {"activeModelState": "Pending", "targetModelState": "Pending"},
+        }
+        broken, serving = R1, None
+    else:
+        await rolled_out_v1(store, controller)
+        update(store, lambda spec: spec["predictor"]["model"].update(
+            storageUri="file:///models/broken"))  # fmt: skip
+        await controller.reconcile(NS, "iris")
+        broken, serving = R2, R1
+    crashed(store, broken, 1, LOAD_FAILURE)
+    serve(store, ready=serving, created=broken, failed=True)
+    await controller.reconcile(NS, "iris")
+    got = status(store)
+    assert got["modelStatus"] == {
+        "transitionStatus": "BlockedByFailedLoad",
+        "states": {"activeModelState": active, "targetModelState": "FailedToLoad"},
+        "lastFailureInfo": {"reason": "ModelLoadFailed", "message": LOAD_FAILURE, "exitCode": 1,
+                            "location": broken, "time": "2025-01-01T00:00:00Z"},
+    }  # fmt: skip
+    conds = conditions(store)
+    assert (conds["PredictorConfigurationReady"]["status"], conds["LatestDeploymentReady"]["status"]) == (
+        "False", "False",
+    )  # fmt: skip
+    assert conds["LatestDeploymentReady"]["reason"] == "PredictorConfigurationReady not ready"
+    # the previous version still serves; with none, the route waits for a ready revision
+    assert conds["RoutesReady"]["status"] == ("Unknown" if first else "True")
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        pytest.param({"modelFormat": {"name": "tensorflow"}}, "NoSupportingRuntime", id="no-runtime"),
+        pytest.param({"modelFormat": {"name": "sklearn"}, "runtime": "nope"}, "RuntimeNotRecognized",
+                     id="unknown-runtime"),
+        pytest.param({"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://m"}, "InvalidPredictorSpec",
+                     id="storage-uri"),
+    ],
+)  # fmt: skip
+async def test_a_spec_that_cannot_be_served_is_the_model_status_invalid_spec(
+    store: Store, controller: InferenceServiceController, model: dict[str, Any], reason: str
+) -> None:
+    store.create(ISVC, iris(model=model))
+    await controller.reconcile(NS, "iris")
+    got = status(store)["modelStatus"]
+    assert got["transitionStatus"] == "InvalidSpec"
+    assert got["states"] == {"activeModelState": "Pending", "targetModelState": "FailedToLoad"}
+    assert got["lastFailureInfo"]["reason"] == reason
+    assert got["lastFailureInfo"]["message"] == conditions(store)["Ready"]["message"]
+
+
 async def test_transformer_and_explainer_are_added_chained_and_removed(
     store: Store, controller: InferenceServiceController,
     routes: dict[tuple[str, str], tuple[IsvcRoute, ...]],
 ) -> None:  # fmt: skip
     await rolled_out_v1(store, controller)
-    assert [r.service for r in routes[(NS, "iris")]] == [PREDICTOR]
+    assert {r.service for r in routes[(NS, "iris")]} == {PREDICTOR}
 
     def add(spec: dict[str, Any]) -> None:
         spec["transformer"] = {"containers": [{"name": "kserve-container", "image": "t"}]}
@@ -392,15 +489,18 @@ async def test_transformer_and_explainer_are_added_chained_and_removed(
     assert conds["Ready"]["status"] == "Unknown"
     assert [(r.path_suffix, r.service) for r in routes[(NS, "iris")]] == [
         (":explain", "iris-explainer"), ("", "iris-transformer"),
-    ]  # fmt: skip
+    ] * 2  # fmt: skip
 
     serve(store, "iris-transformer", ready="iris-transformer-00001")
     serve(store, "iris-explainer", ready="iris-explainer-00001")
     await controller.reconcile(NS, "iris")
     conds = conditions(store)
     assert {t: c["status"] for t, c in conds.items()} == dict.fromkeys(
-        ["ExplainerReady", "IngressReady", "PredictorReady", "Ready", "TransformerReady"], "True"
-    )
+        ["ExplainerReady", "IngressReady", "PredictorReady", "Ready", "TransformerReady",
+         "RoutesReady", "LatestDeploymentReady", "PredictorRouteReady", "TransformerRouteReady",
+         "ExplainerRoutesReady", "PredictorConfigurationReady", "TransformerConfigurationReady",
+         "ExplainerConfigurationReady"], "True"
+    )  # fmt: skip
     assert (
         status(store)["components"]["transformer"]["latestReadyRevision"]
         == "iris-transformer-00001"
@@ -412,7 +512,7 @@ async def test_transformer_and_explainer_are_added_chained_and_removed(
     assert store.find(SERVICE, NS, "iris-explainer") is None
     assert set(status(store)["components"]) == {"predictor"}
     assert "TransformerReady" not in conditions(store)
-    assert [r.service for r in routes[(NS, "iris")]] == [PREDICTOR]
+    assert {r.service for r in routes[(NS, "iris")]} == {PREDICTOR}
 
 
 async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
@@ -550,15 +650,19 @@ def test_the_isvc_host_goes_to_the_transformer_else_the_predictor_and_explain_to
     None
 ):
     obj = iris()
-    (only,) = isvc_routes(obj)
-    assert only == IsvcRoute("iris.default.localhost", "", NS, PREDICTOR,
-                             "iris-predictor.default.localhost")  # fmt: skip
+    own, local = isvc_routes(obj)
+    assert own == IsvcRoute("iris.default.localhost", "", NS, PREDICTOR,
+                            "iris-predictor.default.localhost")  # fmt: skip
+    assert local.host == "iris.default.svc.cluster.local"  # status.address.url answers too
+    assert (local.service, local.service_host) == (own.service, own.service_host)
     obj["spec"]["transformer"] = {"containers": [{"name": "kserve-container", "image": "t"}]}
     obj["spec"]["explainer"] = {"containers": [{"image": "e"}]}
     routes = isvc_routes(obj, "example.com")
     assert [(r.host, r.path_suffix, r.service_host) for r in routes] == [
         ("iris.default.example.com", ":explain", "iris-explainer.default.example.com"),
         ("iris.default.example.com", "", "iris-transformer.default.example.com"),
+        ("iris.default.svc.cluster.local", ":explain", "iris-explainer.default.example.com"),
+        ("iris.default.svc.cluster.local", "", "iris-transformer.default.example.com"),
     ]
     host = "iris.default.example.com"
     explain = resolve_isvc_route(routes, host, "/v1/models/iris:explain?x=1")
@@ -567,5 +671,5 @@ def test_the_isvc_host_goes_to_the_transformer_else_the_predictor_and_explain_to
     assert predict is not None and predict.service == "iris-transformer"
     assert resolve_isvc_route(routes, "other.default.example.com", "/") is None
     # Only the components whose Services exist count; without a predictor there is nothing to route.
-    assert [r.service for r in isvc_routes(obj, components=["predictor"])] == [PREDICTOR]
+    assert {r.service for r in isvc_routes(obj, components=["predictor"])} == {PREDICTOR}
     assert isvc_routes(obj, components=[]) == ()

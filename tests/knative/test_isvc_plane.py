@@ -179,3 +179,30 @@ def test_canary_zero_after_a_promote_rolls_back_to_the_previous_model_scaled_up_
     isvc = plane.wait_for("inferenceservices", "sklearn-iris", rolled_back, timeout=120)
     assert isvc["status"]["components"]["predictor"]["latestRolledoutRevision"] == first
     assert answers(plane, 20) == {1}
+
+
+def test_a_model_file_that_cannot_be_loaded_shows_its_reason_in_isvc_describe(
+    plane: LocalPlane, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.joblib").write_bytes(b"this is not a pickle")
+    apply(plane, tmp_path, iris_isvc(corrupt))
+
+    def failed(obj: dict[str, Any]) -> bool:
+        model = (obj.get("status") or {}).get("modelStatus") or {}
+        return (model.get("states") or {}).get("targetModelState") == "FailedToLoad"
+
+    isvc = plane.wait_for("inferenceservices", "sklearn-iris", failed, timeout=120)
+    failure = isvc["status"]["modelStatus"]["lastFailureInfo"]
+    assert failure["reason"] == "ModelLoadFailed"
+    assert failure["exitCode"] == 1
+    assert isvc["status"]["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
+    described = plane.knserve("isvc", "describe", "sklearn-iris")
+    assert described.returncode == 0, described.stderr
+    model = described.stdout.split("Model:\n", 1)[1]
+    assert "FailedToLoad" in model and "ModelLoadFailed, exit code 1" in model
+    why = (
+        f"model sklearn-iris failed to load: cannot load scikit-learn model {corrupt}/model.joblib"
+    )
+    assert why in model, described.stdout
