@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +14,8 @@ from net_fixtures import free_port, serve_in_loop
 
 from knserve.runtime.asgi import read_body
 from knserve.runtime.payload_logger import (
+    BACKOFF_CAP_SECONDS,
+    BACKOFF_SECONDS,
     REQUEST_TYPE,
     RESPONSE_TYPE,
     LoggerConfig,
@@ -119,6 +124,122 @@ async def test_a_sink_that_is_down_is_counted_as_failed_without_raising() -> Non
     logger.log_request("x", "m", b"{}", "application/json")
     await logger.close(grace=5.0)
     assert logger.stats.failed == 1 and logger.stats.sent == 0
+
+
+class Clock:
+    """The logger's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def offer(logger: PayloadLogger, requests: int) -> None:
+    """What the model server does for `requests` inferences: two events each, the loop turning
+    between requests so the workers run as they would under traffic."""
+    for i in range(requests):
+        logger.log_request(str(i), "m", b"{}", "application/json")
+        logger.log_response(str(i), "m", b"{}", "application/json")
+        await asyncio.sleep(0)
+
+
+async def test_a_sink_that_refuses_connections_is_backed_off_from_and_drops_are_counted() -> None:
+    clock = Clock()
+    logger = PayloadLogger(LoggerConfig(url=f"http://127.0.0.1:{free_port()}/"), clock=clock)
+    await logger.start()
+    try:
+        await offer(logger, 200)
+        await logger.drain()
+        stats = logger.stats
+        # Only the attempts under way before the first refusal came back: one per worker at most.
+        assert 1 <= stats.failed <= logger.config.workers
+        assert stats.sent == 0
+        assert stats.failed + stats.dropped == 400  # every event that was not sent is counted
+        # The pause over, one event goes as a probe; refused, the pause doubles.
+        clock.now += BACKOFF_SECONDS * 1.01
+        await offer(logger, 5)
+        await logger.drain()
+        assert logger.stats.failed == stats.failed + 1
+        clock.now += BACKOFF_SECONDS * 1.2  # more than the first pause, less than the second
+        await offer(logger, 5)
+        await logger.drain()
+        assert logger.stats.failed == stats.failed + 1
+        clock.now += BACKOFF_SECONDS
+        await offer(logger, 5)
+        await logger.drain()
+        assert logger.stats.failed == stats.failed + 2
+        # It never waits longer than the cap between probes.
+        for _ in range(10):
+            clock.now += BACKOFF_CAP_SECONDS * 1.01
+            await offer(logger, 1)
+            await logger.drain()
+        assert logger.stats.failed == stats.failed + 12
+        final = logger.stats
+        assert final.failed + final.dropped == 2 * (200 + 15 + 10)
+    finally:
+        await logger.close()
+
+
+class ResettingSink:
+    """A real sink on a loopback port that counts connections: it resets each one (as a dead
+    service behind a live port does) until `healthy`, then answers every request with 202."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.events = 0
+        self.healthy = False
+        self.handlers: set[asyncio.Task] = set()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        if not self.healthy:
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            writer.transport.abort()
+            return
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                self.events += 1
+        writer.close()
+
+
+async def test_a_dead_sink_costs_few_connections_and_events_flow_again_when_it_is_back() -> None:
+    sink = ResettingSink()
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clock = Clock()
+    logger = PayloadLogger(LoggerConfig(url=f"http://127.0.0.1:{port}/"), clock=clock)
+    await logger.start()
+    try:
+        await offer(logger, 200)
+        await logger.drain()
+        # Without the back-off every one of the 400 events opened a connection.
+        reset = sink.connections
+        assert 1 <= reset <= logger.config.workers
+        assert logger.stats.failed == reset
+        assert logger.stats.dropped == 400 - reset
+        sink.healthy = True
+        clock.now += BACKOFF_SECONDS * 1.01
+        await offer(logger, 1)  # its request event is the probe, which finds the sink answering
+        await logger.drain()
+        await offer(logger, 50)
+        await logger.drain()
+        assert logger.stats.sent == sink.events == 1 + 100
+        # Besides the 400, only the response event offered while the probe was out was dropped.
+        assert logger.stats.dropped == 400 - reset + 1
+    finally:
+        await logger.close()  # its connections close, so the sink's handlers end
+        await asyncio.gather(*sink.handlers)
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
