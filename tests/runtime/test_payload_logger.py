@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from cloudevents.v1.http import from_http
@@ -136,22 +137,32 @@ class Clock:
         return self.now
 
 
+@asynccontextmanager
+async def logger_on_clock(url: str) -> AsyncIterator[tuple[PayloadLogger, Clock]]:
+    """A started logger sending to `url`, whose back-off runs on a clock the test moves."""
+    clock = Clock()
+    logger = PayloadLogger(LoggerConfig(url=url), clock=clock)
+    await logger.start()
+    try:
+        yield logger, clock
+    finally:
+        await logger.close()
+
+
 async def offer(logger: PayloadLogger, requests: int) -> None:
     """What the model server does for `requests` inferences: two events each, the loop turning
-    between requests so the workers run as they would under traffic."""
+    between requests so the workers run as they would under traffic; then until the workers
+    are done with them."""
     for i in range(requests):
         logger.log_request(str(i), "m", b"{}", "application/json")
         logger.log_response(str(i), "m", b"{}", "application/json")
         await asyncio.sleep(0)
+    await logger.drain()
 
 
 async def test_a_sink_that_refuses_connections_is_backed_off_from_and_drops_are_counted() -> None:
-    clock = Clock()
-    logger = PayloadLogger(LoggerConfig(url=f"http://127.0.0.1:{free_port()}/"), clock=clock)
-    await logger.start()
-    try:
+    async with logger_on_clock(f"http://127.0.0.1:{free_port()}/") as (logger, clock):
         await offer(logger, 200)
-        await logger.drain()
         stats = logger.stats
         # Only the attempts under way before the first refusal came back: one per worker at most.
         assert 1 <= stats.failed <= logger.config.workers
@@ -160,26 +171,20 @@ async def test_a_sink_that_refuses_connections_is_backed_off_from_and_drops_are_
         # The pause over, one event goes as a probe; refused, the pause doubles.
         clock.now += BACKOFF_SECONDS * 1.01
         await offer(logger, 5)
-        await logger.drain()
         assert logger.stats.failed == stats.failed + 1
         clock.now += BACKOFF_SECONDS * 1.2  # more than the first pause, less than the second
         await offer(logger, 5)
-        await logger.drain()
         assert logger.stats.failed == stats.failed + 1
         clock.now += BACKOFF_SECONDS
         await offer(logger, 5)
-        await logger.drain()
         assert logger.stats.failed == stats.failed + 2
         # It never waits longer than the cap between probes.
         for _ in range(10):
             clock.now += BACKOFF_CAP_SECONDS * 1.01
             await offer(logger, 1)
-            await logger.drain()
         assert logger.stats.failed == stats.failed + 12
         final = logger.stats
         assert final.failed + final.dropped == 2 * (200 + 15 + 10)
-    finally:
-        await logger.close()
 
 
 class ResettingSink:
@@ -215,29 +220,23 @@ async def test_a_dead_sink_costs_few_connections_and_events_flow_again_when_it_i
     sink = ResettingSink()
     server = await asyncio.start_server(sink, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    clock = Clock()
-    logger = PayloadLogger(LoggerConfig(url=f"http://127.0.0.1:{port}/"), clock=clock)
-    await logger.start()
     try:
-        await offer(logger, 200)
-        await logger.drain()
-        # Without the back-off every one of the 400 events opened a connection.
-        reset = sink.connections
-        assert 1 <= reset <= logger.config.workers
-        assert logger.stats.failed == reset
-        assert logger.stats.dropped == 400 - reset
-        sink.healthy = True
-        clock.now += BACKOFF_SECONDS * 1.01
-        await offer(logger, 1)  # its request event is the probe, which finds the sink answering
-        await logger.drain()
-        await offer(logger, 50)
-        await logger.drain()
-        assert logger.stats.sent == sink.events == 1 + 100
-        # Besides the 400, only the response event offered while the probe was out was dropped.
-        assert logger.stats.dropped == 400 - reset + 1
+        async with logger_on_clock(f"http://127.0.0.1:{port}/") as (logger, clock):
+            await offer(logger, 200)
+            # Without the back-off every one of the 400 events opened a connection.
+            reset = sink.connections
+            assert 1 <= reset <= logger.config.workers
+            assert logger.stats.failed == reset
+            assert logger.stats.dropped == 400 - reset
+            sink.healthy = True
+            clock.now += BACKOFF_SECONDS * 1.01
+            await offer(logger, 1)  # its request event is the probe, which finds the sink answering
+            await offer(logger, 50)
+            assert logger.stats.sent == sink.events == 1 + 100
+            # Besides the 400, only the response event offered while the probe was out was dropped.
+            assert logger.stats.dropped == 400 - reset + 1
     finally:
-        await logger.close()  # its connections close, so the sink's handlers end
-        await asyncio.gather(*sink.handlers)
+        await asyncio.gather(*sink.handlers)  # the logger has closed its connections: they end
         server.close()
         await server.wait_closed()
 
