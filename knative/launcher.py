@@ -9,6 +9,11 @@ replica asked for meanwhile waits for it, which costs nothing, since an exec'd r
 the same imports. A replica whose environment a fork cannot honour (the zygote declines it) is
 exec'd; so are all replicas if the zygote cannot start or dies (and a dead zygote's
 orphans are stopped by the supervisor, which sees them exit with code None).
+
+Nothing started here outlives the plane: the zygote and exec'd replicas get the parent-death
+signal (knserve.functions.parent_death; they are started from the event loop's thread, which
+lives as long as the plane), forked replicas get it from the zygote, and every one is recorded
+(knserve.knative.process_records) for the next plane on the data dir to stop, should any remain.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from knserve.functions.parent_death import dying_with_parent
+from knserve.knative.process_records import ProcessRecords
 from knserve.knative.zygote import forkable
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,8 @@ class Launcher:
         self._starting: asyncio.Task[bool] | None = None
         self._pending: list[asyncio.Future[dict[str, Any]]] = []
         self._children: dict[int, ForkedProcess] = {}
+        self.records = ProcessRecords(self.work_dir / "processes")
+        self._watches: set[asyncio.Task[None]] = set()
 
     def warm_up(self) -> None:
         """Start the zygote in the background (call once the event loop runs)."""
@@ -83,11 +92,14 @@ class Launcher:
                 log.warning(
                     "zygote could not fork (%s); starting the replica the ordinary way", exc
                 )
-        with log_path.open("ab") as out:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True,
-            )  # fmt: skip
+        return await self._exec(argv, env, cwd, log_path)
+
+    async def stop_stale(self) -> None:
+        """Stop what a plane that crashed on this data dir left running (call before spawning)."""
+        stopped = await self.records.stop_stale()
+        if stopped:
+            log.warning("stopped %d processes a previous plane on this data dir left running "
+                        "(pids %s)", len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
 
     async def close(self) -> None:
         if self._starting is not None:
@@ -101,6 +113,24 @@ class Launcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
         await self._stop_zygote()
+
+    async def _exec(self, argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None,
+                    log_path: Path) -> asyncio.subprocess.Process:  # fmt: skip
+        """Start `argv` as the leader of its own session, dying with this process, recorded."""
+        with log_path.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                env=env, cwd=cwd, start_new_session=True, preexec_fn=dying_with_parent(),
+            )  # fmt: skip
+        self.records.add(process.pid)
+        watch = asyncio.create_task(self._forget(process), name=f"forget-{process.pid}")
+        self._watches.add(watch)
+        watch.add_done_callback(self._watches.discard)
+        return process
+
+    async def _forget(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        self.records.remove(process.pid)
 
     async def _stop_zygote(self) -> None:
         zygote = self._zygote
@@ -128,12 +158,8 @@ class Launcher:
         await self._stop_zygote()  # one that lost its connection but still runs
         self.work_dir.mkdir(parents=True, exist_ok=True)
         path = self.work_dir / f"zygote-{os.getpid()}.sock"
-        with (self.work_dir / "zygote.log").open("ab") as out:
-            self._zygote = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "knserve.knative.zygote", "--socket", str(path),
-                stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+        self._zygote = await self._exec([sys.executable, "-m", "knserve.knative.zygote", "--socket",
+                                         str(path)], None, None, self.work_dir / "zygote.log")  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ZYGOTE_START_TIMEOUT
         while loop.time() < deadline and self._zygote.returncode is None:
@@ -163,6 +189,7 @@ class Launcher:
             raise Declined(reply["declined"])
         if "pid" not in reply:
             raise RuntimeError(reply.get("error", "no pid"))
+        self.records.add(reply["pid"])  # not if it is gone already: its exit is on its way
         child = self._children.get(reply["pid"])
         if child is None:
             child = self._children[reply["pid"]] = ForkedProcess(reply["pid"])
@@ -176,6 +203,7 @@ class Launcher:
                 message = json.loads(line)
                 if "exited" in message:
                     pid = message["exited"]
+                    self.records.remove(pid)
                     child = self._children.pop(pid, None)
                     if child is None:  # exited before its spawn answer was read
                         child = self._children[pid] = ForkedProcess(pid)

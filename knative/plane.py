@@ -118,6 +118,7 @@ class Plane:
         tasks: list[asyncio.Task[None]] = []
         api_task = broker_task = None
         try:
+            await self.launcher.stop_stale()  # what a crashed plane on this data dir left running
             await self.gateway.start(s.host, s.port)
             self.launcher.warm_up()
             api_task = asyncio.create_task(self.api.serve(api_sockets), name="control-api")

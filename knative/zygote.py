@@ -25,7 +25,8 @@ The protocol is one JSON object per line. The supervisor sends
 `{"argv": [...], "env": {...}, "cwd": str|null, "log": path}` and receives `{"pid": N}`,
 `{"declined": "why"}` (exec it instead) or `{"error": "..."}`; when a replica exits the zygote,
 its parent, reaps it and sends `{"exited": N, "code": C}`. The zygote stays single-threaded, so
-forking it is safe.
+forking it is safe. It dies with the plane and each replica with it (the parent-death signal,
+knserve.functions.parent_death), so a plane that crashes leaves neither behind.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ import selectors
 import signal
 import socket
 import sys
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
+
+from knserve.functions.parent_death import dying_with_parent
 
 # What a model server replica imports; more is cheap (shared pages), less is a slower replica.
 DEFAULT_PRELOAD = (
@@ -114,9 +117,11 @@ def exec_reason(env: Mapping[str, str], own: Mapping[str, str], new_folders: Seq
 
 
 def _child(request: dict, listener: socket.socket, conn: socket.socket, started: int,
-           path: list[str]) -> None:  # fmt: skip
+           path: list[str], die_with_zygote: Callable[[], None] | None) -> None:  # fmt: skip
     """In the forked replica: become the process the request describes, then run its module."""
     try:
+        if die_with_zygote is not None:
+            die_with_zygote()  # and the zygote dies with the plane: nothing outlives a crash
         listener.close()
         conn.close()
         os.setsid()  # its own process group: the supervisor stops it (and its children) by group
@@ -165,6 +170,7 @@ class _Server:
         # as they would in an exec'd replica
         self.started_env = started_env
         self.interpreter_path = interpreter_path  # sys.path without the working folder, PYTHONPATH
+        self.die_with_zygote = dying_with_parent()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -236,7 +242,7 @@ class _Server:
         pid = os.fork()
         if pid == 0:
             os.close(started_r)
-            _child(request, self.listener, conn, started_w, path)
+            _child(request, self.listener, conn, started_w, path, self.die_with_zygote)
         os.close(started_w)
         # answer only once the child leads its own group, so stopping it by group never misses
         os.read(started_r, 1)
