@@ -56,8 +56,74 @@ class Model:
 
 
 def overrides(model: Model, hook: str) -> bool:
-    """Whether `model`'s class defines `hook` itself rather than inheriting Model's default."""
+    """Whether `model` has its own `hook` (its class's, or one set on it) rather than Model's."""
+    if hook in vars(model):
+        return True
     return getattr(type(model), hook, None) is not getattr(Model, hook, None)
+
+
+class DuckTypedModel(Model):
+    """A custom model class that does not subclass `Model`, served through Model's interface.
+
+    KServe calls a model's methods by name, so a class with `load` and `predict` (and, if it
+    likes, `preprocess`, `postprocess`, `explain`, a `ready` attribute, V2 `inputs`/`outputs`
+    and a `version`) is a model. Its own methods are used where it has them and Model's defaults
+    where it has not; `ready` is its own attribute.
+    """
+
+    _HOOKS = ("preprocess", "predict", "postprocess", "explain")
+
+    def __init__(self, name: str, inner: Any) -> None:
+        # not Model.__init__: its `self.ready = False` would reset the object's own ready
+        self.inner = inner
+        self.name = name
+        self.version = getattr(inner, "version", None)
+        for attr in ("inputs", "outputs", "platform"):
+            if hasattr(inner, attr):
+                setattr(self, attr, getattr(inner, attr))
+        for hook in self._HOOKS:
+            method = getattr(inner, hook, None)
+            if callable(method):
+                setattr(self, hook, method)  # found by `overrides`, called as the model's
+
+    @property  # type: ignore[override]
+    def ready(self) -> bool:
+        return bool(getattr(self.inner, "ready", False))
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        # the class may define `ready` as a read-only property of its own: then it decides
+        try:
+            self.inner.ready = value
+        except AttributeError:
+            pass
+
+    def load(self) -> Any:
+        return self.inner.load()
+
+    def unload(self) -> None:
+        unload = getattr(self.inner, "unload", None)
+        if callable(unload):
+            unload()
+        self.ready = False
+
+
+def as_model(obj: Any, name: str | None = None) -> Model:
+    """`obj` as a `Model`: itself, or a `DuckTypedModel` around a class with `load` and `predict`.
+
+    Raises TypeError, saying what is missing, for anything else.
+    """
+    if isinstance(obj, Model):
+        return obj
+    missing = [m for m in ("load", "predict") if not callable(getattr(obj, m, None))]
+    name = name or getattr(obj, "name", None)
+    if missing or not name:
+        lacks = ", ".join([*(f"{m}()" for m in missing), *([] if name else ["a name"])])
+        raise TypeError(
+            f"{type(obj).__name__} is not a model: it has no {lacks}; subclass "
+            "knserve.runtime.Model, or give the class load() and predict() (and a name)"
+        )
+    return DuckTypedModel(str(name), obj)
 
 
 class PredictorModel(Model):

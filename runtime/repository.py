@@ -38,7 +38,7 @@ from knserve.runtime.formats import (
     normalize_format,
 )
 from knserve.runtime.metrics import Metrics, ModelMetrics
-from knserve.runtime.model import Model, PredictorModel, overrides
+from knserve.runtime.model import Model, PredictorModel, as_model, overrides
 from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
 from knserve.runtime.settings import ModelSpec, RuntimeSettings
 from knserve.runtime.storage import StorageError, resolve_model_uri
@@ -169,9 +169,9 @@ class ModelRepository:
         self._entries[spec.name] = _Entry(spec)
 
     def add_model(self, model: Model) -> None:
-        """Serve a `Model` object (Python API); `load()` is called when the server starts."""
-        if not isinstance(model, Model):
-            raise TypeError(f"{model!r} is not a knserve.runtime.Model")
+        """Serve a `Model` object (Python API), or an object with `name`, `load` and `predict`
+        (as KServe duck-types models); `load()` is called when the server starts."""
+        model = as_model(model)
         self._entries[model.name] = _Entry(None, model)
 
     def scan(self, folder: Path) -> None:
@@ -359,10 +359,4 @@ def load_custom_model(path: Path, name: str) -> Model:
     except TypeError:
         model = cls()
         model.name = name
-    if not isinstance(model, Model):
-        # duck-typed class: give it Model's defaults for what it lacks
-        for hook in ("preprocess", "postprocess"):
-            if not hasattr(model, hook):
-                setattr(model, hook, lambda payload, headers=None: payload)
-        model.ready = getattr(model, "ready", False)
-    return model  # type: ignore[no-any-return]
+    return as_model(model, name)
