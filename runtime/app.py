@@ -467,7 +467,7 @@ class InferenceApp:
             rows.append(
                 (
                     "knserve_payload_log_dropped",
-                    "payload events dropped (queue full)",
+                    "payload events dropped (queue full, or the sink unreachable)",
                     {},
                     lstats.dropped,
                 )

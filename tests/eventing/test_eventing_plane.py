@@ -509,7 +509,10 @@ def test_a_dead_logger_sink_neither_fails_nor_slows_inference_and_is_counted(
     # the sends are asynchronous: their failures are counted after the answers
     counters = eventually(counted, 20, "the failed sends were never counted", interval=0.1)
     assert counters["knserve_payload_log_sent"] == 0
-    assert counters["knserve_payload_log_failed"] == 20  # mode request: one event per call
+    # mode request: one event per call; after a refusal the logger backs off, dropping without
+    # trying (tests/runtime/test_payload_logger.py counts the attempts exactly)
+    assert counters["knserve_payload_log_failed"] + counters["knserve_payload_log_dropped"] == 20
+    assert 1 <= counters["knserve_payload_log_failed"] < 20
 
 
 # ---- (f) kill -9 in the middle of a stream --------------------------------------------------------
