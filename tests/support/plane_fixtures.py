@@ -81,13 +81,15 @@ class LocalPlane:
 
     def kill_and_restart(self) -> None:
         """`kill -9` the plane, as a crash would, then start it again on the same data dir and
-        ports. The processes it started (the zygote, replicas) lead sessions of their own, so
-        the kill does not reach them; they are SIGKILLed too (found through /proc before the
-        kill, and frozen first so that none is started meanwhile), as a crashed host loses them."""
-        doomed = freeze_tree(self.process.pid)
-        for pid, started in doomed.items():  # the plane first: it cannot restart what dies
-            kill_if_same(pid, started, signal.SIGKILL)
+        ports. Only the plane is killed: what it started must die with it (the parent-death
+        signal), and the restarted plane stops any stale process it recorded."""
+        os.kill(self.process.pid, signal.SIGKILL)
         self.process.proc.wait(10)
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the plane again on the same data dir and ports, once the test has ended its
+        process (a crash it caused)."""
         self.process.stop()  # closes its log; the process is gone already
         self.process = self._start()
 
@@ -164,13 +166,18 @@ class LocalPlane:
         self.client.http.close()
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks) of a live process, from /proc; None if gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None if gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
-    return int(fields[1]), int(fields[19])
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, from /proc; None if gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[19]))
 
 
 def descendants(root: int) -> dict[int, int]:
@@ -201,19 +208,10 @@ def kill_if_same(pid: int, started: int, sig: int) -> None:
             pass
 
 
-def freeze_tree(root: int, rounds: int = 5) -> dict[int, int]:
-    """SIGSTOP `root` and its descendants until no new one appears (a fork racing the snapshot);
-    returns them, root first, for the caller to kill or continue."""
-    frozen: dict[int, int] = {}
-    for _ in range(rounds):
-        found = descendants(root)
-        new = {pid: t for pid, t in found.items() if pid not in frozen}
-        if not new:
-            break
-        for pid, started in new.items():
-            kill_if_same(pid, started, signal.SIGSTOP)
-        frozen.update(new)
-    return frozen
+def running(pid: int, started: int) -> bool:
+    """Whether `pid` is still the process that started at `started`, and not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == started
 
 
 def is_ready(obj: dict[str, Any], generation: int | None = None) -> bool:
