@@ -6,9 +6,11 @@ patterns in turn. Routing is a dict lookup for fixed paths and a prefix split fo
 bodies are parsed with orjson and outputs serialised from NumPy directly.
 
 Framework models (`PredictorModel`) take the fast path: the request is decoded straight into the
-predictor's arrays. Custom models run their `preprocess → predict → postprocess` hooks. Either
-way a request for a model is one `_serve` call, the single place where a model is called, timed,
-counted, batched, cached and logged.
+predictor's arrays. Custom models run their `preprocess → predict → postprocess` hooks; with the
+batcher on, their V1 `instances` join a batch whose one call of the hooks sees every request's
+rows (KServe's batcher does this for any predictor). Either way a request for a model is one
+`_serve` call, the single place where a model is called, timed, counted, batched, cached and
+logged.
 
 Errors: every `InferenceError` becomes `{"error": message}` with its status. A model raising
 `ValueError`/`TypeError` on a request's input is the caller's mistake (400, with the model's
@@ -347,6 +349,11 @@ class InferenceApp:
             payload: Any = _decode_v2(request, served.name)
         else:
             payload = _parse(request.body, v1.parse_body)
+            if served.batcher is not None and _batchable(payload):
+                start = time.perf_counter()
+                (predictions,) = await served.predict_instances(payload["instances"])
+                m.predict.observe(time.perf_counter() - start)
+                return v1.encode_predictions(predictions), []
         headers = request.headers
         t0 = time.perf_counter()
         if served.preprocess is not None:
@@ -499,6 +506,14 @@ def _model_name(rest: str) -> str:
     if sep and not model_version:
         raise ModelNotFound("a model version path needs a version: /v2/models/{name}/versions/{v}")
     return name
+
+
+def _batchable(payload: Any) -> bool:
+    """Whether a custom model's V1 request can join a batch, as KServe's batcher takes it: a
+    non-empty `instances` list. A request with other fields is predicted alone (KServe's batcher
+    would drop them)."""
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    return isinstance(instances, list) and bool(instances) and len(payload) == 1
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests for one model become one predict call.
 
-A request is a list of input arrays with the batch on the first dimension. Requests that can be
-stacked — same number of inputs, same trailing shapes and dtypes, same parameters — share a
-*batch key*; each key has its own open batch, so requests that cannot be concatenated are batched
-apart instead of failing together.
+A request is a list of inputs with the batch on the first dimension: NumPy arrays (a framework
+model's tensors) or Python lists of rows (a custom model's V1 `instances`, which may be anything
+JSON holds). Requests that can be stacked — same number of inputs, same trailing shapes and
+dtypes for arrays, same parameters — share a *batch key*; each key has its own open batch, so
+requests that cannot be concatenated are batched apart instead of failing together.
 
 When a batch goes. A batch waits only while waiting can pay off, that is while the model is busy
 with a batch of the same key:
@@ -23,8 +24,8 @@ themselves to whatever arrived during the previous predict, as with Triton's dyn
 without a queue delay. A batch that goes on `max_batch_size` or `max_latency` while another of
 its key is still being predicted runs beside it.
 
-Going concatenates every input along the first dimension, calls `predict` once, and slices each
-output back to its caller in arrival order. When the batched call raises, the batch is split:
+Going concatenates every input along the first dimension (lists are joined), calls `predict`
+once, and slices each output back to its caller in arrival order. When the batched call raises, the batch is split:
 each request is predicted alone, so a request with bad input fails alone and the others get their
 answers. A request of `max_batch_size` rows or more is predicted alone, never split.
 
@@ -47,7 +48,9 @@ import numpy as np
 
 from knserve.runtime.errors import BatchTimeout
 
-PredictFn = Callable[[list[np.ndarray], Hashable], Awaitable[list[np.ndarray]]]
+# One input or output of a batch: an array, or a list of rows of any kind.
+Rows = np.ndarray | list[Any]
+PredictFn = Callable[[list[Rows], Hashable], Awaitable[Sequence[Rows]]]
 
 
 @dataclass(frozen=True)
@@ -60,17 +63,22 @@ class BatchStats:
     split_retries: int
 
 
-def batch_key(inputs: Sequence[np.ndarray], parameters: Hashable = None) -> Hashable:
-    """The key under which requests can share a batch: trailing shapes, dtypes and parameters."""
-    return tuple([(array.shape[1:], array.dtype) for array in inputs]), parameters
+def batch_key(inputs: Sequence[Rows], parameters: Hashable = None) -> Hashable:
+    """The key under which requests can share a batch: trailing shapes, dtypes and parameters
+    (any list of rows stacks with any other)."""
+    return tuple([_stacking(rows) for rows in inputs]), parameters
+
+
+def _stacking(rows: Rows) -> Hashable:
+    return (rows.shape[1:], rows.dtype) if isinstance(rows, np.ndarray) else list
 
 
 @dataclass(slots=True)
 class _Pending:
-    inputs: list[np.ndarray]
+    inputs: list[Rows]
     rows: int
     parameters: Hashable
-    future: asyncio.Future[list[np.ndarray]]
+    future: asyncio.Future[list[Rows]]
 
 
 @dataclass(slots=True)
@@ -112,11 +120,9 @@ class Batcher:
     def stats(self) -> BatchStats:
         return BatchStats(self._batches, self._requests, self._rows, self._split_retries)
 
-    async def submit(
-        self, inputs: Sequence[np.ndarray], parameters: Hashable = None
-    ) -> list[np.ndarray]:
+    async def submit(self, inputs: Sequence[Rows], parameters: Hashable = None) -> list[Rows]:
         """Predict `inputs` as part of a batch; returns this request's rows of every output."""
-        arrays = [np.asarray(a) for a in inputs]
+        arrays = [a if isinstance(a, list) else np.asarray(a) for a in inputs]
         rows = _rows_of(arrays)
         loop = asyncio.get_running_loop()
         pending = _Pending(arrays, rows, parameters, loop.create_future())
@@ -199,9 +205,7 @@ class Batcher:
             await self._predict_one(live[0])
             return
         try:
-            joined = [
-                np.concatenate([r.inputs[i] for r in live]) for i in range(len(live[0].inputs))
-            ]
+            joined = [_join([r.inputs[i] for r in live]) for i in range(len(live[0].inputs))]
             outputs = await self._predict(joined, live[0].parameters)
             _check_rows(outputs, rows)
         except Exception:
@@ -235,17 +239,23 @@ class Batcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _rows_of(arrays: list[np.ndarray]) -> int:
+def _rows_of(inputs: list[Rows]) -> int:
     """The batch size the inputs share (their first dimension)."""
-    if not arrays or any(a.ndim == 0 for a in arrays):
+    if not inputs or any(isinstance(a, np.ndarray) and a.ndim == 0 for a in inputs):
         raise ValueError("every input must have a batch dimension (at least one dimension)")
-    rows: int = arrays[0].shape[0]
-    if len(arrays) > 1 and any(a.shape[0] != rows for a in arrays):
+    sizes = [len(a) for a in inputs]
+    if any(size != sizes[0] for size in sizes):
         raise ValueError(
-            "inputs have different batch sizes "
-            f"({', '.join(str(a.shape[0]) for a in arrays)}); they must all have the same first dimension"
+            f"inputs have different batch sizes ({', '.join(map(str, sizes))}); they must all "
+            "have the same first dimension"
         )
-    return rows
+    return sizes[0]
+
+
+def _join(parts: list[Rows]) -> Rows:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [row for part in parts for row in part]
 
 
 def _check_rows(outputs: Sequence[Any], rows: int) -> None:

@@ -73,8 +73,9 @@ class ServedModel:
         self.postprocess = self._wrap("postprocess") if overrides(model, "postprocess") else None
         self.explain = self._wrap("explain") if overrides(model, "explain") else None
         self.batcher: Batcher | None = None
-        if settings.max_batch_size > 0 and self.predictor is not None:
-            self.batcher = Batcher(self._predict_batch, settings.max_batch_size,
+        if settings.max_batch_size > 0:
+            batch = self._predict_batch if self.predictor is not None else self._custom_batch
+            self.batcher = Batcher(batch, settings.max_batch_size,
                                    settings.max_latency_ms / 1000, settings.batch_timeout_s)  # fmt: skip
         self.cache: ResponseCache[Any] | None = (
             ResponseCache(settings.cache_entries, settings.cache_ttl_s)
@@ -128,9 +129,34 @@ class ServedModel:
             return self.batcher.submit(arrays, names)
         return self.run_sync(self.predictor.predict, arrays, outputs)
 
-    async def _predict_batch(self, arrays: list[np.ndarray], outputs: Any) -> list[np.ndarray]:
+    async def _predict_batch(self, arrays: list[Any], outputs: Any) -> list[np.ndarray]:
         assert self.predictor is not None
         return await self.run_sync(self.predictor.predict, arrays, list(outputs))  # type: ignore[no-any-return]
+
+    def predict_instances(self, instances: list[Any]) -> Awaitable[list[Any]]:
+        """A custom model's V1 predictions for `instances`, batched with other requests' rows."""
+        assert self.batcher is not None
+        return self.batcher.submit([instances])
+
+    async def _custom_batch(self, inputs: list[Any], _: Any) -> list[Any]:
+        """One call of a custom model's hooks for a batch, as KServe's batcher makes it: a request
+        `{"instances": rows}` (no headers: the batch is no one request), whose `predictions`
+        hold one row per instance."""
+        payload: Any = {"instances": inputs[0]}
+        headers: dict[str, str] = {}
+        if self.preprocess is not None:
+            payload = await self.preprocess(payload, headers)
+        result = await self.predict(payload, headers)
+        if self.postprocess is not None:
+            result = await self.postprocess(result, headers)
+        predictions = result.get("predictions") if isinstance(result, dict) else result
+        if predictions is None or isinstance(predictions, (str, bytes, dict)):
+            raise ValueError(
+                f"model {self.name} returned {type(result).__name__} for a batch; with the "
+                "batcher on, predict must return one prediction per instance (a list, an array "
+                "or {'predictions': [...]})"
+            )
+        return [predictions]
 
     async def close(self) -> None:
         if self.batcher is not None:

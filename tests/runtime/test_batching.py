@@ -15,12 +15,16 @@ import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+from net_fixtures import serve_in_loop
 
+from knserve.runtime.app import create_app
 from knserve.runtime.batching import Batcher, BatchStats, batch_key
 from knserve.runtime.errors import BatchTimeout
-from knserve.runtime.settings import settings_from_env
+from knserve.runtime.model import Model
+from knserve.runtime.settings import RuntimeSettings, settings_from_env
 
 
 class _JumpingSelector(selectors.DefaultSelector):
@@ -126,6 +130,24 @@ async def test_multi_row_requests_are_sliced_back_by_their_row_counts() -> None:
     assert model.calls == [5]
     np.testing.assert_array_equal(ra[0], a.sum(axis=1) * 2)
     np.testing.assert_array_equal(rb[0], b.sum(axis=1) * 2)
+
+
+@on_fake_clock
+async def test_lists_of_any_rows_are_joined_and_sliced_back_without_becoming_arrays() -> None:
+    calls: list[list[Any]] = []
+
+    async def describe(inputs: list[Any], parameters: object) -> list[Any]:
+        (rows,) = inputs
+        calls.append(rows)
+        return [[f"{row['name']}:{len(row['tags'])}" for row in rows]]
+
+    batcher = Batcher(describe, max_batch_size=64, max_latency=0.02)
+    a = [{"name": "a", "tags": ["x"]}, {"name": "b", "tags": []}]  # ragged: no array holds them
+    b = [{"name": "c", "tags": ["x", "y", "z"]}]
+    ra, rb = await asyncio.gather(batcher.submit([a]), batcher.submit([b]))
+    assert calls == [a + b]
+    assert (ra, rb) == ([["a:1", "b:0"]], [["c:3"]])
+    assert batch_key([a]) == batch_key([b]) != batch_key([np.zeros((1, 2))])
 
 
 @on_fake_clock
@@ -388,3 +410,60 @@ def test_invalid_settings_say_what_is_allowed(settings: dict[str, Any], message:
 def test_batching_settings_out_of_range_fail_when_read(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         settings_from_env(env)
+
+
+class HeldModel(Model):
+    """A custom model whose first call is held until released, and which records the rows of
+    every call: while it is busy, the requests that arrive fill the next batch."""
+
+    def __init__(self) -> None:
+        super().__init__("held")
+        self.calls: list[list[int]] = []
+        self.busy = asyncio.Event()
+        self.release = asyncio.Event()
+        self.full_batch = asyncio.Event()
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        rows = payload["instances"]
+        self.calls.append(list(rows))
+        if len(self.calls) == 1:
+            self.busy.set()
+            await self.release.wait()
+        if len(rows) == 3:
+            self.full_batch.set()
+        return {"predictions": [row * 10 for row in rows]}
+
+
+async def test_a_custom_models_predict_is_batched_and_each_request_gets_its_own_rows() -> None:
+    model = HeldModel()
+    settings = RuntimeSettings(max_batch_size=3, max_latency_ms=60_000)  # goes when full
+    app = create_app(settings, [model])
+    await app.startup(wait=True)
+    try:
+        async with serve_in_loop(app) as url, httpx.AsyncClient(base_url=url) as client:
+
+            async def predict(rows: list[int]) -> Any:
+                response = await client.post("/v1/models/held:predict", json={"instances": rows})
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            first = asyncio.create_task(predict([1]))
+            await model.busy.wait()
+            two, one = asyncio.create_task(predict([2, 3])), asyncio.create_task(predict([4]))
+            try:
+                async with asyncio.timeout(30):  # bounds a failure only: the batch goes when full
+                    await model.full_batch.wait()
+            finally:
+                model.release.set()  # the held request ends either way, so the server can stop
+            answers = await asyncio.gather(first, two, one)
+    finally:
+        await app.shutdown()
+    assert answers == [{"predictions": [10]}, {"predictions": [20, 30]}, {"predictions": [40]}]
+    assert len(model.calls) == 2 and sorted(model.calls[1]) == [
+        2,
+        3,
+        4,
+    ]  # one call, 3 requests' rows
+    assert app.repository.get("held").batcher.stats == BatchStats(  # type: ignore[union-attr]
+        batches=2, requests=3, rows=4, split_retries=0
+    )
