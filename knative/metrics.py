@@ -2,8 +2,9 @@
 
 The names follow Knative's autoscaler metrics (`desired_pods`, `actual_pods`, `panic_mode`,
 `stable_request_concurrency`, `excess_burst_capacity`, …) under the `knserve_revision_` prefix, one
-series per revision. They are read at scrape time from the multiscaler, the supervisor and the
-gateway, so nothing is kept twice.
+series per revision, and `knserve_autoscaler_ticks_total` counts the autoscaler's decision rounds
+(a scraper, or a test, can wait for it to have looked again). They are read at scrape time from the
+multiscaler, the supervisor and the gateway, so nothing is kept twice.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class PlaneCollector(Collector):
             requests.add_metric(labels, float(stats.requests_total))
         yield from gauges.values()
         yield requests
+        ticks = CounterMetricFamily(
+            "knserve_autoscaler_ticks", "Decision rounds of the autoscaler."
+        )
+        ticks.add_metric([], float(self.scaler.ticks))
+        yield ticks
 
 
 def metrics_route(scaler: Any, supervisor: Any, gateway: Any) -> Route:

@@ -6,10 +6,15 @@ traffic from the gateway (average concurrency over that second, from the gateway
 concurrency integral, or requests per second), and every `tick_interval` it asks the revision's
 `Autoscaler` for a replica count and tells the supervisor. The gateway holds requests for a
 revision with no ready replica (the activator's job) and calls `on_demand`, which scales a
-revision at zero up at once instead of waiting for the next tick.
+revision at zero up at once instead of waiting for the next tick. When a revision's ready replicas
+change between ticks (the supervisor says so), its PodAutoscaler status — Active and whether
+initial-scale was reached — is brought up to date at once, as the KPA reconciles on every
+endpoints change, so a Revision becomes Ready when its pods do, not at the next tick.
 
 Decisions are kept for status and `/metrics`: desired replicas, panic, the observed stable and
-panic values, excess burst capacity and whether the activator is in the path.
+panic values, excess burst capacity, whether the activator is in the path, Active and
+initialization; `ticks` counts decision rounds, so a test can wait for the autoscaler to have
+looked again.
 """
 
 from __future__ import annotations
@@ -52,9 +57,12 @@ class Multiscaler:
         self._tracked: dict[tuple[str, str], _Tracked] = {}
         self._subscribers: list[Callable[[str, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.ticks = 0  # decision rounds run by `run`
+        supervisor.subscribe(self._replicas_changed)
 
     def subscribe(self, callback: Callable[[str, str], None]) -> None:
-        """`callback(namespace, revision)` whenever a revision's desired count or panic changes."""
+        """`callback(namespace, revision)` whenever a revision's desired count, panic mode, Active
+        condition or initialization changes."""
         self._subscribers.append(callback)
 
     # ---- what to scale (called by the controller) --------------------------------------------
@@ -80,6 +88,11 @@ class Multiscaler:
         tracked = self._tracked.pop((namespace, revision), None)
         if tracked is not None:
             await self.supervisor.ensure(tracked.spec, 0)
+
+    def forget(self, namespace: str, revision: str) -> None:
+        """Stop scaling a deleted revision at once (its replicas are the caller's to remove): no
+        tick or held request may start it again."""
+        self._tracked.pop((namespace, revision), None)
 
     def decision(self, namespace: str, revision: str) -> ScaleDecision | None:
         tracked = self._tracked.get((namespace, revision))
@@ -114,6 +127,7 @@ class Multiscaler:
                 self._sample(tracked)
             if self.clock() >= next_tick:
                 next_tick += self.config.tick_interval
+                self.ticks += 1
                 for tracked in list(self._tracked.values()):
                     try:
                         await self._apply(tracked, self._decide(tracked))
@@ -143,6 +157,13 @@ class Multiscaler:
         )  # fmt: skip
         tracked.autoscaler.record(value, now)
 
+    def _replicas_changed(self, namespace: str, revision: str) -> None:
+        tracked = self._tracked.get((namespace, revision))
+        if tracked is None or tracked.decision is None:
+            return
+        ready = self.supervisor.status(namespace, revision).ready
+        self._record(tracked, tracked.autoscaler.observe(ready))
+
     def _decide(self, tracked: _Tracked) -> ScaleDecision:
         spec = tracked.spec
         ready = self.supervisor.status(spec.namespace, spec.revision).ready
@@ -150,16 +171,24 @@ class Multiscaler:
 
     async def _apply(self, tracked: _Tracked, decision: ScaleDecision) -> None:
         spec = tracked.spec
-        previous = tracked.decision
-        tracked.decision = decision
         if self._tracked.get((spec.namespace, spec.revision)) is not tracked:
             return  # untracked meanwhile
+        previous = tracked.decision
         if previous is None or decision.desired_pods != previous.desired_pods:
             log.info("revision %s/%s: %d replicas (%s)", spec.namespace, spec.revision,
                      decision.desired_pods, decision.reason)  # fmt: skip
+        self._record(tracked, decision)
         await self.supervisor.ensure(spec, decision.desired_pods)
-        if previous is None or (previous.desired_pods, previous.in_panic) != (
-            decision.desired_pods, decision.in_panic,
-        ):  # fmt: skip
+
+    def _record(self, tracked: _Tracked, decision: ScaleDecision) -> None:
+        """Keep the decision; tell subscribers if what the Revision's status shows changed."""
+        previous, tracked.decision = tracked.decision, decision
+        if previous is None or _shown(previous) != _shown(decision):
             for callback in list(self._subscribers):
-                callback(spec.namespace, spec.revision)
+                callback(tracked.spec.namespace, tracked.spec.revision)
+
+
+def _shown(decision: ScaleDecision) -> tuple[Any, ...]:
+    """What of a decision the Revision's status shows."""
+    return (decision.desired_pods, decision.in_panic, decision.active, decision.active_reason,
+            decision.initialized)  # fmt: skip
