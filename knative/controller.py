@@ -10,9 +10,16 @@ reconciling it compares what should exist with what does:
   Service, as Knative's webhook refuses it), immutable once created;
 - replicas for every Revision the Route sends traffic to or tags, and for the newest one until it
   is ready, as the multiscaler decides (initial-scale first, then the KPA); none for the rest;
-- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision;
+- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision, once
+  every target it names exists and is ready (else the Route says which one is missing, as
+  Knative's AllTrafficAssigned does, and the gateway keeps what it had);
 - status with Knative's conditions and fields on Revisions, the Configuration, the Route and the
-  Service. Writing an unchanged status is a no-op in the store, so reconciling converges.
+  Service (knative/serving_status.py). Writing an unchanged status is a no-op in the store, so
+  reconciling converges.
+
+A deleted Revision (on its own, or with its Service or InferenceService) is forgotten by the
+multiscaler and its replicas are stopped when the store says it is gone; a reconcile that read it
+before checks again before it scales it, so nothing starts it again.
 """
 
 from __future__ import annotations
@@ -24,7 +31,19 @@ from typing import Any
 from knserve.knative.kinds import by_name
 from knserve.knative.multiscaler import Multiscaler
 from knserve.knative.naming import revision_name, service_host, tag_host
-from knserve.knative.reconciler import WorkQueue, condition, watching
+from knserve.knative.reconciler import WorkQueue, condition, mark_failed, watching
+from knserve.knative.serving_status import (
+    ContainerFailure,
+    TrafficError,
+    first_traffic_error,
+    is_true,
+    living_ready,
+    missing_revision,
+    revision_conditions,
+    route_conditions,
+    unready_configuration,
+    unready_revision,
+)
 from knserve.knative.store import Event, Store
 from knserve.knative.supervisor import RevisionProcessSpec, Supervisor
 from knserve.knative.traffic import RouteSpec, TrafficTarget
@@ -45,11 +64,8 @@ def _owner(obj: dict[str, Any]) -> dict[str, Any]:
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
 
-def _was_ready(rev: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (rev.get("status") or {}).get("conditions") or []
-    )
+def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((obj or {}).get("status") or {}).get("conditions") or []
 
 
 class Controller:
@@ -82,7 +98,10 @@ class Controller:
         async with watching(self.store, self._handle, "controller-watch"):
             for svc in self.store.list(SERVICE):
                 self.mark(svc["metadata"]["namespace"], svc["metadata"]["name"])
-            await self._queue.run(lambda key: self.reconcile(*key), "service")
+            await self._queue.run(lambda key: self.reconcile(*key), "service", self._failed)
+
+    def _failed(self, key: tuple[str, str], message: str) -> None:
+        mark_failed(self.store, SERVICE, *key, message)
 
     async def _handle(self, event: Event) -> None:
         meta = event.object["metadata"]
@@ -92,8 +111,9 @@ class Controller:
         elif event.kind in (CONFIGURATION, ROUTE, REVISION):
             service = (meta.get("labels") or {}).get(SERVICE_LABEL)
             if event.type == "DELETED" and event.kind is REVISION:
-                await self.supervisor.remove(namespace, meta["name"])
+                self.scaler.forget(namespace, meta["name"])  # first: no tick may scale it again
                 self.gateway.remove_revision(namespace, meta["name"])
+                await self.supervisor.remove(namespace, meta["name"])
             if event.type == "DELETED" and event.kind is ROUTE:
                 self.gateway.remove_route(namespace, meta["name"])
             if service:
@@ -117,7 +137,7 @@ class Controller:
             None,
         )  # fmt: skip
         config = self._configuration_status(config, latest_created, latest_ready, ready_names)
-        route = self._route_status(svc, route, config, revisions)
+        route = self._route_status(svc, route, config, ready_names)
         self._service_status(svc, config, route, template_error)
 
     def _ensure_configuration(self, svc: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +237,8 @@ class Controller:
         ready = set()
         for rev in revisions:
             rname = rev["metadata"]["name"]
+            if self.store.find(REVISION, namespace, rname) is None:
+                continue  # deleted while this reconcile awaited: its DELETED event stopped it
             wanted = (rname in routed or (newest is not None and rname == newest["metadata"]["name"])
                       or (follows_latest and rname == latest_ready))  # fmt: skip
             annotations = rev["metadata"].get("annotations") or {}
@@ -226,67 +248,45 @@ class Controller:
                 int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT), annotations,
             )  # fmt: skip
             self.gateway.set_revision(
-                namespace, rname, spec.container_concurrency, spec.timeout_seconds
-            )
+                namespace, rname, spec.container_concurrency, spec.timeout_seconds,
+                int(rev["spec"].get("responseStartTimeoutSeconds") or 0),
+                int(rev["spec"].get("idleTimeoutSeconds") or 0),
+            )  # fmt: skip
             if wanted:
                 await self.scaler.track(spec)
             else:
                 await self.scaler.untrack(namespace, rname)
                 await self.supervisor.ensure(spec, 0)
-            status = self.supervisor.status(namespace, rname)
-            decision = self.scaler.decision(namespace, rname)
-            scaled_to_zero = (
-                wanted and decision is not None and decision.desired_pods == 0
-                and status.failure is None and _was_ready(rev)
-            )  # fmt: skip
-            if status.ready or scaled_to_zero:
+            if self._revision_status(rev, wanted):
                 ready.add(rname)
-            self._revision_status(rev, status, wanted, decision, scaled_to_zero)
         return ready
 
-    def _revision_status(self, rev: dict[str, Any], status: Any, wanted: bool, decision: Any,
-                         scaled_to_zero: bool) -> None:  # fmt: skip
-        previous = (rev.get("status") or {}).get("conditions") or []
-        if status.ready or scaled_to_zero:
-            healthy = condition("ContainerHealthy", "True", previous=previous)
-            available = condition("ResourcesAvailable", "True", previous=previous)
-            ready = condition("Ready", "True", previous=previous)
-        elif status.failure:
-            healthy = condition("ContainerHealthy", "False", "ExitCode", status.failure, previous)
-            available = condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
-            ready = condition("Ready", "False", "ExitCode", status.failure, previous)
-        elif not wanted:
-            healthy = condition(
-                "ContainerHealthy", "Unknown", "NoTraffic", "the revision is not routed", previous
-            )
-            available = condition(
-                "ResourcesAvailable", "Unknown", "NoTraffic", "scaled to zero", previous
-            )
-            ready = condition(
-                "Ready", "Unknown", "NoTraffic", "the revision receives no traffic", previous
-            )
+    def _revision_status(self, rev: dict[str, Any], wanted: bool) -> bool:
+        """Write the Revision's status from its replicas and its autoscaler; whether it is Ready."""
+        namespace, rname = rev["metadata"]["namespace"], rev["metadata"]["name"]
+        status = self.supervisor.status(namespace, rname)
+        decision = self.scaler.decision(namespace, rname) if wanted else None
+        previous = _conditions(rev)
+        # Knative's PodAutoscaler keeps ScaleTargetInitialized for good; here the Revision's
+        # ResourcesAvailable keeps it across untracking and restarts of the plane.
+        initialized = (decision is not None and decision.initialized) or is_true(
+            previous, "ResourcesAvailable"
+        )
+        failure = None
+        if status.failure and not status.ready:  # a crashing container: no replica ready
+            if status.terminated is not None:
+                failure = ContainerFailure(status.terminated[1], status.terminated[0])
+            else:
+                failure = ContainerFailure(status.failure)
+        if decision is None:  # not routed: the revision is inactive whatever its replicas do
+            active, reason = "False", "NoTraffic"
         else:
-            healthy = condition("ContainerHealthy", "Unknown", "Deploying", previous=previous)
-            available = condition(
-                "ResourcesAvailable",
-                "Unknown",
-                "Deploying",
-                "waiting for a ready replica",
-                previous,
-            )
-            ready = condition(
-                "Ready", "Unknown", "Deploying", "waiting for a ready replica", previous
-            )
-        if status.ready:
-            active = condition("Active", "True", previous=previous)
-        elif scaled_to_zero or not wanted:
-            active = condition("Active", "False", "NoTraffic",
-                                "the revision is scaled to zero; a request scales it up", previous)  # fmt: skip
-        else:
-            active = condition("Active", "Unknown", "Activating", previous=previous)
+            active, reason = decision.active, decision.active_reason
+        conditions = revision_conditions(previous, initialized=initialized, failure=failure,
+                                         active=active, active_reason=reason)  # fmt: skip
         new_status: dict[str, Any] = {
             "observedGeneration": rev["metadata"]["generation"],
-            "conditions": [ready, healthy, available, active],
+            "conditions": conditions,
             "actualReplicas": status.ready,
             "desiredReplicas": decision.desired_pods if decision else status.desired,
         }
@@ -296,6 +296,7 @@ class Controller:
                 "autoscaling.knative.dev/panic": str(decision.in_panic).lower()
             }
         self.store.write_status(REVISION, rev, new_status)
+        return conditions[0]["status"] == "True"
 
     def _configuration_status(self, config: dict[str, Any], latest_created: dict[str, Any] | None,
                               latest_ready: dict[str, Any] | None, ready: set[str]) -> dict[str, Any]:  # fmt: skip
@@ -322,29 +323,37 @@ class Controller:
         if created_ready:
             cond = condition("Ready", "True", previous=prev_conds)
         elif failure:
+            # MarkLatestCreatedFailed's words
             cond = condition("Ready", "False", "RevisionFailed",
-                              f"Revision {latest_created['metadata']['name']!r} failed: {failure.get('message', '')}",
-                              prev_conds)  # fmt: skip
+                              f'Revision "{latest_created["metadata"]["name"]}" failed with message: '
+                              f"{failure.get('message', '')}.", prev_conds)  # fmt: skip
         else:
             cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
         status["conditions"] = [cond]
         return self.store.write_status(CONFIGURATION, config, status)
 
     def _route_status(self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any],
-                      revisions: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+                      ready: set[str]) -> dict[str, Any]:  # fmt: skip
+        """Resolve the Route's traffic and program the gateway, as Knative's route reconciler
+        does: only when every target exists and is ready; else AllTrafficAssigned says which."""
         namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
-        latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
-        existing = {r["metadata"]["name"] for r in revisions} | {
-            r["metadata"]["name"] for r in self.store.list(REVISION, namespace)
-        }
-        targets, traffic, missing = [], [], []
+        config_status = config.get("status") or {}
+        latest_ready = config_status.get("latestReadyRevisionName")
+        targets, traffic, errors = [], [], []
         for entry in route["spec"]["traffic"]:
-            revision = entry.get("revisionName") or (
-                latest_ready if entry.get("latestRevision") else None
-            )
-            if revision is None or revision not in existing:
-                missing.append(entry.get("revisionName") or f"latest ready revision of {name}")
-                continue
+            if entry.get("latestRevision"):
+                revision = latest_ready
+                if revision is None:
+                    failed = any(c.get("type") == "Ready" and c.get("status") == "False"
+                                 for c in config_status.get("conditions") or [])  # fmt: skip
+                    errors.append(unready_configuration(name, failed))
+                    continue
+            else:
+                revision = entry["revisionName"]
+                error = self._revision_target_error(namespace, revision, ready)
+                if error is not None:
+                    errors.append(error)
+                    continue
             tag = entry.get("tag")
             targets.append(TrafficTarget(revision, int(entry.get("percent") or 0), tag))
             item = {"revisionName": revision, "latestRevision": bool(entry.get("latestRevision")),
@@ -353,18 +362,32 @@ class Controller:
                 item["tag"] = tag
                 item["url"] = f"http://{tag_host(tag, name, namespace, self.domain)}"
             traffic.append(item)
-        previous = (route.get("status") or {}).get("conditions")
-        status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"]}
+        previous = route.get("status") or {}
+        error = first_traffic_error(errors)
         url = f"http://{service_host(name, namespace, self.domain)}"
-        if missing:
-            cond = condition("Ready", "Unknown" if not latest_ready else "False", "RevisionMissing",
-                              f"waiting for {', '.join(missing)} to be ready", previous)  # fmt: skip
-        else:
+        status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"],
+                                  "url": url, "address": {"url": url}}  # fmt: skip
+        if error is None:
             self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
-            cond = condition("Ready", "True", previous=previous)
-            status.update(url=url, address={"url": url}, traffic=traffic)
-        status["conditions"] = [cond]
+            status["traffic"] = traffic
+        elif "traffic" in previous:  # the gateway still routes as it did
+            status["traffic"] = previous["traffic"]
+        status["conditions"] = route_conditions(previous.get("conditions"), error)
         return self.store.write_status(ROUTE, route, status)
+
+    def _revision_target_error(
+        self, namespace: str, revision: str, ready: set[str]
+    ) -> TrafficError | None:
+        if revision in ready:
+            return None
+        found = self.store.find(REVISION, namespace, revision)
+        if found is None:
+            return missing_revision(revision)
+        conditions = _conditions(found)
+        if is_true(conditions, "Ready"):
+            return None
+        failed = any(c.get("type") == "Ready" and c.get("status") == "False" for c in conditions)
+        return unready_revision(revision, failed)
 
     def _service_status(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
                         template_error: str | None) -> None:  # fmt: skip
@@ -381,12 +404,7 @@ class Controller:
                          config_cond.get("message"), previous)  # fmt: skip
         rte = condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
                          route_cond.get("message"), previous)  # fmt: skip
-        if cfg["status"] == "True" and rte["status"] == "True":
-            ready = condition("Ready", "True", previous=previous)
-        else:
-            worst = cfg if cfg["status"] != "True" else rte
-            ready = condition("Ready", "False" if "False" in (cfg["status"], rte["status"]) else "Unknown",
-                               worst.get("reason"), worst.get("message"), previous)  # fmt: skip
+        ready = living_ready([cfg, rte], previous)
         status: dict[str, Any] = {
             "observedGeneration": svc["metadata"]["generation"],
             "conditions": [ready, cfg, rte],
