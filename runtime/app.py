@@ -3,7 +3,8 @@
 A bare ASGI callable rather than a framework: the V2 goal (80 % of a bare uvicorn app calling the
 same predict) leaves no room for a middleware stack, per-request objects or a router that tries
 patterns in turn. Routing is a dict lookup for fixed paths and a prefix split for model paths;
-bodies are parsed with orjson and outputs serialised from NumPy directly.
+bodies are parsed with orjson and outputs serialised from NumPy directly
+(`knserve.runtime.request_path` holds the reading and writing).
 
 Framework models (`PredictorModel`) take the fast path: the request is decoded straight into the
 predictor's arrays. Custom models run their `preprocess → predict → postprocess` hooks; with the
@@ -24,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -48,6 +48,24 @@ from knserve.runtime.payload_logger import LoggerConfig, PayloadLogger
 from knserve.runtime.protocols import cloudevents as ce
 from knserve.runtime.protocols import v1, v2
 from knserve.runtime.repository import READY, ModelRepository, ServedModel
+from knserve.runtime.request_path import (
+    Request,
+    batchable,
+    binary_headers,
+    cache_key_of,
+    check_width,
+    decode_v2,
+    encode_custom_v2,
+    headers_of,
+    inference_id_of,
+    match_inputs,
+    model_name,
+    model_route,
+    parse_json,
+    tensor_spec,
+    tree_explainer,
+    with_id,
+)
 from knserve.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -60,18 +78,6 @@ except PackageNotFoundError:  # running from a source tree without an install
     SERVER_VERSION = "0.0.0"
 
 _ = protocols  # the package's docstring documents the wire formats
-
-
-class Request:
-    """What a model path needs of an HTTP request."""
-
-    __slots__ = ("body", "cloudevent", "headers", "protocol")
-
-    def __init__(self, body: Any, headers: dict[str, str], protocol: str) -> None:
-        self.body = body
-        self.headers = headers
-        self.protocol = protocol
-        self.cloudevent: ce.EventContext | None = None
 
 
 class InferenceApp:
@@ -170,7 +176,7 @@ class InferenceApp:
         path = scope["path"]
         try:
             if method == "POST":
-                route = _model_route(path)
+                route = model_route(path)
                 if route is not None:
                     # The inference path is awaited from here directly: every coroutine level
                     # between the server and the batcher is paid twice per batched request.
@@ -220,7 +226,7 @@ class InferenceApp:
         status = 200
         try:
             body = await read_body(receive, self.settings.max_body_bytes)
-            headers = _headers(scope)
+            headers = headers_of(scope)
             request = Request(body, headers, protocol)
             if ce.is_cloudevent(headers):
                 request.cloudevent = ce.decode(headers, body)
@@ -254,7 +260,7 @@ class InferenceApp:
         logger = self.logger
         inference_id = ""
         if logger is not None:
-            inference_id = _inference_id(request)
+            inference_id = inference_id_of(request)
             raw = request.body if isinstance(request.body, bytes) else orjson.dumps(request.body)
             logger.log_request(inference_id, served.name, raw, "application/json")
         answer = await self._answer(served, request)
@@ -266,10 +272,10 @@ class InferenceApp:
         """The answer from the response cache, or from the model (then cached)."""
         cache_key = None
         if served.cache is not None:
-            cache_key, request_id = _cache_key(served, request)
+            cache_key, request_id = cache_key_of(served, request)
             hit = served.cache.get(cache_key)
             if hit is not None:
-                return _with_id(hit, request_id) if request.protocol == "v2" else hit
+                return with_id(hit, request_id) if request.protocol == "v2" else hit
         if request.protocol == "explain":
             answer: tuple[bytes, list[Any]] = (await self._explain(served, request), [])
         elif served.predictor is not None:
@@ -287,9 +293,9 @@ class InferenceApp:
     async def _predictor_v1(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
         m = served.metrics
         t0 = time.perf_counter()
-        payload = _parse(request.body, v1.parse_body)
+        payload = parse_json(request.body, v1.parse_body)
         array = v1.instances_array(payload)
-        _check_width(served, [array])
+        check_width(served, [array])
         t1 = time.perf_counter()
         # V1 has one answer per instance: the model's first output.
         first = served.predictor.default_outputs[:1]  # type: ignore[union-attr]
@@ -307,9 +313,9 @@ class InferenceApp:
         assert predictor is not None
         m = served.metrics
         t0 = time.perf_counter()
-        infer = _decode_v2(request, served.name)
-        arrays = _match_inputs(served, infer.inputs)
-        _check_width(served, arrays)
+        infer = decode_v2(request, served.name)
+        arrays = match_inputs(served, infer.inputs)
+        check_width(served, arrays)
         names = None
         binary_flags: list[bool]
         if infer.outputs:
@@ -341,15 +347,15 @@ class InferenceApp:
         m.preprocess.observe(t1 - t0)
         m.predict.observe(t2 - t1)
         m.postprocess.observe(t3 - t2)
-        return body, _binary_headers(header_length)
+        return body, binary_headers(header_length)
 
     async def _custom(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
         m = served.metrics
         if request.protocol == "v2":
-            payload: Any = _decode_v2(request, served.name)
+            payload: Any = decode_v2(request, served.name)
         else:
-            payload = _parse(request.body, v1.parse_body)
-            if served.batcher is not None and _batchable(payload):
+            payload = parse_json(request.body, v1.parse_body)
+            if served.batcher is not None and batchable(payload):
                 start = time.perf_counter()
                 (predictions,) = await served.predict_instances(payload["instances"])
                 m.predict.observe(time.perf_counter() - start)
@@ -370,16 +376,16 @@ class InferenceApp:
         if request.protocol == "v2":
             request_id = payload.id if isinstance(payload, v2.InferRequest) else None
             binary = payload.binary_output if isinstance(payload, v2.InferRequest) else False
-            return _encode_custom_v2(served.name, result, request_id, binary)
+            return encode_custom_v2(served.name, result, request_id, binary)
         return v1.encode(result), []
 
     async def _explain(self, served: ServedModel, request: Request) -> bytes:
-        payload = _parse(request.body, v1.parse_body)
+        payload = parse_json(request.body, v1.parse_body)
         start = time.perf_counter()
         if served.explain is not None:
             result = await served.explain(payload, request.headers)
         elif served.predictor is not None:
-            explainer = _tree_explainer(served)
+            explainer = tree_explainer(served)
             instances = v1.instances_array(payload)
             result = await served.run_sync(explainer.explain, instances)
         else:
@@ -416,20 +422,20 @@ class InferenceApp:
 
     async def _v2_model_get(self, rest: str, send: Send) -> None:
         if rest.endswith("/ready"):
-            name = _model_name(rest[:-6])
+            name = model_name(rest[:-6])
             state = self.repository.state(name)
             ready = state == READY
             await send_json(send, 200 if ready else 503, {"name": name, "ready": ready})
             return
-        name = _model_name(rest)
+        name = model_name(rest)
         served = self.repository.get(name)
         model = served.model
         body: dict[str, Any] = {
             "name": served.name,
             "versions": [model.version] if model.version else [],
             "platform": getattr(model, "platform", "knserve-custom"),
-            "inputs": [_spec(s) for s in getattr(model, "inputs", [])],
-            "outputs": [_spec(s) for s in getattr(model, "outputs", [])],
+            "inputs": [tensor_spec(s) for s in getattr(model, "inputs", [])],
+            "outputs": [tensor_spec(s) for s in getattr(model, "outputs", [])],
         }
         await send_json(send, 200, body)
 
@@ -483,189 +489,6 @@ class InferenceApp:
                 ("knserve_payload_log_failed", "payload events the sink refused", {}, lstats.failed)
             )
         return rows
-
-
-# ---- helpers of the request path (module level: no attribute lookups on self) ---------------
-
-
-def _model_route(path: str) -> tuple[str, str] | None:
-    """(model name, protocol) of an inference path: V2 infer, V1 predict or V1 explain."""
-    if path.startswith("/v2/models/"):
-        if path.endswith("/infer"):
-            return _model_name(path[11:-6]), "v2"
-    elif path.startswith("/v1/models/"):
-        if path.endswith(":predict"):
-            return path[11:-8], "v1"
-        if path.endswith(":explain"):
-            return path[11:-8], "explain"
-    return None
-
-
-def _model_name(rest: str) -> str:
-    name, sep, model_version = rest.partition("/versions/")
-    if sep and not model_version:
-        raise ModelNotFound("a model version path needs a version: /v2/models/{name}/versions/{v}")
-    return name
-
-
-def _batchable(payload: Any) -> bool:
-    """Whether a custom model's V1 request can join a batch, as KServe's batcher takes it: a
-    non-empty `instances` list. A request with other fields is predicted alone (KServe's batcher
-    would drop them)."""
-    instances = payload.get("instances") if isinstance(payload, dict) else None
-    return isinstance(instances, list) and bool(instances) and len(payload) == 1
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _parse(body: Any, parse: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
-    if isinstance(body, dict):  # CloudEvents hand their data in already parsed
-        return body
-    if isinstance(body, bytes):
-        return parse(body)
-    raise InvalidInput("the request data must be a JSON object")
-
-
-def _decode_v2(request: Request, name: str) -> v2.InferRequest:
-    if isinstance(request.body, dict):
-        return v2.decode_payload(request.body, name)
-    header = request.headers.get("inference-header-content-length")
-    if header is not None:
-        try:
-            length: int | None = int(header)
-        except ValueError:
-            raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
-    else:
-        length = None
-    return v2.decode_request(request.body, name, length)
-
-
-def _match_inputs(served: ServedModel, inputs: list[v2.InferInput]) -> list[np.ndarray]:
-    specs = served.predictor.inputs  # type: ignore[union-attr]
-    if len(specs) == 1 and len(inputs) == 1:
-        return [inputs[0].data]  # one input: its name is free (KServe accepts any)
-    by_name = {i.name: i.data for i in inputs}
-    missing = [s.name for s in specs if s.name not in by_name]
-    if missing or len(inputs) != len(specs):
-        raise InvalidInput(
-            f"model {served.name} takes inputs {', '.join(repr(s.name) for s in specs)}; "
-            f"the request has {', '.join(repr(i.name) for i in inputs)}"
-        )
-    return [by_name[s.name] for s in specs]
-
-
-def _check_width(served: ServedModel, arrays: list[np.ndarray]) -> None:
-    for spec, array in zip(served.predictor.inputs, arrays, strict=False):  # type: ignore[union-attr]
-        expected = spec.shape
-        if len(expected) >= 2 and expected[-1] > 0:
-            width = array.shape[-1] if array.ndim >= 1 else 1
-            if array.ndim == 0 or width != expected[-1] or array.ndim > len(expected):
-                raise InvalidInput(
-                    f"input {spec.name!r} of model {served.name} has shape {list(array.shape)}; "
-                    f"the model expects {list(expected)} (-1 is any size)"
-                )
-
-
-def _binary_headers(header_length: int | None) -> list[Any]:
-    if header_length is None:
-        return []
-    return [
-        (b"inference-header-content-length", str(header_length).encode()),
-        (b"content-type", b"application/octet-stream"),
-    ]
-
-
-def _encode_custom_v2(
-    name: str, result: Any, request_id: str | None, binary: bool
-) -> tuple[bytes, list[Any]]:
-    if isinstance(result, v2.InferResponse):
-        outputs = [
-            (o.name, o.data, binary or bool(o.parameters.get("binary_data")))
-            for o in result.outputs
-        ]
-        body, length = v2.encode_response(
-            result.model_name or name, outputs, result.id or request_id, result.model_version,
-            result.parameters,
-        )  # fmt: skip
-        return body, _binary_headers(length)
-    if isinstance(result, dict) and "outputs" in result:
-        response = {"model_name": name, **result}
-        if request_id is not None:
-            response.setdefault("id", request_id)
-        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), []
-    if isinstance(result, dict):
-        items = [(k, np.asarray(v), binary) for k, v in result.items()]
-    elif (
-        isinstance(result, list | tuple)
-        and result
-        and all(isinstance(r, np.ndarray) for r in result)
-    ):
-        items = [(f"output-{i}", r, binary) for i, r in enumerate(result)]
-    else:
-        items = [("output-0", np.asarray(result), binary)]
-    body, length = v2.encode_response(name, items, request_id)
-    return body, _binary_headers(length)
-
-
-def _spec(spec: Any) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
-
-
-def _inference_id(request: Request) -> str:
-    if request.cloudevent is not None:
-        return request.cloudevent.id
-    return request.headers.get("x-request-id") or request.headers.get("ce-id") or str(uuid.uuid4())
-
-
-def _cache_key(served: ServedModel, request: Request) -> tuple[str, Any]:
-    """The cache key of a request (its id left out: it is echoed, not predicted) and that id."""
-    from knserve.runtime.cache import cache_key
-
-    body = request.body
-    if isinstance(body, bytes):
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            body = body.decode("latin-1")
-    request_id = None
-    if isinstance(body, dict):
-        request_id = body.get("id")
-        body = {k: v for k, v in body.items() if k != "id"}
-    return cache_key(served.name, served.model.version, [request.protocol, body]), request_id
-
-
-def _with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, list[Any]]:
-    """A cached V2 answer re-stamped with this request's id (JSON header and binary part)."""
-    body, headers = answer
-    length = next((int(v) for k, v in headers if k == b"inference-header-content-length"), None)
-    header, binary = (body, b"") if length is None else (body[:length], body[length:])
-    response = orjson.loads(header)
-    response.pop("id", None)
-    if request_id is not None:
-        response["id"] = request_id
-    header = orjson.dumps(response)
-    if length is None:
-        return header, headers
-    return header + binary, _binary_headers(len(header))
-
-
-def _tree_explainer(served: ServedModel) -> Any:
-    if served.tree_explainer is None:
-        from knserve.runtime.explainers import ExplainerError, TreeShapExplainer, is_tree_model
-
-        native = served.predictor.native  # type: ignore[union-attr]
-        if not is_tree_model(native):
-            raise NotImplementedByModel(
-                f"model {served.name} ({type(native).__name__}) is not a tree ensemble, so it has no "
-                "built-in explainer; deploy an explainer component (KernelShap over HTTP)"
-            )
-        try:
-            served.tree_explainer = TreeShapExplainer(native)
-        except ExplainerError as exc:
-            raise NotImplementedByModel(str(exc)) from None
-    return served.tree_explainer
 
 
 def create_app(
