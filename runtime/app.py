@@ -457,17 +457,11 @@ class InferenceApp:
             labels = {"model_name": name}
             if served.batcher is not None:
                 stats = served.batcher.stats
-                rows.append(
-                    ("knserve_batches", "model calls made by the batcher", labels, stats.batches)
-                )
-                rows.append(
-                    (
-                        "knserve_batched_requests",
-                        "requests through the batcher",
-                        labels,
-                        stats.requests,
-                    )
-                )
+                for metric, doc, value in (
+                    ("knserve_batches", "model calls made by the batcher", stats.batches),
+                    ("knserve_batched_requests", "requests through the batcher", stats.requests),
+                ):
+                    rows.append((metric, doc, labels, value))
             if served.cache is not None:
                 cstats = served.cache.stats
                 rows.append(("knserve_cache_hits", "response cache hits", labels, cstats.hits))
