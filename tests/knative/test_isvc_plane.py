@@ -151,8 +151,13 @@ def test_canary_zero_after_a_promote_rolls_back_to_the_previous_model_scaled_up_
     v1 = tmp_path / "v1"
     shutil.copytree(sklearn_iris_dir, v1)
     apply(plane, tmp_path, iris_isvc(v1))
-    first = ready_at(plane)["status"]["components"]["predictor"]["latestReadyRevision"]
+    status = ready_at(plane)["status"]
+    first = status["components"]["predictor"]["latestReadyRevision"]
     assert answers(plane, 5) == {1}
+    # KServe's cluster-local address, which the gateway answers as a cluster's mesh would
+    local = "sklearn-iris.default.svc.cluster.local"
+    assert status["address"]["url"] == f"http://{local}"
+    predict(plane, local)
 
     # the new version rolled out at once (no canary): a promote, v1 keeps no traffic
     v2 = constant_model(tmp_path / "v2", 2)
