@@ -14,8 +14,10 @@ by the InferenceService, with KServe's mapping of the component fields:
 - transformer and explainer → `--model_name`, `--predictor_host` and `PREDICTOR_HOST`, so they
   reach the predictor by its Knative host, as KServe wires them.
 
-Everything here is a pure function of plain dicts, so the local controller, the kopf operator and
-`knserve export` produce the same objects.
+KServe's webhook rules (`knative.isvc_validation`) are checked first, since an object on a
+cluster may never have passed knserve's admission, and the storage URI as KServe's controller
+checks it. Everything here is a pure function of plain dicts, so the local controller, the kopf
+operator and `knserve export` produce the same objects.
 """
 
 from __future__ import annotations
