@@ -57,6 +57,25 @@ class ReplicaStatus:
     ready: int
     endpoints: tuple[str, ...]
     failure: str | None
+    # (exit code, termination message) of the last replica that exited unasked, as the kubelet
+    # reports a container's last termination state; None once a replica is ready again
+    terminated: tuple[int, str] | None = None
+
+
+# The kubelet's limits on a termination message read from the log (FallbackToLogsOnError).
+TERMINATION_MESSAGE_LINES, TERMINATION_MESSAGE_BYTES = 80, 2048
+
+
+def termination(code: int, log_path: Path | None) -> tuple[int, str]:
+    """A replica's exit as Kubernetes reports it: the exit code (128 + N for a signal N) and,
+    for a failure, the last 80 lines of its log, at most its last 2048 bytes
+    (terminationMessagePolicy FallbackToLogsOnError, Knative's default)."""
+    exit_code = 128 - code if code < 0 else code
+    if exit_code == 0 or log_path is None or not log_path.exists():
+        return exit_code, ""
+    lines = log_path.read_bytes().splitlines(keepends=True)[-TERMINATION_MESSAGE_LINES:]
+    tail = b"".join(lines)[-TERMINATION_MESSAGE_BYTES:]
+    return exit_code, tail.decode(errors="replace").rstrip()
 
 
 def restart_delay(consecutive_failures: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -89,6 +108,7 @@ class _Revision:
         self.desired = 0
         self.replicas: list[_Replica] = []
         self.failure: str | None = None
+        self.terminated: tuple[int, str] | None = None
         self.failures = 0
         self.next_index = 0
 
@@ -121,8 +141,9 @@ class Supervisor:
             return ReplicaStatus(0, 0, (), None)
         ready = [r for r in rev.replicas if r.ready and not r.stopping]
         return ReplicaStatus(
-            rev.desired, len(ready), tuple(f"{self.host}:{r.port}" for r in ready), rev.failure
-        )
+            rev.desired, len(ready), tuple(f"{self.host}:{r.port}" for r in ready), rev.failure,
+            rev.terminated,
+        )  # fmt: skip
 
     def pids(self, namespace: str, revision: str) -> list[int]:
         rev = self._revisions.get((namespace, revision))
@@ -214,7 +235,7 @@ class Supervisor:
                 log.info("revision %s/%s replica %d: ready in %.0f ms", spec.namespace, spec.revision,
                          replica.index, (time.monotonic() - started) * 1000)  # fmt: skip
                 replica.ready = True
-                rev.failure = None
+                rev.failure = rev.terminated = None
                 rev.failures = 0
                 self._notify(spec.namespace, spec.revision)
             else:
@@ -228,6 +249,7 @@ class Supervisor:
                 return
             rev.failures += 1
             ran = time.monotonic() - started
+            rev.terminated = termination(code, replica.log_path)
             rev.failure = (f"container exited with code {code} after {ran:.1f}s; last log lines:\n"
                            + self._tail(replica))  # fmt: skip
             log.warning(

@@ -298,10 +298,10 @@ def _replace_stale(kube: KubeClient) -> None:
     kube.replace(SERVICES, created)  # carries the first resourceVersion
 
 
-def _traffic_to_a_missing_revision(kube: KubeClient) -> None:
-    # Valid by the schema (the client lets it through); the server knows no such revision.
+def _traffic_short_of_100_percent(kube: KubeClient) -> None:
+    # Valid by the schema (the client lets it through); Knative's webhook rule refuses it.
     obj = hello()
-    obj["spec"]["traffic"] = [{"revisionName": "hello-00042", "percent": 100}]
+    obj["spec"]["traffic"] = [{"latestRevision": True, "percent": 90}]
     kube.create(SERVICES, obj)
 
 
@@ -310,8 +310,8 @@ STATUS_FAILURES = [
                  'services.serving.knative.dev "nope" not found in namespace default', id="NotFound"),
     pytest.param(_create_twice, AlreadyExists, 409, '"hello" already exists', id="AlreadyExists"),
     pytest.param(_replace_stale, Conflict, 409, "has been modified", id="Conflict"),
-    pytest.param(_traffic_to_a_missing_revision, Invalid, 422,
-                 r"spec.traffic\[0\].revisionName 'hello-00042' does not exist", id="Invalid"),
+    pytest.param(_traffic_short_of_100_percent, Invalid, 422,
+                 "spec.traffic percents sum to 90, they must sum to 100", id="Invalid"),
 ]  # fmt: skip
 
 
