@@ -18,8 +18,15 @@ with Knative's body, "activator request timeout", and the reason; after, the cli
 cut, so a response stopped short never passes for a whole one. Either way the replica connection
 is dropped.
 
-Errors the gateway answers itself are plain text and say what to do: 404 lists the hosts served,
-503 gives the supervisor's reason a revision has no ready replica, 502 names the replica that failed.
+A Route may go on naming a revision that has been deleted (Knative keeps the Route's last traffic,
+with AllTrafficAssigned=False RevisionMissing, until its spec changes). A request for it, by a tag
+host or by the split, is answered at once with 404 and Knative's activator's words for a revision
+its lister does not have, "Error getting active endpoint: revision.serving.knative.dev "{name}" not
+found", never held for a replica that cannot come; requests held when it is deleted get the same.
+
+Errors the gateway answers itself are plain text and say what to do: 404 lists the hosts served or
+names the deleted revision, 503 gives the supervisor's reason a revision has no ready replica, 502
+names the replica that failed.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ DEFAULT_TIMEOUT_SECONDS = 300
 # The body Knative's activator answers a timed-out request with (cmd/activator/main.go); ours goes on
 # to say which limit passed where.
 TIMEOUT_BODY = "activator request timeout"
+# The body of Knative's activator for a revision its lister does not have (activator/handler/
+# context_handler.go sendError: the API's NotFound error), followed by ours.
+NOT_FOUND_BODY = 'Error getting active endpoint: revision.serving.knative.dev "{}" not found'
 # Distinct raw Host headers remembered in their normalized form; cleared when full.
 HOST_CACHE_SIZE = 1024
 
@@ -116,6 +126,8 @@ class Gateway:
         self.active = 0
         self.draining: asyncio.Event | None = None
         self._revisions: dict[tuple[str, str], RevisionThrottler] = {}
+        # Deleted revisions a route may still name (pruned to those named when routes change).
+        self._deleted: set[tuple[str, str]] = set()
         self._host_cache: dict[bytes, str] = {}
         # InferenceService hosts: host -> routes to Knative Services, most specific first
         self._aliases: dict[str, tuple[Any, ...]] = {}
@@ -128,6 +140,7 @@ class Gateway:
     def set_route(self, route: RouteSpec) -> None:
         """Serve `route` (replacing a route of the same namespace and name)."""
         self.routes.set_route(route)
+        self._forget_unnamed_deleted()
 
     def set_isvc_routes(self, namespace: str, name: str, routes: tuple[Any, ...]) -> None:
         """Serve an InferenceService's own host: each route (an `IsvcRoute`) sends requests whose
@@ -145,6 +158,12 @@ class Gateway:
     def remove_route(self, namespace: str, name: str) -> None:
         """Stop serving a route; its hosts answer 404 from now on."""
         self.routes.remove_route(namespace, name)
+        self._forget_unnamed_deleted()
+
+    def _forget_unnamed_deleted(self) -> None:
+        if self._deleted:
+            named = {(r.namespace, t.revision) for r in self.routes.routes() for t in r.targets}
+            self._deleted &= named
 
     def set_revision(
         self,
@@ -179,6 +198,7 @@ class Gateway:
         timeouts = RequestTimeouts(
             timeout_seconds, response_start_timeout_seconds, idle_timeout_seconds
         )
+        self._deleted.discard((namespace, revision))  # made again under the same name
         state = self._revisions.get((namespace, revision))
         if state is None:
             self._revisions[(namespace, revision)] = RevisionThrottler(
@@ -191,10 +211,16 @@ class Gateway:
             state._drain()
 
     def remove_revision(self, namespace: str, revision: str) -> None:
-        """Forget a deleted revision's state and close its idle connections."""
+        """Forget a deleted revision's state and close its idle connections. Requests held for it,
+        and any a route still sends it, are answered 404 at once, until `set_revision` names it
+        again."""
+        self._deleted.add((namespace, revision))
         state = self._revisions.pop((namespace, revision), None)
         if state is not None:
-            state.close()
+            state.close(
+                f"{NOT_FOUND_BODY.format(revision)}: Revision {namespace}/{revision} was deleted "
+                "while the request waited for a replica of it"
+            )
 
     def endpoints_changed(self, namespace: str, revision: str) -> None:
         """Re-read a revision's endpoints now (wire to `Supervisor.subscribe`); wakes held requests."""
@@ -284,9 +310,29 @@ class Gateway:
         elif not destination.revision:
             exchange.respond_error(503, _no_traffic_message(host, destination))
         else:
+            key = (destination.namespace, destination.revision)
+            state = self._revisions.get(key)
+            if state is None:
+                if key in self._deleted:
+                    exchange.respond_error(404, self._deleted_message(host, destination))
+                    return
+                state = self._revision(*key)
             if self.tag_header_routing:
                 _append_route_header(exchange, destination)
-            self._revision(destination.namespace, destination.revision).admit(exchange)
+            state.admit(exchange)
+
+    def _deleted_message(self, host: str, destination: Destination) -> str:
+        route = self.routes.route_of(host)
+        tag = f" (tag {destination.tag!r})" if destination.tag else ""
+        by, see = f"the route of host {host!r}", "The Route's status"
+        if route is not None:
+            by = f"route {route.namespace}/{route.name}"
+            see = f"`knserve route describe {route.name} -n {route.namespace}`"
+        return (
+            f"{NOT_FOUND_BODY.format(destination.revision)}: {by} still sends this request{tag} to "
+            f"Revision {destination.namespace}/{destination.revision}, which was deleted; take it "
+            f"out of the Service's spec.traffic or create it again. {see} says RevisionMissing"
+        )
 
     def _resolve_alias(self, host: str, exchange: Exchange, tag: str | None) -> Destination | None:
         path = exchange.head.split(b" ", 2)[1].decode("latin-1") if exchange.head else "/"

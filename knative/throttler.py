@@ -17,6 +17,8 @@ plus what queue-proxy does in front of each container:
   wakes it, and a 50 ms poll of the source covers a source that never calls it.
 - Counters for the autoscaler: requests in flight now (queued included), requests total, and the time
   integral of in-flight requests, so the average concurrency over any window is exact.
+- A deleted revision (`close` with the reason) answers the requests it holds at once with 404 and
+  that reason, since no replica of it will ever come; so does one whose replica resets it later.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class RevisionThrottler:
         self.changed_at = gateway.loop_time()
         self.poll: asyncio.TimerHandle | None = None
         self.appeared = asyncio.Event()
+        self.deleted: str | None = None  # why requests fail, once the revision is deleted
 
     # -- admission ----------------------------------------------------------------------------
     def admit(self, exchange: Exchange) -> None:
@@ -215,6 +218,9 @@ class RevisionThrottler:
             with contextlib.suppress(ValueError):
                 self.ready.remove(replica)
             self.gateway.loop.call_later(UNREACHABLE_SECONDS, self._readmit, replica)
+        if self.deleted is not None:  # no replica of it will come
+            exchange.respond_error(404, self.deleted)
+            return
         target = self._pick()
         if target is not None:
             self._assign(exchange, target)
@@ -327,10 +333,16 @@ class RevisionThrottler:
         integral = self.integral + self.in_flight * (now - self.changed_at)
         return RevisionStats(self.in_flight, self.requests_total, len(self.queue), integral)
 
-    def close(self) -> None:
+    def close(self, deleted: str | None = None) -> None:
+        """Stop: close idle connections; for a deleted revision, answer every request waiting for
+        a replica with 404 and `deleted`, the reason (requests being answered finish as they can)."""
         if self.poll is not None:
             self.poll.cancel()
             self.poll = None
         for replica in self.replicas.values():
             replica.removed = True
             replica.close_idle()
+        if deleted is not None:
+            self.deleted = deleted
+            for exchange in list(self.queue):  # each answer takes it out of the queue
+                exchange.respond_error(404, deleted)

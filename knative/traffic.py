@@ -189,6 +189,11 @@ class RouteTable:
             return Destination(entry.route.namespace, entry.tags[tag], tag)
         return Destination(entry.route.namespace, entry.split.pick() or "")
 
+    def route_of(self, host: str) -> RouteSpec | None:
+        """The route `host` (already normalized) reaches; None when it reaches none."""
+        found = self._hosts.get(host)
+        return found[0].route if found is not None else None
+
     def unknown_host_message(self, host: str) -> str:
         """Why `host` reaches nothing, and how to name a route that exists."""
         known = sorted(h for h in self._hosts if h.endswith("." + self.domain))

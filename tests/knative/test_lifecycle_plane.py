@@ -125,6 +125,14 @@ def test_deleting_a_revision_without_traffic_stops_its_replicas_and_the_route_sa
     plane.client.delete(by_name("revisions"), "default", "echo-00001")
     stay_stopped(plane, old)
     assert plane.call(HOST).json()["revision"] == "echo-00002"
+    # The Route still names it (as Knative keeps its traffic): answered at once, as Knative's
+    # activator answers a revision it does not have, not held for its 300 s timeoutSeconds.
+    gone = plane.call("old-echo.default.localhost", timeout=10)
+    assert gone.status_code == 404
+    assert gone.text.startswith(
+        'Error getting active endpoint: revision.serving.knative.dev "echo-00001" not found: '
+        "route default/echo still sends this request (tag 'old') to Revision default/echo-00001"
+    ), gone.text
     route = plane.wait_for(
         "routes", "echo", lambda r: _condition(r, "AllTrafficAssigned")["status"] == "False"
     )
