@@ -20,7 +20,9 @@ what runs:
 A trigger's key in the log is ``{namespace}/{name}/{broker}/{uid}``: a trigger deleted and
 created again starts afresh, and one moved to another broker is a new trigger. Keys of triggers
 deleted while the plane was down are forgotten when :meth:`EventingController.run` starts.
-Writing an unchanged status is a no-op in the store, so reconciling converges.
+Writing an unchanged status is a no-op in the store, so reconciling converges. A reconcile that
+fails where no rule above expected it writes Ready=False, reason InternalError, with the failure's
+message onto its Broker or Trigger and is retried with back-off (:mod:`knserve.knative.reconciler`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.filters import FilterError, compile_filters
 from knserve.knative.kinds import Kind, by_name
-from knserve.knative.reconciler import WorkQueue, condition, watching
+from knserve.knative.reconciler import WorkQueue, condition, mark_failed, watching
 from knserve.knative.store import Event, Store
 
 __all__ = ["EventingController", "trigger_key"]
@@ -124,7 +126,11 @@ class EventingController:
                 self.mark(BROKER, *_id(obj))
             for obj in triggers:
                 self.mark(TRIGGER, *_id(obj))
-            await self._queue.run(self._reconcile, "broker/trigger")
+            await self._queue.run(self._reconcile, "broker/trigger", self._failed)
+
+    def _failed(self, key: tuple[str, str, str], message: str) -> None:
+        plural, namespace, name = key
+        mark_failed(self.store, by_name(plural), namespace, name, message)
 
     async def _reconcile(self, key: tuple[str, str, str]) -> None:
         plural, namespace, name = key

@@ -387,3 +387,34 @@ async def test_a_reply_from_a_service_reaches_the_next_trigger(plane: Plane) -> 
     )
     assert await plane.send("q-1", type="io.kserve.inference.request") == 202
     await eventually(lambda: sink.ids == ["answer-1"])
+
+
+# ---- what a reconciler cannot handle -----------------------------------------------------------
+
+
+async def test_a_reconcile_that_fails_writes_why_onto_the_broker_and_the_trigger(
+    plane: Plane,
+) -> None:
+    # Objects stored before admission checked their shape (as an older knserve stored them),
+    # written straight into the store: reconciling them fails where no rule expected it.
+    def stale(spec: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "stale", "namespace": "default"}, "spec": spec}
+
+    plane.store.create(BROKERS, stale("default"), validate=False)
+    plane.store.create(TRIGGERS, stale({"broker": "default", "subscriber": KSVC,
+                                        "filter": "type=order.created"}), validate=False)  # fmt: skip
+    plane.broker()
+    iris = plane.service("iris", "http://iris.default.localhost")
+    plane.trigger("fine", KSVC)
+    plane.start()
+    for kind in (BROKERS, TRIGGERS):
+        await eventually(lambda kind=kind: ready(plane, kind, "stale") == "False")
+        failed = plane.get(kind, "stale")
+        assert conditions(failed)["Ready"] == (
+            "False", "InternalError", "'str' object has no attribute 'get'",
+        )  # fmt: skip
+        assert failed["status"]["observedGeneration"] == failed["metadata"]["generation"]
+    # one object that fails stalls no other
+    await eventually(lambda: ready(plane, TRIGGERS, "fine") == "True")
+    assert await plane.send("1") == 202
+    await eventually(lambda: iris.ids == ["1"])
