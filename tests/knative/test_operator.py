@@ -140,8 +140,42 @@ def test_reconciling_makes_owned_knative_services_with_the_shared_translation(
     args = made["iris-transformer"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--predictor_host") + 1] == "iris-predictor.default"  # cluster-local
     assert args[args.index("--http_port") + 1] == "8080"
-    assert conditions(isvc) == {"PredictorReady": "Unknown", "TransformerReady": "Unknown",
-                                "IngressReady": "Unknown", "Ready": "Unknown"}  # fmt: skip
+    assert conditions(isvc) == dict.fromkeys([
+        "PredictorReady", "TransformerReady", "IngressReady", "Ready", "RoutesReady",
+        "LatestDeploymentReady", "PredictorRouteReady", "PredictorConfigurationReady",
+        "TransformerRouteReady", "TransformerConfigurationReady"], "Unknown")  # fmt: skip
+
+
+def test_a_crashed_predictor_revision_on_the_cluster_becomes_the_model_status(
+    kube: KubeClient,
+) -> None:
+    reconciler = Reconciler(kube)
+    kube.apply(iris())
+    reconciler.reconcile("default", "iris")
+    ksvc = kube.get(SERVICES, "default", "iris-predictor")
+    revision = kube.create(REVISIONS, {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                                       "metadata": {"name": "iris-predictor-00001", "namespace": "default"},
+                                       "spec": ksvc["spec"]["template"]["spec"]})  # fmt: skip
+    why = "knserve.runtime: model iris failed to load: cannot load scikit-learn model"
+    crashed = {"status": "False", "reason": "ExitCode1", "message": f"Container failed with: {why}"}
+    revision["status"] = {"conditions": [{"type": "Ready", **crashed},
+                                         {"type": "ContainerHealthy", **crashed}]}  # fmt: skip
+    kube.replace_status(REVISIONS, revision)
+    failed = {"status": "False", "reason": "RevisionFailed", "message": "Revision failed"}
+    ksvc["status"] = {"observedGeneration": ksvc["metadata"]["generation"],
+                      "latestCreatedRevisionName": "iris-predictor-00001",
+                      "conditions": [{"type": "Ready", **failed}]}  # fmt: skip
+    kube.replace_status(SERVICES, ksvc)
+    status = reconciler.reconcile("default", "iris")
+    assert status is not None
+    failure = status["modelStatus"]["lastFailureInfo"]
+    assert (failure["reason"], failure["exitCode"], failure["message"]) == (
+        "ModelLoadFailed",
+        1,
+        why,
+    )
+    assert failure["location"] == "iris-predictor-00001"
+    assert status["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
 
 
 def test_knatives_status_reaches_the_inferenceservice_and_canary_traffic_follows(
@@ -334,6 +368,7 @@ def test_the_kopf_operator_reconciles_an_inferenceservice_on_a_loopback_api_serv
         "conditions",
         "url",
         "address",
+        "modelStatus",
     }
 
 
