@@ -145,6 +145,15 @@ async def rolled_out_v1(store: Store, controller: InferenceServiceController, **
     await controller.reconcile(NS, "iris")
 
 
+async def canary_v2_ready(store: Store, controller: InferenceServiceController) -> None:
+    """v1 rolled out, then v2 as a 20 % canary whose revision is ready."""
+    await rolled_out_v1(store, controller)
+    canary(store, 20, "v2")
+    await controller.reconcile(NS, "iris")
+    serve(store, ready=R2)
+    await controller.reconcile(NS, "iris")
+
+
 async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservice(
     store: Store, controller: InferenceServiceController
 ) -> None:
@@ -263,11 +272,7 @@ async def test_canary_splits_with_tags_then_promotion_moves_everything_to_the_ne
 async def test_canary_zero_rolls_back_to_the_rolled_out_revision_and_keeps_latest_tagged(
     store: Store, controller: InferenceServiceController
 ) -> None:
-    await rolled_out_v1(store, controller)
-    canary(store, 20, "v2")
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
+    await canary_v2_ready(store, controller)
 
     update(store, lambda spec: spec["predictor"].update(canaryTrafficPercent=0))
     await controller.reconcile(NS, "iris")
@@ -288,11 +293,7 @@ async def test_canary_zero_rolls_back_to_the_rolled_out_revision_and_keeps_lates
 async def test_canary_zero_after_a_promote_rolls_back_to_the_previous_rolled_out_revision(
     store: Store, controller: InferenceServiceController
 ) -> None:
-    await rolled_out_v1(store, controller)
-    canary(store, 20, "v2")
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
+    await canary_v2_ready(store, controller)
     update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))  # promote
     await controller.reconcile(NS, "iris")
     serve(store, ready=R2)
