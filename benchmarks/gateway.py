@@ -61,7 +61,7 @@ def serve_gateway(port: int, backend_port: int, profile: bool) -> None:
     """The gateway with one route to one revision whose single replica is the backend."""
     import uvloop
 
-    from knserve.knative.gateway import Gateway, RouteSpec, TrafficTarget
+    from knserve.knative.activator.gateway import Gateway, RouteSpec, TrafficTarget
 
     class Static:
         def endpoints(self, namespace: str, revision: str) -> tuple[str, ...]:

@@ -20,9 +20,9 @@ from knserve.eventing.controller import EventingController
 from knserve.eventing.dispatcher import Dispatcher, LeanSender
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
-from knserve.knative.api import EmbeddedServer
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import EmbeddedServer
+from knserve.knative.apiserver.store import Store
 
 SERVICES = by_name("services")
 

@@ -1,6 +1,6 @@
 """The Eventing controller of the local plane: Brokers and Triggers → status and delivery loops.
 
-It works as the Serving controller does (:mod:`knserve.knative.controller`), level-based: any
+It works as the Serving controller does (:mod:`knserve.knative.serving.controller`), level-based: any
 event about a Broker, a Trigger or something a Trigger points at (a Knative Service, an
 InferenceService) marks the object dirty, and reconciling it compares what the spec asks with
 what runs:
@@ -22,7 +22,7 @@ created again starts afresh, and one moved to another broker is a new trigger. K
 deleted while the plane was down are forgotten when :meth:`EventingController.run` starts.
 Writing an unchanged status is a no-op in the store, so reconciling converges. A reconcile that
 fails where no rule above expected it writes Ready=False, reason InternalError, with the failure's
-message onto its Broker or Trigger and is retried with back-off (:mod:`knserve.knative.reconciler`).
+message onto its Broker or Trigger and is retried with back-off (:mod:`knserve.knative.apiserver.reconciler`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from knserve.eventing.backoff import DeliverySpec, InvalidDelivery, resolve
 from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.filters import FilterError, compile_filters
-from knserve.knative.kinds import Kind, by_name
-from knserve.knative.reconciler import WorkQueue, condition, mark_failed, watching
-from knserve.knative.store import Event, Store
+from knserve.knative.apiserver.kinds import Kind, by_name
+from knserve.knative.apiserver.reconciler import WorkQueue, condition, mark_failed, watching
+from knserve.knative.apiserver.store import Event, Store
 
 __all__ = ["EventingController", "trigger_key"]
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from knserve.knative.database import open_database, transaction
+from knserve.knative.apiserver.database import open_database, transaction
 
 __all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
 

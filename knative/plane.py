@@ -28,26 +28,21 @@ from pathlib import Path
 import uvicorn
 
 from knserve.eventing.broker import INGRESS_NAME, INGRESS_NAMESPACE, BrokerPlane
-from knserve.knative.api import EmbeddedServer, create_app
-from knserve.knative.autoscaler import AutoscalerConfig
-from knserve.knative.controller import Controller
-from knserve.knative.features import DEFAULTS as FEATURE_DEFAULTS
-from knserve.knative.features import TAG_HEADER_BASED_ROUTING, is_enabled
-from knserve.knative.gateway import Gateway, SupervisorEndpoints
-from knserve.knative.isvc_controller import InferenceServiceController
-from knserve.knative.launcher import Launcher
-from knserve.knative.metrics import metrics_route
-from knserve.knative.multiscaler import Multiscaler
-from knserve.knative.store import Store
-from knserve.knative.supervisor import Supervisor
-from knserve.knative.traffic import RouteSpec, TrafficTarget
+from knserve.knative.activator.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.activator.traffic import RouteSpec, TrafficTarget
+from knserve.knative.apiserver.features import DEFAULTS as FEATURE_DEFAULTS
+from knserve.knative.apiserver.features import TAG_HEADER_BASED_ROUTING, is_enabled
+from knserve.knative.apiserver.server import EmbeddedServer, create_app
+from knserve.knative.apiserver.store import Store
+from knserve.knative.autoscaler.kpa import AutoscalerConfig
+from knserve.knative.autoscaler.metrics import metrics_route
+from knserve.knative.autoscaler.multiscaler import Multiscaler
+from knserve.knative.kserve.controller import InferenceServiceController
+from knserve.knative.serving.controller import Controller
+from knserve.knative.supervisor.launcher import Launcher
+from knserve.knative.supervisor.replicas import Supervisor
 
 log = logging.getLogger("knserve.plane")
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "knserve"
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class PlaneSettings:
     zygote: bool = True  # fork replicas from a warm template process
     example: bool = False  # serve KServe's sklearn iris example (make up)
     broker_port: int = 8082  # the broker ingress, /{namespace}/{broker}
-    # Knative's config-features flags (knative/features.py); read with features.is_enabled().
+    # Knative's config-features flags (knative/apiserver/features.py); read with features.is_enabled().
     features: Mapping[str, str] = field(default_factory=lambda: dict(FEATURE_DEFAULTS))
 
 
@@ -127,7 +122,7 @@ class Plane:
                                ("controller", self.controller.run()), ("multiscaler", self.scaler.run())):  # fmt: skip
                 tasks.append(asyncio.create_task(work, name=name))
             if s.example:
-                from knserve.knative.example import serve_example
+                from knserve.knative.kserve.example import serve_example
 
                 tasks.append(asyncio.create_task(
                     serve_example(self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir), name="example",

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.errors import ApiError, NotFound
 from knserve.knative.cli.last_applied import (
     LAST_APPLIED,
     last_applied,
@@ -22,7 +23,6 @@ from knserve.knative.cli.last_applied import (
     with_last_applied,
 )
 from knserve.knative.cli.output import api_option, make_client, target_options
-from knserve.knative.errors import ApiError, NotFound
 
 
 def file_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,7 +37,7 @@ def file_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @file_options
 def cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Create or update every object in FILE (one or many YAML documents)."""
-    from knserve.knative.client import kind_of, load_documents
+    from knserve.knative.apiserver.client import kind_of, load_documents
 
     client = make_client(api)
     try:
@@ -54,7 +54,7 @@ def apply_object(
     client: Any, obj: dict[str, Any], namespace: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """kubectl apply of one object: ("created" | "configured" | "unchanged", the object)."""
-    from knserve.knative.client import kind_of
+    from knserve.knative.apiserver.client import kind_of
 
     kind = kind_of(obj)
     meta = obj.setdefault("metadata", {})
@@ -79,7 +79,7 @@ def apply_object(
 @file_options
 def delete_cli(filename: Path, namespace: str | None, api: str | None) -> None:
     """Delete every object in FILE."""
-    from knserve.knative.client import kind_of, load_documents
+    from knserve.knative.apiserver.client import kind_of, load_documents
 
     client = make_client(api)
     try:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -21,7 +22,6 @@ from knserve.knative.cli.output import (
     table,
 )
 from knserve.knative.cli.trigger import apply_delivery_flags, delivery_options, describe_delivery
-from knserve.knative.kinds import by_name
 
 BROKERS = by_name("brokers")
 CLASS = "eventing.knative.dev/broker.class"

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.kinds import by_kind
 from knserve.knative.cli.output import (
     client_options,
     gateway_proxy,
@@ -23,7 +24,6 @@ from knserve.knative.cli.output import (
     reports_api_errors,
 )
 from knserve.knative.cli.trigger import SINK_KINDS, parse_sink
-from knserve.knative.kinds import by_kind
 
 DEFAULT_TYPE = "dev.knative.cli.plugin.event.generic"  # kn event's default
 DEFAULT_SOURCE = "knserve/event"

@@ -1,6 +1,6 @@
 """`knserve export -f FILE`: the Knative Services the InferenceServices of FILE become.
 
-The translation is the controller's own (`knative.inferenceservice.knative_services`), with the
+The translation is the controller's own (`knative.kserve.inferenceservice.knative_services`), with the
 built-in serving runtimes plus any ServingRuntime documents of the same file. `--target kube`
 addresses components by their cluster-local names on port 8080, as on a cluster; `local` by the
 local gateway's hosts. An exported InferenceService has no uid yet, and Kubernetes refuses an
@@ -24,8 +24,12 @@ ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 def _exported(
     documents: Sequence[dict[str, Any]], cluster: bool, domain: str, namespace: str | None
 ) -> list[dict[str, Any]]:
-    from knserve.knative.inferenceservice import InvalidInferenceService, Target, knative_services
-    from knserve.knative.runtimes import merge_runtimes
+    from knserve.knative.kserve.inferenceservice import (
+        InvalidInferenceService,
+        Target,
+        knative_services,
+    )
+    from knserve.knative.kserve.runtimes import merge_runtimes
 
     target = Target(domain=domain, cluster=cluster)
     runtimes = merge_runtimes(d for d in documents if d.get("kind") == "ServingRuntime")
@@ -70,7 +74,7 @@ def cli(filename: Path, target: str, domain: str, namespace: str | None, output:
     """Print the Knative Services the InferenceServices in FILE become."""
     import yaml
 
-    from knserve.knative.client import load_documents
+    from knserve.knative.apiserver.client import load_documents
 
     try:
         documents = load_documents(filename)

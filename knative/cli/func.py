@@ -106,9 +106,9 @@ def deploy(path: Path, namespace: str | None, build: bool, wait: bool, wait_time
 
 def _deploy(spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout: float,
             api: str | None) -> None:  # fmt: skip
+    from knserve.knative.apiserver.errors import NotFound
+    from knserve.knative.apiserver.kinds import by_name
     from knserve.knative.cli.output import make_client, wait_ready
-    from knserve.knative.errors import NotFound
-    from knserve.knative.kinds import by_name
 
     services = by_name("services")
     client = make_client(api)
@@ -140,8 +140,8 @@ def _sync_triggers(client: Any, spec: dict[str, Any], namespace: str, svc: dict[
     broker means delete and create, as a Trigger's broker is immutable on a cluster), then
     delete the function's Triggers no longer listed."""
     from knserve.functions.deploy import FUNCTION_LABEL, triggers_for
-    from knserve.knative.errors import NotFound
-    from knserve.knative.kinds import by_name
+    from knserve.knative.apiserver.errors import NotFound
+    from knserve.knative.apiserver.kinds import by_name
 
     kind = by_name("triggers")
     wanted = triggers_for(spec, namespace, owner=svc)
@@ -248,9 +248,9 @@ def invocation_route(path: Path, spec: dict[str, Any], target: str | None, names
 
 
 def _deployed_url(spec: dict[str, Any], namespace: str | None, api: str | None) -> str:
+    from knserve.knative.apiserver.errors import ApiError, NotFound
+    from knserve.knative.apiserver.kinds import by_name
     from knserve.knative.cli.output import make_client
-    from knserve.knative.errors import ApiError, NotFound
-    from knserve.knative.kinds import by_name
 
     if not spec.get("name"):
         raise FunctionError("no func.yaml names a deployed function (pass --path)")

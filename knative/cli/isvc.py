@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -27,8 +28,7 @@ from knserve.knative.cli.output import (
     table,
     wait_ready,
 )
-from knserve.knative.inferenceservice import COMPONENTS
-from knserve.knative.kinds import by_name
+from knserve.knative.kserve.inferenceservice import COMPONENTS
 
 ISVCS = by_name("inferenceservices")
 
@@ -53,7 +53,7 @@ def _predictor(opts: dict[str, Any]) -> dict[str, Any]:
 def _documents(filename: Path) -> list[dict[str, Any]]:
     import yaml
 
-    from knserve.knative.client import load_documents
+    from knserve.knative.apiserver.client import load_documents
 
     try:
         return load_documents(filename)
@@ -69,7 +69,7 @@ def _namespace_flag(namespace: str) -> str | None:
 
 def _apply_all(client: Any, documents: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:  # fmt: skip
     """Apply every document, saying what happened to each; the InferenceServices are returned."""
-    from knserve.knative.client import kind_of
+    from knserve.knative.apiserver.client import kind_of
 
     applied = []
     for obj in documents:

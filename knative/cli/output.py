@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.errors import ApiError
+from knserve.knative.apiserver.errors import ApiError
 
 OUTPUT = click.Choice(["yaml", "json"])
 
@@ -74,7 +74,7 @@ def gateway_proxy(url: str, given: str | None = None) -> str | None:
         return None
     if given:
         return given
-    from knserve.knative.plane import default_data_dir
+    from knserve.knative.apiserver.client import default_data_dir
 
     record = default_data_dir() / "plane.json"
     if record.is_file():
@@ -85,7 +85,7 @@ def gateway_proxy(url: str, given: str | None = None) -> str | None:
 
 def make_client(api: str | None) -> Any:
     """The client of the target the command line chose: the local plane's API or a cluster."""
-    from knserve.knative.kube import client_for
+    from knserve.knative.kube.client import client_for
 
     meta = click.get_current_context().meta
     return client_for(meta.get("knserve.target") or "local", meta.get("knserve.context"), api)

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -19,7 +20,6 @@ from knserve.knative.cli.output import (
     summary,
     table,
 )
-from knserve.knative.kinds import by_name
 
 REVISIONS, SERVICES = by_name("revisions"), by_name("services")
 SERVICE_LABEL = "serving.knative.dev/service"

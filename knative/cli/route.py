@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -17,7 +18,6 @@ from knserve.knative.cli.output import (
     summary,
     table,
 )
-from knserve.knative.kinds import by_name
 
 ROUTES = by_name("routes")
 

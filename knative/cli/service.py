@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.errors import ApiError
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.configuration_flags import apply_template_flags, template_options
 from knserve.knative.cli.output import (
     OUTPUT,
@@ -25,8 +27,6 @@ from knserve.knative.cli.output import (
 )
 from knserve.knative.cli.revision import replicas_text
 from knserve.knative.cli.traffic_flags import edit_traffic
-from knserve.knative.errors import ApiError
-from knserve.knative.kinds import by_name
 
 SERVICES, REVISIONS = by_name("services"), by_name("revisions")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -27,7 +28,6 @@ from knserve.knative.cli.output import (
     summary,
     table,
 )
-from knserve.knative.kinds import by_name
 
 TRIGGERS = by_name("triggers")
 

@@ -103,9 +103,10 @@ def cli(data_dir: Path | None, port: int, api_port: int, broker_port: int, host:
         log_level: str, autoscaler_config: Path | None, features_config: Path | None,
         autoscaler_overrides: tuple[str, ...], zygote: bool, example: bool) -> None:  # fmt: skip
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
-    from knserve.knative.autoscaler_config import config_from_map
-    from knserve.knative.features import features_from_map
-    from knserve.knative.plane import PlaneSettings, PortUnavailable, default_data_dir, run_plane
+    from knserve.knative.apiserver.autoscaler_config import config_from_map
+    from knserve.knative.apiserver.client import default_data_dir
+    from knserve.knative.apiserver.features import features_from_map
+    from knserve.knative.plane import PlaneSettings, PortUnavailable, run_plane
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

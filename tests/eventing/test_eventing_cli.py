@@ -18,10 +18,10 @@ from net_fixtures import serve_in_thread
 
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
-from knserve.knative.api import create_app
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
 from knserve.knative.cli import root
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
 
 BROKERS, TRIGGERS = by_name("brokers"), by_name("triggers")
 

@@ -19,8 +19,8 @@ from knserve.eventing.controller import EventingController, trigger_key
 from knserve.eventing.dispatcher import Dispatcher, Outcome
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.store import Store
 from knserve.runtime.asgi import read_body
 
 BROKERS, TRIGGERS, SERVICES = by_name("brokers"), by_name("triggers"), by_name("services")

@@ -9,9 +9,9 @@ import pytest
 from knserve.functions import funcyaml
 from knserve.functions.deploy import FUNCTION_LABEL, service_for, triggers_for
 from knserve.functions.errors import FunctionError
+from knserve.knative.apiserver.client import Client
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli.func import _sync_triggers
-from knserve.knative.client import Client
-from knserve.knative.kinds import by_name
 
 SERVICES, TRIGGERS = by_name("services"), by_name("triggers")
 

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from knserve.knative.apiserver.client import Client
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli import root
 from knserve.knative.cli.last_applied import LAST_APPLIED, three_way_merge_patch, with_last_applied
-from knserve.knative.client import Client
-from knserve.knative.kinds import by_name
 
 ISVCS = by_name("inferenceservices")
 # KServe's canary example (docs: "Canary rollout"), then its promote step: the same object without

@@ -1,4 +1,4 @@
-"""The KPA decider (knative/autoscaler.py), driven by a fake clock through Knative's classic cases.
+"""The KPA decider (knative/autoscaler/kpa.py), driven by a fake clock through Knative's classic cases.
 
 Conventions: the clock starts at 0; `feed` advances one second and then records one sample, so after
 feeding N seconds the clock reads N and the samples sit in buckets 1..N. A tick at that time sees
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knserve.knative.autoscaler import (
+from knserve.knative.autoscaler.kpa import (
     Autoscaler,
     AutoscalerConfig,
     MetricWindow,

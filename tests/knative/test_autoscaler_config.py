@@ -17,9 +17,9 @@ import pytest
 import yaml
 from plane_fixtures import LocalPlane, apply, echo_service
 
-from knserve.knative.autoscaler_config import AutoscalerConfig, config_from_map
-from knserve.knative.autoscaling_annotations import KEYS
-from knserve.knative.features import features_from_map, is_enabled
+from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig, config_from_map
+from knserve.knative.apiserver.autoscaling_annotations import KEYS
+from knserve.knative.apiserver.features import features_from_map, is_enabled
 
 P = "autoscaling.knative.dev/"
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from knserve.knative.api import create_app
-from knserve.knative.autoscaler_config import AutoscalerConfig
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
 
 P = "autoscaling.knative.dev/"
 T = "spec.template.metadata.annotations." + P  # where a Service's template annotations are

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from net_fixtures import serve_in_loop
 
-from knserve.knative.api import create_app
-from knserve.knative.client import kind_of
-from knserve.knative.errors import NotFound
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store, merge_patch, selector_matches
+from knserve.knative.apiserver.client import kind_of
+from knserve.knative.apiserver.errors import NotFound
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store, merge_patch, selector_matches
 
 KSVC = "/apis/serving.knative.dev/v1/namespaces/default/services"
 HELLO: dict[str, Any] = {

@@ -22,8 +22,8 @@ import websockets.exceptions
 from gateway_fixtures import event_loop_policy
 from net_fixtures import free_port, listening_socket, serve_in_loop
 
-from knserve.knative import gateway as gateway_module
-from knserve.knative.gateway import Gateway, RouteSpec, SupervisorEndpoints, TrafficTarget
+from knserve.knative.activator import gateway as gateway_module
+from knserve.knative.activator.gateway import Gateway, RouteSpec, SupervisorEndpoints, TrafficTarget
 
 HOST = "iris.default.localhost"
 __all__ = ["event_loop_policy"]  # a fixture: every test runs on asyncio's loop and on uvloop
@@ -128,7 +128,7 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class ReplicaStatus:
-    """The supervisor's status shape (knative/supervisor.py), for a revision that failed to start."""
+    """The supervisor's status shape (knative/supervisor/replicas.py), for a revision that failed to start."""
 
     desired: int
     ready: int

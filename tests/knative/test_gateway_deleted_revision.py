@@ -13,7 +13,7 @@ import asyncio
 import httpx
 from gateway_fixtures import HOST, event_loop_policy, raw_upstream, routed_gateway
 
-from knserve.knative.gateway import TrafficTarget
+from knserve.knative.activator.gateway import TrafficTarget
 
 __all__ = ["event_loop_policy"]  # a fixture: every test runs on asyncio's loop and on uvloop
 OLD_HOST = "old-iris.default.localhost"

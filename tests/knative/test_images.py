@@ -8,8 +8,8 @@ import pytest
 
 from knserve.functions.deploy import service_for
 from knserve.functions.errors import FunctionError
-from knserve.knative.images import ImageError, expand, image_name, resolve
-from knserve.knative.supervisor import restart_delay
+from knserve.knative.supervisor.images import ImageError, expand, image_name, resolve
+from knserve.knative.supervisor.replicas import restart_delay
 
 ENV = {"PORT": "8080", "NAME": "iris"}
 

@@ -7,21 +7,21 @@ from typing import Any
 
 import pytest
 
-from knserve.knative.inferenceservice import (
+from knserve.knative.kserve.inferenceservice import (
     InvalidInferenceService,
     Target,
     component_traffic,
     knative_services,
     predictor_model,
 )
-from knserve.knative.isvc_status import component_status, isvc_status
-from knserve.knative.runtimes import (
+from knserve.knative.kserve.runtimes import (
     RuntimeNotFound,
     builtin_runtimes,
     merge_runtimes,
     render_placeholders,
     select_runtime,
 )
+from knserve.knative.kserve.status import component_status, isvc_status
 
 SKLEARN_IRIS: dict[str, Any] = {
     "apiVersion": "serving.kserve.io/v1beta1",

@@ -17,12 +17,12 @@ import yaml
 from click.testing import CliRunner
 from net_fixtures import serve_in_thread
 
-from knserve.knative.api import create_app
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
 from knserve.knative.cli.export import cli as export_cli
 from knserve.knative.cli.isvc import cli as isvc_cli
-from knserve.knative.isvc_controller import InferenceServiceController
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.kserve.controller import InferenceServiceController
 
 # KServe's own examples (docs/samples/v1beta1/sklearn, transformer/torchserve_image_transformer).
 SKLEARN_IRIS = """\

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from knserve.knative.isvc_controller import (
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.store import Store
+from knserve.knative.kserve.controller import (
     InferenceServiceController,
     IsvcRoute,
     isvc_routes,
     resolve_isvc_route,
 )
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
 
 ISVC, SERVICE, RUNTIME, REVISION = (
     by_name(k) for k in ("isvc", "ksvc", "servingruntimes", "revisions")

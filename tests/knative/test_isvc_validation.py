@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from knserve.knative.api import create_app
-from knserve.knative.store import Store
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
 
 ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
 IRIS: dict[str, Any] = {

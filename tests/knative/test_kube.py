@@ -17,12 +17,18 @@ import pytest
 from kube_server import TOKEN, Recorder, Switchboard, write_kubeconfig
 from net_fixtures import free_port, serve_in_thread
 
-from knserve.knative.api import create_app
-from knserve.knative.client import Client
-from knserve.knative.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
-from knserve.knative.kinds import by_name
-from knserve.knative.kube import APPLY_PATCH, KubeClient, ResourceClient, client_for, validate
-from knserve.knative.store import Store
+from knserve.knative.apiserver.client import Client
+from knserve.knative.apiserver.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
+from knserve.knative.kube.client import (
+    APPLY_PATCH,
+    KubeClient,
+    ResourceClient,
+    client_for,
+    validate,
+)
 
 SERVICES, ISVCS = by_name("services"), by_name("inferenceservices")
 KSVC_PATH = "/apis/serving.knative.dev/v1/namespaces/default/services"

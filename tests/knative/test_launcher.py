@@ -13,8 +13,8 @@ import httpx
 import pytest
 from net_fixtures import free_port
 
-from knserve.knative.launcher import ForkedProcess, Launcher
-from knserve.knative.zygote import forkable
+from knserve.knative.supervisor.launcher import ForkedProcess, Launcher
+from knserve.knative.supervisor.zygote import forkable
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import pytest
 from net_fixtures import eventually
 from plane_fixtures import ECHO, FAST_AUTOSCALER, LocalPlane, apply, echo_service
 
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -25,15 +25,15 @@ from kube_server import TOKEN, Switchboard, write_kubeconfig
 from net_fixtures import eventually, free_port, serve_in_thread
 
 import knserve.knative
-from knserve.knative.api import create_app
-from knserve.knative.errors import Conflict, NotFound
-from knserve.knative.inferenceservice import Target, knative_services
-from knserve.knative.kinds import by_name
-from knserve.knative.kube import KubeClient
-from knserve.knative.operator import ANNOTATION_PREFIX, Reconciler, main, run
-from knserve.knative.runtimes import merge_runtimes
-from knserve.knative.schema_validation import crd as schema_crd
-from knserve.knative.store import Store
+from knserve.knative.apiserver.errors import Conflict, NotFound
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.schema_validation import crd as schema_crd
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
+from knserve.knative.kserve.inferenceservice import Target, knative_services
+from knserve.knative.kserve.runtimes import merge_runtimes
+from knserve.knative.kube.client import KubeClient
+from knserve.knative.kube.operator import ANNOTATION_PREFIX, Reconciler, main, run
 
 SERVICES, ISVCS, REVISIONS = by_name("services"), by_name("inferenceservices"), by_name("revisions")
 RUNTIMES = by_name("servingruntimes")

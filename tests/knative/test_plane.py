@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from plane_fixtures import LocalPlane, apply, echo_service, is_ready
 
-from knserve.knative.errors import ApiError
-from knserve.knative.kinds import by_name
+from knserve.knative.apiserver.errors import ApiError
+from knserve.knative.apiserver.kinds import by_name
 
 pytestmark = pytest.mark.slow
 

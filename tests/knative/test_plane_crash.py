@@ -16,7 +16,7 @@ import pytest
 from net_fixtures import eventually
 from plane_fixtures import LocalPlane, apply, descendants, echo_service, kill_if_same, running
 
-from knserve.knative.process_records import ProcessRecords, start_time
+from knserve.knative.supervisor.process_records import ProcessRecords, start_time
 
 TWO = {"autoscaling.knative.dev/min-scale": "2", "autoscaling.knative.dev/max-scale": "2"}
 SETOSA = [6.8, 2.8, 4.8, 1.4]

@@ -1,4 +1,4 @@
-"""The reconciler base (knative/reconciler.py): what a reconcile cannot handle goes onto the object
+"""The reconciler base (knative/apiserver/reconciler.py): what a reconcile cannot handle goes onto the object
 as Ready=False, InternalError, is logged once, and is retried with a work queue's back-off."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import logging
 import pytest
 from plane_fixtures import echo_service
 
-from knserve.knative.kinds import by_name
-from knserve.knative.reconciler import WorkQueue, mark_failed, retry_delay
-from knserve.knative.store import Store
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.reconciler import WorkQueue, mark_failed, retry_delay
+from knserve.knative.apiserver.store import Store
 
 SERVICES = by_name("services")
 KEY = ("default", "echo")
@@ -60,7 +60,7 @@ async def test_a_failing_reconcile_goes_onto_the_object_is_logged_once_and_retri
         succeeded.set()
 
     queue: WorkQueue[tuple[str, str]] = WorkQueue(base_delay=0.05)
-    caplog.set_level(logging.DEBUG, "knserve.knative.reconciler")
+    caplog.set_level(logging.DEBUG, "knserve.knative.apiserver.reconciler")
     task = asyncio.create_task(
         queue.run(
             reconcile, "service", lambda key, message: mark_failed(store, SERVICES, *key, message)
@@ -84,7 +84,7 @@ async def test_a_failing_reconcile_goes_onto_the_object_is_logged_once_and_retri
 
 
 async def test_a_conflict_is_read_again_at_once_and_is_no_failure() -> None:
-    from knserve.knative.errors import Conflict
+    from knserve.knative.apiserver.errors import Conflict
 
     store = Store()
     store.create(SERVICES, echo_service())

@@ -9,10 +9,10 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from knserve.knative.apiserver.client import Client
+from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.cli import root
 from knserve.knative.cli.configuration_flags import container_port, revision_name, scale_bounds
-from knserve.knative.client import Client
-from knserve.knative.kinds import by_name
 
 SERVICES = by_name("services")
 SCALE = "autoscaling.knative.dev/"

@@ -1,5 +1,5 @@
-"""The conditions Knative writes on Revisions and Routes (knative/serving_status.py), and a crashed
-replica's termination message as the kubelet takes it from its log (knative/supervisor.py)."""
+"""The conditions Knative writes on Revisions and Routes (knative/serving/status.py), and a crashed
+replica's termination message as the kubelet takes it from its log (knative/supervisor/replicas.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from knserve.knative.serving_status import (
+from knserve.knative.serving.status import (
     ContainerFailure,
     TrafficError,
     first_traffic_error,
@@ -19,7 +19,7 @@ from knserve.knative.serving_status import (
     unready_configuration,
     unready_revision,
 )
-from knserve.knative.supervisor import termination
+from knserve.knative.supervisor.replicas import termination
 
 
 def shown(conditions: list[dict[str, Any]]) -> dict[str, tuple[str, str | None, str | None]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knserve.knative.timeouts import RequestTimeouts
+from knserve.knative.activator.timeouts import RequestTimeouts
 
 
 def test_timeout_seconds_bounds_the_whole_request_started_or_not() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knserve.knative.traffic import (
+from knserve.knative.activator.traffic import (
     Destination,
     RouteSpec,
     RouteTable,

@@ -15,8 +15,8 @@ import pytest
 from net_fixtures import free_port
 from plane_fixtures import LocalPlane, apply, descendants
 
-from knserve.knative.launcher import ForkedProcess, Launcher
-from knserve.knative.zygote import exec_reason, python_path
+from knserve.knative.supervisor.launcher import ForkedProcess, Launcher
+from knserve.knative.supervisor.zygote import exec_reason, python_path
 
 TRANSFORMS = """
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -161,7 +161,7 @@ def test_a_pickled_pipeline_whose_class_is_only_on_the_revisions_pythonpath_is_s
 
     # and it was the zygote that served it, not the exec'd fallback
     tree = descendants(plane.process.pid)
-    zygotes = {pid for pid in tree if "knserve.knative.zygote" in cmdline(pid)}
+    zygotes = {pid for pid in tree if "knserve.knative.supervisor.zygote" in cmdline(pid)}
     assert len([pid for pid in tree if parent(pid) in zygotes]) == 1, plane.log()[-3000:]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from knserve.knative.gateway import Gateway, RouteSpec, TrafficTarget
+from knserve.knative.activator.gateway import Gateway, RouteSpec, TrafficTarget
 
 HOST = "iris.default.localhost"
 # What a handler does with one connection, once its request head has been read.

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from net_fixtures import ServerProcess, eventually, free_port, serve_in_thread
 
-from knserve.knative.api import create_app
-from knserve.knative.client import Client
-from knserve.knative.kinds import by_name
-from knserve.knative.store import Store
+from knserve.knative.apiserver.client import Client
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.server import create_app
+from knserve.knative.apiserver.store import Store
 
 ECHO = str(Path(__file__).parent / "echo_server.py")
 

@@ -1,0 +1,301 @@
+"""The local plane's control API: the Kubernetes REST conventions over the `Store`.
+
+    /apis/{group}/{version}/namespaces/{ns}/{plural}            GET (list, ?watch=true), POST
+    /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}     GET, PUT, PATCH (merge), DELETE
+    /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status   GET, PUT, PATCH
+    /apis/{group}/{version}/{plural}                            GET across namespaces
+    /apis, /apis/{group}/{version}                              discovery (as the API server's)
+
+Because the paths, verbs, bodies and `Status` errors are Kubernetes', one client (knserve's, or
+`kubernetes`/`kopf`) serves both the local plane and a real cluster. It is not the hot path, so it
+is a Starlette app. When it listens on anything but loopback, every request needs the bearer token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from knserve.knative.apiserver.core import core_routes
+from knserve.knative.apiserver.errors import ApiError, BadRequest, Expired, NotFound
+from knserve.knative.apiserver.kinds import KINDS, Kind, by_plural, served
+from knserve.knative.apiserver.store import Store, selects
+
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _kind(request: Request) -> Kind:
+    params = request.path_params
+    kind = by_plural(params["group"], params["plural"])
+    if kind is None or kind.version != params["version"]:
+        raise NotFound(
+            f"the server could not find the requested resource {params['plural']}.{params['group']}/"
+            f"{params['version']}; it serves: {served()}"
+        )
+    return kind
+
+
+def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Response:
+    """Server-side apply, simplified for one field manager: create the object, or replace its
+    spec with the applied one (a field left out is removed, as apply removes fields its manager
+    no longer sets) and merge the applied labels, annotations and owner references."""
+    if not isinstance(body, dict):
+        raise BadRequest("an apply body must be an object")
+    meta = body.setdefault("metadata", {})
+    if meta.get("name", name) != name or meta.get("namespace", namespace) != namespace:
+        raise BadRequest("metadata.name and metadata.namespace must match the path")
+    meta["name"], meta["namespace"] = name, namespace
+    if store.find(kind, namespace, name) is None:
+        return _json(store.create(kind, body), 201)
+    current = store.get(kind, namespace, name)
+    updated = {**current, **{k: v for k, v in body.items() if k not in ("metadata", "status")}}
+    cmeta = updated["metadata"] = dict(current["metadata"])
+    for key in ("labels", "annotations"):
+        if key in meta:
+            cmeta[key] = {**(cmeta.get(key) or {}), **meta[key]}
+    if "ownerReferences" in meta:
+        cmeta["ownerReferences"] = meta["ownerReferences"]
+    return _json(store.replace(kind, updated))
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def create_app(store: Store, token: str | None = None) -> Starlette:
+    """The control API over `store`; `token`, when given, is required as a bearer token."""
+
+    async def collection(request: Request) -> Response:
+        kind = _kind(request)
+        namespace = request.path_params.get("namespace")
+        if request.method == "POST":
+            obj = await _body(request)
+            if isinstance(obj, dict):
+                meta = obj.setdefault("metadata", {})
+                if isinstance(meta, dict):
+                    meta.setdefault("namespace", namespace)
+                    if meta.get("namespace") != namespace:
+                        raise BadRequest(
+                            f"metadata.namespace {meta['namespace']!r} does not match the path's namespace {namespace!r}"
+                        )
+            return _json(store.create(kind, obj), 201)
+        labels = request.query_params.get("labelSelector")
+        fields = request.query_params.get("fieldSelector")
+        if request.query_params.get("watch") in ("true", "1"):
+            return _watch(store, kind, namespace, selects(labels, fields), request.query_params)
+        items = store.list(kind, namespace, labels, fields)
+        return _json({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
+                      "metadata": {"resourceVersion": str(store.resource_version())}, "items": items})  # fmt: skip
+
+    async def item(request: Request) -> Response:
+        kind = _kind(request)
+        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        subresource = request.path_params.get("subresource")
+        if subresource not in (None, "status"):
+            raise NotFound(f"{kind.plural} have no subresource {subresource!r} (only status)")
+        if request.method == "GET":
+            return _json(store.get(kind, namespace, name))
+        if request.method == "DELETE":
+            store.delete(kind, namespace, name)
+            return _json({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                          "details": {"name": name, "group": kind.group, "kind": kind.plural}})  # fmt: skip
+        body = await _body(request)
+        if request.method == "PUT":
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            meta = body.setdefault("metadata", {})
+            if meta.get("name", name) != name or meta.get("namespace", namespace) != namespace:
+                raise BadRequest("metadata.name and metadata.namespace must match the path")
+            meta["name"], meta["namespace"] = name, namespace
+            return _json(store.replace(kind, body, subresource))
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type == APPLY_PATCH and subresource is None:
+            return _apply(store, kind, namespace, name, body)
+        if content_type not in (MERGE_PATCH, "application/json"):
+            raise ApiUnsupported(
+                f"PATCH supports {MERGE_PATCH} (JSON merge patch) and {APPLY_PATCH} (server-side "
+                f"apply); got {content_type or 'no content type'}"
+            )
+        return _json(store.patch(kind, namespace, name, body, subresource))
+
+    async def discovery(request: Request) -> Response:
+        groups: dict[str, set[str]] = {}
+        for kind in KINDS.values():
+            groups.setdefault(kind.group, set()).add(kind.version)
+        return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)],
+             "preferredVersion": {"groupVersion": f"{g}/{sorted(vs)[0]}", "version": sorted(vs)[0]}}
+            for g, vs in sorted(groups.items())
+        ]})  # fmt: skip
+
+    async def group_version(request: Request) -> Response:
+        group, version = request.path_params["group"], request.path_params["version"]
+        resources = []
+        for kind in KINDS.values():
+            if kind.group == group and kind.version == version:
+                verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+                resources.append({"name": kind.plural, "singularName": kind.kind.lower(), "namespaced": True,
+                                  "kind": kind.kind, "verbs": verbs, "shortNames": list(kind.short_names)})  # fmt: skip
+                resources.append({"name": f"{kind.plural}/status", "singularName": "", "namespaced": True,
+                                  "kind": kind.kind, "verbs": ["get", "patch", "update"]})  # fmt: skip
+        if not resources:
+            raise NotFound(f"no API group version {group}/{version}; the plane serves: {served()}")
+        return _json({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+                      "resources": resources})  # fmt: skip
+
+    async def healthz(request: Request) -> Response:
+        return Response("ok", media_type="text/plain")
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/apis", discovery),
+        Route("/apis/{group}/{version}", group_version),
+        Route(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
+            collection,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+            item,
+            methods=["GET", "PUT", "PATCH", "DELETE"],
+        ),
+        Route(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/{subresource}",
+            item,
+            methods=["GET", "PUT", "PATCH"],
+        ),
+        Route("/apis/{group}/{version}/{plural}", collection, methods=["GET"]),
+        *core_routes(store),
+    ]
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _json(exc.status(), exc.code)
+
+    async def no_route(request: Request, exc: Exception) -> Response:
+        # A path no route serves (/api/v1/pods, /apis/{group}) is a Status too, as the API server's.
+        if getattr(exc, "status_code", 404) == 405:
+            error: ApiError = MethodNotAllowed(
+                f"the server does not allow this method on the requested resource "
+                f"({request.method} {request.url.path})"
+            )
+        else:
+            error = NotFound(
+                f"the server could not find the requested resource ({request.url.path}); it "
+                f"serves /apis/{{group}}/{{version}}/namespaces/{{namespace}}/{{plural}} for: {served()}"
+            )
+        return _json(error.status(), error.code)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: api_error, 404: no_route, 405: no_route},
+    )
+    if token:
+        app.add_middleware(_BearerToken, token=token)
+    return app
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn serving one part of the plane: without its signal handlers, because the plane owns
+    SIGINT/SIGTERM and stops every part; uvicorn's would stop only this one and swallow the signal."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class ApiUnsupported(ApiError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
+class MethodNotAllowed(ApiError):
+    code, reason = 405, "MethodNotAllowed"
+
+
+def _watch(store: Store, kind: Kind, namespace: str | None,
+           matches: Callable[[dict[str, Any]], bool], params: Mapping[str, str]) -> Response:  # fmt: skip
+    """Newline-delimited watch events, as Kubernetes sends them.
+
+    Without `resourceVersion` (or with "0") the objects that exist come first, as ADDED; with one
+    (from a list), the changes after it. A version older than the store's history gets an ERROR
+    event with a 410 Expired Status, so the client lists again. `timeoutSeconds` ends the stream.
+    Only objects that `matches` (the label and field selectors) are sent.
+    """
+    since = _int_param(params, "resourceVersion")
+    timeout = _int_param(params, "timeoutSeconds")
+    try:
+        queue = store.watch(since or None)
+    except Expired as exc:
+        gone = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
+        return StreamingResponse(iter([gone]), media_type="application/json")
+    existing = [] if since else [o for o in store.list(kind, namespace) if matches(o)]
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            for obj in existing:
+                yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
+            async with asyncio.timeout(timeout or None):
+                while True:
+                    event = await queue.get()
+                    meta = event.object["metadata"]
+                    if event.kind is not kind or (namespace and meta["namespace"] != namespace):
+                        continue
+                    if not matches(event.object):
+                        continue
+                    yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
+        except TimeoutError:
+            return  # timeoutSeconds: the stream ends normally and the client watches again
+        finally:
+            store.unwatch(queue)
+
+    return StreamingResponse(events(), media_type="application/json")
+
+
+def _int_param(params: Mapping[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} is {raw!r}, it must be a whole number") from None
+    if value < 0:
+        raise BadRequest(f"{name} is {value}, it must be 0 or more")
+    return value
+
+
+class _BearerToken:
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401,
+                     "message": "this control API needs 'Authorization: Bearer <token>'"}, status_code=401,
+                )  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

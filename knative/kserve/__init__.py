@@ -1,0 +1,1 @@
+"""KServe's controller: InferenceService → Knative Services, its status and its serving runtimes."""

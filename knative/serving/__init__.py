@@ -1,0 +1,1 @@
+"""Knative Serving's reconcilers (pkg/reconciler): Service → Configuration + Route → Revision."""

@@ -1,0 +1,419 @@
+"""The Serving controller of the local plane: Service → Configuration + Route → Revisions.
+
+It works as Knative's reconcilers do, level-based: any event about a Service or something it owns
+(from the store's watch, or a replica's status from the supervisor) marks the Service dirty, and
+reconciling it compares what should exist with what does:
+
+- the Configuration and Route named after the Service, owned by it;
+- a Revision for the Configuration's current template, named `{service}-{generation:05d}` or as
+  `spec.template.metadata.name` says (a name reused for a different template is an error on the
+  Service, as Knative's webhook refuses it), immutable once created;
+- replicas for every Revision the Route sends traffic to or tags, and for the newest one until it
+  is ready, as the multiscaler decides (initial-scale first, then the KPA); none for the rest;
+- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision, once
+  every target it names exists and is ready (else the Route says which one is missing, as
+  Knative's AllTrafficAssigned does, and the gateway keeps what it had);
+- status with Knative's conditions and fields on Revisions, the Configuration, the Route and the
+  Service (knative/serving/status.py). Writing an unchanged status is a no-op in the store, so
+  reconciling converges.
+
+A deleted Revision (on its own, or with its Service or InferenceService) is forgotten by the
+multiscaler and its replicas are stopped when the store says it is gone; a reconcile that read it
+before checks again before it scales it, so nothing starts it again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from knserve.knative.activator.traffic import RouteSpec, TrafficTarget
+from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.naming import revision_name, service_host, tag_host
+from knserve.knative.apiserver.reconciler import WorkQueue, condition, mark_failed, watching
+from knserve.knative.apiserver.store import Event, Store
+from knserve.knative.autoscaler.multiscaler import Multiscaler
+from knserve.knative.serving.status import (
+    ContainerFailure,
+    TrafficError,
+    first_traffic_error,
+    is_true,
+    living_ready,
+    missing_revision,
+    revision_conditions,
+    route_conditions,
+    unready_configuration,
+    unready_revision,
+)
+from knserve.knative.supervisor.replicas import RevisionProcessSpec, Supervisor
+
+log = logging.getLogger(__name__)
+
+SERVICE, CONFIGURATION, REVISION, ROUTE = (
+    by_name(k) for k in ("services", "configurations", "revisions", "routes")
+)
+SERVICE_LABEL = "serving.knative.dev/service"
+CONFIGURATION_LABEL = "serving.knative.dev/configuration"
+GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
+DEFAULT_TIMEOUT = 300
+
+
+def _owner(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
+def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((obj or {}).get("status") or {}).get("conditions") or []
+
+
+class Controller:
+    """Reconciles Services on the local plane (see the module docstring)."""
+
+    def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, scaler: Multiscaler,
+                 domain: str = "localhost") -> None:  # fmt: skip
+        self.store = store
+        self.supervisor = supervisor
+        self.gateway = gateway
+        self.scaler = scaler
+        scaler.subscribe(self._replica_changed)
+        self.domain = domain
+        self._queue: WorkQueue[tuple[str, str]] = WorkQueue()
+        supervisor.subscribe(self._replica_changed)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def mark(self, namespace: str, service: str) -> None:
+        self._queue.mark((namespace, service))
+
+    def _replica_changed(self, namespace: str, revision: str) -> None:
+        rev = self.store.find(REVISION, namespace, revision)
+        if rev is not None:
+            service = rev["metadata"].get("labels", {}).get(SERVICE_LABEL)
+            if service:
+                self.mark(namespace, service)
+
+    async def run(self) -> None:
+        async with watching(self.store, self._handle, "controller-watch"):
+            for svc in self.store.list(SERVICE):
+                self.mark(svc["metadata"]["namespace"], svc["metadata"]["name"])
+            await self._queue.run(lambda key: self.reconcile(*key), "service", self._failed)
+
+    def _failed(self, key: tuple[str, str], message: str) -> None:
+        mark_failed(self.store, SERVICE, *key, message)
+
+    async def _handle(self, event: Event) -> None:
+        meta = event.object["metadata"]
+        namespace = meta["namespace"]
+        if event.kind is SERVICE:
+            self.mark(namespace, meta["name"])
+        elif event.kind in (CONFIGURATION, ROUTE, REVISION):
+            service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+            if event.type == "DELETED" and event.kind is REVISION:
+                self.scaler.forget(namespace, meta["name"])  # first: no tick may scale it again
+                self.gateway.remove_revision(namespace, meta["name"])
+                await self.supervisor.remove(namespace, meta["name"])
+            if event.type == "DELETED" and event.kind is ROUTE:
+                self.gateway.remove_route(namespace, meta["name"])
+            if service:
+                self.mark(namespace, service)
+
+    # ---- one service -------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        svc = self.store.find(SERVICE, namespace, name)
+        if svc is None:
+            return  # deleted: the store cascaded to what it owned; the watch stops processes
+        config = self._ensure_configuration(svc)
+        revisions, template_error = self._ensure_revision(svc, config)
+        route = self._ensure_route(svc)
+        ready_names = await self._run_revisions(svc, config, route, revisions)
+        latest_created = max(revisions, key=lambda r: r["metadata"]["labels"].get(GENERATION_LABEL, "0").zfill(8),
+                             default=None)  # fmt: skip
+        latest_ready = next(
+            (r for r in sorted(revisions, key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
+                               reverse=True) if r["metadata"]["name"] in ready_names),
+            None,
+        )  # fmt: skip
+        config = self._configuration_status(config, latest_created, latest_ready, ready_names)
+        route = self._route_status(svc, route, config, ready_names)
+        self._service_status(svc, config, route, template_error)
+
+    def _ensure_configuration(self, svc: dict[str, Any]) -> dict[str, Any]:
+        meta = svc["metadata"]
+        labels = {**(meta.get("labels") or {}), SERVICE_LABEL: meta["name"]}
+        desired = {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
+                         "ownerReferences": [_owner(svc)]},
+            "spec": {"template": copy.deepcopy(svc["spec"]["template"])},
+        }  # fmt: skip
+        current = self.store.find(CONFIGURATION, meta["namespace"], meta["name"])
+        if current is None:
+            return self.store.create(CONFIGURATION, desired, validate=False)
+        if current["spec"] != desired["spec"] or current["metadata"].get("labels") != labels:
+            current["spec"] = desired["spec"]
+            current["metadata"]["labels"] = labels
+            return self.store.replace(CONFIGURATION, current, validate=False)
+        return current
+
+    def _ensure_revision(
+        self, svc: dict[str, Any], config: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        template = config["spec"]["template"]
+        generation = config["metadata"]["generation"]
+        rev_name = (template.get("metadata") or {}).get("name") or revision_name(name, generation)
+        existing = {
+            r["metadata"]["name"]: r
+            for r in self.store.list(REVISION, namespace, f"{CONFIGURATION_LABEL}={name}")
+        }
+        error = None
+        found = existing.get(rev_name) or self.store.find(REVISION, namespace, rev_name)
+        tmeta = template.get("metadata") or {}
+        if found is None:
+            labels = {**(tmeta.get("labels") or {}), SERVICE_LABEL: name, CONFIGURATION_LABEL: name,
+                      GENERATION_LABEL: str(generation)}  # fmt: skip
+            revision = {
+                "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                "metadata": {"name": rev_name, "namespace": namespace, "labels": labels,
+                             "annotations": dict(tmeta.get("annotations") or {}),
+                             "ownerReferences": [_owner(config)]},
+                "spec": copy.deepcopy(template.get("spec") or {}),
+            }  # fmt: skip
+            revision["spec"].setdefault("timeoutSeconds", DEFAULT_TIMEOUT)
+            revision["spec"].setdefault("containerConcurrency", 0)
+            existing[rev_name] = self.store.create(REVISION, revision, validate=False)
+        else:
+            same = {k: v for k, v in found["spec"].items() if k not in ("timeoutSeconds", "containerConcurrency")} == {
+                k: v for k, v in (template.get("spec") or {}).items() if k not in ("timeoutSeconds", "containerConcurrency")
+            }  # fmt: skip
+            if not same and found["metadata"]["labels"].get(GENERATION_LABEL) != str(generation):
+                error = (f"revision name {rev_name!r} is already used by a different template; revisions are "
+                         "immutable: give spec.template.metadata.name a new name or remove it")  # fmt: skip
+        return list(existing.values()), error
+
+    def _desired_traffic(self, svc: dict[str, Any]) -> list[dict[str, Any]]:
+        traffic = svc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
+        name = svc["metadata"]["name"]
+        out = []
+        for entry in traffic:
+            entry = dict(entry)
+            if entry.get("latestRevision", not entry.get("revisionName")):
+                entry.pop("revisionName", None)
+                entry["configurationName"] = name
+                entry["latestRevision"] = True
+            out.append(entry)
+        return out
+
+    def _ensure_route(self, svc: dict[str, Any]) -> dict[str, Any]:
+        meta = svc["metadata"]
+        labels = {SERVICE_LABEL: meta["name"]}
+        spec = {"traffic": self._desired_traffic(svc)}
+        current = self.store.find(ROUTE, meta["namespace"], meta["name"])
+        if current is None:
+            desired = {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
+                       "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
+                                    "ownerReferences": [_owner(svc)]}, "spec": spec}  # fmt: skip
+            return self.store.create(ROUTE, desired, validate=False)
+        if current["spec"] != spec:
+            current["spec"] = spec
+            return self.store.replace(ROUTE, current, validate=False)
+        return current
+
+    async def _run_revisions(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
+                             revisions: list[dict[str, Any]]) -> set[str]:  # fmt: skip
+        """Start or stop replicas; returns the names of revisions with a ready replica."""
+        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        routed = {e["revisionName"] for e in route["spec"]["traffic"] if e.get("revisionName")}
+        newest = max(
+            revisions,
+            key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
+            default=None,
+        )
+        latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
+        follows_latest = any(e.get("latestRevision") for e in route["spec"]["traffic"])
+        ready = set()
+        for rev in revisions:
+            rname = rev["metadata"]["name"]
+            if self.store.find(REVISION, namespace, rname) is None:
+                continue  # deleted while this reconcile awaited: its DELETED event stopped it
+            wanted = (rname in routed or (newest is not None and rname == newest["metadata"]["name"])
+                      or (follows_latest and rname == latest_ready))  # fmt: skip
+            annotations = rev["metadata"].get("annotations") or {}
+            spec = RevisionProcessSpec(
+                namespace, name, name, rname, rev["spec"]["containers"][0],
+                int(rev["spec"].get("containerConcurrency") or 0),
+                int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT), annotations,
+            )  # fmt: skip
+            self.gateway.set_revision(
+                namespace, rname, spec.container_concurrency, spec.timeout_seconds,
+                int(rev["spec"].get("responseStartTimeoutSeconds") or 0),
+                int(rev["spec"].get("idleTimeoutSeconds") or 0),
+            )  # fmt: skip
+            if wanted:
+                await self.scaler.track(spec)
+            else:
+                await self.scaler.untrack(namespace, rname)
+                await self.supervisor.ensure(spec, 0)
+            if self._revision_status(rev, wanted):
+                ready.add(rname)
+        return ready
+
+    def _revision_status(self, rev: dict[str, Any], wanted: bool) -> bool:
+        """Write the Revision's status from its replicas and its autoscaler; whether it is Ready."""
+        namespace, rname = rev["metadata"]["namespace"], rev["metadata"]["name"]
+        status = self.supervisor.status(namespace, rname)
+        decision = self.scaler.decision(namespace, rname) if wanted else None
+        previous = _conditions(rev)
+        # Knative's PodAutoscaler keeps ScaleTargetInitialized for good; here the Revision's
+        # ResourcesAvailable keeps it across untracking and restarts of the plane.
+        initialized = (decision is not None and decision.initialized) or is_true(
+            previous, "ResourcesAvailable"
+        )
+        failure = None
+        if status.failure and not status.ready:  # a crashing container: no replica ready
+            if status.terminated is not None:
+                failure = ContainerFailure(status.terminated[1], status.terminated[0])
+            else:
+                failure = ContainerFailure(status.failure)
+        if decision is None:  # not routed: the revision is inactive whatever its replicas do
+            active, reason = "False", "NoTraffic"
+        else:
+            active, reason = decision.active, decision.active_reason
+        conditions = revision_conditions(previous, initialized=initialized, failure=failure,
+                                         active=active, active_reason=reason)  # fmt: skip
+        new_status: dict[str, Any] = {
+            "observedGeneration": rev["metadata"]["generation"],
+            "conditions": conditions,
+            "actualReplicas": status.ready,
+            "desiredReplicas": decision.desired_pods if decision else status.desired,
+        }
+        if decision is not None:
+            # duck Status annotations: where Knative keeps state that has no field of its own
+            new_status["annotations"] = {
+                "autoscaling.knative.dev/panic": str(decision.in_panic).lower()
+            }
+        self.store.write_status(REVISION, rev, new_status)
+        return conditions[0]["status"] == "True"
+
+    def _configuration_status(self, config: dict[str, Any], latest_created: dict[str, Any] | None,
+                              latest_ready: dict[str, Any] | None, ready: set[str]) -> dict[str, Any]:  # fmt: skip
+        previous = config.get("status") or {}
+        status: dict[str, Any] = {"observedGeneration": config["metadata"]["generation"]}
+        if latest_created:
+            status["latestCreatedRevisionName"] = latest_created["metadata"]["name"]
+        ready_name = (
+            latest_ready["metadata"]["name"]
+            if latest_ready
+            else previous.get("latestReadyRevisionName")
+        )
+        if ready_name:
+            status["latestReadyRevisionName"] = ready_name
+        created_ready = latest_created is not None and latest_created["metadata"]["name"] in ready
+        failure = None
+        if latest_created is not None and not created_ready:
+            conds = (self.store.find(REVISION, config["metadata"]["namespace"], latest_created["metadata"]["name"])
+                     or {}).get("status", {}).get("conditions", [])  # fmt: skip
+            failure = next(
+                (c for c in conds if c["type"] == "Ready" and c["status"] == "False"), None
+            )
+        prev_conds = previous.get("conditions")
+        if created_ready:
+            cond = condition("Ready", "True", previous=prev_conds)
+        elif failure:
+            # MarkLatestCreatedFailed's words
+            cond = condition("Ready", "False", "RevisionFailed",
+                              f'Revision "{latest_created["metadata"]["name"]}" failed with message: '
+                              f"{failure.get('message', '')}.", prev_conds)  # fmt: skip
+        else:
+            cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
+        status["conditions"] = [cond]
+        return self.store.write_status(CONFIGURATION, config, status)
+
+    def _route_status(self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any],
+                      ready: set[str]) -> dict[str, Any]:  # fmt: skip
+        """Resolve the Route's traffic and program the gateway, as Knative's route reconciler
+        does: only when every target exists and is ready; else AllTrafficAssigned says which."""
+        namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
+        config_status = config.get("status") or {}
+        latest_ready = config_status.get("latestReadyRevisionName")
+        targets, traffic, errors = [], [], []
+        for entry in route["spec"]["traffic"]:
+            if entry.get("latestRevision"):
+                revision = latest_ready
+                if revision is None:
+                    failed = any(c.get("type") == "Ready" and c.get("status") == "False"
+                                 for c in config_status.get("conditions") or [])  # fmt: skip
+                    errors.append(unready_configuration(name, failed))
+                    continue
+            else:
+                revision = entry["revisionName"]
+                error = self._revision_target_error(namespace, revision, ready)
+                if error is not None:
+                    errors.append(error)
+                    continue
+            tag = entry.get("tag")
+            targets.append(TrafficTarget(revision, int(entry.get("percent") or 0), tag))
+            item = {"revisionName": revision, "latestRevision": bool(entry.get("latestRevision")),
+                    "percent": int(entry.get("percent") or 0)}  # fmt: skip
+            if tag:
+                item["tag"] = tag
+                item["url"] = f"http://{tag_host(tag, name, namespace, self.domain)}"
+            traffic.append(item)
+        previous = route.get("status") or {}
+        error = first_traffic_error(errors)
+        url = f"http://{service_host(name, namespace, self.domain)}"
+        status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"],
+                                  "url": url, "address": {"url": url}}  # fmt: skip
+        if error is None:
+            self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
+            status["traffic"] = traffic
+        elif "traffic" in previous:  # the gateway still routes as it did
+            status["traffic"] = previous["traffic"]
+        status["conditions"] = route_conditions(previous.get("conditions"), error)
+        return self.store.write_status(ROUTE, route, status)
+
+    def _revision_target_error(
+        self, namespace: str, revision: str, ready: set[str]
+    ) -> TrafficError | None:
+        if revision in ready:
+            return None
+        found = self.store.find(REVISION, namespace, revision)
+        if found is None:
+            return missing_revision(revision)
+        conditions = _conditions(found)
+        if is_true(conditions, "Ready"):
+            return None
+        failed = any(c.get("type") == "Ready" and c.get("status") == "False" for c in conditions)
+        return unready_revision(revision, failed)
+
+    def _service_status(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
+                        template_error: str | None) -> None:  # fmt: skip
+        previous = (svc.get("status") or {}).get("conditions")
+        config_cond = (config.get("status") or {}).get("conditions", [{}])[0]
+        route_cond = (route.get("status") or {}).get("conditions", [{}])[0]
+        if template_error:
+            config_cond = {
+                "status": "False",
+                "reason": "RevisionNameTaken",
+                "message": template_error,
+            }
+        cfg = condition("ConfigurationsReady", config_cond.get("status", "Unknown"), config_cond.get("reason"),
+                         config_cond.get("message"), previous)  # fmt: skip
+        rte = condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
+                         route_cond.get("message"), previous)  # fmt: skip
+        ready = living_ready([cfg, rte], previous)
+        status: dict[str, Any] = {
+            "observedGeneration": svc["metadata"]["generation"],
+            "conditions": [ready, cfg, rte],
+        }
+        for key in ("latestCreatedRevisionName", "latestReadyRevisionName"):
+            if (config.get("status") or {}).get(key):
+                status[key] = config["status"][key]
+        rstatus = route.get("status") or {}
+        for key in ("url", "address", "traffic"):
+            if key in rstatus:
+                status[key] = rstatus[key]
+        self.store.write_status(SERVICE, svc, status)

@@ -1,0 +1,323 @@
+"""The supervisor: each revision's replicas as processes, kept at the count asked for.
+
+A replica is a process started with Knative's container contract — `PORT` (a free loopback port of
+its own), `K_SERVICE`, `K_CONFIGURATION`, `K_REVISION` and the container's `env` — whose output
+goes to a log file. It takes traffic only once its readiness probe passes (the container's
+`readinessProbe`, HTTP GET or TCP; Knative's default is a TCP probe on the port).
+
+A replica that exits unasked is restarted after a back-off that doubles with each consecutive
+failure (`restart_delay`, pure), and its revision's status carries the exit code and the last log
+lines, so a container that cannot start says why. Stopping drains: the replica leaves the ready
+endpoints first (the gateway stops sending to it), then gets SIGTERM (uvicorn and most servers
+finish their in-flight requests), then SIGKILL after the grace period.
+
+Every change of a revision's status is announced to subscribers (the gateway, to pick up or drop
+endpoints at once; the controller, to update the Revision's conditions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from knserve.knative.supervisor.images import ImageError, resolve
+from knserve.knative.supervisor.launcher import Launcher
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 12
+
+
+@dataclass(frozen=True)
+class RevisionProcessSpec:
+    namespace: str
+    service: str
+    configuration: str
+    revision: str
+    container: dict[str, Any]
+    container_concurrency: int = 0
+    timeout_seconds: int = 300
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    desired: int
+    ready: int
+    endpoints: tuple[str, ...]
+    failure: str | None
+    # (exit code, termination message) of the last replica that exited unasked, as the kubelet
+    # reports a container's last termination state; None once a replica is ready again
+    terminated: tuple[int, str] | None = None
+
+
+# The kubelet's limits on a termination message read from the log (FallbackToLogsOnError).
+TERMINATION_MESSAGE_LINES, TERMINATION_MESSAGE_BYTES = 80, 2048
+
+
+def termination(code: int, log_path: Path | None) -> tuple[int, str]:
+    """A replica's exit as Kubernetes reports it: the exit code (128 + N for a signal N) and,
+    for a failure, the last 80 lines of its log, at most its last 2048 bytes
+    (terminationMessagePolicy FallbackToLogsOnError, Knative's default)."""
+    exit_code = 128 - code if code < 0 else code
+    if exit_code == 0 or log_path is None or not log_path.exists():
+        return exit_code, ""
+    lines = log_path.read_bytes().splitlines(keepends=True)[-TERMINATION_MESSAGE_LINES:]
+    tail = b"".join(lines)[-TERMINATION_MESSAGE_BYTES:]
+    return exit_code, tail.decode(errors="replace").rstrip()
+
+
+def restart_delay(consecutive_failures: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before restarting a replica that failed `consecutive_failures` times in a row."""
+    if consecutive_failures <= 0:
+        return 0.0
+    return float(min(cap, base * 2 ** (consecutive_failures - 1)))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class _Replica:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.port = 0
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready = False
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+        self.log_path: Path | None = None
+
+
+class _Revision:
+    def __init__(self, spec: RevisionProcessSpec) -> None:
+        self.spec = spec
+        self.desired = 0
+        self.replicas: list[_Replica] = []
+        self.failure: str | None = None
+        self.terminated: tuple[int, str] | None = None
+        self.failures = 0
+        self.next_index = 0
+
+
+class Supervisor:
+    """Keeps revisions at their replica counts; see the module docstring."""
+
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", grace_seconds: float = 10.0,
+                 probe_interval: float = 0.005, startup_timeout: float = 300.0,
+                 extra_env: dict[str, str] | None = None, launcher: Launcher | None = None) -> None:  # fmt: skip
+        self.log_dir = Path(log_dir)
+        self.launcher = launcher or Launcher(self.log_dir, use_zygote=False)
+        self.host = host
+        self.grace_seconds = grace_seconds
+        self.probe_interval = probe_interval
+        self.startup_timeout = startup_timeout
+        self.extra_env = extra_env or {}
+        self._revisions: dict[tuple[str, str], _Revision] = {}
+        self._subscribers: list[Callable[[str, str], None]] = []
+        self._closing = False
+
+    # ---- interface ---------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        self._subscribers.append(callback)
+
+    def status(self, namespace: str, revision: str) -> ReplicaStatus:
+        rev = self._revisions.get((namespace, revision))
+        if rev is None:
+            return ReplicaStatus(0, 0, (), None)
+        ready = [r for r in rev.replicas if r.ready and not r.stopping]
+        return ReplicaStatus(
+            rev.desired, len(ready), tuple(f"{self.host}:{r.port}" for r in ready), rev.failure,
+            rev.terminated,
+        )  # fmt: skip
+
+    def pids(self, namespace: str, revision: str) -> list[int]:
+        rev = self._revisions.get((namespace, revision))
+        return [r.process.pid for r in rev.replicas if r.process] if rev else []
+
+    async def ensure(self, spec: RevisionProcessSpec, replicas: int) -> None:
+        key = (spec.namespace, spec.revision)
+        rev = self._revisions.get(key)
+        if rev is None:
+            rev = self._revisions[key] = _Revision(spec)
+        rev.spec = spec
+        changed = rev.desired != max(0, replicas)
+        rev.desired = max(0, replicas)
+        live = [r for r in rev.replicas if not r.stopping]
+        for _ in range(rev.desired - len(live)):
+            self._start(rev)
+            changed = True
+        if len(live) > rev.desired:
+            # stop the newest (least warmed up) first, preferring ones not yet ready
+            victims = sorted(live, key=lambda r: (r.ready, -r.index))[: len(live) - rev.desired]
+            await asyncio.gather(*(self._stop(rev, r) for r in victims))
+            changed = True
+        # Only a change is news: subscribers (the controller) react to news by calling ensure again.
+        if changed:
+            self._notify(spec.namespace, spec.revision)
+
+    async def remove(self, namespace: str, revision: str) -> None:
+        rev = self._revisions.pop((namespace, revision), None)
+        if rev is None:
+            return
+        rev.desired = 0
+        await asyncio.gather(*(self._stop(rev, r) for r in list(rev.replicas)))
+        self._notify(namespace, revision)
+
+    async def close(self) -> None:
+        self._closing = True
+        await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
+        await self.launcher.close()
+
+    # ---- replicas ----------------------------------------------------------------------------
+
+    def _start(self, rev: _Revision) -> None:
+        replica = _Replica(rev.next_index)
+        rev.next_index += 1
+        rev.replicas.append(replica)
+        replica.task = asyncio.create_task(
+            self._run(rev, replica), name=f"replica-{rev.spec.revision}-{replica.index}"
+        )
+
+    async def _run(self, rev: _Revision, replica: _Replica) -> None:
+        """Start, probe and watch one replica; restart it with back-off while it is wanted."""
+        spec = rev.spec
+        while not replica.stopping and not self._closing:
+            replica.port = _free_port(self.host)
+            env = {**os.environ, **self.extra_env}
+            for entry in spec.container.get("env") or []:
+                if "value" in entry:
+                    env[entry["name"]] = str(entry["value"])
+                elif entry.get("valueFrom"):
+                    rev.failure = (f"env {entry['name']}: valueFrom (secrets, config maps, fields) is not "
+                                   "available on the local plane; give a value")  # fmt: skip
+                    self._notify(spec.namespace, spec.revision)
+                    return
+            env.update(PORT=str(replica.port), K_SERVICE=spec.service, K_CONFIGURATION=spec.configuration,
+                       K_REVISION=spec.revision)  # fmt: skip
+            try:
+                argv, cwd = resolve(spec.container, env)
+            except ImageError as exc:
+                rev.failure = str(exc)
+                self._notify(spec.namespace, spec.revision)
+                return
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            replica.log_path = (
+                self.log_dir / f"{spec.namespace}_{spec.revision}_{replica.index}.log"
+            )
+            started = time.monotonic()
+            try:
+                replica.process = await self.launcher.spawn(argv, env, cwd, replica.log_path)
+            except OSError as exc:
+                rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+                self._notify(spec.namespace, spec.revision)
+                return
+            log.info("revision %s/%s replica %d: pid %d on port %d", spec.namespace, spec.revision,
+                     replica.index, replica.process.pid, replica.port)  # fmt: skip
+            exited = asyncio.create_task(replica.process.wait())
+            probing = asyncio.create_task(self._probe_until_ready(spec, replica))
+            done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
+            if probing in done and probing.result():
+                log.info("revision %s/%s replica %d: ready in %.0f ms", spec.namespace, spec.revision,
+                         replica.index, (time.monotonic() - started) * 1000)  # fmt: skip
+                replica.ready = True
+                rev.failure = rev.terminated = None
+                rev.failures = 0
+                self._notify(spec.namespace, spec.revision)
+            else:
+                probing.cancel()
+            code = await exited
+            replica.ready = False
+            if code == -1:  # its zygote died, so it may still run, unwatched: stop it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(replica.process.pid, signal.SIGKILL)
+            if replica.stopping or self._closing:
+                return
+            rev.failures += 1
+            ran = time.monotonic() - started
+            rev.terminated = termination(code, replica.log_path)
+            rev.failure = (f"container exited with code {code} after {ran:.1f}s; last log lines:\n"
+                           + self._tail(replica))  # fmt: skip
+            log.warning(
+                "revision %s/%s replica %d exited (%s)",
+                spec.namespace,
+                spec.revision,
+                replica.index,
+                code,
+            )
+            self._notify(spec.namespace, spec.revision)
+            await asyncio.sleep(restart_delay(rev.failures))
+
+    async def _probe_until_ready(self, spec: RevisionProcessSpec, replica: _Replica) -> bool:
+        probe = spec.container.get("readinessProbe") or {}
+        deadline = time.monotonic() + self.startup_timeout
+        http_get = probe.get("httpGet")
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if http_get:
+                        path = http_get.get("path", "/")
+                        port = http_get.get("port") or replica.port
+                        port = replica.port if port in (0, "0", "http1", "h2c") else int(port)
+                        response = await client.get(f"http://{self.host}:{port}{path}")
+                        if 200 <= response.status_code < 400:
+                            return True
+                    else:
+                        _, writer = await asyncio.open_connection(self.host, replica.port)
+                        writer.close()
+                        return True
+                except (OSError, httpx.HTTPError):
+                    pass
+                # The replica is a process we do not control: polling its port is the only signal.
+                await asyncio.sleep(self.probe_interval)
+        return False
+
+    async def _stop(self, rev: _Revision, replica: _Replica) -> None:
+        replica.stopping = True
+        was_ready = replica.ready
+        replica.ready = False
+        if was_ready:
+            self._notify(rev.spec.namespace, rev.spec.revision)  # leave the endpoints first
+        process = replica.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self.grace_seconds)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if replica.task is not None:
+            replica.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replica.task
+        if replica in rev.replicas:
+            rev.replicas.remove(replica)
+
+    def _tail(self, replica: _Replica) -> str:
+        if replica.log_path is None or not replica.log_path.exists():
+            return "(no output)"
+        lines = replica.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        return "\n".join(lines) or "(no output)"
+
+    def _notify(self, namespace: str, revision: str) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(namespace, revision)
+            except Exception:
+                log.exception("supervisor subscriber failed")

@@ -1,0 +1,309 @@
+"""A warm template process that forks replicas, so scale-from-zero skips Python's imports.
+
+Starting a model server is mostly imports: `knserve.runtime` with scikit-learn spends over a
+second on them before it reads a model. The zygote does those imports once, then waits on a Unix
+socket; each replica the supervisor asks for is a `fork()` of it (copy-on-write: the imported
+modules' pages are shared until written), which sets the replica's environment, working folder and
+log, and runs the module (`python -m knserve.runtime …`) as `__main__` in the already-warm
+interpreter.
+
+Only `python -m MODULE` commands of this interpreter, for modules under `knserve.` are forked;
+anything else is started the ordinary way by the supervisor.
+
+A forked replica gets what its environment would have given an exec'd one at interpreter start,
+or is not forked. `PYTHONPATH` is applied to `sys.path` as the interpreter applies it (the working
+folder first, then its entries made absolute, then the interpreter's own), unless one of its
+folders holds a module the zygote has already imported: that module would shadow the zygote's
+copy in an exec'd process, and a fork cannot unimport it. Every other variable that is read only
+when the interpreter or a preloaded library starts (`PYTHONHASHSEED`, `PYTHONOPTIMIZE`, …, the
+BLAS and OpenMP thread counts such as `OMP_NUM_THREADS`, which OpenBLAS reads once, when NumPy
+loads it; glibc's `LD_*` and `MALLOC_*`) cannot be changed in a running process, so a replica
+whose value differs from the zygote's is declined and the supervisor execs it instead: a second
+slower to start, exactly as configured.
+
+The protocol is one JSON object per line. The supervisor sends
+`{"argv": [...], "env": {...}, "cwd": str|null, "log": path}` and receives `{"pid": N}`,
+`{"declined": "why"}` (exec it instead) or `{"error": "..."}`; when a replica exits the zygote,
+its parent, reaps it and sends `{"exited": N, "code": C}`. The zygote stays single-threaded, so
+forking it is safe. It dies with the plane and each replica with it (the parent-death signal,
+knserve.functions.parent_death), so a plane that crashes leaves neither behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import importlib.machinery
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+from collections.abc import Callable, Container, Mapping, Sequence
+from pathlib import Path
+
+from knserve.functions.parent_death import dying_with_parent
+
+# What a model server replica imports; more is cheap (shared pages), less is a slower replica.
+DEFAULT_PRELOAD = (
+    "knserve.runtime.server",
+    "knserve.runtime.app",
+    "knserve.runtime.formats.sklearn",
+    "sklearn.linear_model",
+    "sklearn.ensemble",
+    "sklearn.tree",
+    "sklearn.pipeline",
+    "joblib",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.uvloop",
+    "encodings.idna",
+    "knserve.functions.host",
+)
+
+
+# Variables read once, when the interpreter or a library the zygote preloads starts. PYTHONPATH is
+# applied by the fork itself; PYTHONDONTWRITEBYTECODE and PYTHONBREAKPOINT are read again later.
+START_ENV_PREFIXES = ("PYTHON", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOTO_", "BLIS_", "VECLIB_",
+                      "NUMEXPR_", "NPY_", "SKLEARN_", "JOBLIB_", "LD_", "MALLOC_")  # fmt: skip
+START_ENV_NAMES = frozenset({"GLIBC_TUNABLES", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
+APPLIED_IN_FORK = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONBREAKPOINT"})
+
+
+def forkable(argv: Sequence[str]) -> str | None:
+    """The module a zygote can run for `argv` (`<this python> -m knserve.…`), else None."""
+    # The same interpreter *and* environment: a function's venv python resolves to the same
+    # binary, but its own packages are not on this process's path, so it is exec'd instead.
+    ours = len(argv) >= 3 and os.path.abspath(argv[0]) == os.path.abspath(sys.executable)
+    return argv[2] if ours and argv[1] == "-m" and argv[2].startswith("knserve.") else None
+
+
+def python_path(cwd: str, pythonpath: str | None, interpreter: Sequence[str]) -> list[str]:
+    """`sys.path` as `python -m` started in `cwd` with `pythonpath` has it: the working folder,
+    the entries of `pythonpath` made absolute (an empty one is the working folder), then the
+    interpreter's own folders (`interpreter`), each once."""
+    entries = [cwd]
+    if pythonpath:
+        entries += [os.path.normpath(os.path.join(cwd, p)) for p in pythonpath.split(os.pathsep)]
+    return list(dict.fromkeys([*entries, *interpreter]))
+
+
+def exec_reason(env: Mapping[str, str], own: Mapping[str, str], new_folders: Sequence[str],
+                imported: Container[str]) -> str | None:  # fmt: skip
+    """Why a replica with `env` must be exec'd rather than forked from a zygote that started with
+    `own` and has `imported` these top-level modules; None when a fork gives it the same start.
+    `new_folders` are the folders its `sys.path` has and the zygote's has not."""
+    for name in sorted(set(env) | set(own)):
+        read_at_start = name.startswith(START_ENV_PREFIXES) or name in START_ENV_NAMES
+        if read_at_start and name not in APPLIED_IN_FORK and env.get(name) != own.get(name):
+            return f"{name} is read when the interpreter starts"
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for folder in new_folders:
+        if not os.path.isdir(folder):
+            if os.path.exists(folder):  # a zip: its modules are not listed cheaply
+                return f"{folder} on its path is not a folder"
+            continue
+        for entry in os.listdir(folder):
+            top = entry.split(".", 1)[0]
+            module = entry.endswith(suffixes) or os.path.isdir(os.path.join(folder, entry))
+            if module and top in imported:
+                return f"{os.path.join(folder, entry)} would shadow the {top} the zygote imported"
+    return None
+
+
+def _child(request: dict, listener: socket.socket, conn: socket.socket, started: int,
+           path: list[str], die_with_zygote: Callable[[], None] | None) -> None:  # fmt: skip
+    """In the forked replica: become the process the request describes, then run its module."""
+    try:
+        if die_with_zygote is not None:
+            die_with_zygote()  # and the zygote dies with the plane: nothing outlives a crash
+        listener.close()
+        conn.close()
+        os.setsid()  # its own process group: the supervisor stops it (and its children) by group
+        os.write(started, b".")
+        os.close(started)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(null)
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = path
+        importlib.invalidate_caches()
+        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+        argv = request["argv"]
+        sys.argv = [argv[2], *argv[3:]]
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+class _Server:
+    def __init__(
+        self, path: Path, started_env: dict[str, str], interpreter_path: list[str]
+    ) -> None:
+        self.path = path
+        # the environment it started with: preloads may add to os.environ (KMP_DUPLICATE_LIB_OK…),
+        # as they would in an exec'd replica
+        self.started_env = started_env
+        self.interpreter_path = interpreter_path  # sys.path without the working folder, PYTHONPATH
+        self.die_with_zygote = dying_with_parent()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through the pipe
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        self.buffers: dict[socket.socket, bytes] = {}
+        self.owner: dict[int, socket.socket] = {}  # replica pid -> the connection that asked
+        self.running = True
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, *_: object) -> None:
+        self.running = False
+
+    def serve(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=1.0):
+                if key.data == "accept":
+                    conn, _ = self.listener.accept()
+                    conn.setblocking(True)
+                    self.buffers[conn] = b""
+                    self.selector.register(conn, selectors.EVENT_READ, "conn")
+                elif key.data == "signal":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 512)
+                    self._reap()
+                else:
+                    self._read(key.fileobj)  # type: ignore[arg-type]
+            self._reap()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _read(self, conn: socket.socket) -> None:
+        data = conn.recv(65536)
+        if not data:
+            self.selector.unregister(conn)
+            self.buffers.pop(conn, None)
+            conn.close()
+            return
+        buffer = self.buffers[conn] + data
+        *lines, self.buffers[conn] = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._spawn(conn, json.loads(line))
+
+    def _spawn(self, conn: socket.socket, request: dict) -> None:
+        if forkable(request.get("argv") or []) is None:
+            self._send(conn, {"error": f"cannot fork {request.get('argv')!r}"})
+            return
+        env = request["env"]
+        cwd = os.path.abspath(request.get("cwd") or os.getcwd())
+        path = python_path(cwd, env.get("PYTHONPATH"), self.interpreter_path)
+        new_folders = [p for p in path if p not in sys.path]
+        imported = {name.partition(".")[0] for name in sys.modules}
+        reason = exec_reason(env, self.started_env, new_folders, imported)
+        if reason is not None:
+            self._send(conn, {"declined": reason})
+            return
+        started_r, started_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(started_r)
+            _child(request, self.listener, conn, started_w, path, self.die_with_zygote)
+        os.close(started_w)
+        # answer only once the child leads its own group, so stopping it by group never misses
+        os.read(started_r, 1)
+        os.close(started_r)
+        self.owner[pid] = conn
+        self._send(conn, {"pid": pid})
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.owner.pop(pid, None)
+            if conn is not None:
+                self._send(conn, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _send(self, conn: socket.socket, message: dict) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _warm_up() -> None:
+    """Pay first-call costs once, here, instead of in every replica's first request: scikit-learn's
+    first predict scans every installed package's entry points (10-20 ms) and caches the result."""
+    try:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 0.9], [0.9, 0.1]])
+        model = LogisticRegression().fit(x, [0, 1, 0, 1])
+        model.predict(x[:1])
+        model.predict_proba(x[:1])
+    except Exception:
+        pass  # an optional extra missing: replicas pay the cost themselves
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m knserve.knative.supervisor.zygote")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
+    args = parser.parse_args(argv)
+    # What the interpreter started with, before the preloads add to it.
+    started_env = dict(os.environ)
+    started_with = python_path(os.getcwd(), os.environ.get("PYTHONPATH"), ())
+    interpreter_path = [p for p in sys.path if p not in started_with]
+    for module in filter(None, args.preload.split(",")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # an extra that is not installed: replicas that need it import it themselves
+    _warm_up()
+    # Objects that exist now are never collected: the collector then never writes to (and so
+    # never copies) the pages replicas share with the zygote.
+    gc.freeze()
+    server = _Server(args.socket, started_env, interpreter_path)
+    print(f"zygote ready on {args.socket}", flush=True)
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()
