@@ -32,10 +32,11 @@ up: $(VENV)/.installed-$(UP_EXTRAS)
 test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## check: lint and format check.
+## check: lint, format check and the layering contracts (import-linter, [tool.importlinter]).
 check: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/ruff check --fix .
