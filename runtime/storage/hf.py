@@ -32,10 +32,11 @@ def fetch_hf(uri: str, folder: Path) -> None:
     repo_id, revision = parse_hf_uri(uri)
     hub = import_client("huggingface_hub", "hf", uri)
     from huggingface_hub import errors
+    from huggingface_hub.utils import disable_progress_bars
 
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     hub_cache = folder.parent / "hub-cache"  # the staging folder's: removed with it
-    hub.utils.disable_progress_bars()  # terminal bars are noise in a replica's log
+    disable_progress_bars()  # terminal bars are noise in a replica's log
     try:
         hub.snapshot_download(repo_id=repo_id, revision=revision, local_dir=folder,
                               cache_dir=hub_cache, endpoint=endpoint)  # fmt: skip
