@@ -135,11 +135,28 @@ class Plane:
         self.env, self.port, self.api_port = env, free_port(), free_port()
         self.log_path = root / "up.log"
         scaler = [a for kv in FAST for a in ("--autoscaler", kv)]
-        argv = [sys.executable, "-m", "knserve.knative.cli", "up", "--data-dir", str(root / "data"),
-                "--port", str(self.port), "--api-port", str(self.api_port), *scaler]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "knserve.knative.cli",
+            "up",
+            "--data-dir",
+            str(root / "data"),
+            "--port",
+            str(self.port),
+            "--api-port",
+            str(self.api_port),
+            *scaler,
+        ]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, cwd=root)  # fmt: skip
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=root,
+            )
         for _ in range(600):  # ≤ 30 s
             if self.proc.poll() is not None or call(self.api_port, None, "/healthz")[0] == 200:
                 break
@@ -178,8 +195,11 @@ class Plane:
 
     def spawned(self, revision_prefix: str, since: int = 0) -> list[tuple[float, int]]:
         """(wall time, pid) of each replica the supervisor started for the revision."""
-        return [(_stamp(t), int(pid)) for t, rev, pid in _SPAWN.findall(self.log()[since:])
-                if rev.startswith(revision_prefix + "-")]  # fmt: skip
+        return [
+            (_stamp(t), int(pid))
+            for t, rev, pid in _SPAWN.findall(self.log()[since:])
+            if rev.startswith(revision_prefix + "-")
+        ]
 
     def wait_pods(
         self, prefix: str, test: Callable[[dict[str, float]], bool], limit: float
@@ -232,8 +252,9 @@ def train_iris(folder: Path) -> None:
     joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), folder / "model.joblib")
 
 
-def cold_through_plane(plane: Plane, targets: list[tuple[str, str, str, bytes | None]],
-                       runs: int) -> None:  # fmt: skip
+def cold_through_plane(
+    plane: Plane, targets: list[tuple[str, str, str, bytes | None]], runs: int
+) -> None:
     """Per round: wait until every target is at zero, then time one request to each."""
     times: dict[str, list[float]] = {t[0]: [] for t in targets}
     phases: dict[str, list[tuple[float, float]]] = {t[0]: [] for t in targets}
@@ -261,8 +282,10 @@ def cold_through_plane(plane: Plane, targets: list[tuple[str, str, str, bytes | 
         if phases[prefix]:
             spawn = statistics.median(p[0] for p in phases[prefix]) * 1000
             rest = statistics.median(p[1] for p in phases[prefix]) * 1000
-            print(f"  {'':28} median: request → replica spawned {spawn:.0f} ms, "
-                  f"spawned → answered {rest:.0f} ms (log timestamps, ms resolution)")  # fmt: skip
+            print(
+                f"  {'':28} median: request → replica spawned {spawn:.0f} ms, "
+                f"spawned → answered {rest:.0f} ms (log timestamps, ms resolution)"
+            )
     predictor = times[targets[0][0]]
     if predictor:
         median = statistics.median(predictor) * 1000
@@ -277,8 +300,9 @@ def cold_process(name: str, argv: list[str], port: int, path: str, runs: int, lo
     for run in range(runs):
         with log.open("ab") as out:
             started = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         try:
             while time.perf_counter() - started < 60 and proc.poll() is None:
                 if call(port, None, path, V1_BODY)[0] == 200:
@@ -299,10 +323,20 @@ def step_load(plane: Plane, folder: Path, clients: int, seconds: float) -> None:
     scale = "autoscaling.knative.dev/"
     annotations = {scale + "target": "1", scale + "max-scale": "5"}
     container = {"image": "python", "command": [sys.executable, "-c", ECHO]}
-    plane.apply(folder, {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                         "metadata": {"name": "step", "namespace": "default"},
-                         "spec": {"template": {"metadata": {"annotations": annotations},
-                                               "spec": {"containers": [container]}}}})  # fmt: skip
+    plane.apply(
+        folder,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "step", "namespace": "default"},
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": annotations},
+                    "spec": {"containers": [container]},
+                }
+            },
+        },
+    )
     plane.wait_spawned("step")
     plane.wait_zero("step")
     samples: list[tuple[float, int, float, float, float]] = []
@@ -315,8 +349,15 @@ def step_load(plane: Plane, folder: Path, clients: int, seconds: float) -> None:
     def sample() -> None:
         while not stop.is_set() and len(samples) < 2000:
             m = plane.revision("step")
-            samples.append((time.monotonic() - t0, active[0], m.get("requests_in_flight", 0),
-                            m.get("desired_pods", 0), m.get("actual_pods", 0)))  # fmt: skip
+            samples.append(
+                (
+                    time.monotonic() - t0,
+                    active[0],
+                    m.get("requests_in_flight", 0),
+                    m.get("desired_pods", 0),
+                    m.get("actual_pods", 0),
+                )
+            )
             stop.wait(0.25)
 
     def client(deadline: float) -> None:
@@ -351,10 +392,14 @@ def step_load(plane: Plane, folder: Path, clients: int, seconds: float) -> None:
     zero = next((s[0] - end for s in samples if s[0] >= end and s[4] == 0 == s[3]), None)
     failed = len(codes) - codes.count(200)
     print(f"  step: {clients} clients × {seconds:.0f} s of GET /sleep?s=0.2, target 1, max-scale 5")
-    print(f"  requests {len(codes)}, failed {failed}; peak desired {peak_desired:.0f}, "
-          f"peak actual {peak_actual:.0f}")  # fmt: skip
-    print(f"  first replica ready {_secs(first_up)}, peak actual reached {_secs(at_peak)} after the "
-          f"step; back to zero {_secs(zero)} after it ended")  # fmt: skip
+    print(
+        f"  requests {len(codes)}, failed {failed}; peak desired {peak_desired:.0f}, "
+        f"peak actual {peak_actual:.0f}"
+    )
+    print(
+        f"  first replica ready {_secs(first_up)}, peak actual reached {_secs(at_peak)} after the "
+        f"step; back to zero {_secs(zero)} after it ended"
+    )
     print(f"  plot: {OUT / 'autoscaling_step.png'}")
 
 
@@ -362,8 +407,9 @@ def _secs(value: float | None) -> str:
     return "never (within the sampling)" if value is None else f"{value:.2f} s"
 
 
-def plot(samples: list[tuple[float, int, float, float, float]], start: float, end: float,
-         clients: int) -> None:  # fmt: skip
+def plot(
+    samples: list[tuple[float, int, float, float, float]], start: float, end: float, clients: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,17 +418,30 @@ def plot(samples: list[tuple[float, int, float, float, float]], start: float, en
     OUT.mkdir(parents=True, exist_ok=True)
     t = [s[0] for s in samples]
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    series = [(1, "clients (load)", "0.6", "-", 1.5),
-              (2, "requests in flight (gateway)", "tab:blue", "-", 1.5),
-              (4, "actual replicas", "tab:green", "-", 3.5),
-              (3, "desired replicas", "tab:orange", "--", 1.8)]  # fmt: skip
+    series = [
+        (1, "clients (load)", "0.6", "-", 1.5),
+        (2, "requests in flight (gateway)", "tab:blue", "-", 1.5),
+        (4, "actual replicas", "tab:green", "-", 3.5),
+        (3, "desired replicas", "tab:orange", "--", 1.8),
+    ]
     for index, label, color, style, width in series:
-        ax.step(t, [s[index] for s in samples], where="post", label=label, color=color,
-                linestyle=style, linewidth=width)  # fmt: skip
+        ax.step(
+            t,
+            [s[index] for s in samples],
+            where="post",
+            label=label,
+            color=color,
+            linestyle=style,
+            linewidth=width,
+        )
     for x in (start, end):
         ax.axvline(x, color="0.8", linestyle="--")
-    ax.set(xlabel="seconds", ylabel="count", ylim=(0, max(clients, 5) + 1),
-           title="knserve: step load, target 1, max-scale 5, stable window 6 s")  # fmt: skip
+    ax.set(
+        xlabel="seconds",
+        ylabel="count",
+        ylim=(0, max(clients, 5) + 1),
+        title="knserve: step load, target 1, max-scale 5, stable window 6 s",
+    )
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(OUT / "autoscaling_step.png", dpi=110)
@@ -405,37 +464,86 @@ def main(argv: list[str]) -> None:
     plane = Plane(root, env)
     try:
         print(f"knserve up: gateway :{plane.port}, API :{plane.api_port}, autoscaler {FAST}")
-        plane.apply(root, {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-                           "metadata": {"name": "iris", "namespace": "default"},
-                           "spec": {"predictor": {"minReplicas": 0, "model": {
-                               "modelFormat": {"name": "sklearn"},
-                               "storageUri": f"file://{root / 'iris'}"}}}})  # fmt: skip
+        plane.apply(
+            root,
+            {
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {"name": "iris", "namespace": "default"},
+                "spec": {
+                    "predictor": {
+                        "minReplicas": 0,
+                        "model": {
+                            "modelFormat": {"name": "sklearn"},
+                            "storageUri": f"file://{root / 'iris'}",
+                        },
+                    }
+                },
+            },
+        )
         plane.cli("func", "create", "-t", "http", "-p", str(root / "hello"), "hello")
         plane.cli("func", "deploy", "-p", str(root / "hello"))
         plane.wait_spawned("iris-predictor")
         print(f"\n== cold start through the gateway ({runs} runs each)")
-        cold_through_plane(plane, [
-            ("iris-predictor", "iris.default.localhost", "/v1/models/iris:predict", V1_BODY),
-            ("hello", "hello.default.localhost", "/", None)], runs)  # fmt: skip
+        cold_through_plane(
+            plane,
+            [
+                ("iris-predictor", "iris.default.localhost", "/v1/models/iris:predict", V1_BODY),
+                ("hello", "hello.default.localhost", "/", None),
+            ],
+            runs,
+        )
         print("\n== step load")
         step_load(plane, root, args.clients, step_seconds)
     finally:
         plane.close()
     print(f"\n== started cold outside the plane ({runs} runs each; launch → first 200)")
     port = free_port()
-    ours = [sys.executable, "-m", "knserve.runtime", "--model-name", "iris", "--model-dir",
-            str(root / "iris"), "--http-port", str(port)]  # fmt: skip
-    cold_process("knserve.runtime (no plane)", ours, port, "/v1/models/iris:predict", runs,
-                 root / "runtime.log")  # fmt: skip
+    ours = [
+        sys.executable,
+        "-m",
+        "knserve.runtime",
+        "--model-name",
+        "iris",
+        "--model-dir",
+        str(root / "iris"),
+        "--http-port",
+        str(port),
+    ]
+    cold_process(
+        "knserve.runtime (no plane)",
+        ours,
+        port,
+        "/v1/models/iris:predict",
+        runs,
+        root / "runtime.log",
+    )
     harness, anchors = harness_dir(), anchors_dir()
     kserve_py = anchors / "venv-kserve" / "bin" / "python"
     if harness is None or not kserve_py.exists():
         print(f"  skipped KServe: no harness or no {kserve_py} (run shared/bench/setup.sh)")
     else:
         port = free_port()
-        peer = [str(kserve_py), str(harness / "kserve_iris.py"), "--model_name", "iris",
-                "--model_dir", str(anchors / "models" / "sklearn-iris"), "--http_port", str(port),
-                "--workers", "1", "--enable_grpc", "false"]  # fmt: skip
-        cold_process("KServe (kserve_iris.py)", peer, port, "/v1/models/iris:predict", runs,
-                     root / "kserve.log")  # fmt: skip
+        peer = [
+            str(kserve_py),
+            str(harness / "kserve_iris.py"),
+            "--model_name",
+            "iris",
+            "--model_dir",
+            str(anchors / "models" / "sklearn-iris"),
+            "--http_port",
+            str(port),
+            "--workers",
+            "1",
+            "--enable_grpc",
+            "false",
+        ]
+        cold_process(
+            "KServe (kserve_iris.py)",
+            peer,
+            port,
+            "/v1/models/iris:predict",
+            runs,
+            root / "kserve.log",
+        )
     print(f"\nlogs: {root} (up.log, data/logs/, runtime.log, kserve.log)")

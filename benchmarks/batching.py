@@ -185,10 +185,14 @@ def start(target: Target, logs: Path, nice: int) -> subprocess.Popen[bytes]:
     """Launch pinned to the server core; return once a predict answers 200 (120 s at most)."""
     with (logs / f"{target.name}.log").open("ab") as log:
         proc = spawn(
-            ["taskset", "-c", SERVER_CPU, *target.argv], nice, cwd=target.cwd, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            ["taskset", "-c", SERVER_CPU, *target.argv],
+            nice,
+            cwd=target.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONWARNINGS": "ignore", **target.env},
-        )  # fmt: skip
+        )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -222,14 +226,37 @@ def batch_counters(url: str | None) -> dict[str, float]:
     return found
 
 
-def run_cell(harness: Path, target: Target, pid: int, conc: int, timing: tuple[int, int],
-             out: Path, nice: int) -> dict:  # fmt: skip
+def run_cell(
+    harness: Path,
+    target: Target,
+    pid: int,
+    conc: int,
+    timing: tuple[int, int],
+    out: Path,
+    nice: int,
+) -> dict:
     """One harness load cell (warm-up, then measured); its record plus knserve's rows per call."""
     duration, warmup = timing
     extra = f"name={target.name},url={target.url},body={target.body},pid={pid}"
-    cmd = [sys.executable, str(harness / "bench.py"), "--out", str(out), "load",
-           "--only", "none", "--conc", str(conc), "--duration", str(duration),
-           "--warmup", str(warmup), "--repeats", "1", "--extra", extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(harness / "bench.py"),
+        "--out",
+        str(out),
+        "load",
+        "--only",
+        "none",
+        "--conc",
+        str(conc),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--repeats",
+        "1",
+        "--extra",
+        extra,
+    ]
     before = batch_counters(target.metrics_url)
     bench = spawn(cmd, nice, stdout=subprocess.DEVNULL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -248,42 +275,71 @@ def run_cell(harness: Path, target: Target, pid: int, conc: int, timing: tuple[i
     return rec
 
 
-def knserve_targets(tmp: Path, model: str, body: Path, batch: int, latency_ms: float) -> list[Target]:  # fmt: skip
+def knserve_targets(
+    tmp: Path, model: str, body: Path, batch: int, latency_ms: float
+) -> list[Target]:
     targets = []
     for batching, flags in (
         ("off", []),
-        (f"on {batch}/{latency_ms:g}ms", ["--max-batch-size", str(batch), "--max-latency-ms", str(latency_ms)]),
-    ):  # fmt: skip
+        (
+            f"on {batch}/{latency_ms:g}ms",
+            ["--max-batch-size", str(batch), "--max-latency-ms", str(latency_ms)],
+        ),
+    ):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "knserve.runtime", "--model-name", model,
-                "--model-dir", str(tmp / model), "--http-port", str(port), *flags]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-name",
+            model,
+            "--model-dir",
+            str(tmp / model),
+            "--http-port",
+            str(port),
+            *flags,
+        ]
         metrics = f"{base}/metrics" if flags else None
         url = f"{base}/v2/models/{model}/infer"
         targets.append(Target(model, "knserve", batching, argv, url, body, metrics_url=metrics))
     return targets
 
 
-def mlserver_targets(tmp: Path, anchors: Path, body: Path, batch: int, latency_ms: float) -> list[Target]:  # fmt: skip
+def mlserver_targets(
+    tmp: Path, anchors: Path, body: Path, batch: int, latency_ms: float
+) -> list[Target]:
     targets = []
     for batching, settings in (
         ("off", {}),
-        (f"adaptive {batch}/{latency_ms:g}ms", {"max_batch_size": batch, "max_batch_time": latency_ms / 1000}),
-    ):  # fmt: skip
+        (
+            f"adaptive {batch}/{latency_ms:g}ms",
+            {"max_batch_size": batch, "max_batch_time": latency_ms / 1000},
+        ),
+    ):
         folder = tmp / f"mlserver-{batching.split()[0]}"
         folder.mkdir()
         py = anchors / "venv-mlserver/bin/python"
         subprocess.run([str(py), "-c", TRAIN_IRIS, str(folder / "model.joblib")], check=True)
-        model_settings = {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
-                          "parameters": {"uri": "./model.joblib", "version": "v1"}, **settings}  # fmt: skip
+        model_settings = {
+            "name": "iris",
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": "v1"},
+            **settings,
+        }
         (folder / "model-settings.json").write_text(json.dumps(model_settings))
         port = free_port()
-        env = {"MLSERVER_HOST": "127.0.0.1", "MLSERVER_HTTP_PORT": str(port),
-               "MLSERVER_GRPC_PORT": str(free_port()), "MLSERVER_METRICS_PORT": str(free_port()),
-               "MLSERVER_PARALLEL_WORKERS": "0", "MLSERVER_DEBUG": "false",
-               "MLSERVER_ENVIRONMENTS_DIR": str(folder / "envs"),
-               "MLSERVER_METRICS_DIR": str(folder / "metrics"),
-               "PYTHONPATH": str(anchors / "extras-httptools")}  # fmt: skip
+        env = {
+            "MLSERVER_HOST": "127.0.0.1",
+            "MLSERVER_HTTP_PORT": str(port),
+            "MLSERVER_GRPC_PORT": str(free_port()),
+            "MLSERVER_METRICS_PORT": str(free_port()),
+            "MLSERVER_PARALLEL_WORKERS": "0",
+            "MLSERVER_DEBUG": "false",
+            "MLSERVER_ENVIRONMENTS_DIR": str(folder / "envs"),
+            "MLSERVER_METRICS_DIR": str(folder / "metrics"),
+            "PYTHONPATH": str(anchors / "extras-httptools"),
+        }
         argv = [str(anchors / "venv-mlserver/bin/mlserver"), "start", str(folder)]
         url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
         targets.append(Target("iris", "mlserver", batching, argv, url, body, env, folder))
@@ -294,17 +350,46 @@ def ceiling_target(tmp: Path, anchors: Path, harness: Path) -> Target:
     py = anchors / "venv-kserve/bin/python"
     subprocess.run([str(py), "-c", TRAIN_IRIS, str(tmp / "ceiling.joblib")], check=True)
     port = free_port()
-    argv = [str(py), "-m", "uvicorn", "ceiling_app:raw", "--host", "127.0.0.1", "--port",
-            str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    argv = [
+        str(py),
+        "-m",
+        "uvicorn",
+        "ceiling_app:raw",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     url = f"http://127.0.0.1:{port}/v1/models/iris:predict"
     env = {"MODEL_PATH": str(tmp / "ceiling.joblib")}
-    return Target("iris", "uvicorn-raw", "ceiling (V1)", argv, url, harness / "bodies/v1_iris.json", env, harness)  # fmt: skip
+    return Target(
+        "iris",
+        "uvicorn-raw",
+        "ceiling (V1)",
+        argv,
+        url,
+        harness / "bodies/v1_iris.json",
+        env,
+        harness,
+    )
 
 
-def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: dict[str, float],
-           batch: int, latency_ms: float) -> None:  # fmt: skip
-    print("\n| model | server | batching | conc | req/s | p50 ms | p99 ms | server CPU µs/req "
-          "| rows/call | errors |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+def report(
+    rows: list[tuple[Target, int, dict]],
+    concs: list[int],
+    predict_ms: dict[str, float],
+    batch: int,
+    latency_ms: float,
+) -> None:
+    print(
+        "\n| model | server | batching | conc | req/s | p50 ms | p99 ms | server CPU µs/req "
+        "| rows/call | errors |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     cell: dict[tuple[str, str, str, int], dict] = {}
     for t, c, r in rows:
         cell[(t.model, t.server, t.batching.split()[0], c)] = r
@@ -312,8 +397,10 @@ def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: d
             print(f"| {t.model} | {t.server} | {t.batching} | {c} | failed | | | | | |")
             continue
         rpc = f"{r['rows_per_call']:.1f}" if "rows_per_call" in r else "–"
-        print(f"| {t.model} | {t.server} | {t.batching} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
-              f"| {r['p99_ms']:.2f} | {r.get('server_cpu_us_per_req', 0):.0f} | {rpc} | {r.get('errors', 0)} |")  # fmt: skip
+        print(
+            f"| {t.model} | {t.server} | {t.batching} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r.get('server_cpu_us_per_req', 0):.0f} | {rpc} | {r.get('errors', 0)} |"
+        )
 
     def ratio(a: tuple[str, str, str], b: tuple[str, str, str], c: int) -> str:
         x, y = cell.get((*a, c)), cell.get((*b, c))
@@ -322,16 +409,38 @@ def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: d
     print("\n| ratio (req/s) | " + " | ".join(f"c={c}" for c in concs) + " |")
     print("|---|" + "---|" * len(concs))
     for label, a, b in (
-        ("mlp knserve batched / unbatched (goal ≥ 3× at c=64)", ("mlp", "knserve", "on"), ("mlp", "knserve", "off")),
+        (
+            "mlp knserve batched / unbatched (goal ≥ 3× at c=64)",
+            ("mlp", "knserve", "on"),
+            ("mlp", "knserve", "off"),
+        ),
         ("iris knserve batched / unbatched", ("iris", "knserve", "on"), ("iris", "knserve", "off")),
-        ("iris knserve batched / bare-uvicorn ceiling (goal > 1× at c=64)", ("iris", "knserve", "on"), ("iris", "uvicorn-raw", "ceiling")),
-        ("iris knserve unbatched / bare-uvicorn ceiling", ("iris", "knserve", "off"), ("iris", "uvicorn-raw", "ceiling")),
-        ("iris knserve batched / MLServer adaptive", ("iris", "knserve", "on"), ("iris", "mlserver", "adaptive")),
-        ("iris MLServer adaptive / MLServer off", ("iris", "mlserver", "adaptive"), ("iris", "mlserver", "off")),
-    ):  # fmt: skip
+        (
+            "iris knserve batched / bare-uvicorn ceiling (goal > 1× at c=64)",
+            ("iris", "knserve", "on"),
+            ("iris", "uvicorn-raw", "ceiling"),
+        ),
+        (
+            "iris knserve unbatched / bare-uvicorn ceiling",
+            ("iris", "knserve", "off"),
+            ("iris", "uvicorn-raw", "ceiling"),
+        ),
+        (
+            "iris knserve batched / MLServer adaptive",
+            ("iris", "knserve", "on"),
+            ("iris", "mlserver", "adaptive"),
+        ),
+        (
+            "iris MLServer adaptive / MLServer off",
+            ("iris", "mlserver", "adaptive"),
+            ("iris", "mlserver", "off"),
+        ),
+    ):
         print(f"| {label} | " + " | ".join(ratio(a, b, c) for c in concs) + " |")
-    print(f"\n| knserve batched | predict 1 row ms | predict {batch} rows ms | bound: {latency_ms:g} ms "
-          "+ batch predict | " + " | ".join(f"p99 c={c}" for c in concs) + " |")  # fmt: skip
+    print(
+        f"\n| knserve batched | predict 1 row ms | predict {batch} rows ms | bound: {latency_ms:g} ms "
+        "+ batch predict | " + " | ".join(f"p99 c={c}" for c in concs) + " |"
+    )
     print("|---|---|---|---|" + "---|" * len(concs))
     for model in ("mlp", "iris"):
         one, full = predict_ms.get(f"{model}:1"), predict_ms.get(f"{model}:{batch}")
@@ -344,8 +453,10 @@ def report(rows: list[tuple[Target, int, dict]], concs: list[int], predict_ms: d
     # Where a batched request's time goes: in the batcher (joining a batch to its answer, from the
     # server's own histogram) against the whole request as the client saw it. A closed loop of c
     # clients at r req/s averages c / r per request (Little's law), whatever the batcher does.
-    print("\n| knserve batched | conc | batcher: wait + predict, mean ms | request mean ms (client) "
-          "| c ÷ req/s ms (Little) | p99 ms |\n|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "\n| knserve batched | conc | batcher: wait + predict, mean ms | request mean ms (client) "
+        "| c ÷ req/s ms (Little) | p99 ms |\n|---|---|---|---|---|---|"
+    )
     for model in ("mlp", "iris"):
         for c in concs:
             r = cell.get((model, "knserve", "on", c))
@@ -373,8 +484,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     harness = harness_dir()
     if harness is None or shutil.which("wrk") is None:
-        print("skipped: needs the shared bench harness (shared/bench/bench.py, or "
-              "$KNSERVE_BENCH_HARNESS) and wrk (its setup.sh installs both)")  # fmt: skip
+        print(
+            "skipped: needs the shared bench harness (shared/bench/bench.py, or "
+            "$KNSERVE_BENCH_HARNESS) and wrk (its setup.sh installs both)"
+        )
         return
     concs = [int(c) for c in args.conc.split(",")]
     models = args.models.split(",")
@@ -382,20 +495,27 @@ def main(argv: list[str]) -> None:
     batch, latency_ms, anchors = args.max_batch_size, args.max_latency_ms, anchors_dir()
     tmp = Path(tempfile.mkdtemp(prefix="knserve-batching-"))
     (tmp / "logs").mkdir()
-    print(f"batching: max_batch_size={batch}, max_latency_ms={latency_ms:g} (knserve and MLServer); "
-          f"MLP 64→3×{args.width}→10; {timing[1]} s warm-up + {timing[0]} s per cell; "
-          f"servers on core {SERVER_CPU}, wrk on the other; work folder {tmp}", flush=True)  # fmt: skip
+    print(
+        f"batching: max_batch_size={batch}, max_latency_ms={latency_ms:g} (knserve and MLServer); "
+        f"MLP 64→3×{args.width}→10; {timing[1]} s warm-up + {timing[0]} s per cell; "
+        f"servers on core {SERVER_CPU}, wrk on the other; work folder {tmp}",
+        flush=True,
+    )
     rng = random.Random(0)
     row = [round(rng.uniform(-2, 2), 4) for _ in range(FEATURES)]
-    bodies = {"mlp": v2_body(tmp / "mlp.json", row),
-              "iris": v2_body(tmp / "iris.json", [6.8, 2.8, 4.8, 1.4])}  # fmt: skip
+    bodies = {
+        "mlp": v2_body(tmp / "mlp.json", row),
+        "iris": v2_body(tmp / "iris.json", [6.8, 2.8, 4.8, 1.4]),
+    }
     train_mlp(tmp / "mlp", args.width)
     (tmp / "iris").mkdir()
     subprocess.run([sys.executable, "-c", TRAIN_IRIS, str(tmp / "iris/model.joblib")], check=True)
     targets = [t for m in models for t in knserve_targets(tmp, m, bodies[m], batch, latency_ms)]
     if "mlp" in models:
-        print("mlp × MLServer: not run — MLServer ships no TorchScript runtime (only sklearn, "
-              "xgboost, lightgbm, mlflow, …); serving torch there needs a custom MLModel")  # fmt: skip
+        print(
+            "mlp × MLServer: not run — MLServer ships no TorchScript runtime (only sklearn, "
+            "xgboost, lightgbm, mlflow, …); serving torch there needs a custom MLModel"
+        )
     if "iris" in models:
         if (anchors / "venv-mlserver/bin/mlserver").exists():
             targets += mlserver_targets(tmp, anchors, bodies["iris"], batch, latency_ms)
@@ -406,9 +526,22 @@ def main(argv: list[str]) -> None:
         else:
             print(f"iris ceiling: skipped, no venv-kserve under {anchors} (run {harness}/setup.sh)")
     folders = [[m, str(tmp / m), FEATURES if m == "mlp" else 4] for m in models]
-    timer = spawn(["taskset", "-c", SERVER_CPU, sys.executable, "-c", TIME_PREDICT,
-                   json.dumps(folders), json.dumps([1, batch])], args.nice,
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    timer = spawn(
+        [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            sys.executable,
+            "-c",
+            TIME_PREDICT,
+            json.dumps(folders),
+            json.dumps([1, batch]),
+        ],
+        args.nice,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = timer.communicate(timeout=300)
     predict_ms = json.loads(out) if timer.returncode == 0 else {}
     if not predict_ms:
@@ -424,8 +557,11 @@ def main(argv: list[str]) -> None:
             for c in concs:
                 rec = run_cell(harness, target, proc.pid, c, timing, tmp / "load.jsonl", args.nice)
                 rows.append((target, c, rec))
-                print(f"  {target.name:24s} c={c:<3d} req/s={rec.get('rps', 0):8,.0f} "
-                      f"p50={rec.get('p50_ms', 0):6.2f} p99={rec.get('p99_ms', 0):7.2f} ms", flush=True)  # fmt: skip
+                print(
+                    f"  {target.name:24s} c={c:<3d} req/s={rec.get('rps', 0):8,.0f} "
+                    f"p50={rec.get('p50_ms', 0):6.2f} p99={rec.get('p99_ms', 0):7.2f} ms",
+                    flush=True,
+                )
         finally:
             stop(proc)
     report(rows, concs, predict_ms, batch, latency_ms)

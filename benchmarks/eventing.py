@@ -110,8 +110,9 @@ class _Done:
         self.done = True
 
 
-async def send_events(port: int, path: str, count: int, senders: int, run: str,
-                      rate: float | None = None) -> float:  # fmt: skip
+async def send_events(
+    port: int, path: str, count: int, senders: int, run: str, rate: float | None = None
+) -> float:
     """POST `count` events with `senders` keep-alive connections, as fast as they are accepted or
     (`rate`) event n at start + n/rate; seconds until the last 202."""
     import httptools
@@ -128,11 +129,14 @@ async def send_events(port: int, path: str, count: int, senders: int, run: str,
                     await asyncio.sleep(wait)
                 body = b'{"n": %d}' % n
                 writer.write(
-                    (f"POST {path} HTTP/1.1\r\nhost: broker\r\nce-specversion: 1.0\r\n"
-                     f"ce-id: {run}-{n}\r\nce-source: /bench\r\nce-type: bench.tick\r\n"
-                     f"ce-senttime: {time.monotonic():.6f}\r\ncontent-type: application/json\r\n"
-                     f"content-length: {len(body)}\r\n\r\n").encode() + body
-                )  # fmt: skip
+                    (
+                        f"POST {path} HTTP/1.1\r\nhost: broker\r\nce-specversion: 1.0\r\n"
+                        f"ce-id: {run}-{n}\r\nce-source: /bench\r\nce-type: bench.tick\r\n"
+                        f"ce-senttime: {time.monotonic():.6f}\r\ncontent-type: application/json\r\n"
+                        f"content-length: {len(body)}\r\n\r\n"
+                    ).encode()
+                    + body
+                )
                 done = _Done()
                 parser = httptools.HttpResponseParser(done)
                 while not done.done:
@@ -165,8 +169,9 @@ def _free_port() -> int:
 
 def _http(method: str, url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"content-type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read()
         json_body = response.headers.get("content-type", "").startswith("application/json")
@@ -197,12 +202,29 @@ class Plane:
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.log = (workdir / "plane.log").open("wb")
         self.process = subprocess.Popen(
-            [*_taskset(PLANE_CORE), sys.executable, "-m", "knserve.knative.cli", "up",
-             "--data-dir", str(workdir / "plane"), "--port", str(_free_port()),
-             "--api-port", str(self.api_port), "--broker-port", str(self.broker_port),
-             "--log-level", "warning", "--no-zygote"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-        )  # fmt: skip
+            [
+                *_taskset(PLANE_CORE),
+                sys.executable,
+                "-m",
+                "knserve.knative.cli",
+                "up",
+                "--data-dir",
+                str(workdir / "plane"),
+                "--port",
+                str(_free_port()),
+                "--api-port",
+                str(self.api_port),
+                "--broker-port",
+                str(self.broker_port),
+                "--log-level",
+                "warning",
+                "--no-zygote",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
         try:
             _wait(lambda: _http("GET", f"{self.api}/healthz") is not None, 60, "knserve up")
         except BaseException:
@@ -217,19 +239,32 @@ class Plane:
 
         def check() -> bool:
             status = _http("GET", url).get("status") or {}
-            return any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in status.get("conditions", []))  # fmt: skip
+            return any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+            )
 
         _wait(check, 30, f"{plural}/{name} Ready")
 
     def broker(self, name: str, sink: str | None) -> str:
-        self.create("brokers", {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-                                "metadata": {"name": name, "namespace": "default"}})  # fmt: skip
+        self.create(
+            "brokers",
+            {
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": {"name": name, "namespace": "default"},
+            },
+        )
         self.ready("brokers", name)
         if sink is not None:
-            self.create("triggers", {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-                                     "metadata": {"name": f"{name}-sink", "namespace": "default"},
-                                     "spec": {"broker": name, "subscriber": {"uri": sink}}})  # fmt: skip
+            self.create(
+                "triggers",
+                {
+                    "apiVersion": "eventing.knative.dev/v1",
+                    "kind": "Trigger",
+                    "metadata": {"name": f"{name}-sink", "namespace": "default"},
+                    "spec": {"broker": name, "subscriber": {"uri": sink}},
+                },
+            )
             self.ready("triggers", f"{name}-sink")
         return f"/default/{name}"
 
@@ -272,9 +307,19 @@ def profile_summary(raw: Path, top: int = 16) -> str:
     lines = [f"  {total} samples; self time:"]
     lines += [f"  {c / total:6.1%}  {f}" for f, c in own.most_common(top)]
     lines.append("  inclusive time of the main steps:")
-    keys = ("Ingress.__call__", "EventLog.append_many", "Dispatcher._deliver", "Dispatcher._send",
-            "EventLog.pending", "EventLog.mark_delivered", "AsyncClient.send", "LeanSender",
-            "AsyncConnectionPool", "httptools_impl.py", "run_asgi")  # fmt: skip
+    keys = (
+        "Ingress.__call__",
+        "EventLog.append_many",
+        "Dispatcher._deliver",
+        "Dispatcher._send",
+        "EventLog.pending",
+        "EventLog.mark_delivered",
+        "AsyncClient.send",
+        "LeanSender",
+        "AsyncConnectionPool",
+        "httptools_impl.py",
+        "run_asgi",
+    )
     for key in keys:
         share = max((c for f, c in inside.items() if key in f), default=0) / total
         if share:
@@ -287,9 +332,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer events (a smoke run)")
     parser.add_argument("--events", type=int, help="events per run at the highest concurrency")
     parser.add_argument("--conc", default="1,32", help="comma-separated sender counts")
-    parser.add_argument("--paced", type=float, default=1500.0, metavar="EVENTS_PER_S",
-                        help="one more run at the highest concurrency, paced (0: none); its "
-                        "latency is the broker's, not a backlog's")  # fmt: skip
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=1500.0,
+        metavar="EVENTS_PER_S",
+        help="one more run at the highest concurrency, paced (0: none); its "
+        "latency is the broker's, not a backlog's",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the plane (last run)")
     parser.add_argument("--serve-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -307,16 +357,27 @@ def main(argv: list[str]) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="knserve-bench-eventing-"))
     sink_port = _free_port()
-    sink = subprocess.Popen([*_taskset(CLIENT_CORE), sys.executable, "-m", "benchmarks.eventing",
-                             "--serve-sink", str(sink_port)], cwd=REPO)  # fmt: skip
+    sink = subprocess.Popen(
+        [
+            *_taskset(CLIENT_CORE),
+            sys.executable,
+            "-m",
+            "benchmarks.eventing",
+            "--serve-sink",
+            str(sink_port),
+        ],
+        cwd=REPO,
+    )
     sink_url = f"http://127.0.0.1:{sink_port}/"
     plane: Plane | None = None
     rows = []
     try:
         plane = Plane(workdir)
         _wait(lambda: _http("GET", sink_url + "stats") is not None, 10, "the subscriber")
-        print(f"knserve up on core {PLANE_CORE} (one process, --no-zygote, log level warning); "
-              f"senders and subscriber on core {CLIENT_CORE}")  # fmt: skip
+        print(
+            f"knserve up on core {PLANE_CORE} (one process, --no-zygote, log level warning); "
+            f"senders and subscriber on core {CLIENT_CORE}"
+        )
         runs: list[tuple[int, float | None]] = [(c, None) for c in concs]
         if args.paced:
             runs.append((max(concs), args.paced))
@@ -337,40 +398,66 @@ def main(argv: list[str]) -> None:
             path = plane.broker(f"e2e-{index}", sink_url)
             spy = None
             if args.profile and rate is None and conc == max(concs) and shutil.which(PY_SPY):
-                spy = subprocess.Popen([PY_SPY, "record", "-r", "250", "-f", "raw",
-                                        "-o", str(workdir / "spy.txt"), "-p", str(plane.process.pid)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                spy = subprocess.Popen(
+                    [
+                        PY_SPY,
+                        "record",
+                        "-r",
+                        "250",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(workdir / "spy.txt"),
+                        "-p",
+                        str(plane.process.pid),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             before = cpu_seconds(plane.process.pid)
             start = time.monotonic()
             sent = _run(send_events(plane.broker_port, path, count, conc, run, rate))
-            _wait(lambda count=count: _http("GET", sink_url + "stats")["count"] >= count, 300,
-                  f"{count} deliveries")  # fmt: skip
+            _wait(
+                lambda count=count: _http("GET", sink_url + "stats")["count"] >= count,
+                300,
+                f"{count} deliveries",
+            )
             total = time.monotonic() - start
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
             latencies = _http("GET", sink_url + "stats")["latencies"]
-            row.update({
-                "accepted": count / sent, "delivered": count / total,
-                "e2e_cpu": (cpu_seconds(plane.process.pid) - before) / count,
-                "p50": _pct(latencies, 0.5) * 1000, "p99": _pct(latencies, 0.99) * 1000,
-            })  # fmt: skip
+            row.update(
+                {
+                    "accepted": count / sent,
+                    "delivered": count / total,
+                    "e2e_cpu": (cpu_seconds(plane.process.pid) - before) / count,
+                    "p50": _pct(latencies, 0.5) * 1000,
+                    "p99": _pct(latencies, 0.99) * 1000,
+                }
+            )
             rows.append(row)
-        print(f"{'senders':>13} {'events':>6} | {'ingress only':>12} | {'accepted/s':>10} "
-              f"{'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'plane CPU/event':>22}")  # fmt: skip
+        print(
+            f"{'senders':>13} {'events':>6} | {'ingress only':>12} | {'accepted/s':>10} "
+            f"{'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} | {'plane CPU/event':>22}"
+        )
         for r in rows:
             label = f"{r['conc']}" + (f" @{r['rate']:g}/s" if r["rate"] else "")
             bare = f"{r['bare']:>10.0f}/s" if r["bare"] else f"{'-':>12}"
             bare_cpu = f"{r['bare_cpu'] * 1e6:>5.0f} us in" if r["bare"] else f"{'-':>11}"
-            print(f"{label:>13} {r['events']:>6} | {bare} | {r['accepted']:>10.0f} "
-                  f"{r['delivered']:>11.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} | "
-                  f"{bare_cpu}, {r['e2e_cpu'] * 1e6:>5.0f} us e2e")  # fmt: skip
+            print(
+                f"{label:>13} {r['events']:>6} | {bare} | {r['accepted']:>10.0f} "
+                f"{r['delivered']:>11.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} | "
+                f"{bare_cpu}, {r['e2e_cpu'] * 1e6:>5.0f} us e2e"
+            )
         best = max(rows, key=lambda r: r["delivered"])
         print(f"Knative (published, in-memory, a cluster): {KNATIVE} events/s through a broker.")
-        print(f"Goals: {GOAL_ACCEPTED:,} accepted/s durably -> reached "
-              f"{max(r['bare'] or 0 for r in rows):,.0f} (ingress only), "
-              f"{max(r['accepted'] for r in rows if not r['rate']):,.0f} (while delivering); "
-              f"{GOAL_DELIVERED:,} delivered/s -> reached {best['delivered']:,.0f}.")  # fmt: skip
+        print(
+            f"Goals: {GOAL_ACCEPTED:,} accepted/s durably -> reached "
+            f"{max(r['bare'] or 0 for r in rows):,.0f} (ingress only), "
+            f"{max(r['accepted'] for r in rows if not r['rate']):,.0f} (while delivering); "
+            f"{GOAL_DELIVERED:,} delivered/s -> reached {best['delivered']:,.0f}."
+        )
         if args.profile and (workdir / "spy.txt").is_file():
             print(f"where the plane's time goes (py-spy, {concs[-1]} senders, end to end):")
             print(profile_summary(workdir / "spy.txt"))

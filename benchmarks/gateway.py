@@ -184,8 +184,10 @@ def main(argv: list[str]) -> None:
     try:
         _wait_port(backend_port)
         _wait_port(gateway_port)
-        print(f"gateway on core {GATEWAY_CORE}; backend and wrk on core {BACKEND_CORE}; "
-              f"{args.duration:g}s per run")  # fmt: skip
+        print(
+            f"gateway on core {GATEWAY_CORE}; backend and wrk on core {BACKEND_CORE}; "
+            f"{args.duration:g}s per run"
+        )
         print(f"{'conc':>5} {'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         for conc in [int(c) for c in args.conc.split(",")]:
             direct = run_wrk(f"http://127.0.0.1:{backend_port}/", conc, args.duration, None)

@@ -85,8 +85,10 @@ def report(summary: dict[tuple[str, int], dict[str, float]], concs: list[int]) -
         for c in concs:
             s = summary.get((target, c))
             if s:
-                print(f"| {target} | {c} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | "
-                      f"{s['cpu']:.0f} | {s['errors']:.0f} |")  # fmt: skip
+                print(
+                    f"| {target} | {c} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | "
+                    f"{s['cpu']:.0f} | {s['errors']:.0f} |"
+                )
     pairs = [
         ("knserve-v2:v2", "kserve:v2", "V2 vs KServe (goal ≥ 2.5×)"),
         ("knserve-v2:v2", "mlserver:v2", "V2 vs MLServer"),
@@ -116,21 +118,34 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     harness = harness_dir()
     if harness is None:
-        print("skipped: the shared bench harness (shared/bench/bench.py) is not beside the repository;"
-              " set KNSERVE_BENCH_HARNESS")  # fmt: skip
+        print(
+            "skipped: the shared bench harness (shared/bench/bench.py) is not beside the repository;"
+            " set KNSERVE_BENCH_HARNESS"
+        )
         return
     anchors = anchors_dir()
     model_dir = anchors / "models" / "sklearn-iris"
     if not (model_dir / "model.joblib").exists():
-        print(f"skipped: no iris model in {model_dir}; run {harness}/setup.sh first (it also makes "
-              "the peers' venvs and installs wrk)")  # fmt: skip
+        print(
+            f"skipped: no iris model in {model_dir}; run {harness}/setup.sh first (it also makes "
+            "the peers' venvs and installs wrk)"
+        )
         return
     available = peers_available(anchors)
-    peers = [] if args.only_ours else [
-        t for t, server in (("uvicorn-raw:v1", "uvicorn-raw"), ("kserve:v1", "kserve"),
-                            ("kserve:v2", "kserve"), ("mlserver:v2", "mlserver"))
-        if available[server]
-    ]  # fmt: skip
+    peers = (
+        []
+        if args.only_ours
+        else [
+            t
+            for t, server in (
+                ("uvicorn-raw:v1", "uvicorn-raw"),
+                ("kserve:v1", "kserve"),
+                ("kserve:v2", "kserve"),
+                ("mlserver:v2", "mlserver"),
+            )
+            if available[server]
+        ]
+    )
     for server, ok in available.items():
         if not ok and not args.only_ours:
             print(
@@ -138,17 +153,38 @@ def main(argv: list[str]) -> None:
             )
     out = args.out or Path(tempfile.mkdtemp(prefix="knserve-bench-")) / "runtime.jsonl"
     duration, warmup = (4, 1) if args.quick else (args.duration, 3)
-    cmd = [sys.executable, str(harness / "bench.py"), "--out", str(out), "load",
-           "--conc", args.conc, "--duration", str(duration), "--warmup", str(warmup),
-           "--repeats", str(args.repeats)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(harness / "bench.py"),
+        "--out",
+        str(out),
+        "load",
+        "--conc",
+        args.conc,
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--repeats",
+        str(args.repeats),
+    ]
     cmd += ["--only", ",".join(peers) if peers else "none"]
     for extra in ours_extras(model_dir):
         cmd += ["--extra", extra]
     print("running:", " ".join(cmd[:8]), "…", flush=True)
     subprocess.run(cmd, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if args.coldstart:
-        cold = [sys.executable, str(harness / "bench.py"), "--out", str(out), "coldstart",
-                "--runs", "5", "--only", "kserve,mlserver"]  # fmt: skip
+        cold = [
+            sys.executable,
+            str(harness / "bench.py"),
+            "--out",
+            str(out),
+            "coldstart",
+            "--runs",
+            "5",
+            "--only",
+            "kserve,mlserver",
+        ]
         for extra in ours_extras(model_dir)[1:]:
             cold += ["--extra", extra]
         subprocess.run(cold, check=False)

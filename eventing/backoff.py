@@ -55,7 +55,15 @@ __all__ = [
 
 BackoffPolicy = Literal["linear", "exponential"]
 POLICIES: tuple[BackoffPolicy, ...] = ("linear", "exponential")
-FIELDS = ("retry", "backoffPolicy", "backoffDelay", "timeout", "retryAfterMax", "deadLetterSink", "format")  # fmt: skip
+FIELDS = (
+    "retry",
+    "backoffPolicy",
+    "backoffDelay",
+    "timeout",
+    "retryAfterMax",
+    "deadLetterSink",
+    "format",
+)
 FORMATS = ("json", "binary")
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})  # plus every 5xx and no response at all
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # the only answers whose Retry-After Knative reads

@@ -36,8 +36,9 @@ INGRESS_NAME = "broker-ingress"
 class BrokerPlane:
     """Everything the local plane needs for Brokers and Triggers."""
 
-    def __init__(self, store: Store, data_dir: Path, host: str, port: int, gateway_url: str,
-                 domain: str) -> None:  # fmt: skip
+    def __init__(
+        self, store: Store, data_dir: Path, host: str, port: int, gateway_url: str, domain: str
+    ) -> None:
         self.store = store
         self.url = f"http://{host}:{port}"
         self.log = EventLog(Path(data_dir) / "events.db")
@@ -51,15 +52,26 @@ class BrokerPlane:
         sender = LeanSender(proxies={f".{domain}": gateway_url})
         self.dispatcher = Dispatcher(self.log, self.client, sender=sender)
         self.controller = EventingController(
-            store, self.dispatcher, self.log, self._service_url,
+            store,
+            self.dispatcher,
+            self.log,
+            self._service_url,
             lambda namespace, name: f"{self.url}/{namespace}/{name}",
-        )  # fmt: skip
+        )
         self.ingress = Ingress(
             self.log, self.controller.broker_exists, on_accepted=self.dispatcher.wake
         )
         self.dispatcher.reply_to = self.ingress.accept
-        self.server = EmbeddedServer(uvicorn.Config(self.ingress, host=host, port=port, log_level="warning",
-                                                lifespan="off", access_log=False))  # fmt: skip
+        self.server = EmbeddedServer(
+            uvicorn.Config(
+                self.ingress,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+            )
+        )
 
     def _service_url(self, namespace: str, name: str) -> str | None:
         svc = self.store.find(SERVICES, namespace, name)

@@ -59,7 +59,9 @@ def trigger_key(trigger: Mapping[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}/{broker}/{meta['uid']}"
 
 
-def _ready(conditions: list[dict[str, Any]], previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+def _ready(
+    conditions: list[dict[str, Any]], previous: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     """Ready from the others: True when all are, else the first one that is not (False wins)."""
     worst = next((c for c in conditions if c["status"] == "False"), None) or next(
         (c for c in conditions if c["status"] != "True"), None
@@ -266,11 +268,20 @@ class EventingController:
             self._applied.pop(key, None)
             self._keys.pop((namespace, name), None)
         elif ready["status"] == "True" and subscriber_url and delivery and predicate:
-            applied = orjson.dumps([spec, broker.get("spec"), subscriber_url, status.get("deadLetterSinkUri")],
-                                   option=orjson.OPT_SORT_KEYS)  # fmt: skip
+            applied = orjson.dumps(
+                [spec, broker.get("spec"), subscriber_url, status.get("deadLetterSinkUri")],
+                option=orjson.OPT_SORT_KEYS,
+            )
             if self._applied.get(key) != applied or not self.dispatcher.running(key):
-                self.dispatcher.set_trigger(key, namespace, broker_name, subscriber_url, predicate,
-                                            delivery, status.get("deadLetterSinkUri"))  # fmt: skip
+                self.dispatcher.set_trigger(
+                    key,
+                    namespace,
+                    broker_name,
+                    subscriber_url,
+                    predicate,
+                    delivery,
+                    status.get("deadLetterSinkUri"),
+                )
                 self._applied[key] = applied
             self._keys[(namespace, name)] = key
         else:
@@ -279,35 +290,74 @@ class EventingController:
             self._keys[(namespace, name)] = key
         self.store.write_status(TRIGGER, trigger, status)
 
-    def _broker_condition(self, broker: dict[str, Any] | None, name: str | None, namespace: str,
-                          previous: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+    def _broker_condition(
+        self,
+        broker: dict[str, Any] | None,
+        name: str | None,
+        namespace: str,
+        previous: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         if not name:
-            return condition("BrokerReady", "False", "BrokerNotSpecified",
-                              "spec.broker is empty: name the Broker whose events this trigger "
-                              "delivers (e.g. default)", previous)  # fmt: skip
+            return condition(
+                "BrokerReady",
+                "False",
+                "BrokerNotSpecified",
+                "spec.broker is empty: name the Broker whose events this trigger "
+                "delivers (e.g. default)",
+                previous,
+            )
         if broker is None:
-            return condition("BrokerReady", "False", "BrokerDoesNotExist",
-                              f'broker "{name}" not found in namespace "{namespace}"; create it '
-                              f"with `knserve broker create {name} -n {namespace}`", previous)  # fmt: skip
-        ready = next((c for c in (broker.get("status") or {}).get("conditions") or []
-                      if c.get("type") == "Ready"), None)  # fmt: skip
+            return condition(
+                "BrokerReady",
+                "False",
+                "BrokerDoesNotExist",
+                f'broker "{name}" not found in namespace "{namespace}"; create it '
+                f"with `knserve broker create {name} -n {namespace}`",
+                previous,
+            )
+        ready = next(
+            (
+                c
+                for c in (broker.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ),
+            None,
+        )
         if ready is None:
-            return condition("BrokerReady", "Unknown", "BrokerNotReconciled",
-                              f'broker "{name}" has no status yet', previous)  # fmt: skip
+            return condition(
+                "BrokerReady",
+                "Unknown",
+                "BrokerNotReconciled",
+                f'broker "{name}" has no status yet',
+                previous,
+            )
         if ready.get("status") != "True":
-            return condition("BrokerReady", ready.get("status", "Unknown"),
-                              ready.get("reason") or "BrokerNotReady",
-                              f'broker "{name}" is not ready: {ready.get("message", "")}'.rstrip(": "),
-                              previous)  # fmt: skip
+            return condition(
+                "BrokerReady",
+                ready.get("status", "Unknown"),
+                ready.get("reason") or "BrokerNotReady",
+                f'broker "{name}" is not ready: {ready.get("message", "")}'.rstrip(": "),
+                previous,
+            )
         return condition("BrokerReady", "True", previous=previous)
 
-    def _dead_letter_condition(self, delivery: DeliverySpec | None, namespace: str, where: str,
-                               previous: list[dict[str, Any]] | None,
-                               status: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    def _dead_letter_condition(
+        self,
+        delivery: DeliverySpec | None,
+        namespace: str,
+        where: str,
+        previous: list[dict[str, Any]] | None,
+        status: dict[str, Any],
+    ) -> dict[str, Any]:
         sink = delivery.dead_letter_sink if delivery is not None else None
         if not sink:
-            return condition("DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
-                              NO_DEAD_LETTER_SINK, previous)  # fmt: skip
+            return condition(
+                "DeadLetterSinkResolved",
+                "True",
+                "DeadLetterSinkNotConfigured",
+                NO_DEAD_LETTER_SINK,
+                previous,
+            )
         try:
             status["deadLetterSinkUri"] = self._resolve(sink, namespace, f"{where}.deadLetterSink")
         except _Unresolved as exc:
@@ -321,14 +371,19 @@ class EventingController:
         if not isinstance(destination, Mapping) or not (
             destination.get("ref") or destination.get("uri")
         ):
-            raise _Unresolved("SubscriberNotSpecified" if path == "spec.subscriber" else "SinkNotSpecified",
-                              f"{path} needs a ref (e.g. to a Knative Service) or a uri")  # fmt: skip
+            raise _Unresolved(
+                "SubscriberNotSpecified" if path == "spec.subscriber" else "SinkNotSpecified",
+                f"{path} needs a ref (e.g. to a Knative Service) or a uri",
+            )
         uri, ref = destination.get("uri"), destination.get("ref")
         if not ref:
             parsed = urlparse(str(uri))
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise _Unresolved("InvalidURI", f'{path}.uri "{uri}" is not an absolute http(s) URL; '
-                                  "write e.g. http://localhost:9000/events, or use a ref")  # fmt: skip
+                raise _Unresolved(
+                    "InvalidURI",
+                    f'{path}.uri "{uri}" is not an absolute http(s) URL; '
+                    "write e.g. http://localhost:9000/events, or use a ref",
+                )
             return str(uri)
         base = self._resolve_ref(ref, namespace, f"{path}.ref")
         return (
@@ -345,9 +400,11 @@ class EventingController:
         target = _ADDRESSABLE.get(kind)
         if target is None or (api_version and api_version != target.api_version):
             known = ", ".join(f"{k.api_version} {k.kind}" for k in _ADDRESSABLE.values())
-            raise _Unresolved("UnsupportedReference",
-                              f"{path} is a {api_version or '(no apiVersion)'} {kind}, which the local "
-                              f"plane cannot address; refer to one of: {known}, or give a uri")  # fmt: skip
+            raise _Unresolved(
+                "UnsupportedReference",
+                f"{path} is a {api_version or '(no apiVersion)'} {kind}, which the local "
+                f"plane cannot address; refer to one of: {known}, or give a uri",
+            )
         if target is SERVICE:
             url = self.resolve_service_url(ns, name)
             if url:
@@ -364,15 +421,23 @@ class EventingController:
         ).get("url")
         if target is ISVC and url:
             return str(url)
-        ready = next((c for c in (obj.get("status") or {}).get("conditions") or []
-                      if c.get("type") == "Ready"), {})  # fmt: skip
+        ready = next(
+            (
+                c
+                for c in (obj.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ),
+            {},
+        )
         why = (
             f": {ready.get('reason')} {ready.get('message', '')}".rstrip()
             if ready.get("reason")
             else ""
         )
-        raise _Unresolved("NotReady", f'{target.kind.lower()} "{name}" in namespace "{ns}" has no URL yet '
-                          f"(not ready{why})")  # fmt: skip
+        raise _Unresolved(
+            "NotReady",
+            f'{target.kind.lower()} "{name}" in namespace "{ns}" has no URL yet (not ready{why})',
+        )
 
 
 _ADDRESSABLE = {k.kind: k for k in (SERVICE, BROKER, ISVC)}
@@ -385,10 +450,16 @@ def _id(obj: Mapping[str, Any]) -> tuple[str, str]:
 def _points_at(obj: Mapping[str, Any], kind: Kind, namespace: str, name: str) -> bool:
     """Whether a Trigger's subscriber or dead-letter sink, or a Broker's sink, refers to it."""
     spec = obj.get("spec") or {}
-    refs = [(spec.get("subscriber") or {}).get("ref"),
-            ((spec.get("delivery") or {}).get("deadLetterSink") or {}).get("ref")]  # fmt: skip
+    refs = [
+        (spec.get("subscriber") or {}).get("ref"),
+        ((spec.get("delivery") or {}).get("deadLetterSink") or {}).get("ref"),
+    ]
     for ref in refs:
-        if (isinstance(ref, Mapping) and ref.get("kind") == kind.kind and ref.get("name") == name
-                and (ref.get("namespace") or obj["metadata"]["namespace"]) == namespace):  # fmt: skip
+        if (
+            isinstance(ref, Mapping)
+            and ref.get("kind") == kind.kind
+            and ref.get("name") == name
+            and (ref.get("namespace") or obj["metadata"]["namespace"]) == namespace
+        ):
             return True
     return False

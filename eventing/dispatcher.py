@@ -391,11 +391,22 @@ class Dispatcher:
                 trigger.stats.dropped += 1
         if self.on_outcome is not None:
             self.on_outcome(
-                Outcome(trigger.key, event.seq, str(event.attributes.get("id", "")),
-                        decision.action, status, attempts, decision.delay, replied, dead_lettered)
-            )  # fmt: skip
+                Outcome(
+                    trigger.key,
+                    event.seq,
+                    str(event.attributes.get("id", "")),
+                    decision.action,
+                    status,
+                    attempts,
+                    decision.delay,
+                    replied,
+                    dead_lettered,
+                )
+            )
 
-    def _reply(self, trigger: _Trigger, sub: _Subscription, event: StoredEvent, answer: _Answer) -> bool:  # fmt: skip
+    def _reply(
+        self, trigger: _Trigger, sub: _Subscription, event: StoredEvent, answer: _Answer
+    ) -> bool:
         """Put the reply into the broker; False when it is refused (the delivery stands)."""
         try:
             if answer.truncated:
@@ -408,8 +419,10 @@ class Dispatcher:
             logger.warning(
                 "trigger %s: the subscriber's reply to event %s is not a valid CloudEvent (%s); "
                 "the delivery counts, the reply is dropped",
-                trigger.key, event.attributes.get("id"), exc.message,
-            )  # fmt: skip
+                trigger.key,
+                event.attributes.get("id"),
+                exc.message,
+            )
             return False
         if self.reply_to is None:
             logger.debug("trigger %s: a reply arrived but no reply_to is wired", trigger.key)
@@ -424,23 +437,34 @@ class Dispatcher:
             trigger.stats.replies_refused += len(replies)
             logger.warning(
                 "trigger %s: broker %s/%s refused the reply to event %s: %s",
-                trigger.key, sub.namespace, sub.broker, event.attributes.get("id"), exc.message,
-            )  # fmt: skip
+                trigger.key,
+                sub.namespace,
+                sub.broker,
+                event.attributes.get("id"),
+                exc.message,
+            )
             return False
         trigger.stats.replies += len(replies)
         return True
 
-    async def _dead_letter(self, sub: _Subscription, attributes: dict[str, Any], event: StoredEvent,
-                           answer: _Answer) -> bool:  # fmt: skip
+    async def _dead_letter(
+        self, sub: _Subscription, attributes: dict[str, Any], event: StoredEvent, answer: _Answer
+    ) -> bool:
         """Send the event to the dead-letter sink, retrying as the delivery allows."""
         if sub.dead_letter_url is None:
             logger.warning(
                 "trigger to %s: gave up on event %s (status %s) and no dead-letter sink is set; "
-                "dropped", sub.subscriber_url, attributes.get("id"), answer.status,
-            )  # fmt: skip
+                "dropped",
+                sub.subscriber_url,
+                attributes.get("id"),
+                answer.status,
+            )
             return False
-        failed = {**attributes, ERROR_DEST: sub.subscriber_url,
-                  ERROR_CODE: str(answer.status if answer.status is not None else 500)}  # fmt: skip
+        failed = {
+            **attributes,
+            ERROR_DEST: sub.subscriber_url,
+            ERROR_CODE: str(answer.status if answer.status is not None else 500),
+        }
         if answer.body:
             failed[ERROR_DATA] = base64.b64encode(answer.body[:ERROR_DATA_MAX_BYTES]).decode()
         retries = 0
@@ -452,14 +476,17 @@ class Dispatcher:
             if decision.action is Action.DEAD_LETTER:
                 logger.error(
                     "dead-letter sink %s refused event %s (status %s); dropped",
-                    sub.dead_letter_url, attributes.get("id"), sent.status,
-                )  # fmt: skip
+                    sub.dead_letter_url,
+                    attributes.get("id"),
+                    sent.status,
+                )
                 return False
             retries += 1
             await asyncio.sleep(decision.delay)
 
-    async def _send(self, url: str, attributes: Mapping[str, Any], data: bytes | None,
-                    delivery: DeliverySpec) -> _Answer:  # fmt: skip
+    async def _send(
+        self, url: str, attributes: Mapping[str, Any], data: bytes | None, delivery: DeliverySpec
+    ) -> _Answer:
         encode = to_structured if delivery.format == "json" else to_binary
         headers, body = encode(attributes, data)
         headers["prefer"] = "reply"
@@ -557,8 +584,11 @@ class LeanSender:
         if _UNSAFE_HEADER.search(raw) or not lines.isascii():
             return None
         head = b"%s\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            start, host, len(body), lines.encode("ascii"),
-        )  # fmt: skip
+            start,
+            host,
+            len(body),
+            lines.encode("ascii"),
+        )
         return _Request(origin, head + body)
 
     def _target(self, url: str) -> tuple[tuple[str, int], bytes, bytes] | None:
@@ -594,8 +624,9 @@ class LeanSender:
         _, connection = await loop.create_connection(_Connection, *request.origin)
         return await self._exchange(connection, request, limit)
 
-    async def _exchange(self, connection: _Connection, request: _Request, limit: int
-                        ) -> tuple[int, dict[str, str], bytes, bool]:  # fmt: skip
+    async def _exchange(
+        self, connection: _Connection, request: _Request, limit: int
+    ) -> tuple[int, dict[str, str], bytes, bool]:
         try:
             answer = await connection.exchange(request.data, limit)
         except BaseException:

@@ -70,8 +70,11 @@ def dependencies(folder: Path) -> list[str]:
         deps += list(data.get("project", {}).get("dependencies", []))
     requirements = folder / "requirements.txt"
     if requirements.is_file():
-        deps += [line.strip() for line in requirements.read_text().splitlines()
-                 if line.strip() and not line.startswith("#")]  # fmt: skip
+        deps += [
+            line.strip()
+            for line in requirements.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
     return deps
 
 
@@ -107,8 +110,9 @@ def build_function(folder: Path, progress: Progress = _quiet) -> BuildResult:
     return BuildResult(image, key, target, cached, time.perf_counter() - start)
 
 
-def _assemble(folder: Path, name: str, key: str, image: str, target: Path, spec: dict,
-              progress: Progress) -> None:  # fmt: skip
+def _assemble(
+    folder: Path, name: str, key: str, image: str, target: Path, spec: dict, progress: Progress
+) -> None:
     home = functions_home()
     home.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=home))
@@ -151,14 +155,21 @@ def _assemble(folder: Path, name: str, key: str, image: str, target: Path, spec:
                 ]
             _run(cmd, f"installing the dependencies of {name}")
         progress("copying the source")
-        shutil.copytree(folder, staging / "src",
-                        ignore=shutil.ignore_patterns(*EXCLUDED_DIRS - {"tests"}, "*.pyc"))  # fmt: skip
+        shutil.copytree(
+            folder,
+            staging / "src",
+            ignore=shutil.ignore_patterns(*EXCLUDED_DIRS - {"tests"}, "*.pyc"),
+        )
         manifest = {
-            "name": name, "digest": key, "image": image, "source": str(folder),
+            "name": name,
+            "digest": key,
+            "image": image,
+            "source": str(folder),
             "invoke": spec.get("invoke", "http"),
             "built": datetime.now(UTC).replace(microsecond=0).isoformat(),
-            "python": sys.version.split()[0], "dependencies": deps,
-        }  # fmt: skip
+            "python": sys.version.split()[0],
+            "dependencies": deps,
+        }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         try:
             staging.rename(target)

@@ -27,8 +27,9 @@ def check_name(name: str) -> None:
         )
 
 
-def create_function(name: str, template: str = "http", path: Path | None = None,
-                    language: str = "python") -> Path:  # fmt: skip
+def create_function(
+    name: str, template: str = "http", path: Path | None = None, language: str = "python"
+) -> Path:
     """Render `template` as function `name` into `path` (default ./NAME); returns the folder."""
     check_name(name)
     if language not in templates.LANGUAGES:

@@ -93,11 +93,14 @@ def triggers_for(
             "labels": {FUNCTION_LABEL: name},
         }
         if owner is not None:
-            metadata["ownerReferences"] = [{
-                "apiVersion": owner.get("apiVersion", "serving.knative.dev/v1"),
-                "kind": owner.get("kind", "Service"), "name": owner["metadata"]["name"],
-                "uid": owner["metadata"]["uid"],
-            }]  # fmt: skip
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": owner.get("apiVersion", "serving.knative.dev/v1"),
+                    "kind": owner.get("kind", "Service"),
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                }
+            ]
         trigger_spec: dict[str, Any] = {
             "broker": str(broker),
             "subscriber": {
@@ -107,8 +110,12 @@ def triggers_for(
         filters = {str(k): str(v) for k, v in (subscription.get("filters") or {}).items()}
         if filters:
             trigger_spec["filter"] = {"attributes": filters}
-        triggers.append({
-            "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-            "metadata": metadata, "spec": trigger_spec,
-        })  # fmt: skip
+        triggers.append(
+            {
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Trigger",
+                "metadata": metadata,
+                "spec": trigger_spec,
+            }
+        )
     return triggers

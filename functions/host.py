@@ -80,8 +80,11 @@ class FunctionHost:
             return
         from knserve.runtime import Model, create_app
 
-        classes = [v for v in vars(module).values()
-                   if inspect.isclass(v) and issubclass(v, Model) and v is not Model]  # fmt: skip
+        classes = [
+            v
+            for v in vars(module).values()
+            if inspect.isclass(v) and issubclass(v, Model) and v is not Model
+        ]
         if len(classes) != 1:
             raise TypeError(
                 "the function package must export new() (a func-style function) or exactly one "
@@ -203,15 +206,25 @@ def main(argv: list[str] | None = None) -> None:
     # where the function reads them, so they are accepted and ignored.
     parser.add_argument("--model_name", "--model-name", dest="model_name")
     args, _unknown = parser.parse_known_args(argv)
-    logging.basicConfig(level=os.environ.get("KNSERVE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=os.environ.get("KNSERVE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     port = args.port or int(os.environ.get("PORT", "8080"))
     import uvicorn
 
     app = FunctionHost(args.path.resolve(), args.model_name)
     print(f"function {app.name} serving on http://{args.host}:{port}", flush=True)
-    uvicorn.run(app, host=args.host, port=port, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, log_level="warning")  # fmt: skip
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -59,17 +59,31 @@ def target_url(url: str, body: bytes, model: str | None) -> str:
     return url
 
 
-def invoke(url: str, data: str | None = None, fmt: str = "http", ce_type: str = "knserve.invoke",
-           ce_source: str = "knserve/cli", model: str | None = None, timeout: float = 60.0,
-           folder: Path | None = None, proxy: str | None = None) -> Answer:  # fmt: skip
+def invoke(
+    url: str,
+    data: str | None = None,
+    fmt: str = "http",
+    ce_type: str = "knserve.invoke",
+    ce_source: str = "knserve/cli",
+    model: str | None = None,
+    timeout: float = 60.0,
+    folder: Path | None = None,
+    proxy: str | None = None,
+) -> Answer:
     """Send the function one request (`proxy`: the gateway, for a URL of the plane's domain)."""
     body = read_data(data, folder)
     if fmt not in ("http", "cloudevent"):
         raise FunctionError(f"--format is {fmt!r}, it must be http or cloudevent")
     headers = {"content-type": "application/json"}
     if fmt == "cloudevent":
-        headers.update({"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
-                        "ce-type": ce_type, "ce-source": ce_source})  # fmt: skip
+        headers.update(
+            {
+                "ce-specversion": "1.0",
+                "ce-id": str(uuid.uuid4()),
+                "ce-type": ce_type,
+                "ce-source": ce_source,
+            }
+        )
     else:
         url = target_url(url, body, model)
     try:

@@ -30,8 +30,13 @@ INSTANCE = Path(".func") / "instance.json"
 STOP_GRACE_SECONDS = 10.0  # docker stop's default, which func gives a function's container
 
 
-def run_function(folder: Path, port: int = 8080, build: bool = True, progress: Progress = print,
-                 grace: float = STOP_GRACE_SECONDS) -> int:  # fmt: skip
+def run_function(
+    folder: Path,
+    port: int = 8080,
+    build: bool = True,
+    progress: Progress = print,
+    grace: float = STOP_GRACE_SECONDS,
+) -> int:
     """Run the function in `folder` until it exits or is stopped; its exit status (128 + the
     signal's number when a signal ended it, as a shell reports it)."""
     folder = Path(folder).resolve()
@@ -74,8 +79,9 @@ class _Host:
         self.stopped_by: int | None = None  # a signal that came before the process started
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True,
-                                        preexec_fn=dying_with_parent())  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, start_new_session=True, preexec_fn=dying_with_parent()
+        )
         if self.stopped_by is not None:
             self._signal(self.stopped_by)
 

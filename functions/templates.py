@@ -32,23 +32,44 @@ class Template:
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
-        Template("http", "an ASGI function in Knative func's shape, with liveness and readiness probes"),
-        Template("cloudevents", "receives a decoded CloudEvent and may answer with one", invoke="cloudevent"),
-        Template("predictor", "a custom model served with KServe V1, V2 and CloudEvents (trained iris example)",
-                 setup="train.py", needs=("sklearn", "joblib")),
-        Template("transformer", "pre- and post-processing around a predictor reached over HTTP (PREDICTOR_HOST)",
-                 envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v1"}),
-        Template("explainer", "answers :explain with SHAP's KernelExplainer over a predictor's HTTP endpoint",
-                 envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v2"},
-                 setup="prepare.py", needs=("sklearn", "shap")),
+        Template(
+            "http", "an ASGI function in Knative func's shape, with liveness and readiness probes"
+        ),
+        Template(
+            "cloudevents",
+            "receives a decoded CloudEvent and may answer with one",
+            invoke="cloudevent",
+        ),
+        Template(
+            "predictor",
+            "a custom model served with KServe V1, V2 and CloudEvents (trained iris example)",
+            setup="train.py",
+            needs=("sklearn", "joblib"),
+        ),
+        Template(
+            "transformer",
+            "pre- and post-processing around a predictor reached over HTTP (PREDICTOR_HOST)",
+            envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v1"},
+        ),
+        Template(
+            "explainer",
+            "answers :explain with SHAP's KernelExplainer over a predictor's HTTP endpoint",
+            envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v2"},
+            setup="prepare.py",
+            needs=("sklearn", "shap"),
+        ),
         # KServe's `spec.explainer.alibi` (type AnchorTabular) as a function. alibi needs NumPy < 2,
         # which its own environment (`func build`) has; preparing it needs only scikit-learn.
-        Template("anchors-explainer", "answers :explain with Alibi's AnchorTabular over a predictor's HTTP "
-                 "endpoint, in its own environment (alibi, NumPy < 2)",
-                 envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v1"},
-                 setup="prepare.py", needs=("sklearn",)),
+        Template(
+            "anchors-explainer",
+            "answers :explain with Alibi's AnchorTabular over a predictor's HTTP "
+            "endpoint, in its own environment (alibi, NumPy < 2)",
+            envs={"PREDICTOR_HOST": "127.0.0.1:8080", "PREDICTOR_PROTOCOL": "v1"},
+            setup="prepare.py",
+            needs=("sklearn",),
+        ),
     )
-}  # fmt: skip
+}
 LANGUAGES = ("python",)
 
 

@@ -71,9 +71,13 @@ class Plane:
         self.supervisor = Supervisor(
             settings.data_dir / "logs",
             launcher=self.launcher,
-            extra_env={"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "127.0.0.1,::1",
-                       "no_proxy": "127.0.0.1,::1"},
-        )  # fmt: skip
+            extra_env={
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": "127.0.0.1,::1",
+                "no_proxy": "127.0.0.1,::1",
+            },
+        )
         ingress = (INGRESS_NAMESPACE, INGRESS_NAME)
         self.gateway = Gateway(
             SupervisorEndpoints(
@@ -95,8 +99,14 @@ class Plane:
         self.isvc_controller = InferenceServiceController(
             self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
         )
-        self.broker = BrokerPlane(self.store, settings.data_dir, settings.host, settings.broker_port,
-                                  proxy, settings.domain)  # fmt: skip
+        self.broker = BrokerPlane(
+            self.store,
+            settings.data_dir,
+            settings.host,
+            settings.broker_port,
+            proxy,
+            settings.domain,
+        )
         token = settings.token
         if token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(
@@ -104,8 +114,11 @@ class Plane:
             )
         app = create_app(self.store, token)
         app.routes.insert(0, metrics_route(self.scaler, self.supervisor, self.gateway))
-        self.api = EmbeddedServer(uvicorn.Config(app, host=settings.host,
-                                               port=settings.api_port, log_level="warning", lifespan="off"))  # fmt: skip
+        self.api = EmbeddedServer(
+            uvicorn.Config(
+                app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
+            )
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -118,21 +131,41 @@ class Plane:
             self.launcher.warm_up()
             api_task = asyncio.create_task(self.api.serve(api_sockets), name="control-api")
             broker_task = asyncio.create_task(self.broker.run(stop), name="broker")
-            for name, work in (("isvc-controller", self.isvc_controller.run()),
-                               ("controller", self.controller.run()), ("multiscaler", self.scaler.run())):  # fmt: skip
+            for name, work in (
+                ("isvc-controller", self.isvc_controller.run()),
+                ("controller", self.controller.run()),
+                ("multiscaler", self.scaler.run()),
+            ):
                 tasks.append(asyncio.create_task(work, name=name))
             if s.example:
                 from knserve.knative.kserve.example import serve_example
 
-                tasks.append(asyncio.create_task(
-                    serve_example(self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir), name="example",
-                ))  # fmt: skip
-            (s.data_dir / "plane.json").write_text(json.dumps({
-                "api": f"http://{s.host}:{s.api_port}", "gateway": f"http://{s.host}:{s.port}",
-                "broker": self.broker.url, "pid": os.getpid(),
-            }))  # fmt: skip
-            log.info("knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
-                     s.host, s.port, s.host, s.api_port, s.data_dir)  # fmt: skip
+                tasks.append(
+                    asyncio.create_task(
+                        serve_example(
+                            self.store, f"http://{s.host}:{s.port}", s.domain, s.data_dir
+                        ),
+                        name="example",
+                    )
+                )
+            (s.data_dir / "plane.json").write_text(
+                json.dumps(
+                    {
+                        "api": f"http://{s.host}:{s.api_port}",
+                        "gateway": f"http://{s.host}:{s.port}",
+                        "broker": self.broker.url,
+                        "pid": os.getpid(),
+                    }
+                )
+            )
+            log.info(
+                "knserve plane: gateway http://%s:%d, control API http://%s:%d, data in %s",
+                s.host,
+                s.port,
+                s.host,
+                s.api_port,
+                s.data_dir,
+            )
             print(
                 f"knserve is up: gateway http://{s.host}:{s.port}  control API http://{s.host}:{s.api_port}",
                 flush=True,

@@ -443,8 +443,13 @@ class InferenceApp:
         await send_body(send, 200, orjson.dumps(self.repository.index()), [])
 
     async def _metrics(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", METRICS_CONTENT_TYPE.encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", METRICS_CONTENT_TYPE.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": self.metrics.render()})
 
     def _feature_counters(self) -> list[tuple[str, str, dict[str, str], float]]:

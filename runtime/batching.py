@@ -98,8 +98,13 @@ class Batcher:
     inputs had. It is awaited; a synchronous model is wrapped by the caller.
     """
 
-    def __init__(self, predict: PredictFn, max_batch_size: int, max_latency: float,
-                 timeout: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        predict: PredictFn,
+        max_batch_size: int,
+        max_latency: float,
+        timeout: float | None = None,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size is {max_batch_size}, it must be 1 or more")
         if max_latency < 0:

@@ -53,8 +53,11 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     print(f"Serving the iris example ({folder}) at {base}. Call it with:\n")
     print(curl_lines(base) + "\n", flush=True)
-    run(settings_from_env(port=args.port, models=(ModelSpec("iris", str(folder), "sklearn"),),
-                          log_level="warning"))  # fmt: skip
+    run(
+        settings_from_env(
+            port=args.port, models=(ModelSpec("iris", str(folder), "sklearn"),), log_level="warning"
+        )
+    )
 
 
 if __name__ == "__main__":

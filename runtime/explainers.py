@@ -37,10 +37,15 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 # Tree ensembles SHAP's TreeExplainer handles exactly, by module prefix of the model's class.
 _TREE_MODULES = ("xgboost", "lightgbm", "catboost")
 _SKLEARN_TREES = (
-    "DecisionTreeClassifier", "DecisionTreeRegressor", "RandomForestClassifier",
-    "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor",
-    "GradientBoostingClassifier", "GradientBoostingRegressor",
-)  # fmt: skip
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+)
 
 
 class ExplainerError(ValueError):
@@ -61,10 +66,14 @@ def _listify(values: Any) -> Any:
 
 def _explanation(name: str, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {
-        "meta": {"name": name, "type": ["blackbox" if name == "KernelShap" else "whitebox"],
-                 "explanations": ["local"], "params": params},
+        "meta": {
+            "name": name,
+            "type": ["blackbox" if name == "KernelShap" else "whitebox"],
+            "explanations": ["local"],
+            "params": params,
+        },
         "data": data,
-    }  # fmt: skip
+    }
 
 
 class KernelShapExplainer:
@@ -217,10 +226,12 @@ class AnchorTabularExplainer:
 
             try:
                 explainer = self._anchor_tabular(
-                    self._predict, self.feature_names,
-                    categorical_names={c: list(v) for c, v in self.categorical_names.items()} or None,
+                    self._predict,
+                    self.feature_names,
+                    categorical_names={c: list(v) for c, v in self.categorical_names.items()}
+                    or None,
                     seed=self.seed,
-                )  # fmt: skip
+                )
             except PredictorCallError as exc:
                 if isinstance(exc.__cause__, (ExplainerError, UpstreamError)):  # its own words
                     raise exc.__cause__ from None
@@ -392,10 +403,14 @@ def http_predict(
         else:
             body = {
                 "inputs": [
-                    {"name": "input-0", "shape": list(x.shape), "datatype": "FP64",
-                     "data": x.ravel().tolist()}
+                    {
+                        "name": "input-0",
+                        "shape": list(x.shape),
+                        "datatype": "FP64",
+                        "data": x.ravel().tolist(),
+                    }
                 ]
-            }  # fmt: skip
+            }
             if output:
                 body["outputs"] = [{"name": output}]
             return http.post(f"{base}/v2/models/{model_name}/infer", json=body)

@@ -51,22 +51,33 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.preprocess = Histogram("request_preprocess_seconds", "pre-process request latency",
-                                    ["model_name"], registry=r)  # fmt: skip
-        self.predict = Histogram("request_predict_seconds", "predict request latency",
-                                 ["model_name"], registry=r)  # fmt: skip
-        self.postprocess = Histogram("request_postprocess_seconds", "post-process request latency",
-                                     ["model_name"], registry=r)  # fmt: skip
-        self.explain = Histogram("request_explain_seconds", "explain request latency",
-                                 ["model_name"], registry=r)  # fmt: skip
+        self.preprocess = Histogram(
+            "request_preprocess_seconds", "pre-process request latency", ["model_name"], registry=r
+        )
+        self.predict = Histogram(
+            "request_predict_seconds", "predict request latency", ["model_name"], registry=r
+        )
+        self.postprocess = Histogram(
+            "request_postprocess_seconds",
+            "post-process request latency",
+            ["model_name"],
+            registry=r,
+        )
+        self.explain = Histogram(
+            "request_explain_seconds", "explain request latency", ["model_name"], registry=r
+        )
         self.requests = Counter(
-            "knserve_requests", "requests by model, protocol and HTTP status",
-            ["model_name", "protocol", "code"], registry=r,
-        )  # fmt: skip
+            "knserve_requests",
+            "requests by model, protocol and HTTP status",
+            ["model_name", "protocol", "code"],
+            registry=r,
+        )
         self.duration = Histogram(
-            "knserve_request_duration_seconds", "whole-request latency, body read to response",
-            ["model_name", "protocol"], registry=r,
-        )  # fmt: skip
+            "knserve_request_duration_seconds",
+            "whole-request latency, body read to response",
+            ["model_name", "protocol"],
+            registry=r,
+        )
         self.models_ready = Gauge("knserve_models_ready", "models ready to serve", registry=r)
         self._models: dict[str, ModelMetrics] = {}
         self._collectors: list[Any] = []

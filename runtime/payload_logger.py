@@ -201,8 +201,11 @@ class PayloadLogger:
         if not self._backoff:
             log.warning(
                 "payload logger: %s unreachable; dropping events, trying again after a pause "
-                "growing from %gs to %gs", self.config.url, BACKOFF_SECONDS, BACKOFF_CAP_SECONDS,
-            )  # fmt: skip
+                "growing from %gs to %gs",
+                self.config.url,
+                BACKOFF_SECONDS,
+                BACKOFF_CAP_SECONDS,
+            )
         self._backoff = min(BACKOFF_CAP_SECONDS, max(BACKOFF_SECONDS, self._backoff * 2))
         self._resume_at = self._clock() + self._backoff
 

@@ -75,8 +75,12 @@ class ServedModel:
         self.batcher: Batcher | None = None
         if settings.max_batch_size > 0:
             batch = self._predict_batch if self.predictor is not None else self._custom_batch
-            self.batcher = Batcher(batch, settings.max_batch_size,
-                                   settings.max_latency_ms / 1000, settings.batch_timeout_s)  # fmt: skip
+            self.batcher = Batcher(
+                batch,
+                settings.max_batch_size,
+                settings.max_latency_ms / 1000,
+                settings.batch_timeout_s,
+            )
         self.cache: ResponseCache[Any] | None = (
             ResponseCache(settings.cache_entries, settings.cache_ttl_s)
             if settings.cache_entries > 0
@@ -167,8 +171,9 @@ class ServedModel:
 class _Entry:
     __slots__ = ("model", "reason", "required", "served", "spec", "state")
 
-    def __init__(self, spec: ModelSpec | None, model: Model | None = None,
-                 required: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, spec: ModelSpec | None, model: Model | None = None, required: bool = True
+    ) -> None:
         self.spec = spec
         self.model = model
         self.served: ServedModel | None = None

@@ -139,9 +139,12 @@ def encode_custom_v2(
             for o in result.outputs
         ]
         body, length = v2.encode_response(
-            result.model_name or name, outputs, result.id or request_id, result.model_version,
+            result.model_name or name,
+            outputs,
+            result.id or request_id,
+            result.model_version,
             result.parameters,
-        )  # fmt: skip
+        )
         return body, binary_headers(length)
     if isinstance(result, dict) and "outputs" in result:
         response = {"model_name": name, **result}

@@ -31,24 +31,42 @@ def parser() -> argparse.ArgumentParser:
         description="Serve models over KServe's V1, the V2 Open Inference Protocol and CloudEvents.",
     )
     p.add_argument("--model-name", "--model_name", dest="model_name")
-    p.add_argument("--model-dir", "--model_dir", "--storage-uri", "--storage_uri", dest="model_dir",
-                   help="folder, file:// or http(s):// URI of the model")  # fmt: skip
-    p.add_argument("--model-format", "--model_format", dest="model_format",
-                   help="sklearn, xgboost, lightgbm, onnx, pytorch or custom (detected when absent)")  # fmt: skip
-    p.add_argument("--model-repository", "--model_repository", dest="model_repository",
-                   help="serve one model per sub-folder of this folder")  # fmt: skip
+    p.add_argument(
+        "--model-dir",
+        "--model_dir",
+        "--storage-uri",
+        "--storage_uri",
+        dest="model_dir",
+        help="folder, file:// or http(s):// URI of the model",
+    )
+    p.add_argument(
+        "--model-format",
+        "--model_format",
+        dest="model_format",
+        help="sklearn, xgboost, lightgbm, onnx, pytorch or custom (detected when absent)",
+    )
+    p.add_argument(
+        "--model-repository",
+        "--model_repository",
+        dest="model_repository",
+        help="serve one model per sub-folder of this folder",
+    )
     p.add_argument("--http-port", "--http_port", dest="port", type=int)
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--offload", choices=["auto", "always", "never"],
-                   help="where a synchronous predict runs (default auto: measured per model)")  # fmt: skip
+    p.add_argument(
+        "--offload",
+        choices=["auto", "always", "never"],
+        help="where a synchronous predict runs (default auto: measured per model)",
+    )
     p.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int)
     p.add_argument("--max-latency-ms", "--max_latency_ms", dest="max_latency_ms", type=float)
     p.add_argument("--cache-entries", dest="cache_entries", type=int)
     p.add_argument("--cache-ttl", dest="cache_ttl_s", type=float)
     p.add_argument("--logger-url", dest="logger_url")
     p.add_argument("--logger-mode", dest="logger_mode", choices=["all", "request", "response"])
-    p.add_argument("--log-level", dest="log_level",
-                   choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+    p.add_argument(
+        "--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"]
+    )
     return p
 
 
@@ -67,12 +85,19 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
         parser().error("give --model-name and --model-dir, or --model-repository")
     try:
         return settings_from_env(
-            models=models, model_repository=args.model_repository, port=args.port, host=args.host,
-            offload=args.offload, max_batch_size=args.max_batch_size,
-            max_latency_ms=args.max_latency_ms, cache_entries=args.cache_entries,
-            cache_ttl_s=args.cache_ttl_s, logger_url=args.logger_url, logger_mode=args.logger_mode,
+            models=models,
+            model_repository=args.model_repository,
+            port=args.port,
+            host=args.host,
+            offload=args.offload,
+            max_batch_size=args.max_batch_size,
+            max_latency_ms=args.max_latency_ms,
+            cache_entries=args.cache_entries,
+            cache_ttl_s=args.cache_ttl_s,
+            logger_url=args.logger_url,
+            logger_mode=args.logger_mode,
             log_level=args.log_level,
-        )  # fmt: skip
+        )
     except (ValueError, FileNotFoundError) as exc:
         parser().error(str(exc))
         raise  # unreachable: error() exits

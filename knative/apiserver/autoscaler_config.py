@@ -264,60 +264,100 @@ def _config_errors(c: dict[str, Any]) -> list[str]:
     d, fraction = format_duration, c["target_utilization_percentage"] / 100
     max_floor = 1 if c["max_scale_limit"] > 0 else 0
     rules = [
-        (c["scale_to_zero_grace_period"] > 0,
-         f"scale-to-zero-grace-period must be positive, was: {d(c['scale_to_zero_grace_period'])}"),
-        (c["scale_down_delay"] >= 0,
-         f"scale-down-delay cannot be negative, was: {d(c['scale_down_delay'])}"),
-        (c["scale_down_delay"] == round(c["scale_down_delay"]),
-         f"scale-down-delay = {d(c['scale_down_delay'])}, must be specified with at most second precision"),
-        (c["scale_to_zero_pod_retention_period"] >= 0,
-         "scale-to-zero-pod-retention-period cannot be negative, was: "
-         f"{d(c['scale_to_zero_pod_retention_period'])}"),
-        (c["target_burst_capacity"] >= 0 or c["target_burst_capacity"] == -1,
-         "target-burst-capacity must be either non-negative or -1 (for unlimited), was: "
-         f"{c['target_burst_capacity']:f}"),
-        (0 < fraction <= 1,
-         f"container-concurrency-target-percentage = {fraction:f} is outside of valid range of (0, 100]"),
-        (fraction * c["container_concurrency_target_default"] >= TARGET_MIN,
-         "container-concurrency-target-percentage and container-concurrency-target-default yield "
-         f"target concurrency of {_go(fraction * c['container_concurrency_target_default'])}, "
-         f"can't be less than {TARGET_MIN}"),
-        (c["rps_target_default"] >= TARGET_MIN,
-         f"requests-per-second-target-default must be at least {TARGET_MIN}, was: "
-         f"{_go(c['rps_target_default'])}"),
-        (c["activator_capacity"] >= 1,
-         f"activator-capacity = {_go(c['activator_capacity'])}, must be at least 1"),
-        (c["max_scale_up_rate"] > 1,
-         f"max-scale-up-rate = {_go(c['max_scale_up_rate'])}, must be greater than 1.0"),
-        (c["max_scale_down_rate"] > 1,
-         f"max-scale-down-rate = {_go(c['max_scale_down_rate'])}, must be greater than 1.0"),
-        (WINDOW_MIN <= c["stable_window"] <= WINDOW_MAX,
-         f"stable-window = {d(c['stable_window'])}, must be in [{d(WINDOW_MIN)}; {d(WINDOW_MAX)}] range"),
-        (c["stable_window"] == round(c["stable_window"]),
-         f"stable-window = {d(c['stable_window'])}, must be specified with at most second precision"),
-        (1 <= c["panic_window_percentage"] <= 100,
-         f"panic-window-percentage = {_go(c['panic_window_percentage'])}, must be in [1, 100] interval"),
-        (c["initial_scale"] >= 1 or (c["initial_scale"] == 0 and c["allow_zero_initial_scale"]),
-         f"initial-scale = {c['initial_scale']}, must be at least 0 (or at least 1 when "
-         "allow-zero-initial-scale is false)"),
+        (
+            c["scale_to_zero_grace_period"] > 0,
+            f"scale-to-zero-grace-period must be positive, was: {d(c['scale_to_zero_grace_period'])}",
+        ),
+        (
+            c["scale_down_delay"] >= 0,
+            f"scale-down-delay cannot be negative, was: {d(c['scale_down_delay'])}",
+        ),
+        (
+            c["scale_down_delay"] == round(c["scale_down_delay"]),
+            f"scale-down-delay = {d(c['scale_down_delay'])}, must be specified with at most second precision",
+        ),
+        (
+            c["scale_to_zero_pod_retention_period"] >= 0,
+            "scale-to-zero-pod-retention-period cannot be negative, was: "
+            f"{d(c['scale_to_zero_pod_retention_period'])}",
+        ),
+        (
+            c["target_burst_capacity"] >= 0 or c["target_burst_capacity"] == -1,
+            "target-burst-capacity must be either non-negative or -1 (for unlimited), was: "
+            f"{c['target_burst_capacity']:f}",
+        ),
+        (
+            0 < fraction <= 1,
+            f"container-concurrency-target-percentage = {fraction:f} is outside of valid range of (0, 100]",
+        ),
+        (
+            fraction * c["container_concurrency_target_default"] >= TARGET_MIN,
+            "container-concurrency-target-percentage and container-concurrency-target-default yield "
+            f"target concurrency of {_go(fraction * c['container_concurrency_target_default'])}, "
+            f"can't be less than {TARGET_MIN}",
+        ),
+        (
+            c["rps_target_default"] >= TARGET_MIN,
+            f"requests-per-second-target-default must be at least {TARGET_MIN}, was: "
+            f"{_go(c['rps_target_default'])}",
+        ),
+        (
+            c["activator_capacity"] >= 1,
+            f"activator-capacity = {_go(c['activator_capacity'])}, must be at least 1",
+        ),
+        (
+            c["max_scale_up_rate"] > 1,
+            f"max-scale-up-rate = {_go(c['max_scale_up_rate'])}, must be greater than 1.0",
+        ),
+        (
+            c["max_scale_down_rate"] > 1,
+            f"max-scale-down-rate = {_go(c['max_scale_down_rate'])}, must be greater than 1.0",
+        ),
+        (
+            WINDOW_MIN <= c["stable_window"] <= WINDOW_MAX,
+            f"stable-window = {d(c['stable_window'])}, must be in [{d(WINDOW_MIN)}; {d(WINDOW_MAX)}] range",
+        ),
+        (
+            c["stable_window"] == round(c["stable_window"]),
+            f"stable-window = {d(c['stable_window'])}, must be specified with at most second precision",
+        ),
+        (
+            1 <= c["panic_window_percentage"] <= 100,
+            f"panic-window-percentage = {_go(c['panic_window_percentage'])}, must be in [1, 100] interval",
+        ),
+        (
+            c["initial_scale"] >= 1 or (c["initial_scale"] == 0 and c["allow_zero_initial_scale"]),
+            f"initial-scale = {c['initial_scale']}, must be at least 0 (or at least 1 when "
+            "allow-zero-initial-scale is false)",
+        ),
         (c["min_scale"] >= 0, f"min-scale = {c['min_scale']}, must be at least 0"),
-        (c["max_scale"] >= max_floor
-         and not (c["max_scale_limit"] > 0 and c["max_scale"] > c["max_scale_limit"]),
-         f"max-scale = {c['max_scale']}, must be in [{max_floor}, max-scale-limit"
-         f"({c['max_scale_limit']})] range"),
-        (c["max_scale_limit"] >= 0,
-         f"max-scale-limit = {c['max_scale_limit']}, must be at least 0"),
-        (not (c["min_scale"] > c["max_scale"] > 0),
-         f"min-scale ({c['min_scale']}) must be less than max-scale ({c['max_scale']})"),
+        (
+            c["max_scale"] >= max_floor
+            and not (c["max_scale_limit"] > 0 and c["max_scale"] > c["max_scale_limit"]),
+            f"max-scale = {c['max_scale']}, must be in [{max_floor}, max-scale-limit"
+            f"({c['max_scale_limit']})] range",
+        ),
+        (
+            c["max_scale_limit"] >= 0,
+            f"max-scale-limit = {c['max_scale_limit']}, must be at least 0",
+        ),
+        (
+            not (c["min_scale"] > c["max_scale"] > 0),
+            f"min-scale ({c['min_scale']}) must be less than max-scale ({c['max_scale']})",
+        ),
         # Beyond Knative: what the local plane cannot run.
-        (c["pod_autoscaler_class"] == KPA,
-         f"pod-autoscaler-class {c['pod_autoscaler_class']!r}: the local plane scales with "
-         f"Knative's KPA only; use {KPA}"),
-        (110 <= c["panic_threshold_percentage"] <= 1000,
-         f"panic-threshold-percentage = {_go(c['panic_threshold_percentage'])}, must be in "
-         "[110, 1000] (the local plane holds it to the annotation's bounds)"),
+        (
+            c["pod_autoscaler_class"] == KPA,
+            f"pod-autoscaler-class {c['pod_autoscaler_class']!r}: the local plane scales with "
+            f"Knative's KPA only; use {KPA}",
+        ),
+        (
+            110 <= c["panic_threshold_percentage"] <= 1000,
+            f"panic-threshold-percentage = {_go(c['panic_threshold_percentage'])}, must be in "
+            "[110, 1000] (the local plane holds it to the annotation's bounds)",
+        ),
         (c["tick_interval"] > 0, f"tick-interval = {d(c['tick_interval'])}, must be positive"),
-    ]  # fmt: skip
+    ]
     return [message for ok, message in rules if not ok]
 
 

@@ -40,14 +40,20 @@ KEYS: dict[str, tuple[str, ...]] = {
     "min-scale": ("min-scale", "minScale"),
     "max-scale": ("max-scale", "maxScale"),
     "initial-scale": ("initial-scale", "initialScale"),
-    "target-utilization-percentage": ("target-utilization-percentage", "targetUtilizationPercentage"),
+    "target-utilization-percentage": (
+        "target-utilization-percentage",
+        "targetUtilizationPercentage",
+    ),
     "target-burst-capacity": ("target-burst-capacity", "targetBurstCapacity"),
     "panic-window-percentage": ("panic-window-percentage", "panicWindowPercentage"),
     "panic-threshold-percentage": ("panic-threshold-percentage", "panicThresholdPercentage"),
     "scale-down-delay": ("scale-down-delay", "scaleDownDelay"),
-    "scale-to-zero-pod-retention-period": ("scale-to-zero-pod-retention-period", "scaleToZeroPodRetentionPeriod"),
+    "scale-to-zero-pod-retention-period": (
+        "scale-to-zero-pod-retention-period",
+        "scaleToZeroPodRetentionPeriod",
+    ),
     "metric-aggregation-algorithm": ("metric-aggregation-algorithm", "metricAggregationAlgorithm"),
-}  # fmt: skip
+}
 
 
 def lookup(annotations: Mapping[str, str], name: str) -> tuple[str, str] | None:

@@ -65,8 +65,10 @@ class Client:
             body = response.json() if response.content else {}
         except ValueError:
             # Not a Status: something other than an API server answered at this address.
-            body = {"message": f"HTTP {response.status_code} from {self.base_url}{path}: "
-                               f"{response.text[:200]}"}  # fmt: skip
+            body = {
+                "message": f"HTTP {response.status_code} from {self.base_url}{path}: "
+                f"{response.text[:200]}"
+            }
             if response.status_code < 400:
                 raise ApiError(body["message"]) from None
         if response.status_code >= 400:
@@ -93,8 +95,12 @@ class Client:
         )  # type: ignore[no-any-return]
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self._call("PATCH", self._path(kind, namespace, name), json=patch,  # type: ignore[no-any-return]
-                          headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+        return self._call(
+            "PATCH",
+            self._path(kind, namespace, name),
+            json=patch,  # type: ignore[no-any-return]
+            headers={"content-type": "application/merge-patch+json"},
+        )
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         self._call("DELETE", self._path(kind, namespace, name))

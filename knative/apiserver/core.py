@@ -22,8 +22,12 @@ from knserve.knative.apiserver.store import Store
 
 
 def _namespace(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
-            "status": {"phase": "Active"}}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name},
+        "status": {"phase": "Active"},
+    }
 
 
 def _namespaces(store: Store) -> list[str]:
@@ -37,23 +41,45 @@ def core_routes(store: Store) -> list[Route]:
     """Routes for `/api`, `/api/v1`, namespaces (list and watch) and events (accepted, dropped)."""
 
     async def versions(_: Request) -> Response:
-        return JSONResponse({"kind": "APIVersions", "versions": ["v1"],
-                             "serverAddressByClientCIDRs": []})  # fmt: skip
+        return JSONResponse(
+            {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        )
 
     async def resources(_: Request) -> Response:
-        return JSONResponse({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
-             "verbs": ["get", "list", "watch"]},
-            {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event",
-             "verbs": ["create"]},
-        ]})  # fmt: skip
+        return JSONResponse(
+            {
+                "kind": "APIResourceList",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "namespaces",
+                        "singularName": "namespace",
+                        "namespaced": False,
+                        "kind": "Namespace",
+                        "verbs": ["get", "list", "watch"],
+                    },
+                    {
+                        "name": "events",
+                        "singularName": "event",
+                        "namespaced": True,
+                        "kind": "Event",
+                        "verbs": ["create"],
+                    },
+                ],
+            }
+        )
 
     async def namespaces(request: Request) -> Response:
         items = [_namespace(n) for n in _namespaces(store)]
         if request.query_params.get("watch") not in ("true", "1"):
-            return JSONResponse({"apiVersion": "v1", "kind": "NamespaceList",
-                                 "metadata": {"resourceVersion": str(store.resource_version())},
-                                 "items": items})  # fmt: skip
+            return JSONResponse(
+                {
+                    "apiVersion": "v1",
+                    "kind": "NamespaceList",
+                    "metadata": {"resourceVersion": str(store.resource_version())},
+                    "items": items,
+                }
+            )
 
         async def stream() -> AsyncIterator[bytes]:
             for item in items:

@@ -27,8 +27,15 @@ class ApiError(Exception):
         self.message = message
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "reason": self.reason, "code": self.code, "message": self.message}  # fmt: skip
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "reason": self.reason,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 class BadRequest(ApiError):

@@ -42,9 +42,17 @@ from knserve.knative.apiserver.validation import name_errors
 
 # KServe's deprecated framework keys, defaulted into predictor.model.modelFormat.name.
 FRAMEWORK_KEYS = (
-    "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx",
-    "huggingface", "pmml", "lightgbm", "paddle",
-)  # fmt: skip
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+)
 KPA_METRICS = ("concurrency", "rps")
 HPA_METRICS = ("cpu", "memory")
 AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
@@ -73,9 +81,17 @@ _ONE_OF = {
     "explainer": ("ART, PodSpec, ComponentExtensionSpec", "ExplainerSpec"),
 }
 SUPPORTED_STORAGE_URI_PREFIXES = (
-    "gs://", "s3://", "pvc://", "file://", "https://", "http://", "hdfs://", "webhdfs://",
-    "oci://", "hf://",
-)  # fmt: skip
+    "gs://",
+    "s3://",
+    "pvc://",
+    "file://",
+    "https://",
+    "http://",
+    "hdfs://",
+    "webhdfs://",
+    "oci://",
+    "hf://",
+)
 _AZURE_BLOB = re.compile(r"https://(.+?).blob.core.windows.net/(.+)")
 _HAS_SCHEME = re.compile(r"\w+?://")
 
@@ -106,14 +122,17 @@ def inference_service_errors(obj: dict[str, Any]) -> list[str]:
     annotations = meta.get("annotations") or {}
     autoscaler = annotations.get(AUTOSCALER_CLASS_ANNOTATION)
     if autoscaler is not None and autoscaler not in AUTOSCALER_CLASSES:
-        errors.append(f"metadata.annotations[{AUTOSCALER_CLASS_ANNOTATION}]: [{autoscaler}] is "
-                      f"not a supported autoscaler class type (use {', '.join(AUTOSCALER_CLASSES)})")  # fmt: skip
+        errors.append(
+            f"metadata.annotations[{AUTOSCALER_CLASS_ANNOTATION}]: [{autoscaler}] is "
+            f"not a supported autoscaler class type (use {', '.join(AUTOSCALER_CLASSES)})"
+        )
     spec = obj.get("spec") or {}
     predictor = spec.get("predictor") or {}
     for key in (*FRAMEWORK_KEYS, "model"):
         if (predictor.get(key) or {}).get("name"):
-            errors.append(f"spec.predictor.{key}.name: the 'name' field is not allowed in "
-                          "standard predictor")  # fmt: skip
+            errors.append(
+                f"spec.predictor.{key}.name: the 'name' field is not allowed in standard predictor"
+            )
     errors += _collocation_errors(predictor)
     for component in ("predictor", "transformer", "explainer"):
         comp = spec.get(component)
@@ -131,25 +150,32 @@ def component_errors(
     errors = []
     if len(found) != 1:
         fields, struct = _ONE_OF[component]
-        errors.append(f"{path}: exactly one of [{fields}] must be specified in {struct}; found: "
-                      f"{' and '.join(found) or 'none'}")  # fmt: skip
+        errors.append(
+            f"{path}: exactly one of [{fields}] must be specified in {struct}; found: "
+            f"{' and '.join(found) or 'none'}"
+        )
     concurrency = comp.get("containerConcurrency")
     if concurrency is not None and int(concurrency) < 0:
-        errors.append(f"{path}.containerConcurrency: parallelism cannot be less than 0 "
-                      f"(it is {concurrency}; 0 means no limit)")  # fmt: skip
+        errors.append(
+            f"{path}.containerConcurrency: parallelism cannot be less than 0 "
+            f"(it is {concurrency}; 0 means no limit)"
+        )
     errors += _replica_errors(comp, path)
     logger = comp.get("logger")
     if logger is not None and logger.get("mode", "all") not in ("all", "request", "response"):
-        errors.append(f"{path}.logger.mode: invalid logger type {logger.get('mode')!r} "
-                      "(use all, request or response)")  # fmt: skip
+        errors.append(
+            f"{path}.logger.mode: invalid logger type {logger.get('mode')!r} "
+            "(use all, request or response)"
+        )
     errors += _autoscaling_errors(comp, path, annotations)
     canary = comp.get("canaryTrafficPercent")
     if canary is not None and not 0 <= int(canary) <= 100:
         errors.append(f"{path}.canaryTrafficPercent: expected 0 <= {canary} <= 100")
     storage_uri = (comp.get("model") or {}).get("storageUri")
     if storage_uri is not None and comp.get("storageUris"):
-        errors.append(f"{path}.storageUris: Setting both StorageURI and StorageURIs is not "
-                      "supported.")  # fmt: skip
+        errors.append(
+            f"{path}.storageUris: Setting both StorageURI and StorageURIs is not supported."
+        )
     return errors
 
 
@@ -178,8 +204,10 @@ def _replica_errors(comp: Mapping[str, Any], path: str) -> list[str]:
     if max_replicas < 0:
         return [f"{path}.maxReplicas: 'MaxReplicas' cannot be less than 0 (it is {max_replicas})"]
     if min_replicas > max_replicas and max_replicas != 0:
-        return [f"{path}.minReplicas: 'MinReplicas' cannot be greater than MaxReplicas "
-                f"({min_replicas} > {max_replicas}); raise maxReplicas, or set it to 0 for no limit"]  # fmt: skip
+        return [
+            f"{path}.minReplicas: 'MinReplicas' cannot be greater than MaxReplicas "
+            f"({min_replicas} > {max_replicas}); raise maxReplicas, or set it to 0 for no limit"
+        ]
     return []
 
 
@@ -195,24 +223,31 @@ def _autoscaling_errors(
             return []
     elif annotations.get(KNATIVE_CLASS_ANNOTATION) != "hpa.autoscaling.knative.dev":
         if comp.get("deploymentStrategy") is not None:
-            return [f"{path}.deploymentStrategy: customizing deploymentStrategy is only "
-                    "supported for raw deployment mode"]  # fmt: skip
+            return [
+                f"{path}.deploymentStrategy: customizing deploymentStrategy is only "
+                "supported for raw deployment mode"
+            ]
         metric = metric or "concurrency"
         if metric not in KPA_METRICS:
-            return [f"{path}.scaleMetric: [{metric}] is not a supported metric (Knative's "
-                    f"autoscaler scales on {' or '.join(KPA_METRICS)})"]  # fmt: skip
+            return [
+                f"{path}.scaleMetric: [{metric}] is not a supported metric (Knative's "
+                f"autoscaler scales on {' or '.join(KPA_METRICS)})"
+            ]
         if metric == "rps" and target is not None and int(target) < 1:
             return [f"{path}.scaleTarget: the target for rps should be greater than 1"]
         return []
     metric = metric or "cpu"
     if metric not in HPA_METRICS:
-        return [f"{path}.scaleMetric: [{metric}] is not a supported metric (the HPA scales on "
-                f"{' or '.join(HPA_METRICS)})"]  # fmt: skip
+        return [
+            f"{path}.scaleMetric: [{metric}] is not a supported metric (the HPA scales on "
+            f"{' or '.join(HPA_METRICS)})"
+        ]
     if target is not None:
         # KServe's precedence: (cpu and below 1) or above 100, whatever the metric.
         if (metric == "cpu" and int(target) < 1) or int(target) > 100:
-            return [f"{path}.scaleTarget: the target utilization percentage should be a "
-                    "[1-100] integer"]  # fmt: skip
+            return [
+                f"{path}.scaleTarget: the target utilization percentage should be a [1-100] integer"
+            ]
         if metric == "memory" and int(target) < 1:
             return [f"{path}.scaleTarget: the target memory should be greater than 1 MiB"]
     return []
@@ -222,7 +257,9 @@ def _collocation_errors(predictor: Mapping[str, Any]) -> list[str]:
     for index, container in enumerate(predictor.get("containers") or []):
         if container.get("name") == TRANSFORMER_CONTAINER:
             if any(e.get("name") == "STORAGE_URI" for e in container.get("env") or []):
-                return [f"spec.predictor.containers[{index}].env: storage uri should not be "
-                        "specified in transformer container"]  # fmt: skip
+                return [
+                    f"spec.predictor.containers[{index}].env: storage uri should not be "
+                    "specified in transformer container"
+                ]
             break
     return []

@@ -91,17 +91,57 @@ def by_name(name: str) -> Kind | None:
 
 
 SERVING = "serving.knative.dev"
-register(Kind(SERVING, "v1", "Service", "services", "service.yaml",
-              [validation.service_errors], ("ksvc", "kservice"),
-              [validation.one_container_errors, validation.kpa_only_errors],
-              [validation.template_autoscaling_errors]))  # fmt: skip
-register(Kind(SERVING, "v1", "Configuration", "configurations", "configuration.yaml",
-              [validation.name_errors], ("config", "cfg"), [validation.kpa_only_errors],
-              [validation.template_autoscaling_errors]))  # fmt: skip
-register(Kind(SERVING, "v1", "Revision", "revisions", "revision.yaml", [validation.name_errors],
-              ("rev",), [validation.kpa_only_errors], [validation.revision_autoscaling_errors]))  # fmt: skip
-register(Kind(SERVING, "v1", "Route", "routes", "route.yaml", [validation.route_errors], ("rt",),
-              config_checks=[validation.route_autoscaling_errors]))  # fmt: skip
+register(
+    Kind(
+        SERVING,
+        "v1",
+        "Service",
+        "services",
+        "service.yaml",
+        [validation.service_errors],
+        ("ksvc", "kservice"),
+        [validation.one_container_errors, validation.kpa_only_errors],
+        [validation.template_autoscaling_errors],
+    )
+)
+register(
+    Kind(
+        SERVING,
+        "v1",
+        "Configuration",
+        "configurations",
+        "configuration.yaml",
+        [validation.name_errors],
+        ("config", "cfg"),
+        [validation.kpa_only_errors],
+        [validation.template_autoscaling_errors],
+    )
+)
+register(
+    Kind(
+        SERVING,
+        "v1",
+        "Revision",
+        "revisions",
+        "revision.yaml",
+        [validation.name_errors],
+        ("rev",),
+        [validation.kpa_only_errors],
+        [validation.revision_autoscaling_errors],
+    )
+)
+register(
+    Kind(
+        SERVING,
+        "v1",
+        "Route",
+        "routes",
+        "route.yaml",
+        [validation.route_errors],
+        ("rt",),
+        config_checks=[validation.route_autoscaling_errors],
+    )
+)
 register(
     Kind("eventing.knative.dev", "v1", "Broker", "brokers", "broker.yaml", [validation.name_errors])
 )
@@ -115,8 +155,24 @@ register(
         [validation.name_errors],
     )
 )
-register(Kind("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices",
-              "serving.kserve.io_inferenceservices.yaml", [isvc_validation.inference_service_errors],
-              ("isvc",)))  # fmt: skip
-register(Kind("serving.kserve.io", "v1alpha1", "ServingRuntime", "servingruntimes",
-              "serving.kserve.io_servingruntimes.yaml", [validation.name_errors]))  # fmt: skip
+register(
+    Kind(
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "inferenceservices",
+        "serving.kserve.io_inferenceservices.yaml",
+        [isvc_validation.inference_service_errors],
+        ("isvc",),
+    )
+)
+register(
+    Kind(
+        "serving.kserve.io",
+        "v1alpha1",
+        "ServingRuntime",
+        "servingruntimes",
+        "serving.kserve.io_servingruntimes.yaml",
+        [validation.name_errors],
+    )
+)

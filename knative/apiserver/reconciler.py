@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 
-def condition(ctype: str, status: str, reason: str | None = None, message: str | None = None,
-              previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+def condition(
+    ctype: str,
+    status: str,
+    reason: str | None = None,
+    message: str | None = None,
+    previous: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A Knative status condition; `lastTransitionTime` moves only when the status changes."""
     cond: dict[str, Any] = {"type": ctype, "status": status}
     if reason:
@@ -58,8 +63,9 @@ def retry_delay(
     return float(min(cap, base * 2 ** min(failures - 1, 64)))
 
 
-def mark_failed(store: Store, kind: Kind, namespace: str, name: str, message: str,
-                reason: str = INTERNAL_ERROR) -> None:  # fmt: skip
+def mark_failed(
+    store: Store, kind: Kind, namespace: str, name: str, message: str, reason: str = INTERNAL_ERROR
+) -> None:
     """Write Ready=False with `reason` and `message` onto the object's status, keeping its other
     conditions, for the generation it has (Knative bumps observedGeneration whether or not the
     reconcile succeeded). Nothing to do for an object deleted meanwhile."""
@@ -93,8 +99,12 @@ class WorkQueue(Generic[K]):
             self._pending.add(key)
             self._queue.put_nowait(key)
 
-    async def run(self, reconcile: Callable[[K], Awaitable[None]], what: str,
-                  failed: Callable[[K, str], None] | None = None) -> None:  # fmt: skip
+    async def run(
+        self,
+        reconcile: Callable[[K], Awaitable[None]],
+        what: str,
+        failed: Callable[[K, str], None] | None = None,
+    ) -> None:
         """Reconcile keys as they are marked, until cancelled; `what` names them in logs, and
         `failed(key, message)` puts a failure onto the object."""
         while True:
@@ -114,8 +124,14 @@ class WorkQueue(Generic[K]):
                 self._failures.pop(key, None)
                 self._logged.pop(key, None)
 
-    def _failed(self, key: K, what: str, message: str, exc: Exception,
-                failed: Callable[[K, str], None] | None) -> None:  # fmt: skip
+    def _failed(
+        self,
+        key: K,
+        what: str,
+        message: str,
+        exc: Exception,
+        failed: Callable[[K, str], None] | None,
+    ) -> None:
         count = self._failures[key] = self._failures.get(key, 0) + 1
         delay = retry_delay(count, self._base_delay, self._max_delay)
         if self._logged.get(key) != message:
@@ -128,8 +144,14 @@ class WorkQueue(Generic[K]):
                 exc_info=exc,
             )
         else:
-            log.debug("reconciling %s %s failed again (%d times; next try in %.3gs): %s",
-                      what, key, count, delay, message)  # fmt: skip
+            log.debug(
+                "reconciling %s %s failed again (%d times; next try in %.3gs): %s",
+                what,
+                key,
+                count,
+                delay,
+                message,
+            )
         if failed is not None:
             try:
                 failed(key, message)
@@ -139,7 +161,9 @@ class WorkQueue(Generic[K]):
 
 
 @contextlib.asynccontextmanager
-async def watching(store: Store, handle: Callable[[Event], Awaitable[None]], name: str) -> AsyncIterator[None]:  # fmt: skip
+async def watching(
+    store: Store, handle: Callable[[Event], Awaitable[None]], name: str
+) -> AsyncIterator[None]:
     """Feed every store event to `handle` while the block runs.
 
     The watch starts before the block, so objects listed inside it miss no change made meanwhile.

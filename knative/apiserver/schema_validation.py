@@ -51,10 +51,11 @@ def _structural(schema: Any) -> Any:
             [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
         )
     if (
-        out.get("type") == "object" and "properties" in out
+        out.get("type") == "object"
+        and "properties" in out
         and not out.get("x-kubernetes-preserve-unknown-fields")
         and "additionalProperties" not in out
-    ):  # fmt: skip
+    ):
         out["additionalProperties"] = False
     return out
 

@@ -103,8 +103,14 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         if request.query_params.get("watch") in ("true", "1"):
             return _watch(store, kind, namespace, selects(labels, fields), request.query_params)
         items = store.list(kind, namespace, labels, fields)
-        return _json({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
-                      "metadata": {"resourceVersion": str(store.resource_version())}, "items": items})  # fmt: skip
+        return _json(
+            {
+                "apiVersion": kind.api_version,
+                "kind": f"{kind.kind}List",
+                "metadata": {"resourceVersion": str(store.resource_version())},
+                "items": items,
+            }
+        )
 
     async def item(request: Request) -> Response:
         kind = _kind(request)
@@ -116,8 +122,14 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             return _json(store.get(kind, namespace, name))
         if request.method == "DELETE":
             store.delete(kind, namespace, name)
-            return _json({"kind": "Status", "apiVersion": "v1", "status": "Success",
-                          "details": {"name": name, "group": kind.group, "kind": kind.plural}})  # fmt: skip
+            return _json(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Success",
+                    "details": {"name": name, "group": kind.group, "kind": kind.plural},
+                }
+            )
         body = await _body(request)
         if request.method == "PUT":
             if not isinstance(body, dict):
@@ -141,11 +153,25 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         groups: dict[str, set[str]] = {}
         for kind in KINDS.values():
             groups.setdefault(kind.group, set()).add(kind.version)
-        return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)],
-             "preferredVersion": {"groupVersion": f"{g}/{sorted(vs)[0]}", "version": sorted(vs)[0]}}
-            for g, vs in sorted(groups.items())
-        ]})  # fmt: skip
+        return _json(
+            {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [
+                            {"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)
+                        ],
+                        "preferredVersion": {
+                            "groupVersion": f"{g}/{sorted(vs)[0]}",
+                            "version": sorted(vs)[0],
+                        },
+                    }
+                    for g, vs in sorted(groups.items())
+                ],
+            }
+        )
 
     async def group_version(request: Request) -> Response:
         group, version = request.path_params["group"], request.path_params["version"]
@@ -153,14 +179,35 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         for kind in KINDS.values():
             if kind.group == group and kind.version == version:
                 verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-                resources.append({"name": kind.plural, "singularName": kind.kind.lower(), "namespaced": True,
-                                  "kind": kind.kind, "verbs": verbs, "shortNames": list(kind.short_names)})  # fmt: skip
-                resources.append({"name": f"{kind.plural}/status", "singularName": "", "namespaced": True,
-                                  "kind": kind.kind, "verbs": ["get", "patch", "update"]})  # fmt: skip
+                resources.append(
+                    {
+                        "name": kind.plural,
+                        "singularName": kind.kind.lower(),
+                        "namespaced": True,
+                        "kind": kind.kind,
+                        "verbs": verbs,
+                        "shortNames": list(kind.short_names),
+                    }
+                )
+                resources.append(
+                    {
+                        "name": f"{kind.plural}/status",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": kind.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
         if not resources:
             raise NotFound(f"no API group version {group}/{version}; the plane serves: {served()}")
-        return _json({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
-                      "resources": resources})  # fmt: skip
+        return _json(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}",
+                "resources": resources,
+            }
+        )
 
     async def healthz(request: Request) -> Response:
         return Response("ok", media_type="text/plain")
@@ -231,8 +278,13 @@ class MethodNotAllowed(ApiError):
     code, reason = 405, "MethodNotAllowed"
 
 
-def _watch(store: Store, kind: Kind, namespace: str | None,
-           matches: Callable[[dict[str, Any]], bool], params: Mapping[str, str]) -> Response:  # fmt: skip
+def _watch(
+    store: Store,
+    kind: Kind,
+    namespace: str | None,
+    matches: Callable[[dict[str, Any]], bool],
+    params: Mapping[str, str],
+) -> Response:
     """Newline-delimited watch events, as Kubernetes sends them.
 
     Without `resourceVersion` (or with "0") the objects that exist come first, as ADDED; with one
@@ -293,9 +345,15 @@ class _BearerToken:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = JSONResponse(
-                    {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401,
-                     "message": "this control API needs 'Authorization: Bearer <token>'"}, status_code=401,
-                )  # fmt: skip
+                    {
+                        "kind": "Status",
+                        "status": "Failure",
+                        "reason": "Unauthorized",
+                        "code": 401,
+                        "message": "this control API needs 'Authorization: Bearer <token>'",
+                    },
+                    status_code=401,
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

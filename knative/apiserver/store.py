@@ -195,8 +195,10 @@ class Store:
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         if namespace is None:
-            rows = self._db.execute("SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
-                                    (kind.group, kind.plural))  # fmt: skip
+            rows = self._db.execute(
+                "SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
+                (kind.group, kind.plural),
+            )
         else:
             rows = self._db.execute(
                 "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
@@ -240,8 +242,9 @@ class Store:
         obj["status"] = status
         return self.replace(kind, obj, subresource="status")
 
-    def replace(self, kind: Kind, obj: dict[str, Any], subresource: str | None = None,
-                validate: bool = True) -> dict[str, Any]:  # fmt: skip
+    def replace(
+        self, kind: Kind, obj: dict[str, Any], subresource: str | None = None, validate: bool = True
+    ) -> dict[str, Any]:
         obj = self._prepare(kind, obj)
         meta = obj["metadata"]
         with self._tx() as db:
@@ -279,8 +282,14 @@ class Store:
         self._notify("MODIFIED", kind, updated)
         return updated
 
-    def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any],
-              subresource: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def patch(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(patch, dict):
             raise BadRequest("a merge patch must be a JSON object")
         current = self.get(kind, namespace, name)
@@ -308,12 +317,15 @@ class Store:
         self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]
     ) -> list[tuple[Kind, dict[str, Any]]]:
         meta = obj["metadata"]
-        db.execute("DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
-                   (kind.group, kind.plural, meta["namespace"], meta["name"]))  # fmt: skip
+        db.execute(
+            "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
+            (kind.group, kind.plural, meta["namespace"], meta["name"]),
+        )
         deleted = [(kind, obj)]
         # Cascade: everything an owner reference ties to this uid (Kubernetes' background deletion).
-        for grp, plural, body in db.execute("SELECT grp, plural, body FROM objects WHERE namespace=?",
-                                            (meta["namespace"],)).fetchall():  # fmt: skip
+        for grp, plural, body in db.execute(
+            "SELECT grp, plural, body FROM objects WHERE namespace=?", (meta["namespace"],)
+        ).fetchall():
             child = json.loads(body)
             owners = child["metadata"].get("ownerReferences") or []
             if any(ref.get("uid") == meta["uid"] for ref in owners):
@@ -362,9 +374,16 @@ class Store:
         meta = obj["metadata"]
         db.execute(
             "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind.group, kind.plural, meta["namespace"], meta["name"], meta["uid"],
-             int(meta["resourceVersion"]), json.dumps(obj, separators=(",", ":"))),
-        )  # fmt: skip
+            (
+                kind.group,
+                kind.plural,
+                meta["namespace"],
+                meta["name"],
+                meta["uid"],
+                int(meta["resourceVersion"]),
+                json.dumps(obj, separators=(",", ":")),
+            ),
+        )
 
     # ---- watching ----------------------------------------------------------------------------
 

@@ -138,8 +138,12 @@ class Autoscaler:
       TimedOut.
     """
 
-    def __init__(self, config: AutoscalerConfig, clock: Callable[[], float],
-                 activation_timeout: float = ACTIVATION_TIMEOUT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: AutoscalerConfig,
+        clock: Callable[[], float],
+        activation_timeout: float = ACTIVATION_TIMEOUT,
+    ) -> None:
         self.config = config
         self.activation_timeout = activation_timeout
         self._clock = clock

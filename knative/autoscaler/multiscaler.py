@@ -48,8 +48,13 @@ class _Tracked:
 class Multiscaler:
     """Scales tracked revisions (see the module docstring)."""
 
-    def __init__(self, supervisor: Supervisor, gateway: Any, config: AutoscalerConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        gateway: Any,
+        config: AutoscalerConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.supervisor = supervisor
         self.gateway = gateway
         self.config = config
@@ -78,8 +83,13 @@ class Multiscaler:
             spec.annotations, self.config, spec.container_concurrency
         )
         stats = self.gateway.stats(spec.namespace, spec.revision)
-        tracked = _Tracked(spec, Autoscaler(config, self.clock), last_total=stats.requests_total,
-                           last_integral=stats.concurrency_seconds, last_sample=self.clock())  # fmt: skip
+        tracked = _Tracked(
+            spec,
+            Autoscaler(config, self.clock),
+            last_total=stats.requests_total,
+            last_integral=stats.concurrency_seconds,
+            last_sample=self.clock(),
+        )
         self._tracked[key] = tracked
         await self._apply(tracked, self._decide(tracked))
 
@@ -153,8 +163,10 @@ class Multiscaler:
             # the average concurrency over the second, not an instant reading that misses bursts
             value = max(0.0, stats.concurrency_seconds - tracked.last_integral) / elapsed
         tracked.last_total, tracked.last_integral, tracked.last_sample = (
-            stats.requests_total, stats.concurrency_seconds, now,
-        )  # fmt: skip
+            stats.requests_total,
+            stats.concurrency_seconds,
+            now,
+        )
         tracked.autoscaler.record(value, now)
 
     def _replicas_changed(self, namespace: str, revision: str) -> None:
@@ -175,8 +187,13 @@ class Multiscaler:
             return  # untracked meanwhile
         previous = tracked.decision
         if previous is None or decision.desired_pods != previous.desired_pods:
-            log.info("revision %s/%s: %d replicas (%s)", spec.namespace, spec.revision,
-                     decision.desired_pods, decision.reason)  # fmt: skip
+            log.info(
+                "revision %s/%s: %d replicas (%s)",
+                spec.namespace,
+                spec.revision,
+                decision.desired_pods,
+                decision.reason,
+            )
         self._record(tracked, decision)
         await self.supervisor.ensure(spec, decision.desired_pods)
 
@@ -190,5 +207,10 @@ class Multiscaler:
 
 def _shown(decision: ScaleDecision) -> tuple[Any, ...]:
     """What of a decision the Revision's status shows."""
-    return (decision.desired_pods, decision.in_panic, decision.active, decision.active_reason,
-            decision.initialized)  # fmt: skip
+    return (
+        decision.desired_pods,
+        decision.in_panic,
+        decision.active,
+        decision.active_reason,
+        decision.initialized,
+    )

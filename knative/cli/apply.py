@@ -29,8 +29,13 @@ def file_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`-f FILE`, `-n` (instead of each object's own namespace), `--api` and the target options."""
     fn = api_option(target_options(fn))
     fn = click.option("-n", "--namespace")(fn)
-    return click.option("-f", "--filename", "filename", required=True,
-                        type=click.Path(path_type=Path, allow_dash=True))(fn)  # fmt: skip
+    return click.option(
+        "-f",
+        "--filename",
+        "filename",
+        required=True,
+        type=click.Path(path_type=Path, allow_dash=True),
+    )(fn)
 
 
 @click.command("apply")
@@ -66,9 +71,12 @@ def apply_object(
         return "created", client.create(kind, modified)
     original = last_applied(current)
     if original is None:
-        click.echo(f"Warning: {kind.plural}.{kind.group}/{meta['name']} has no {LAST_APPLIED} annotation, "
-                   "so this apply removes nothing; it adds the annotation, and the next apply removes "
-                   "what the file no longer has", err=True)  # fmt: skip
+        click.echo(
+            f"Warning: {kind.plural}.{kind.group}/{meta['name']} has no {LAST_APPLIED} annotation, "
+            "so this apply removes nothing; it adds the annotation, and the next apply removes "
+            "what the file no longer has",
+            err=True,
+        )
     patch = three_way_merge_patch(original, modified, current)
     if not patch:
         return "unchanged", current

@@ -34,17 +34,30 @@ def cli() -> None:
 
 @cli.command("create")
 @click.argument("name")
-@click.option("--class", "broker_class",
-              help=f"the {CLASS} annotation (the local plane has one broker kind and records it)")  # fmt: skip
+@click.option(
+    "--class",
+    "broker_class",
+    help=f"the {CLASS} annotation (the local plane has one broker kind and records it)",
+)
 @delivery_options
 @click.option("-o", "--output", type=OUTPUT, help="print the created object")
 @client_options
 @reports_api_errors
-def create(name: str, broker_class: str | None, namespace: str, api: str | None,
-           output: str | None, **opts: Any) -> None:  # fmt: skip
+def create(
+    name: str,
+    broker_class: str | None,
+    namespace: str,
+    api: str | None,
+    output: str | None,
+    **opts: Any,
+) -> None:
     """Create a broker: an address that takes CloudEvents and keeps them for its triggers."""
-    broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-                              "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
+    broker: dict[str, Any] = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {},
+    }
     if broker_class:
         broker["metadata"]["annotations"] = {CLASS: broker_class}
     delivery = apply_delivery_flags(None, opts)
@@ -64,8 +77,15 @@ def list_brokers(namespace: str, api: str | None, output: str | None) -> None:
     items = make_client(api).list(BROKERS, namespace)
     if emit_list(items, output, namespace, "brokers"):
         return
-    rows = [(b["metadata"]["name"], address(b), age(b["metadata"].get("creationTimestamp")), *summary(b))
-            for b in items]  # fmt: skip
+    rows = [
+        (
+            b["metadata"]["name"],
+            address(b),
+            age(b["metadata"].get("creationTimestamp")),
+            *summary(b),
+        )
+        for b in items
+    ]
     table(("NAME", "URL", "AGE", "CONDITIONS", "READY", "REASON"), rows)
 
 
@@ -80,9 +100,14 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     if emit(broker, output):
         return
     annotations = broker["metadata"].get("annotations") or {}
-    fields([("Name", name), ("Namespace", namespace),
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
             ("Annotations", ", ".join(f"{k}={v}" for k, v in annotations.items())),
-            ("Age", age(broker["metadata"].get("creationTimestamp")))])  # fmt: skip
+            ("Age", age(broker["metadata"].get("creationTimestamp"))),
+        ]
+    )
     click.echo("Address:")
     click.echo(f"  URL:    {address(broker) or '(none yet: is `knserve up` running?)'}")
     status = broker.get("status") or {}

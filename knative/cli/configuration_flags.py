@@ -38,9 +38,15 @@ CLUSTER_LOCAL = "cluster-local"
 # kn's charChoices for {{.Random N}}: consonants only, so no word is spelt by accident.
 CONSONANTS = "bcdfghjklmnpqrstvwxyz"
 # flag (its option name) -> the autoscaling annotation it sets, in kn's order of application
-SCALE_FLAGS = {"scale_min": "min-scale", "scale_max": "max-scale", "scale_window": "window",
-               "scale_target": "target", "scale_metric": "metric", "scale_activation": "activation-scale",
-               "scale_utilization": "target-utilization-percentage"}  # fmt: skip
+SCALE_FLAGS = {
+    "scale_min": "min-scale",
+    "scale_max": "max-scale",
+    "scale_window": "window",
+    "scale_target": "target",
+    "scale_metric": "metric",
+    "scale_activation": "activation-scale",
+    "scale_utilization": "target-utilization-percentage",
+}
 _FIELD = re.compile(r"\{\{\s*\.(\w+)\s*(\d*)\s*\}\}")
 
 
@@ -48,34 +54,79 @@ def template_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The flags that change the revision template and the Service's metadata."""
     options = [
         click.option("--image", help="container image (knserve/runtime, a `func build` image, …)"),
-        click.option("--cmd", "cmd", multiple=True, help="the command instead of the image's: repeat for each "
-                     "element (--cmd sh --cmd run.sh); one --cmd is also shell-split"),
+        click.option(
+            "--cmd",
+            "cmd",
+            multiple=True,
+            help="the command instead of the image's: repeat for each "
+            "element (--cmd sh --cmd run.sh); one --cmd is also shell-split",
+        ),
         click.option("--arg", "args", multiple=True, help="an argument (repeat for several)"),
-        click.option("-p", "--port", help="the port the container listens on: [NAME:]PORT, NAME h2c or http1"),
+        click.option(
+            "-p", "--port", help="the port the container listens on: [NAME:]PORT, NAME h2c or http1"
+        ),
         click.option("-e", "--env", "envs", multiple=True, help="K=V, or K- to remove"),
-        click.option("-a", "--annotation", "annotations", multiple=True,
-                     help="K=V on the Service and the revision (autoscaling ones: the revision only), or K-"),
-        click.option("--annotation-service", "annotations_service", multiple=True, help="K=V on the Service, or K-"),
-        click.option("--annotation-revision", "annotations_revision", multiple=True,
-                     help="K=V on the revision, or K-"),
-        click.option("-l", "--label", "labels", multiple=True, help="K=V on the Service and the revision, or K-"),
-        click.option("--label-service", "labels_service", multiple=True, help="K=V on the Service, or K-"),
-        click.option("--label-revision", "labels_revision", multiple=True, help="K=V on the revision, or K-"),
+        click.option(
+            "-a",
+            "--annotation",
+            "annotations",
+            multiple=True,
+            help="K=V on the Service and the revision (autoscaling ones: the revision only), or K-",
+        ),
+        click.option(
+            "--annotation-service",
+            "annotations_service",
+            multiple=True,
+            help="K=V on the Service, or K-",
+        ),
+        click.option(
+            "--annotation-revision",
+            "annotations_revision",
+            multiple=True,
+            help="K=V on the revision, or K-",
+        ),
+        click.option(
+            "-l",
+            "--label",
+            "labels",
+            multiple=True,
+            help="K=V on the Service and the revision, or K-",
+        ),
+        click.option(
+            "--label-service", "labels_service", multiple=True, help="K=V on the Service, or K-"
+        ),
+        click.option(
+            "--label-revision", "labels_revision", multiple=True, help="K=V on the revision, or K-"
+        ),
         click.option("--scale", help="min and max replicas: N (both), A..B, A.. or ..B"),
-        click.option("--scale-min", type=int), click.option("--scale-max", type=int),
-        click.option("--scale-init", type=int, help="replicas a new revision starts with (initial-scale)"),
-        click.option("--scale-activation", type=int, help="the least replicas once scaled up from zero"),
+        click.option("--scale-min", type=int),
+        click.option("--scale-max", type=int),
+        click.option(
+            "--scale-init", type=int, help="replicas a new revision starts with (initial-scale)"
+        ),
+        click.option(
+            "--scale-activation", type=int, help="the least replicas once scaled up from zero"
+        ),
         click.option("--scale-metric", help="what the autoscaler scales on: concurrency or rps"),
-        click.option("--scale-target", type=int, help="the metric's value per replica the autoscaler aims at"),
+        click.option(
+            "--scale-target", type=int, help="the metric's value per replica the autoscaler aims at"
+        ),
         click.option("--scale-utilization", type=int, help="percent of the target"),
         click.option("--scale-window", help="stable window, e.g. 60s"),
         click.option("--concurrency-limit", type=int, help="hard limit of requests per replica"),
         click.option("--timeout", "timeout_seconds", type=int, help="request timeout in seconds"),
-        click.option("--cluster-local/--no-cluster-local", "cluster_local", default=None,
-                     help="reachable only inside the cluster (the visibility label)"),
-        click.option("--revision-name", help="the new revision's name: {{.Service}}, {{.Generation}} and "
-                     "{{.Random N}} expand; {service}- is prefixed when missing"),
-    ]  # fmt: skip
+        click.option(
+            "--cluster-local/--no-cluster-local",
+            "cluster_local",
+            default=None,
+            help="reachable only inside the cluster (the visibility label)",
+        ),
+        click.option(
+            "--revision-name",
+            help="the new revision's name: {{.Service}}, {{.Generation}} and "
+            "{{.Random N}} expand; {service}- is prefixed when missing",
+        ),
+    ]
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -162,13 +213,15 @@ def revision_name(
             return "".join(rng.choice(CONSONANTS) for _ in range(int(length)))
         raise click.BadParameter(
             f"{match[0]} in {template!r}: the template knows {{{{.Service}}}}, {{{{.Generation}}}} "
-            "and {{.Random N}}", param_hint="--revision-name",
-        )  # fmt: skip
+            "and {{.Random N}}",
+            param_hint="--revision-name",
+        )
 
     name = _FIELD.sub(expand, template)
     if "{{" in name:
-        raise click.BadParameter(f"{template!r} has a template field that does not close",
-                                 param_hint="--revision-name")  # fmt: skip
+        raise click.BadParameter(
+            f"{template!r} has a template field that does not close", param_hint="--revision-name"
+        )
     if name and not name.startswith(f"{service}-"):
         name = f"{service}-{name}"
     return name
@@ -239,8 +292,11 @@ def _edit_metadata(
     on_service = pairs(opts.get("annotations_service") or (), "--annotation-service")
     for key, _ in on_service:
         if key.startswith(SCALE):
-            raise click.BadParameter(f"a Service cannot have the autoscaling annotation {key}; set it on "
-                                     "the revision with --annotation-revision", param_hint="--annotation-service")  # fmt: skip
+            raise click.BadParameter(
+                f"a Service cannot have the autoscaling annotation {key}; set it on "
+                "the revision with --annotation-revision",
+                param_hint="--annotation-service",
+            )
     # kn keeps autoscaling annotations off the Service; `--annotation K-` removes K from both
     service_side = [(k, v) for k, v in both if v is None or not k.startswith(SCALE)]
     _set_map(service_meta, "annotations", service_side + on_service)

@@ -47,8 +47,9 @@ def _url(client: Any, destination: dict[str, Any], namespace: str) -> str:
     if kind is None or ref["kind"] not in ("Service", "Broker", "InferenceService"):
         raise click.BadParameter(
             f"{ref['apiVersion']} {ref['kind']} is not addressable here; send to a Knative "
-            "Service, a Broker, an InferenceService or a URL", param_hint="--to",
-        )  # fmt: skip
+            "Service, a Broker, an InferenceService or a URL",
+            param_hint="--to",
+        )
     obj = client.get(kind, ref.get("namespace") or namespace, ref["name"])
     status = obj.get("status") or {}
     url = (status.get("address") or {}).get("url") or status.get("url")
@@ -71,8 +72,9 @@ def _set_field(data: dict[str, Any], path: str, value: Any) -> None:
     target[keys[-1]] = value
 
 
-def _data(data: str | None, fields: tuple[str, ...], raw_fields: tuple[str, ...],
-          content_type: str) -> bytes:  # fmt: skip
+def _data(
+    data: str | None, fields: tuple[str, ...], raw_fields: tuple[str, ...], content_type: str
+) -> bytes:
     if data is not None and (fields or raw_fields):
         raise click.UsageError("give --data, or --field/--raw-field to build it, not both")
     if data is not None:
@@ -93,8 +95,9 @@ def _data(data: str | None, fields: tuple[str, ...], raw_fields: tuple[str, ...]
         for item in values:
             path, sep, value = item.partition("=")
             if not sep or not path:
-                raise click.BadParameter(f"{item!r}: write PATH=VALUE, e.g. person.name=Joe",
-                                         param_hint=flag)  # fmt: skip
+                raise click.BadParameter(
+                    f"{item!r}: write PATH=VALUE, e.g. person.name=Joe", param_hint=flag
+                )
             parsed: Any = value
             if parse:
                 try:
@@ -139,10 +142,22 @@ def cli() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds")
 @client_options
 @reports_api_errors
-def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id: str | None,
-         data: str | None, fields: tuple[str, ...], raw_fields: tuple[str, ...], content_type: str,
-         extensions: tuple[str, ...], gateway: str | None, timeout: float, namespace: str,
-         api: str | None) -> None:  # fmt: skip
+def send(
+    broker: str | None,
+    to: str | None,
+    ce_type: str,
+    ce_source: str,
+    ce_id: str | None,
+    data: str | None,
+    fields: tuple[str, ...],
+    raw_fields: tuple[str, ...],
+    content_type: str,
+    extensions: tuple[str, ...],
+    gateway: str | None,
+    timeout: float,
+    namespace: str,
+    api: str | None,
+) -> None:
     """Send one CloudEvent in binary mode, and print what came back."""
     import httpx
 
@@ -160,15 +175,21 @@ def send(broker: str | None, to: str | None, ce_type: str, ce_source: str, ce_id
     )
     body = _data(data, fields, raw_fields, content_type)
     event_id = ce_id or str(uuid.uuid4())
-    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": ce_source, "ce-type": ce_type,
-               "content-type": content_type}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": ce_source,
+        "ce-type": ce_type,
+        "content-type": content_type,
+    }
     for item in extensions:
         name, sep, value = item.partition("=")
         if not sep or not _NAME.fullmatch(name) or name in ("specversion", "id", "source", "type"):
             raise click.BadParameter(
                 f"{item!r}: write NAME=VALUE with NAME of lowercase letters and digits, not one of "
-                "specversion, id, source, type", param_hint="--extension",
-            )  # fmt: skip
+                "specversion, id, source, type",
+                param_hint="--extension",
+            )
         headers[f"ce-{name}"] = value
     proxy = gateway_proxy(url, gateway)
     try:

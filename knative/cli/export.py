@@ -59,14 +59,20 @@ def _exported(
 
 @click.command("export")
 @click.option(
-    "-f", "--filename", "filename", required=True,
+    "-f",
+    "--filename",
+    "filename",
+    required=True,
     type=click.Path(path_type=Path, allow_dash=True, exists=True, dir_okay=False),
     help="YAML with InferenceServices (and optionally ServingRuntimes); - for stdin",
-)  # fmt: skip
+)
 @click.option(
-    "--target", type=click.Choice(["local", "kube"]), default="local", show_default=True,
+    "--target",
+    type=click.Choice(["local", "kube"]),
+    default="local",
+    show_default=True,
     help="kube: cluster-local component hosts and port 8080, as Knative on a cluster",
-)  # fmt: skip
+)
 @click.option("--domain", default="localhost", show_default=True, help="the local plane's domain")
 @click.option("-n", "--namespace", help="namespace for objects that name none (default: default)")
 @click.option("-o", "--output", type=OUTPUT, default="yaml", show_default=True)

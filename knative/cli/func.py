@@ -45,8 +45,15 @@ def cli() -> None:
 @cli.command("create")
 @click.argument("name", required=False)
 @click.option("-l", "--language", default="python", show_default=True)
-@click.option("-t", "--template", default="http", show_default=True, is_flag=False, flag_value=LIST,
-              help="http, cloudevents, predictor, transformer or explainer (no value: list them)")  # fmt: skip
+@click.option(
+    "-t",
+    "--template",
+    default="http",
+    show_default=True,
+    is_flag=False,
+    flag_value=LIST,
+    help="http, cloudevents, predictor, transformer or explainer (no value: list them)",
+)
 @click.option(
     "-p", "--path", type=click.Path(path_type=Path), help="folder to create (default ./NAME)"
 )
@@ -89,8 +96,9 @@ def build(path: Path) -> None:
 @click.option("--wait-timeout", type=float, default=600, show_default=True)
 @click.option("--api", envvar="KNSERVE_API", help="control API URL (default: the local plane)")
 @reports_errors
-def deploy(path: Path, namespace: str | None, build: bool, wait: bool, wait_timeout: float,
-           api: str | None) -> None:  # fmt: skip
+def deploy(
+    path: Path, namespace: str | None, build: bool, wait: bool, wait_timeout: float, api: str | None
+) -> None:
     """Build if needed, then create or update the function's Knative Service."""
     from knserve.functions.deploy import service_for
     from knserve.knative.cli.output import reports_api_errors
@@ -104,8 +112,9 @@ def deploy(path: Path, namespace: str | None, build: bool, wait: bool, wait_time
     reports_api_errors(_deploy)(spec, service_for(spec, namespace), wait, wait_timeout, api)
 
 
-def _deploy(spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout: float,
-            api: str | None) -> None:  # fmt: skip
+def _deploy(
+    spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | None
+) -> None:
     from knserve.knative.apiserver.errors import NotFound
     from knserve.knative.apiserver.kinds import by_name
     from knserve.knative.cli.output import make_client, wait_ready
@@ -127,10 +136,15 @@ def _deploy(spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout:
         result, verb = client.replace(services, current), "updated"
     _sync_triggers(client, spec, meta["namespace"], result)
     if wait:
-        result = wait_ready(lambda: client.get(services, meta["namespace"], meta["name"]),
-                            f"function '{meta['name']}'", wait_timeout)  # fmt: skip
-        click.echo(f"Function {verb}: {result['status']['url']} "
-                   f"(revision {result['status'].get('latestReadyRevisionName')})")  # fmt: skip
+        result = wait_ready(
+            lambda: client.get(services, meta["namespace"], meta["name"]),
+            f"function '{meta['name']}'",
+            wait_timeout,
+        )
+        click.echo(
+            f"Function {verb}: {result['status']['url']} "
+            f"(revision {result['status'].get('latestReadyRevisionName')})"
+        )
     else:
         click.echo(f"Function {verb}: service {meta['namespace']}/{meta['name']}")
 
@@ -146,8 +160,10 @@ def _sync_triggers(client: Any, spec: dict[str, Any], namespace: str, svc: dict[
     kind = by_name("triggers")
     wanted = triggers_for(spec, namespace, owner=svc)
     names = {t["metadata"]["name"] for t in wanted}
-    existing = {t["metadata"]["name"]: t for t in
-                client.list(kind, namespace, label_selector=f"{FUNCTION_LABEL}={spec['name']}")}  # fmt: skip
+    existing = {
+        t["metadata"]["name"]: t
+        for t in client.list(kind, namespace, label_selector=f"{FUNCTION_LABEL}={spec['name']}")
+    }
     for trigger in wanted:
         name = trigger["metadata"]["name"]
         current = existing.get(name)
@@ -187,11 +203,21 @@ def run(path: Path, port: int, build: bool) -> None:
 
 @cli.command("invoke")
 @click.option("-p", "--path", type=click.Path(path_type=Path), default=Path("."))
-@click.option("-t", "--target", help="local (started by `func run`), remote (deployed) or a URL; "
-              "default: local if it runs, else remote")  # fmt: skip
+@click.option(
+    "-t",
+    "--target",
+    help="local (started by `func run`), remote (deployed) or a URL; "
+    "default: local if it runs, else remote",
+)
 @click.option("--data", help="JSON data, or @file (default: the function's input.json, else {})")
-@click.option("-f", "--format", "fmt", type=click.Choice(["http", "cloudevent"]), default=None,
-              help="default: func.yaml's invoke kind")  # fmt: skip
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["http", "cloudevent"]),
+    default=None,
+    help="default: func.yaml's invoke kind",
+)
 @click.option("--type", "ce_type", default="knserve.invoke", show_default=True)
 @click.option("--source", "ce_source", default="knserve/cli", show_default=True)
 @click.option(
@@ -202,8 +228,17 @@ def run(path: Path, port: int, build: bool) -> None:
     "--gateway", envvar="KNSERVE_GATEWAY", help="the plane's gateway (default: the running plane's)"
 )
 @reports_errors
-def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce_type: str,
-           ce_source: str, namespace: str | None, api: str | None, gateway: str | None) -> None:  # fmt: skip
+def invoke(
+    path: Path,
+    target: str | None,
+    data: str | None,
+    fmt: str | None,
+    ce_type: str,
+    ce_source: str,
+    namespace: str | None,
+    api: str | None,
+    gateway: str | None,
+) -> None:
     """Send the function an HTTP request or a CloudEvent and print the answer."""
     from knserve.functions.invoke import invoke as send
     from knserve.knative.cli.output import gateway_proxy
@@ -213,8 +248,16 @@ def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce
         spec = funcyaml.load(path)
     url = invocation_route(path, spec, target, namespace, api)
     fmt = fmt or ("cloudevent" if spec.get("invoke") == "cloudevent" else "http")
-    answer = send(url, data, fmt, ce_type, ce_source, model=spec.get("name"), folder=path,
-                  proxy=gateway_proxy(url, gateway))  # fmt: skip
+    answer = send(
+        url,
+        data,
+        fmt,
+        ce_type,
+        ce_source,
+        model=spec.get("name"),
+        folder=path,
+        proxy=gateway_proxy(url, gateway),
+    )
     if fmt == "cloudevent":
         for key, value in sorted(answer.headers.items()):
             if key.startswith("ce-"):
@@ -224,8 +267,9 @@ def invoke(path: Path, target: str | None, data: str | None, fmt: str | None, ce
         raise FunctionError(f"the function answered {answer.status}")
 
 
-def invocation_route(path: Path, spec: dict[str, Any], target: str | None, namespace: str | None,
-                     api: str | None) -> str:  # fmt: skip
+def invocation_route(
+    path: Path, spec: dict[str, Any], target: str | None, namespace: str | None, api: str | None
+) -> str:
     """func's `invocationRoute`: `local` is the instance `func run` started, `remote` the deployed
     Service's URL, anything else a URL; no target: local if it runs, else remote."""
     from knserve.functions.run import running_url
@@ -243,8 +287,10 @@ def invocation_route(path: Path, spec: dict[str, Any], target: str | None, names
     except FunctionError as exc:
         if target == "remote":
             raise
-        raise FunctionError(f"the function in {path} is not running locally (start it with `knserve func "
-                            f"run`), and {exc}; or pass --target URL") from None  # fmt: skip
+        raise FunctionError(
+            f"the function in {path} is not running locally (start it with `knserve func "
+            f"run`), and {exc}; or pass --target URL"
+        ) from None
 
 
 def _deployed_url(spec: dict[str, Any], namespace: str | None, api: str | None) -> str:
@@ -290,11 +336,16 @@ def describe(path: Path, output: str) -> None:
 
     built = spec.get("image") == image_ref(spec["name"], digest(Path(path).resolve()))
     rows = [
-        ("Name", spec["name"]), ("Runtime", spec.get("runtime", "")),
+        ("Name", spec["name"]),
+        ("Runtime", spec.get("runtime", "")),
         ("Invoke", spec.get("invoke", "http")),
-        ("Image", (spec.get("image") or "(not built)") + ("" if built or not spec.get("image") else "  (source changed since)")),
+        (
+            "Image",
+            (spec.get("image") or "(not built)")
+            + ("" if built or not spec.get("image") else "  (source changed since)"),
+        ),
         ("Namespace", (spec.get("deploy") or {}).get("namespace", "default")),
-    ]  # fmt: skip
+    ]
     for key, value in funcyaml.envs(spec).items():
         rows.append(("Env", f"{key}={value}"))
     for sub in (spec.get("deploy") or {}).get("subscriptions") or []:

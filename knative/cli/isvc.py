@@ -40,11 +40,14 @@ def _predictor(opts: dict[str, Any]) -> dict[str, Any]:
         model["runtime"] = opts["runtime"]
     predictor: dict[str, Any] = {"model": model}
     for option, field in (
-        ("min_replicas", "minReplicas"), ("max_replicas", "maxReplicas"),
-        ("scale_target", "scaleTarget"), ("scale_metric", "scaleMetric"),
-        ("container_concurrency", "containerConcurrency"), ("timeout", "timeout"),
+        ("min_replicas", "minReplicas"),
+        ("max_replicas", "maxReplicas"),
+        ("scale_target", "scaleTarget"),
+        ("scale_metric", "scaleMetric"),
+        ("container_concurrency", "containerConcurrency"),
+        ("timeout", "timeout"),
         ("canary_traffic_percent", "canaryTrafficPercent"),
-    ):  # fmt: skip
+    ):
         if opts.get(option) is not None:
             predictor[field] = opts[option]
     return predictor
@@ -67,7 +70,9 @@ def _namespace_flag(namespace: str) -> str | None:
     return None if source is click.core.ParameterSource.DEFAULT else namespace
 
 
-def _apply_all(client: Any, documents: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:  # fmt: skip
+def _apply_all(
+    client: Any, documents: list[dict[str, Any]], namespace: str | None
+) -> list[dict[str, Any]]:
     """Apply every document, saying what happened to each; the InferenceServices are returned."""
     from knserve.knative.apiserver.client import kind_of
 
@@ -92,25 +97,32 @@ def _finish(client: Any, isvcs: list[dict[str, Any]], opts: dict[str, Any]) -> N
             for isvc in isvcs
         ]
     if opts["output"]:
-        emit(isvcs[0] if len(isvcs) == 1 else {"apiVersion": "v1", "kind": "List", "items": isvcs},
-             opts["output"])  # fmt: skip
+        emit(
+            isvcs[0] if len(isvcs) == 1 else {"apiVersion": "v1", "kind": "List", "items": isvcs},
+            opts["output"],
+        )
         return
     for isvc in isvcs:
         name, url = isvc["metadata"]["name"], (isvc.get("status") or {}).get("url")
         if opts["wait"] and url:
             click.echo(f"InferenceService '{name}' is ready at URL:\n{url}")
         else:
-            click.echo(f"InferenceService '{name}' applied in namespace "
-                       f"'{isvc['metadata']['namespace']}'.")  # fmt: skip
+            click.echo(
+                f"InferenceService '{name}' applied in namespace '{isvc['metadata']['namespace']}'."
+            )
 
 
 def _wait_options(fn: Any) -> Any:
     options = [
-        click.option("--wait/--no-wait", default=True, show_default=True,
-                     help="wait until ready, then print the URL"),
+        click.option(
+            "--wait/--no-wait",
+            default=True,
+            show_default=True,
+            help="wait until ready, then print the URL",
+        ),
         click.option("--wait-timeout", type=float, default=600, show_default=True),
         click.option("-o", "--output", type=OUTPUT, help="print the object instead"),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -123,25 +135,34 @@ def cli() -> None:
 
 @cli.command("create")
 @click.argument("name", required=False)
-@click.option("-f", "--filename", type=click.Path(path_type=Path, allow_dash=True, exists=True,
-              dir_okay=False), help="apply the documents of a YAML file instead")  # fmt: skip
+@click.option(
+    "-f",
+    "--filename",
+    type=click.Path(path_type=Path, allow_dash=True, exists=True, dir_okay=False),
+    help="apply the documents of a YAML file instead",
+)
 @click.option("--model-format", help="sklearn, xgboost, lightgbm, onnx, pytorch, custom, …")
 @click.option("--storage-uri", help="where the model is: a path, file://, http(s)://")
 @click.option("--runtime", help="a ServingRuntime by name (default: the one that auto-selects)")
-@click.option("--canary-traffic-percent", type=click.IntRange(0, 100),
-              help="percent for the new revision; the rest stays on the rolled-out one")  # fmt: skip
+@click.option(
+    "--canary-traffic-percent",
+    type=click.IntRange(0, 100),
+    help="percent for the new revision; the rest stays on the rolled-out one",
+)
 @click.option("--min-replicas", type=click.IntRange(0), help="default 1; 0 scales to zero")
 @click.option("--max-replicas", type=click.IntRange(0), help="0 for no limit")
 @click.option("--scale-target", type=click.IntRange(1), help="concurrency (or rps) per replica")
 @click.option("--scale-metric", type=click.Choice(["concurrency", "rps"]))
-@click.option("--container-concurrency", type=click.IntRange(0),
-              help="hard limit of requests per replica")  # fmt: skip
+@click.option(
+    "--container-concurrency", type=click.IntRange(0), help="hard limit of requests per replica"
+)
 @click.option("--timeout", type=click.IntRange(1), help="request timeout in seconds")
 @_wait_options
 @client_options
 @reports_api_errors
-def create(name: str | None, filename: Path | None, namespace: str, api: str | None,
-           **opts: Any) -> None:  # fmt: skip
+def create(
+    name: str | None, filename: Path | None, namespace: str, api: str | None, **opts: Any
+) -> None:
     """Create (or update) an InferenceService from flags, or every object of a YAML file."""
     client = make_client(api)
     if filename is not None:
@@ -151,16 +172,23 @@ def create(name: str | None, filename: Path | None, namespace: str, api: str | N
     else:
         if not name or not opts.get("model_format") or not opts.get("storage_uri"):
             raise click.UsageError("give NAME --model-format F --storage-uri URI, or -f FILE")
-        isvc = {"apiVersion": ISVCS.api_version, "kind": ISVCS.kind,
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"predictor": _predictor(opts)}}  # fmt: skip
+        isvc = {
+            "apiVersion": ISVCS.api_version,
+            "kind": ISVCS.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"predictor": _predictor(opts)},
+        }
         isvcs = _apply_all(client, [isvc], namespace)
     _finish(client, isvcs, opts)
 
 
 @cli.command("apply")
-@click.option("-f", "--filename", required=True, type=click.Path(path_type=Path, allow_dash=True,
-              exists=True, dir_okay=False))  # fmt: skip
+@click.option(
+    "-f",
+    "--filename",
+    required=True,
+    type=click.Path(path_type=Path, allow_dash=True, exists=True, dir_okay=False),
+)
 @_wait_options
 @client_options
 @reports_api_errors
@@ -195,12 +223,30 @@ def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
         status = isvc.get("status") or {}
         predictor = (status.get("components") or {}).get("predictor") or {}
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-        rows.append((isvc["metadata"]["name"], status.get("url", ""), ready.get("status", "Unknown"),
-                     *_traffic_of(predictor), predictor.get("previousRolledoutRevision", ""),
-                     predictor.get("latestReadyRevision", ""),
-                     age(isvc["metadata"].get("creationTimestamp"))))  # fmt: skip
-    table(("NAME", "URL", "READY", "PREV", "LATEST", "PREVROLLEDOUTREVISION",
-           "LATESTREADYREVISION", "AGE"), rows)  # fmt: skip
+        rows.append(
+            (
+                isvc["metadata"]["name"],
+                status.get("url", ""),
+                ready.get("status", "Unknown"),
+                *_traffic_of(predictor),
+                predictor.get("previousRolledoutRevision", ""),
+                predictor.get("latestReadyRevision", ""),
+                age(isvc["metadata"].get("creationTimestamp")),
+            )
+        )
+    table(
+        (
+            "NAME",
+            "URL",
+            "READY",
+            "PREV",
+            "LATEST",
+            "PREVROLLEDOUTREVISION",
+            "LATESTREADYREVISION",
+            "AGE",
+        ),
+        rows,
+    )
 
 
 @cli.command("describe")
@@ -214,9 +260,15 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     if emit(isvc, output):
         return
     status = isvc.get("status") or {}
-    fields([("Name", name), ("Namespace", namespace),
-            ("Age", age(isvc["metadata"].get("creationTimestamp"))), ("URL", status.get("url")),
-            ("Address", (status.get("address") or {}).get("url"))])  # fmt: skip
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
+            ("Age", age(isvc["metadata"].get("creationTimestamp"))),
+            ("URL", status.get("url")),
+            ("Address", (status.get("address") or {}).get("url")),
+        ]
+    )
     components = status.get("components") or {}
     declared = [c for c in COMPONENTS if (isvc.get("spec") or {}).get(c)]
     for component in declared:
@@ -266,8 +318,11 @@ def _describe_model(model: dict[str, Any]) -> None:
     if failure.get("time"):
         where.append(f"{age(failure['time'])} ago")
     click.echo("\nModel:")
-    for label, value in (("State", state), ("Transition", model.get("transitionStatus")),
-                         ("Last failure", ", ".join(w for w in where if w))):  # fmt: skip
+    for label, value in (
+        ("State", state),
+        ("Transition", model.get("transitionStatus")),
+        ("Last failure", ", ".join(w for w in where if w)),
+    ):
         if value:
             click.echo(f"  {label + ':':<16}{value}")
     for line in str(failure.get("message") or "").splitlines():

@@ -29,11 +29,22 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`--target local|kube` and `--context`, read by `make_client` (not passed to `fn`)."""
-    fn = click.option("--context", expose_value=False, callback=_remember,
-                      help="a kubeconfig context (implies --target kube)")(fn)  # fmt: skip
-    return click.option("--target", type=click.Choice(["local", "kube"]), default="local",
-                        envvar="KNSERVE_TARGET", show_default=True, expose_value=False,
-                        callback=_remember, help="the local plane or the kubeconfig's cluster")(fn)  # fmt: skip
+    fn = click.option(
+        "--context",
+        expose_value=False,
+        callback=_remember,
+        help="a kubeconfig context (implies --target kube)",
+    )(fn)
+    return click.option(
+        "--target",
+        type=click.Choice(["local", "kube"]),
+        default="local",
+        envvar="KNSERVE_TARGET",
+        show_default=True,
+        expose_value=False,
+        callback=_remember,
+        help="the local plane or the kubeconfig's cluster",
+    )(fn)
 
 
 api_option = click.option(

@@ -31,8 +31,10 @@ def _traffic(client: Any, namespace: str) -> dict[str, tuple[int, list[str]]]:
     for svc in client.list(SERVICES, namespace):
         for target in (svc.get("status") or {}).get("traffic") or []:
             percent, tags = out.get(target["revisionName"], (0, []))
-            out[target["revisionName"]] = (percent + int(target.get("percent", 0)),
-                                           tags + ([target["tag"]] if target.get("tag") else []))  # fmt: skip
+            out[target["revisionName"]] = (
+                percent + int(target.get("percent", 0)),
+                tags + ([target["tag"]] if target.get("tag") else []),
+            )
     return out
 
 
@@ -66,15 +68,28 @@ def list_revisions(
     if emit_list(items, output, namespace, "revisions"):
         return
     traffic = _traffic(client, namespace)
-    items.sort(key=lambda r: (r["metadata"].get("labels", {}).get(SERVICE_LABEL, ""), r["metadata"].get("creationTimestamp", "")),
-               reverse=True)  # fmt: skip
+    items.sort(
+        key=lambda r: (
+            r["metadata"].get("labels", {}).get(SERVICE_LABEL, ""),
+            r["metadata"].get("creationTimestamp", ""),
+        ),
+        reverse=True,
+    )
     rows = []
     for rev in items:
         labels = rev["metadata"].get("labels", {})
         percent, tags = traffic.get(rev["metadata"]["name"], (0, []))
-        rows.append((rev["metadata"]["name"], labels.get(SERVICE_LABEL, ""), f"{percent}%" if percent else "",
-                     ",".join(tags), labels.get("serving.knative.dev/configurationGeneration", ""),
-                     age(rev["metadata"].get("creationTimestamp")), *summary(rev)))  # fmt: skip
+        rows.append(
+            (
+                rev["metadata"]["name"],
+                labels.get(SERVICE_LABEL, ""),
+                f"{percent}%" if percent else "",
+                ",".join(tags),
+                labels.get("serving.knative.dev/configurationGeneration", ""),
+                age(rev["metadata"].get("creationTimestamp")),
+                *summary(rev),
+            )
+        )
     table(
         (
             "NAME",
@@ -110,17 +125,27 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
         annotations.get(f"autoscaling.knative.dev/{k}", d)
         for k, d in (("min-scale", "0"), ("max-scale", "∞"))
     )
-    fields([
-        ("Name", name), ("Namespace", namespace), ("Age", age(rev["metadata"].get("creationTimestamp"))),
-        ("Service", rev["metadata"].get("labels", {}).get(SERVICE_LABEL)),
-        ("Image", container.get("image")), ("Command", " ".join(container.get("command") or [])),
-        ("Args", " ".join(container.get("args") or [])),
-        ("Env", ", ".join(f"{e['name']}={e.get('value', '…')}" for e in container.get("env") or [])),
-        ("Scale", scale), ("Concurrency", f"limit {rev['spec'].get('containerConcurrency', 0)}"),
-        ("Timeout", f"{rev['spec'].get('timeoutSeconds', 300)}s"),
-        ("Replicas", replicas_text(status)),
-        ("Traffic", f"{percent}%"), ("Tags", ", ".join(tags)),
-    ])  # fmt: skip
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
+            ("Age", age(rev["metadata"].get("creationTimestamp"))),
+            ("Service", rev["metadata"].get("labels", {}).get(SERVICE_LABEL)),
+            ("Image", container.get("image")),
+            ("Command", " ".join(container.get("command") or [])),
+            ("Args", " ".join(container.get("args") or [])),
+            (
+                "Env",
+                ", ".join(f"{e['name']}={e.get('value', '…')}" for e in container.get("env") or []),
+            ),
+            ("Scale", scale),
+            ("Concurrency", f"limit {rev['spec'].get('containerConcurrency', 0)}"),
+            ("Timeout", f"{rev['spec'].get('timeoutSeconds', 300)}s"),
+            ("Replicas", replicas_text(status)),
+            ("Traffic", f"{percent}%"),
+            ("Tags", ", ".join(tags)),
+        ]
+    )
     click.echo()
     describe_conditions(rev)
 

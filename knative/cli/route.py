@@ -36,8 +36,15 @@ def list_routes(namespace: str, api: str | None, output: str | None) -> None:
     items = make_client(api).list(ROUTES, namespace)
     if emit_list(items, output, namespace, "routes"):
         return
-    rows = [(r["metadata"]["name"], (r.get("status") or {}).get("url", ""),
-             age(r["metadata"].get("creationTimestamp")), *summary(r)) for r in items]  # fmt: skip
+    rows = [
+        (
+            r["metadata"]["name"],
+            (r.get("status") or {}).get("url", ""),
+            age(r["metadata"].get("creationTimestamp")),
+            *summary(r),
+        )
+        for r in items
+    ]
     table(("NAME", "URL", "AGE", "CONDITIONS", "READY", "REASON"), rows)
 
 
@@ -52,8 +59,15 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     if emit(route, output):
         return
     status = route.get("status") or {}
-    fields([("Name", name), ("Namespace", namespace), ("Age", age(route["metadata"].get("creationTimestamp"))),
-            ("URL", status.get("url")), ("Service", route["metadata"].get("labels", {}).get("serving.knative.dev/service"))])  # fmt: skip
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
+            ("Age", age(route["metadata"].get("creationTimestamp"))),
+            ("URL", status.get("url")),
+            ("Service", route["metadata"].get("labels", {}).get("serving.knative.dev/service")),
+        ]
+    )
     click.echo("Traffic Targets:")
     for target in status.get("traffic") or []:
         name_ = (

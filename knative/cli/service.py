@@ -33,13 +33,22 @@ SERVICES, REVISIONS = by_name("services"), by_name("revisions")
 
 def traffic_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--traffic", multiple=True, help="REV=PCT, @latest=PCT or TAG=PCT (repeat or comma-separate)"),
+        click.option(
+            "--traffic",
+            multiple=True,
+            help="REV=PCT, @latest=PCT or TAG=PCT (repeat or comma-separate)",
+        ),
         click.option("--tag", "tags", multiple=True, help="REV=TAG or @latest=TAG"),
         click.option("--untag", "untags", multiple=True, help="remove a tag"),
-        click.option("--wait/--no-wait", default=True, show_default=True, help="wait until ready, then print the URL"),
+        click.option(
+            "--wait/--no-wait",
+            default=True,
+            show_default=True,
+            help="wait until ready, then print the URL",
+        ),
         click.option("--wait-timeout", type=float, default=600, show_default=True),
         click.option("-o", "--output", type=OUTPUT, help="print the object instead"),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -55,8 +64,10 @@ def _finish(client: Any, svc: dict[str, Any], verb: str, opts: dict[str, Any]) -
     if emit(svc, opts["output"]):
         return
     if opts["wait"]:
-        click.echo(f"Service '{name}' {verb.lower()} to latest revision "
-                   f"'{svc['status'].get('latestReadyRevisionName')}' and is ready at URL:")  # fmt: skip
+        click.echo(
+            f"Service '{name}' {verb.lower()} to latest revision "
+            f"'{svc['status'].get('latestReadyRevisionName')}' and is ready at URL:"
+        )
         click.echo(svc["status"]["url"])
     else:
         click.echo(f"Service '{name}' {verb.lower()} in namespace '{namespace}'.")
@@ -79,8 +90,12 @@ def create(name: str, namespace: str, api: str | None, force: bool, **opts: Any)
     if not opts.get("image") and not opts.get("cmd"):
         raise click.UsageError("give --image (or --cmd for a plain command)")
     client = make_client(api)
-    svc: dict[str, Any] = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                           "metadata": {"name": name, "namespace": namespace}, "spec": {}}  # fmt: skip
+    svc: dict[str, Any] = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {},
+    }
     apply_template_flags(svc, opts)
     if opts["traffic"] or opts["tags"]:
         svc["spec"]["traffic"] = edit_traffic(None, opts["traffic"], opts["tags"], opts["untags"])
@@ -111,8 +126,9 @@ def update(name: str, namespace: str, api: str | None, **opts: Any) -> None:
     svc.pop("status", None)
     apply_template_flags(svc, opts)
     if opts["traffic"] or opts["tags"] or opts["untags"]:
-        svc["spec"]["traffic"] = edit_traffic(svc["spec"].get("traffic"), opts["traffic"], opts["tags"],
-                                              opts["untags"])  # fmt: skip
+        svc["spec"]["traffic"] = edit_traffic(
+            svc["spec"].get("traffic"), opts["traffic"], opts["tags"], opts["untags"]
+        )
     _finish(client, client.replace(SERVICES, svc), "Updated", opts)
 
 
@@ -128,8 +144,15 @@ def list_services(namespace: str, api: str | None, output: str | None) -> None:
     rows = []
     for svc in items:
         status = svc.get("status") or {}
-        rows.append((svc["metadata"]["name"], status.get("url", ""), status.get("latestReadyRevisionName", ""),
-                     age(svc["metadata"].get("creationTimestamp")), *summary(svc)))  # fmt: skip
+        rows.append(
+            (
+                svc["metadata"]["name"],
+                status.get("url", ""),
+                status.get("latestReadyRevisionName", ""),
+                age(svc["metadata"].get("creationTimestamp")),
+                *summary(svc),
+            )
+        )
     table(("NAME", "URL", "LATEST", "AGE", "CONDITIONS", "READY", "REASON"), rows)
 
 
@@ -145,8 +168,14 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     if emit(svc, output):
         return
     status = svc.get("status") or {}
-    fields([("Name", name), ("Namespace", namespace), ("Age", age(svc["metadata"].get("creationTimestamp"))),
-            ("URL", status.get("url"))])  # fmt: skip
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
+            ("Age", age(svc["metadata"].get("creationTimestamp"))),
+            ("URL", status.get("url")),
+        ]
+    )
     revisions = {
         r["metadata"]["name"]: r
         for r in client.list(REVISIONS, namespace, f"serving.knative.dev/service={name}")

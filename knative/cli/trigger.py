@@ -80,30 +80,43 @@ def show_sink(destination: dict[str, Any] | None) -> str:
 def delivery_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """kn's `spec.delivery` flags."""
     options = [
-        click.option("--dl-sink", "--dead-letter-sink", "dl_sink",
-                     help="where events go after the last retry (a sink: ksvc:NAME, URL, …)"),
+        click.option(
+            "--dl-sink",
+            "--dead-letter-sink",
+            "dl_sink",
+            help="where events go after the last retry (a sink: ksvc:NAME, URL, …)",
+        ),
         click.option("--retry", type=int, help="retries after the first attempt"),
-        click.option("--backoff-policy", type=click.Choice(["linear", "exponential"]),
-                     help="delay × n (linear) or delay × 2ⁿ (exponential) before the n-th retry"),
+        click.option(
+            "--backoff-policy",
+            type=click.Choice(["linear", "exponential"]),
+            help="delay × n (linear) or delay × 2ⁿ (exponential) before the n-th retry",
+        ),
         click.option("--backoff-delay", help="ISO 8601 base delay, e.g. PT0.2S"),
         click.option("--retry-after-max", help="cap on a subscriber's Retry-After, e.g. PT30S"),
         click.option("--timeout", "delivery_timeout", help="per attempt, ISO 8601, e.g. PT10S"),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def apply_delivery_flags(delivery: dict[str, Any] | None, opts: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+def apply_delivery_flags(
+    delivery: dict[str, Any] | None, opts: dict[str, Any]
+) -> dict[str, Any] | None:
     """`spec.delivery` changed as the flags say; validated (raises ValueError with the fix)."""
     from knserve.eventing.backoff import DeliverySpec
 
     out = dict(delivery or {})
     if opts.get("dl_sink"):
         out["deadLetterSink"] = parse_sink(opts["dl_sink"], "--dl-sink")
-    for option, key in (("retry", "retry"), ("backoff_policy", "backoffPolicy"),
-                        ("backoff_delay", "backoffDelay"), ("retry_after_max", "retryAfterMax"),
-                        ("delivery_timeout", "timeout")):  # fmt: skip
+    for option, key in (
+        ("retry", "retry"),
+        ("backoff_policy", "backoffPolicy"),
+        ("backoff_delay", "backoffDelay"),
+        ("retry_after_max", "retryAfterMax"),
+        ("delivery_timeout", "timeout"),
+    ):
         if opts.get(option) is not None:
             out[key] = opts[option]
     if not out:
@@ -123,8 +136,9 @@ def _filters(current: dict[str, str], values: Sequence[str]) -> dict[str, str]:
         if not sep or not key:
             raise click.BadParameter(
                 f"{value!r}: write ATTRIBUTE=VALUE (e.g. type=dev.knative.foo), or ATTRIBUTE- to "
-                "remove", param_hint="--filter",
-            )  # fmt: skip
+                "remove",
+                param_hint="--filter",
+            )
         out[key] = val
     return out
 
@@ -153,8 +167,16 @@ def cli() -> None:
 @click.option("-o", "--output", type=OUTPUT, help="print the created object")
 @client_options
 @reports_api_errors
-def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespace: str,
-           api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
+def create(
+    name: str,
+    broker: str,
+    sink: str,
+    filters: tuple[str, ...],
+    namespace: str,
+    api: str | None,
+    output: str | None,
+    **opts: Any,
+) -> None:
     """Create a trigger that sends a broker's matching events to a sink."""
     spec: dict[str, Any] = {"broker": broker, "subscriber": parse_sink(sink)}
     attributes = _filters({}, filters)
@@ -164,8 +186,12 @@ def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespac
     if delivery:
         spec["delivery"] = delivery
     _check_filters(spec)
-    trigger = {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-               "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
     created = make_client(api).create(TRIGGERS, trigger)
     if not emit(created, output):
         click.echo(f"Trigger '{name}' successfully created in namespace '{namespace}'.")
@@ -182,8 +208,16 @@ def create(name: str, broker: str, sink: str, filters: tuple[str, ...], namespac
 @click.option("-o", "--output", type=OUTPUT, help="print the updated object")
 @client_options
 @reports_api_errors
-def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, ...],
-           namespace: str, api: str | None, output: str | None, **opts: Any) -> None:  # fmt: skip
+def update(
+    name: str,
+    broker: str | None,
+    sink: str | None,
+    filters: tuple[str, ...],
+    namespace: str,
+    api: str | None,
+    output: str | None,
+    **opts: Any,
+) -> None:
     """Change a trigger's sink, filters or delivery."""
     client = make_client(api)
     trigger = client.get(TRIGGERS, namespace, name)
@@ -218,12 +252,23 @@ def update(name: str, broker: str | None, sink: str | None, filters: tuple[str, 
 @reports_api_errors
 def list_triggers(broker: str | None, namespace: str, api: str | None, output: str | None) -> None:
     """List triggers with their broker, sink and readiness."""
-    items = [t for t in make_client(api).list(TRIGGERS, namespace)
-             if broker is None or (t.get("spec") or {}).get("broker") == broker]  # fmt: skip
+    items = [
+        t
+        for t in make_client(api).list(TRIGGERS, namespace)
+        if broker is None or (t.get("spec") or {}).get("broker") == broker
+    ]
     if emit_list(items, output, namespace, "triggers"):
         return
-    rows = [(t["metadata"]["name"], t["spec"].get("broker", ""), show_sink(t["spec"].get("subscriber")),
-             age(t["metadata"].get("creationTimestamp")), *summary(t)) for t in items]  # fmt: skip
+    rows = [
+        (
+            t["metadata"]["name"],
+            t["spec"].get("broker", ""),
+            show_sink(t["spec"].get("subscriber")),
+            age(t["metadata"].get("creationTimestamp")),
+            *summary(t),
+        )
+        for t in items
+    ]
     table(("NAME", "BROKER", "SINK", "AGE", "CONDITIONS", "READY", "REASON"), rows)
 
 
@@ -238,8 +283,14 @@ def describe(name: str, namespace: str, api: str | None, output: str | None) -> 
     if emit(trigger, output):
         return
     spec, status = trigger.get("spec") or {}, trigger.get("status") or {}
-    fields([("Name", name), ("Namespace", namespace),
-            ("Age", age(trigger["metadata"].get("creationTimestamp"))), ("Broker", spec.get("broker"))])  # fmt: skip
+    fields(
+        [
+            ("Name", name),
+            ("Namespace", namespace),
+            ("Age", age(trigger["metadata"].get("creationTimestamp"))),
+            ("Broker", spec.get("broker")),
+        ]
+    )
     attributes = (spec.get("filter") or {}).get("attributes") or {}
     if attributes or spec.get("filters"):
         click.echo("Filter:")
@@ -260,8 +311,13 @@ def describe_delivery(delivery: dict[str, Any] | None, dead_letter_uri: str | No
     if not delivery:
         return
     click.echo("Delivery:")
-    for key, label in (("retry", "Retry"), ("backoffPolicy", "Policy"), ("backoffDelay", "Delay"),
-                       ("retryAfterMax", "RetryAfterMax"), ("timeout", "Timeout")):  # fmt: skip
+    for key, label in (
+        ("retry", "Retry"),
+        ("backoffPolicy", "Policy"),
+        ("backoffDelay", "Delay"),
+        ("retryAfterMax", "RetryAfterMax"),
+        ("timeout", "Timeout"),
+    ):
         if delivery.get(key) is not None:
             click.echo(f"  {label + ':':<15}{delivery[key]}")
     if delivery.get("deadLetterSink"):

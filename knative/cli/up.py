@@ -99,9 +99,21 @@ def configmap_data(path: Path, name: str) -> dict[str, Any]:
 @click.option(
     "--example", is_flag=True, help="serve KServe's sklearn iris example and print how to call it"
 )
-def cli(data_dir: Path | None, port: int, api_port: int, broker_port: int, host: str, domain: str, token: str | None,
-        log_level: str, autoscaler_config: Path | None, features_config: Path | None,
-        autoscaler_overrides: tuple[str, ...], zygote: bool, example: bool) -> None:  # fmt: skip
+def cli(
+    data_dir: Path | None,
+    port: int,
+    api_port: int,
+    broker_port: int,
+    host: str,
+    domain: str,
+    token: str | None,
+    log_level: str,
+    autoscaler_config: Path | None,
+    features_config: Path | None,
+    autoscaler_overrides: tuple[str, ...],
+    zygote: bool,
+    example: bool,
+) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
     from knserve.knative.apiserver.client import default_data_dir
@@ -128,8 +140,19 @@ def cli(data_dir: Path | None, port: int, api_port: int, broker_port: int, host:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        settings = PlaneSettings(data_dir or default_data_dir(), host, port, api_port, domain, token,
-                                 autoscaler, zygote, example, broker_port, features=features)  # fmt: skip
+        settings = PlaneSettings(
+            data_dir or default_data_dir(),
+            host,
+            port,
+            api_port,
+            domain,
+            token,
+            autoscaler,
+            zygote,
+            example,
+            broker_port,
+            features=features,
+        )
         run_plane(settings)
     except PortUnavailable as exc:
         raise ConfigError(str(exc)) from None  # one line, exit status 2, nothing started

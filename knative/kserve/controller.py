@@ -173,9 +173,15 @@ def observed_status(ksvc: dict[str, Any]) -> dict[str, Any]:
     status = ksvc.get("status") or {}
     if status.get("observedGeneration") == ksvc["metadata"].get("generation"):
         return ksvc
-    pending = [{"type": ctype, "status": "Unknown", "reason": "Reconciling",
-                "message": "the Knative Service has not observed its latest spec yet"}
-               for ctype in _SERVICE_CONDITIONS]  # fmt: skip
+    pending = [
+        {
+            "type": ctype,
+            "status": "Unknown",
+            "reason": "Reconciling",
+            "message": "the Knative Service has not observed its latest spec yet",
+        }
+        for ctype in _SERVICE_CONDITIONS
+    ]
     others = [c for c in status.get("conditions") or [] if c.get("type") not in _SERVICE_CONDITIONS]
     return {**ksvc, "status": {**status, "conditions": [*pending, *others]}}
 
@@ -186,8 +192,10 @@ def revision_to_inspect(owned: Mapping[str, dict[str, Any]]) -> str | None:
     ksvc = owned.get("predictor")
     status = (ksvc or {}).get("status") or {}
     created = status.get("latestCreatedRevisionName")
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])  # fmt: skip
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
     if created and (not ready or created != status.get("latestReadyRevisionName")):
         return str(created)
     return None
@@ -206,10 +214,13 @@ def owned_services(
     }
 
 
-def desired_services(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]],
-                     runtimes: Sequence[Mapping[str, Any]], target: Target,
-                     source: Mapping[str, Any] | None = None,
-                     ) -> tuple[list[dict[str, Any]], ReconcileError | None]:  # fmt: skip
+def desired_services(
+    isvc: Mapping[str, Any],
+    owned: Mapping[str, dict[str, Any]],
+    runtimes: Sequence[Mapping[str, Any]],
+    target: Target,
+    source: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], ReconcileError | None]:
     """The Knative Services `isvc` asks for, or an `InvalidSpec` error.
 
     The revisions its `owned` Services have rolled out (from their current traffic) feed the
@@ -227,9 +238,13 @@ def desired_services(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]
         return [], ReconcileError("InvalidSpec", str(exc), exc.reason)
 
 
-def settled_status(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]], target: Target,
-                   error: ReconcileError | None,
-                   predictor_revision: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def settled_status(
+    isvc: Mapping[str, Any],
+    owned: Mapping[str, dict[str, Any]],
+    target: Target,
+    error: ReconcileError | None,
+    predictor_revision: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The InferenceService's status from its Services after the writes (and the predictor's
     latest Revision, see `revision_to_inspect`), Ready False on `error`."""
     spec_failure = None
@@ -243,9 +258,12 @@ def settled_status(isvc: Mapping[str, Any], owned: Mapping[str, dict[str, Any]],
 
 def service_conflict(service: str, isvc: str) -> ReconcileError:
     """The error of a Knative Service that has the component's name but another controller."""
-    return ReconcileError("ServiceConflict", f"Knative Service {service!r} already exists and is "
-                          f"not owned by InferenceService {isvc!r}; delete it or rename the "
-                          "InferenceService")  # fmt: skip
+    return ReconcileError(
+        "ServiceConflict",
+        f"Knative Service {service!r} already exists and is "
+        f"not owned by InferenceService {isvc!r}; delete it or rename the "
+        "InferenceService",
+    )
 
 
 def _observed(owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -375,8 +393,13 @@ def fail_ready(
     while it stays False for the same reason."""
     old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
     same = old.get("status") == "False" and old.get("reason") == reason
-    ready = {"type": "Ready", "status": "False", "reason": reason, "message": message,
-             "lastTransitionTime": old.get("lastTransitionTime") if same else now()}  # fmt: skip
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": old.get("lastTransitionTime") if same else now(),
+    }
     status["conditions"] = [
         ready if c.get("type") == "Ready" else c for c in status.get("conditions") or []
     ]

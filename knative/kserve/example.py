@@ -24,9 +24,12 @@ def example_inferenceservice(model_dir: Path) -> dict[str, Any]:
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {"name": NAME, "namespace": "default"},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
-                                         "storageUri": f"file://{model_dir}"}}},
-    }  # fmt: skip
+        "spec": {
+            "predictor": {
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{model_dir}"}
+            }
+        },
+    }
 
 
 async def serve_example(store: Store, gateway_url: str, domain: str, data_dir: Path) -> None:

@@ -67,8 +67,16 @@ FIELD_MANAGER = "knserve"
 TARGETS = ("local", "kube")
 # Metadata the API server owns; an applied object carrying them (say, from `get -o yaml`) would
 # turn the apply into a precondition (resourceVersion) or be refused (managedFields).
-_SERVER_OWNED = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-                 "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")  # fmt: skip
+_SERVER_OWNED = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # The API server's message for a group/version/resource it does not serve (no CRD installed).
 _UNSERVED = "could not find the requested resource"
@@ -269,11 +277,19 @@ class KubeClient:
         options = {"label_selector": label_selector} if label_selector else {}
         try:
             if namespace is None:
-                found = self._call(self.custom.list_cluster_custom_object, kind.group,
-                                   kind.version, kind.plural, **options)  # fmt: skip
+                found = self._call(
+                    self.custom.list_cluster_custom_object,
+                    kind.group,
+                    kind.version,
+                    kind.plural,
+                    **options,
+                )
             else:
-                found = self._call(self.custom.list_namespaced_custom_object,
-                                   *self._where(kind, namespace), **options)  # fmt: skip
+                found = self._call(
+                    self.custom.list_namespaced_custom_object,
+                    *self._where(kind, namespace),
+                    **options,
+                )
         except ApiError as exc:
             raise self._served(kind, exc) from None
         return list(found.get("items") or [])
@@ -283,9 +299,12 @@ class KubeClient:
         validate(kind, obj)
         try:
             created: dict[str, Any] = self._call(
-                self.custom.create_namespaced_custom_object, *self._where(kind, namespace), obj,
-                field_manager=self.field_manager, _headers={"Content-Type": JSON},
-            )  # fmt: skip
+                self.custom.create_namespaced_custom_object,
+                *self._where(kind, namespace),
+                obj,
+                field_manager=self.field_manager,
+                _headers={"Content-Type": JSON},
+            )
         except ApiError as exc:
             raise self._served(kind, exc) from None
         return created
@@ -295,9 +314,12 @@ class KubeClient:
         validate(kind, obj)
         replaced: dict[str, Any] = self._call(
             self.custom.replace_namespaced_custom_object,
-            *self._where(kind, meta.get("namespace") or self.namespace), meta["name"], obj,
-            field_manager=self.field_manager, _headers={"Content-Type": JSON},
-        )  # fmt: skip
+            *self._where(kind, meta.get("namespace") or self.namespace),
+            meta["name"],
+            obj,
+            field_manager=self.field_manager,
+            _headers={"Content-Type": JSON},
+        )
         return replaced
 
     def replace_status(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
@@ -305,9 +327,12 @@ class KubeClient:
         meta = obj["metadata"]
         replaced: dict[str, Any] = self._call(
             self.custom.replace_namespaced_custom_object_status,
-            *self._where(kind, meta.get("namespace") or self.namespace), meta["name"], obj,
-            field_manager=self.field_manager, _headers={"Content-Type": JSON},
-        )  # fmt: skip
+            *self._where(kind, meta.get("namespace") or self.namespace),
+            meta["name"],
+            obj,
+            field_manager=self.field_manager,
+            _headers={"Content-Type": JSON},
+        )
         return replaced
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -317,9 +342,13 @@ class KubeClient:
         current = self.get(kind, namespace, name)
         validate(kind, merge_patch(current, patch))
         patched: dict[str, Any] = self._call(
-            self.custom.patch_namespaced_custom_object, *self._where(kind, namespace), name,
-            patch, field_manager=self.field_manager, _content_type=MERGE_PATCH,
-        )  # fmt: skip
+            self.custom.patch_namespaced_custom_object,
+            *self._where(kind, namespace),
+            name,
+            patch,
+            field_manager=self.field_manager,
+            _content_type=MERGE_PATCH,
+        )
         return patched
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
@@ -346,14 +375,21 @@ class KubeClient:
                 # The dict goes out as JSON, which is YAML (the library does so since 25).
                 applied: dict[str, Any] = self._call(
                     self.custom.patch_namespaced_custom_object,
-                    *self._where(kind, meta["namespace"]), meta["name"], body,
-                    field_manager=self.field_manager, force=True, _content_type=APPLY_PATCH,
-                )  # fmt: skip
+                    *self._where(kind, meta["namespace"]),
+                    meta["name"],
+                    body,
+                    field_manager=self.field_manager,
+                    force=True,
+                    _content_type=APPLY_PATCH,
+                )
             except ApiError as exc:
                 if exc.code != 415:
                     raise self._served(kind, exc) from None
-                log.info("%s does not accept apply patches (%s); using create or replace",
-                         self.base_url, exc.message)  # fmt: skip
+                log.info(
+                    "%s does not accept apply patches (%s); using create or replace",
+                    self.base_url,
+                    exc.message,
+                )
                 self.server_side_apply = False
             else:
                 if applied is None:
@@ -371,9 +407,12 @@ class KubeClient:
         merged = {**current, **{k: v for k, v in body.items() if k != "metadata"}}
         merged["metadata"] = {
             **current["metadata"],
-            **{k: v for k, v in body["metadata"].items()
-               if k in ("labels", "annotations", "ownerReferences")},
-        }  # fmt: skip
+            **{
+                k: v
+                for k, v in body["metadata"].items()
+                if k in ("labels", "annotations", "ownerReferences")
+            },
+        }
         if merged == current:
             return "unchanged", current
         return "configured", self.replace(kind, merged)

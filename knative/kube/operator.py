@@ -108,8 +108,11 @@ class Reconciler:
                 except Conflict:
                     if attempt == CONFLICT_ATTEMPTS:
                         raise
-                    log.debug("inferenceservice %s/%s changed meanwhile; reconciling again",
-                              namespace, name)  # fmt: skip
+                    log.debug(
+                        "inferenceservice %s/%s changed meanwhile; reconciling again",
+                        namespace,
+                        name,
+                    )
         return None  # not reached: the loop returns or raises
 
     def _reconcile(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -312,19 +315,44 @@ def run(
     )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "KNSERVE_OPERATOR"})  # fmt: skip
-@click.option("-n", "--namespace", "namespaces", multiple=True,
-              help="a namespace to serve (repeatable; kopf globs such as 'ml-*' work)")  # fmt: skip
+@click.command(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "auto_envvar_prefix": "KNSERVE_OPERATOR",
+    }
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="a namespace to serve (repeatable; kopf globs such as 'ml-*' work)",
+)
 @click.option("-A", "--all-namespaces", is_flag=True, help="serve every namespace")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False),
-              help="kubeconfig file (default: the pod's service account, else $KUBECONFIG)")  # fmt: skip
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="kubeconfig file (default: the pod's service account, else $KUBECONFIG)",
+)
 @click.option("--context", help="kubeconfig context (default: the current one)")
-@click.option("--standalone/--peering", default=True, show_default=True,
-              help="--peering coordinates replicas through kopf's peering CRD")  # fmt: skip
-@click.option("--liveness", "liveness_endpoint", metavar="URL",
-              help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
-@click.option("--posting/--no-posting", default=True, show_default=True,
-              help="post Kubernetes Events about reconciling")  # fmt: skip
+@click.option(
+    "--standalone/--peering",
+    default=True,
+    show_default=True,
+    help="--peering coordinates replicas through kopf's peering CRD",
+)
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    metavar="URL",
+    help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+)
+@click.option(
+    "--posting/--no-posting",
+    default=True,
+    show_default=True,
+    help="post Kubernetes Events about reconciling",
+)
 @click.option("-v", "--verbose", is_flag=True, help="log kopf's and knserve's debug messages")
 def main(
     namespaces: tuple[str, ...],

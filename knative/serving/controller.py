@@ -60,8 +60,14 @@ DEFAULT_TIMEOUT = 300
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -71,8 +77,14 @@ def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
 class Controller:
     """Reconciles Services on the local plane (see the module docstring)."""
 
-    def __init__(self, store: Store, supervisor: Supervisor, gateway: Any, scaler: Multiscaler,
-                 domain: str = "localhost") -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        gateway: Any,
+        scaler: Multiscaler,
+        domain: str = "localhost",
+    ) -> None:
         self.store = store
         self.supervisor = supervisor
         self.gateway = gateway
@@ -129,13 +141,23 @@ class Controller:
         revisions, template_error = self._ensure_revision(svc, config)
         route = self._ensure_route(svc)
         ready_names = await self._run_revisions(svc, config, route, revisions)
-        latest_created = max(revisions, key=lambda r: r["metadata"]["labels"].get(GENERATION_LABEL, "0").zfill(8),
-                             default=None)  # fmt: skip
+        latest_created = max(
+            revisions,
+            key=lambda r: r["metadata"]["labels"].get(GENERATION_LABEL, "0").zfill(8),
+            default=None,
+        )
         latest_ready = next(
-            (r for r in sorted(revisions, key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
-                               reverse=True) if r["metadata"]["name"] in ready_names),
+            (
+                r
+                for r in sorted(
+                    revisions,
+                    key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
+                    reverse=True,
+                )
+                if r["metadata"]["name"] in ready_names
+            ),
             None,
-        )  # fmt: skip
+        )
         config = self._configuration_status(config, latest_created, latest_ready, ready_names)
         route = self._route_status(svc, route, config, ready_names)
         self._service_status(svc, config, route, template_error)
@@ -144,11 +166,16 @@ class Controller:
         meta = svc["metadata"]
         labels = {**(meta.get("labels") or {}), SERVICE_LABEL: meta["name"]}
         desired = {
-            "apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
-                         "ownerReferences": [_owner(svc)]},
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Configuration",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "ownerReferences": [_owner(svc)],
+            },
             "spec": {"template": copy.deepcopy(svc["spec"]["template"])},
-        }  # fmt: skip
+        }
         current = self.store.find(CONFIGURATION, meta["namespace"], meta["name"])
         if current is None:
             return self.store.create(CONFIGURATION, desired, validate=False)
@@ -173,25 +200,42 @@ class Controller:
         found = existing.get(rev_name) or self.store.find(REVISION, namespace, rev_name)
         tmeta = template.get("metadata") or {}
         if found is None:
-            labels = {**(tmeta.get("labels") or {}), SERVICE_LABEL: name, CONFIGURATION_LABEL: name,
-                      GENERATION_LABEL: str(generation)}  # fmt: skip
+            labels = {
+                **(tmeta.get("labels") or {}),
+                SERVICE_LABEL: name,
+                CONFIGURATION_LABEL: name,
+                GENERATION_LABEL: str(generation),
+            }
             revision = {
-                "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                "metadata": {"name": rev_name, "namespace": namespace, "labels": labels,
-                             "annotations": dict(tmeta.get("annotations") or {}),
-                             "ownerReferences": [_owner(config)]},
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Revision",
+                "metadata": {
+                    "name": rev_name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": dict(tmeta.get("annotations") or {}),
+                    "ownerReferences": [_owner(config)],
+                },
                 "spec": copy.deepcopy(template.get("spec") or {}),
-            }  # fmt: skip
+            }
             revision["spec"].setdefault("timeoutSeconds", DEFAULT_TIMEOUT)
             revision["spec"].setdefault("containerConcurrency", 0)
             existing[rev_name] = self.store.create(REVISION, revision, validate=False)
         else:
-            same = {k: v for k, v in found["spec"].items() if k not in ("timeoutSeconds", "containerConcurrency")} == {
-                k: v for k, v in (template.get("spec") or {}).items() if k not in ("timeoutSeconds", "containerConcurrency")
-            }  # fmt: skip
+            same = {
+                k: v
+                for k, v in found["spec"].items()
+                if k not in ("timeoutSeconds", "containerConcurrency")
+            } == {
+                k: v
+                for k, v in (template.get("spec") or {}).items()
+                if k not in ("timeoutSeconds", "containerConcurrency")
+            }
             if not same and found["metadata"]["labels"].get(GENERATION_LABEL) != str(generation):
-                error = (f"revision name {rev_name!r} is already used by a different template; revisions are "
-                         "immutable: give spec.template.metadata.name a new name or remove it")  # fmt: skip
+                error = (
+                    f"revision name {rev_name!r} is already used by a different template; revisions are "
+                    "immutable: give spec.template.metadata.name a new name or remove it"
+                )
         return list(existing.values()), error
 
     def _desired_traffic(self, svc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -213,17 +257,30 @@ class Controller:
         spec = {"traffic": self._desired_traffic(svc)}
         current = self.store.find(ROUTE, meta["namespace"], meta["name"])
         if current is None:
-            desired = {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
-                       "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": labels,
-                                    "ownerReferences": [_owner(svc)]}, "spec": spec}  # fmt: skip
+            desired = {
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Route",
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "labels": labels,
+                    "ownerReferences": [_owner(svc)],
+                },
+                "spec": spec,
+            }
             return self.store.create(ROUTE, desired, validate=False)
         if current["spec"] != spec:
             current["spec"] = spec
             return self.store.replace(ROUTE, current, validate=False)
         return current
 
-    async def _run_revisions(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
-                             revisions: list[dict[str, Any]]) -> set[str]:  # fmt: skip
+    async def _run_revisions(
+        self,
+        svc: dict[str, Any],
+        config: dict[str, Any],
+        route: dict[str, Any],
+        revisions: list[dict[str, Any]],
+    ) -> set[str]:
         """Start or stop replicas; returns the names of revisions with a ready replica."""
         namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
         routed = {e["revisionName"] for e in route["spec"]["traffic"] if e.get("revisionName")}
@@ -239,19 +296,30 @@ class Controller:
             rname = rev["metadata"]["name"]
             if self.store.find(REVISION, namespace, rname) is None:
                 continue  # deleted while this reconcile awaited: its DELETED event stopped it
-            wanted = (rname in routed or (newest is not None and rname == newest["metadata"]["name"])
-                      or (follows_latest and rname == latest_ready))  # fmt: skip
+            wanted = (
+                rname in routed
+                or (newest is not None and rname == newest["metadata"]["name"])
+                or (follows_latest and rname == latest_ready)
+            )
             annotations = rev["metadata"].get("annotations") or {}
             spec = RevisionProcessSpec(
-                namespace, name, name, rname, rev["spec"]["containers"][0],
+                namespace,
+                name,
+                name,
+                rname,
+                rev["spec"]["containers"][0],
                 int(rev["spec"].get("containerConcurrency") or 0),
-                int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT), annotations,
-            )  # fmt: skip
+                int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT),
+                annotations,
+            )
             self.gateway.set_revision(
-                namespace, rname, spec.container_concurrency, spec.timeout_seconds,
+                namespace,
+                rname,
+                spec.container_concurrency,
+                spec.timeout_seconds,
                 int(rev["spec"].get("responseStartTimeoutSeconds") or 0),
                 int(rev["spec"].get("idleTimeoutSeconds") or 0),
-            )  # fmt: skip
+            )
             if wanted:
                 await self.scaler.track(spec)
             else:
@@ -282,8 +350,9 @@ class Controller:
             active, reason = "False", "NoTraffic"
         else:
             active, reason = decision.active, decision.active_reason
-        conditions = revision_conditions(previous, initialized=initialized, failure=failure,
-                                         active=active, active_reason=reason)  # fmt: skip
+        conditions = revision_conditions(
+            previous, initialized=initialized, failure=failure, active=active, active_reason=reason
+        )
         new_status: dict[str, Any] = {
             "observedGeneration": rev["metadata"]["generation"],
             "conditions": conditions,
@@ -298,8 +367,13 @@ class Controller:
         self.store.write_status(REVISION, rev, new_status)
         return conditions[0]["status"] == "True"
 
-    def _configuration_status(self, config: dict[str, Any], latest_created: dict[str, Any] | None,
-                              latest_ready: dict[str, Any] | None, ready: set[str]) -> dict[str, Any]:  # fmt: skip
+    def _configuration_status(
+        self,
+        config: dict[str, Any],
+        latest_created: dict[str, Any] | None,
+        latest_ready: dict[str, Any] | None,
+        ready: set[str],
+    ) -> dict[str, Any]:
         previous = config.get("status") or {}
         status: dict[str, Any] = {"observedGeneration": config["metadata"]["generation"]}
         if latest_created:
@@ -314,8 +388,18 @@ class Controller:
         created_ready = latest_created is not None and latest_created["metadata"]["name"] in ready
         failure = None
         if latest_created is not None and not created_ready:
-            conds = (self.store.find(REVISION, config["metadata"]["namespace"], latest_created["metadata"]["name"])
-                     or {}).get("status", {}).get("conditions", [])  # fmt: skip
+            conds = (
+                (
+                    self.store.find(
+                        REVISION,
+                        config["metadata"]["namespace"],
+                        latest_created["metadata"]["name"],
+                    )
+                    or {}
+                )
+                .get("status", {})
+                .get("conditions", [])
+            )
             failure = next(
                 (c for c in conds if c["type"] == "Ready" and c["status"] == "False"), None
             )
@@ -324,16 +408,22 @@ class Controller:
             cond = condition("Ready", "True", previous=prev_conds)
         elif failure:
             # MarkLatestCreatedFailed's words
-            cond = condition("Ready", "False", "RevisionFailed",
-                              f'Revision "{latest_created["metadata"]["name"]}" failed with message: '
-                              f"{failure.get('message', '')}.", prev_conds)  # fmt: skip
+            cond = condition(
+                "Ready",
+                "False",
+                "RevisionFailed",
+                f'Revision "{latest_created["metadata"]["name"]}" failed with message: '
+                f"{failure.get('message', '')}.",
+                prev_conds,
+            )
         else:
             cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
         status["conditions"] = [cond]
         return self.store.write_status(CONFIGURATION, config, status)
 
-    def _route_status(self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any],
-                      ready: set[str]) -> dict[str, Any]:  # fmt: skip
+    def _route_status(
+        self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any], ready: set[str]
+    ) -> dict[str, Any]:
         """Resolve the Route's traffic and program the gateway, as Knative's route reconciler
         does: only when every target exists and is ready; else AllTrafficAssigned says which."""
         namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
@@ -344,8 +434,10 @@ class Controller:
             if entry.get("latestRevision"):
                 revision = latest_ready
                 if revision is None:
-                    failed = any(c.get("type") == "Ready" and c.get("status") == "False"
-                                 for c in config_status.get("conditions") or [])  # fmt: skip
+                    failed = any(
+                        c.get("type") == "Ready" and c.get("status") == "False"
+                        for c in config_status.get("conditions") or []
+                    )
                     errors.append(unready_configuration(name, failed))
                     continue
             else:
@@ -356,8 +448,11 @@ class Controller:
                     continue
             tag = entry.get("tag")
             targets.append(TrafficTarget(revision, int(entry.get("percent") or 0), tag))
-            item = {"revisionName": revision, "latestRevision": bool(entry.get("latestRevision")),
-                    "percent": int(entry.get("percent") or 0)}  # fmt: skip
+            item = {
+                "revisionName": revision,
+                "latestRevision": bool(entry.get("latestRevision")),
+                "percent": int(entry.get("percent") or 0),
+            }
             if tag:
                 item["tag"] = tag
                 item["url"] = f"http://{tag_host(tag, name, namespace, self.domain)}"
@@ -365,8 +460,11 @@ class Controller:
         previous = route.get("status") or {}
         error = first_traffic_error(errors)
         url = f"http://{service_host(name, namespace, self.domain)}"
-        status: dict[str, Any] = {"observedGeneration": route["metadata"]["generation"],
-                                  "url": url, "address": {"url": url}}  # fmt: skip
+        status: dict[str, Any] = {
+            "observedGeneration": route["metadata"]["generation"],
+            "url": url,
+            "address": {"url": url},
+        }
         if error is None:
             self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
             status["traffic"] = traffic
@@ -389,8 +487,13 @@ class Controller:
         failed = any(c.get("type") == "Ready" and c.get("status") == "False" for c in conditions)
         return unready_revision(revision, failed)
 
-    def _service_status(self, svc: dict[str, Any], config: dict[str, Any], route: dict[str, Any],
-                        template_error: str | None) -> None:  # fmt: skip
+    def _service_status(
+        self,
+        svc: dict[str, Any],
+        config: dict[str, Any],
+        route: dict[str, Any],
+        template_error: str | None,
+    ) -> None:
         previous = (svc.get("status") or {}).get("conditions")
         config_cond = (config.get("status") or {}).get("conditions", [{}])[0]
         route_cond = (route.get("status") or {}).get("conditions", [{}])[0]
@@ -400,10 +503,20 @@ class Controller:
                 "reason": "RevisionNameTaken",
                 "message": template_error,
             }
-        cfg = condition("ConfigurationsReady", config_cond.get("status", "Unknown"), config_cond.get("reason"),
-                         config_cond.get("message"), previous)  # fmt: skip
-        rte = condition("RoutesReady", route_cond.get("status", "Unknown"), route_cond.get("reason"),
-                         route_cond.get("message"), previous)  # fmt: skip
+        cfg = condition(
+            "ConfigurationsReady",
+            config_cond.get("status", "Unknown"),
+            config_cond.get("reason"),
+            config_cond.get("message"),
+            previous,
+        )
+        rte = condition(
+            "RoutesReady",
+            route_cond.get("status", "Unknown"),
+            route_cond.get("reason"),
+            route_cond.get("message"),
+            previous,
+        )
         ready = living_ready([cfg, rte], previous)
         status: dict[str, Any] = {
             "observedGeneration": svc["metadata"]["generation"],

@@ -48,8 +48,14 @@ class ContainerFailure:
     exit_code: int | None = None
 
 
-def revision_conditions(previous: Conditions | None, *, initialized: bool, failure: ContainerFailure | None,
-                        active: str, active_reason: str = "") -> Conditions:  # fmt: skip
+def revision_conditions(
+    previous: Conditions | None,
+    *,
+    initialized: bool,
+    failure: ContainerFailure | None,
+    active: str,
+    active_reason: str = "",
+) -> Conditions:
     """Ready, ContainerHealthy, ResourcesAvailable and Active of a Revision.
 
     `initialized`: its PodAutoscaler once reached initial-scale (ScaleTargetInitialized), which
@@ -60,8 +66,13 @@ def revision_conditions(previous: Conditions | None, *, initialized: bool, failu
     if failure is not None and failure.exit_code is not None:
         # ExitCodeReason and RevisionContainerExitingMessage, as Knative words them
         message = failure.message or "container exited with no error"
-        healthy = condition("ContainerHealthy", "False", f"ExitCode{failure.exit_code}",
-                            f"Container failed with: {message}", previous)  # fmt: skip
+        healthy = condition(
+            "ContainerHealthy",
+            "False",
+            f"ExitCode{failure.exit_code}",
+            f"Container failed with: {message}",
+            previous,
+        )
     elif failure is not None:
         healthy = condition(
             "ContainerHealthy", "False", "ContainerFailed", failure.message, previous
@@ -73,8 +84,13 @@ def revision_conditions(previous: Conditions | None, *, initialized: bool, failu
     if initialized:
         available = condition("ResourcesAvailable", "True", previous=previous)
     elif active == "False" and active_reason == "TimedOut":
-        available = condition("ResourcesAvailable", "False", "ProgressDeadlineExceeded",
-                              "Initial scale was never achieved", previous)  # fmt: skip
+        available = condition(
+            "ResourcesAvailable",
+            "False",
+            "ProgressDeadlineExceeded",
+            "Initial scale was never achieved",
+            previous,
+        )
     else:
         available = condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
     if active == "True":
@@ -114,8 +130,11 @@ def unready_configuration(name: str, failed: bool) -> TrafficError:
         return TrafficError(
             "False", "RevisionMissing", f'Configuration "{name}" does not have any ready Revision.'
         )
-    return TrafficError("Unknown", "RevisionMissing",
-                        f'Configuration "{name}" is waiting for a Revision to become ready.')  # fmt: skip
+    return TrafficError(
+        "Unknown",
+        "RevisionMissing",
+        f'Configuration "{name}" is waiting for a Revision to become ready.',
+    )
 
 
 def first_traffic_error(errors: list[TrafficError]) -> TrafficError | None:
@@ -137,10 +156,20 @@ def route_conditions(previous: Conditions | None, error: TrafficError | None) ->
             "AllTrafficAssigned", error.status, error.reason, error.message, previous
         )
         was = next((c for c in previous or [] if c.get("type") == "IngressReady"), None)
-        ingress = was or condition("IngressReady", "Unknown", "IngressNotConfigured",
-                                   "Ingress has not yet been reconciled.", previous)  # fmt: skip
-    certificate = condition("CertificateProvisioned", "True", "TLSNotEnabled",
-                            "external-domain-tls is not enabled", previous)  # fmt: skip
+        ingress = was or condition(
+            "IngressReady",
+            "Unknown",
+            "IngressNotConfigured",
+            "Ingress has not yet been reconciled.",
+            previous,
+        )
+    certificate = condition(
+        "CertificateProvisioned",
+        "True",
+        "TLSNotEnabled",
+        "external-domain-tls is not enabled",
+        previous,
+    )
     return [
         living_ready([assigned, ingress, certificate], previous),
         assigned,

@@ -20,10 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-RUNTIME_IMAGES = frozenset({
-    "knserve/runtime", "kserve/sklearnserver", "kserve/xgbserver", "kserve/lgbserver",
-    "kserve/pytorchserver", "kserve/kserve-container",
-})  # fmt: skip
+RUNTIME_IMAGES = frozenset(
+    {
+        "knserve/runtime",
+        "kserve/sklearnserver",
+        "kserve/xgbserver",
+        "kserve/lgbserver",
+        "kserve/pytorchserver",
+        "kserve/kserve-container",
+    }
+)
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 

@@ -80,8 +80,9 @@ class Launcher:
         if self.use_zygote and self._starting is None:
             self._starting = asyncio.create_task(self._start_zygote(), name="zygote-start")
 
-    async def spawn(self, argv: Sequence[str], env: dict[str, str], cwd: Path | None,
-                    log_path: Path) -> Any:  # fmt: skip
+    async def spawn(
+        self, argv: Sequence[str], env: dict[str, str], cwd: Path | None, log_path: Path
+    ) -> Any:
         """Start `argv`; forked from the zygote when it can run it, else exec'd."""
         if self.use_zygote and forkable(argv) is not None and await self._zygote_ready():
             try:
@@ -98,8 +99,11 @@ class Launcher:
         """Stop what a plane that crashed on this data dir left running (call before spawning)."""
         stopped = await self.records.stop_stale()
         if stopped:
-            log.warning("stopped %d processes a previous plane on this data dir left running "
-                        "(pids %s)", len(stopped), ", ".join(map(str, stopped)))  # fmt: skip
+            log.warning(
+                "stopped %d processes a previous plane on this data dir left running (pids %s)",
+                len(stopped),
+                ", ".join(map(str, stopped)),
+            )
 
     async def close(self) -> None:
         if self._starting is not None:
@@ -114,14 +118,21 @@ class Launcher:
                 await self._reader_task
         await self._stop_zygote()
 
-    async def _exec(self, argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None,
-                    log_path: Path) -> asyncio.subprocess.Process:  # fmt: skip
+    async def _exec(
+        self, argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None, log_path: Path
+    ) -> asyncio.subprocess.Process:
         """Start `argv` as the leader of its own session, dying with this process, recorded."""
         with log_path.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
-                *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True, preexec_fn=dying_with_parent(),
-            )  # fmt: skip
+                *argv,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=dying_with_parent(),
+            )
         self.records.add(process.pid)
         watch = asyncio.create_task(self._forget(process), name=f"forget-{process.pid}")
         self._watches.add(watch)
@@ -158,8 +169,12 @@ class Launcher:
         await self._stop_zygote()  # one that lost its connection but still runs
         self.work_dir.mkdir(parents=True, exist_ok=True)
         path = self.work_dir / f"zygote-{os.getpid()}.sock"
-        self._zygote = await self._exec([sys.executable, "-m", "knserve.knative.supervisor.zygote", "--socket",
-                                         str(path)], None, None, self.work_dir / "zygote.log")  # fmt: skip
+        self._zygote = await self._exec(
+            [sys.executable, "-m", "knserve.knative.supervisor.zygote", "--socket", str(path)],
+            None,
+            None,
+            self.work_dir / "zygote.log",
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ZYGOTE_START_TIMEOUT
         while loop.time() < deadline and self._zygote.returncode is None:
@@ -175,13 +190,18 @@ class Launcher:
         log.warning("the zygote did not start; see %s", self.work_dir / "zygote.log")
         return False
 
-    async def _fork(self, argv: Sequence[str], env: dict[str, str], cwd: Path | None,
-                    log_path: Path) -> ForkedProcess:  # fmt: skip
+    async def _fork(
+        self, argv: Sequence[str], env: dict[str, str], cwd: Path | None, log_path: Path
+    ) -> ForkedProcess:
         assert self._writer is not None
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append(answer)  # the zygote answers in order
-        request = {"argv": list(argv), "env": env, "cwd": str(cwd) if cwd else None,
-                   "log": str(log_path)}  # fmt: skip
+        request = {
+            "argv": list(argv),
+            "env": env,
+            "cwd": str(cwd) if cwd else None,
+            "log": str(log_path),
+        }
         self._writer.write(json.dumps(request).encode() + b"\n")
         await self._writer.drain()
         reply = await answer

@@ -116,9 +116,16 @@ class _Revision:
 class Supervisor:
     """Keeps revisions at their replica counts; see the module docstring."""
 
-    def __init__(self, log_dir: Path, host: str = "127.0.0.1", grace_seconds: float = 10.0,
-                 probe_interval: float = 0.005, startup_timeout: float = 300.0,
-                 extra_env: dict[str, str] | None = None, launcher: Launcher | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        grace_seconds: float = 10.0,
+        probe_interval: float = 0.005,
+        startup_timeout: float = 300.0,
+        extra_env: dict[str, str] | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:
         self.log_dir = Path(log_dir)
         self.launcher = launcher or Launcher(self.log_dir, use_zygote=False)
         self.host = host
@@ -141,9 +148,12 @@ class Supervisor:
             return ReplicaStatus(0, 0, (), None)
         ready = [r for r in rev.replicas if r.ready and not r.stopping]
         return ReplicaStatus(
-            rev.desired, len(ready), tuple(f"{self.host}:{r.port}" for r in ready), rev.failure,
+            rev.desired,
+            len(ready),
+            tuple(f"{self.host}:{r.port}" for r in ready),
+            rev.failure,
             rev.terminated,
-        )  # fmt: skip
+        )
 
     def pids(self, namespace: str, revision: str) -> list[int]:
         rev = self._revisions.get((namespace, revision))
@@ -203,12 +213,18 @@ class Supervisor:
                 if "value" in entry:
                     env[entry["name"]] = str(entry["value"])
                 elif entry.get("valueFrom"):
-                    rev.failure = (f"env {entry['name']}: valueFrom (secrets, config maps, fields) is not "
-                                   "available on the local plane; give a value")  # fmt: skip
+                    rev.failure = (
+                        f"env {entry['name']}: valueFrom (secrets, config maps, fields) is not "
+                        "available on the local plane; give a value"
+                    )
                     self._notify(spec.namespace, spec.revision)
                     return
-            env.update(PORT=str(replica.port), K_SERVICE=spec.service, K_CONFIGURATION=spec.configuration,
-                       K_REVISION=spec.revision)  # fmt: skip
+            env.update(
+                PORT=str(replica.port),
+                K_SERVICE=spec.service,
+                K_CONFIGURATION=spec.configuration,
+                K_REVISION=spec.revision,
+            )
             try:
                 argv, cwd = resolve(spec.container, env)
             except ImageError as exc:
@@ -226,14 +242,25 @@ class Supervisor:
                 rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
                 self._notify(spec.namespace, spec.revision)
                 return
-            log.info("revision %s/%s replica %d: pid %d on port %d", spec.namespace, spec.revision,
-                     replica.index, replica.process.pid, replica.port)  # fmt: skip
+            log.info(
+                "revision %s/%s replica %d: pid %d on port %d",
+                spec.namespace,
+                spec.revision,
+                replica.index,
+                replica.process.pid,
+                replica.port,
+            )
             exited = asyncio.create_task(replica.process.wait())
             probing = asyncio.create_task(self._probe_until_ready(spec, replica))
             done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
             if probing in done and probing.result():
-                log.info("revision %s/%s replica %d: ready in %.0f ms", spec.namespace, spec.revision,
-                         replica.index, (time.monotonic() - started) * 1000)  # fmt: skip
+                log.info(
+                    "revision %s/%s replica %d: ready in %.0f ms",
+                    spec.namespace,
+                    spec.revision,
+                    replica.index,
+                    (time.monotonic() - started) * 1000,
+                )
                 replica.ready = True
                 rev.failure = rev.terminated = None
                 rev.failures = 0
@@ -250,8 +277,10 @@ class Supervisor:
             rev.failures += 1
             ran = time.monotonic() - started
             rev.terminated = termination(code, replica.log_path)
-            rev.failure = (f"container exited with code {code} after {ran:.1f}s; last log lines:\n"
-                           + self._tail(replica))  # fmt: skip
+            rev.failure = (
+                f"container exited with code {code} after {ran:.1f}s; last log lines:\n"
+                + self._tail(replica)
+            )
             log.warning(
                 "revision %s/%s replica %d exited (%s)",
                 spec.namespace,

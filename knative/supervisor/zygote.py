@@ -69,8 +69,22 @@ DEFAULT_PRELOAD = (
 
 # Variables read once, when the interpreter or a library the zygote preloads starts. PYTHONPATH is
 # applied by the fork itself; PYTHONDONTWRITEBYTECODE and PYTHONBREAKPOINT are read again later.
-START_ENV_PREFIXES = ("PYTHON", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOTO_", "BLIS_", "VECLIB_",
-                      "NUMEXPR_", "NPY_", "SKLEARN_", "JOBLIB_", "LD_", "MALLOC_")  # fmt: skip
+START_ENV_PREFIXES = (
+    "PYTHON",
+    "OMP_",
+    "KMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "GOTO_",
+    "BLIS_",
+    "VECLIB_",
+    "NUMEXPR_",
+    "NPY_",
+    "SKLEARN_",
+    "JOBLIB_",
+    "LD_",
+    "MALLOC_",
+)
 START_ENV_NAMES = frozenset({"GLIBC_TUNABLES", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
 APPLIED_IN_FORK = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONBREAKPOINT"})
 
@@ -93,8 +107,12 @@ def python_path(cwd: str, pythonpath: str | None, interpreter: Sequence[str]) ->
     return list(dict.fromkeys([*entries, *interpreter]))
 
 
-def exec_reason(env: Mapping[str, str], own: Mapping[str, str], new_folders: Sequence[str],
-                imported: Container[str]) -> str | None:  # fmt: skip
+def exec_reason(
+    env: Mapping[str, str],
+    own: Mapping[str, str],
+    new_folders: Sequence[str],
+    imported: Container[str],
+) -> str | None:
     """Why a replica with `env` must be exec'd rather than forked from a zygote that started with
     `own` and has `imported` these top-level modules; None when a fork gives it the same start.
     `new_folders` are the folders its `sys.path` has and the zygote's has not."""
@@ -116,8 +134,14 @@ def exec_reason(env: Mapping[str, str], own: Mapping[str, str], new_folders: Seq
     return None
 
 
-def _child(request: dict, listener: socket.socket, conn: socket.socket, started: int,
-           path: list[str], die_with_zygote: Callable[[], None] | None) -> None:  # fmt: skip
+def _child(
+    request: dict,
+    listener: socket.socket,
+    conn: socket.socket,
+    started: int,
+    path: list[str],
+    die_with_zygote: Callable[[], None] | None,
+) -> None:
     """In the forked replica: become the process the request describes, then run its module."""
     try:
         if die_with_zygote is not None:

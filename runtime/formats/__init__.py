@@ -30,8 +30,14 @@ FORMATS: dict[str, tuple[str, str]] = {
     "onnx": ("knserve.runtime.formats.onnx", "onnx"),
     "pytorch": ("knserve.runtime.formats.pytorch", "torch"),
 }
-ALIASES = {"scikit-learn": "sklearn", "xgb": "xgboost", "lgbm": "lightgbm", "torch": "pytorch",
-           "torchscript": "pytorch", "onnxruntime": "onnx"}  # fmt: skip
+ALIASES = {
+    "scikit-learn": "sklearn",
+    "xgb": "xgboost",
+    "lgbm": "lightgbm",
+    "torch": "pytorch",
+    "torchscript": "pytorch",
+    "onnxruntime": "onnx",
+}
 
 # file name -> format; model.bst is told apart by content (see _bst_format).
 _BY_FILE = {

@@ -31,9 +31,13 @@ class InferInput:
     __slots__ = ("data", "datatype", "name", "parameters", "shape")
 
     def __init__(
-        self, name: str, datatype: str, shape: list[int], data: np.ndarray,
+        self,
+        name: str,
+        datatype: str,
+        shape: list[int],
+        data: np.ndarray,
         parameters: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.name = name
         self.datatype = datatype
         self.shape = shape
@@ -59,10 +63,14 @@ class InferRequest:
     __slots__ = ("binary_output", "id", "inputs", "model_name", "outputs", "parameters")
 
     def __init__(
-        self, model_name: str, inputs: list[InferInput], id: str | None = None,
-        parameters: dict[str, Any] | None = None, outputs: list[RequestedOutput] | None = None,
+        self,
+        model_name: str,
+        inputs: list[InferInput],
+        id: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        outputs: list[RequestedOutput] | None = None,
         binary_output: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.model_name = model_name
         self.inputs = inputs
         self.id = id
@@ -90,9 +98,13 @@ class InferResponse:
     __slots__ = ("id", "model_name", "model_version", "outputs", "parameters")
 
     def __init__(
-        self, model_name: str, outputs: list[InferOutput], id: str | None = None,
-        model_version: str | None = None, parameters: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model_name: str,
+        outputs: list[InferOutput],
+        id: str | None = None,
+        model_version: str | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.outputs = outputs
         self.id = id
@@ -342,8 +354,10 @@ def encode_response(
     blobs = []
     for name, array, binary in outputs:
         entry: dict[str, Any] = {
-            "name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape),
-        }  # fmt: skip
+            "name": name,
+            "datatype": datatype_of(array.dtype),
+            "shape": list(array.shape),
+        }
         if binary:
             blob = _to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}

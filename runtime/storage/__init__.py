@@ -40,8 +40,11 @@ def resolve_model_uri(uri: str, cache_dir: Path | None = None) -> Path:
     if scheme == "pvc":
         return _pvc(uri)
     if scheme == "oci" or scheme.startswith("oci+"):
-        raise fetch_error(uri, "OCI model images (KServe modelcars) cannot be pulled on the "
-                          "local plane", f"copy the model to {SUPPORTED} and name that")  # fmt: skip
+        raise fetch_error(
+            uri,
+            "OCI model images (KServe modelcars) cannot be pulled on the local plane",
+            f"copy the model to {SUPPORTED} and name that",
+        )
     fetch = _fetcher(scheme)
     if fetch is None:
         raise StorageError(f"unsupported storage URI scheme {scheme!r} in {uri!r}; use {SUPPORTED}")
@@ -89,15 +92,21 @@ def _pvc(uri: str) -> Path:
         raise fetch_error(uri, "no claim in the URI", "write it as pvc://CLAIM/PATH")
     own, root = os.environ.get(pvc_env_name(claim)), os.environ.get("KNSERVE_PVC_ROOT")
     if not own and not root:
-        raise fetch_error(uri, f"claim {claim!r} is not mapped to a local folder",
-                          f"set {pvc_env_name(claim)}=FOLDER, or KNSERVE_PVC_ROOT to a folder "
-                          f"holding one folder per claim")  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"claim {claim!r} is not mapped to a local folder",
+            f"set {pvc_env_name(claim)}=FOLDER, or KNSERVE_PVC_ROOT to a folder "
+            f"holding one folder per claim",
+        )
     base = Path(own) if own else Path(root or "") / claim
     path = (base / sub).resolve()
     if not path.is_relative_to(base.resolve()):
         raise fetch_error(uri, f"{sub!r} leaves the claim's folder", "use a path inside the claim")
     if not path.exists():
         setting = pvc_env_name(claim) if own else "KNSERVE_PVC_ROOT"
-        raise fetch_error(uri, f"{path} does not exist (claim {claim!r} is {base}, from "
-                          f"{setting})", "check the path in storageUri and the mapping")  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"{path} does not exist (claim {claim!r} is {base}, from {setting})",
+            "check the path in storageUri and the mapping",
+        )
     return path if path.is_dir() else path.parent

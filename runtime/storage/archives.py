@@ -27,8 +27,7 @@ def bucket_and_path(uri: str) -> tuple[str, str]:
     """(bucket, path) of an object store URI such as `s3://bucket/path`."""
     parsed = urlparse(uri)
     if not parsed.netloc:
-        raise fetch_error(uri, "no bucket in the URI",
-                          f"write it as {parsed.scheme}://BUCKET/PATH")  # fmt: skip
+        raise fetch_error(uri, "no bucket in the URI", f"write it as {parsed.scheme}://BUCKET/PATH")
     return parsed.netloc, parsed.path.lstrip("/")
 
 
@@ -53,20 +52,25 @@ def unpack_in_place(archive: Path, uri: str) -> None:
                     _inside(dest, member_name, uri)
                 zf.extractall(dest)
         except zipfile.BadZipFile as exc:
-            raise fetch_error(uri, f"not a readable zip archive ({exc})",
-                              "check the file at that location") from None  # fmt: skip
+            raise fetch_error(
+                uri, f"not a readable zip archive ({exc})", "check the file at that location"
+            ) from None
     else:
         try:
             with tarfile.open(archive) as tar:
                 for member in tar.getmembers():
                     _inside(dest, member.name, uri)
                     if member.issym() or member.islnk():
-                        raise fetch_error(uri, f"archive member {member.name!r} is a link",
-                                          "pack the files themselves")  # fmt: skip
+                        raise fetch_error(
+                            uri,
+                            f"archive member {member.name!r} is a link",
+                            "pack the files themselves",
+                        )
                 tar.extractall(dest, filter="data")
         except (tarfile.TarError, OSError) as exc:
-            raise fetch_error(uri, f"not a readable tar archive ({exc})",
-                              "check the file at that location") from None  # fmt: skip
+            raise fetch_error(
+                uri, f"not a readable tar archive ({exc})", "check the file at that location"
+            ) from None
     archive.unlink()
     _flatten_single_folder(dest)
 
@@ -74,8 +78,11 @@ def unpack_in_place(archive: Path, uri: str) -> None:
 def _inside(dest: Path, name: str, uri: str) -> Path:
     resolved = (dest / name).resolve()
     if not resolved.is_relative_to(dest.resolve()):
-        raise fetch_error(uri, f"{name!r} would be written outside the model folder",
-                          "name files by paths inside the model folder")  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"{name!r} would be written outside the model folder",
+            "name files by paths inside the model folder",
+        )
     return resolved
 
 

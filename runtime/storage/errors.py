@@ -39,8 +39,11 @@ def fetch_error(uri: str, problem: str, fix: str = "") -> StorageError:
 def nothing_at(uri: str, bucket: str, path: str) -> StorageError:
     """An object store holds neither the object `path` nor anything under `path/`."""
     under = path.rstrip("/") + "/" if path else ""
-    return fetch_error(uri, f"no object {path!r} and nothing under {under!r} in bucket {bucket!r}",
-                       "check the path in storageUri")  # fmt: skip
+    return fetch_error(
+        uri,
+        f"no object {path!r} and nothing under {under!r} in bucket {bucket!r}",
+        "check the path in storageUri",
+    )
 
 
 def one_line(text: object) -> str:

@@ -42,14 +42,18 @@ def _client(uri: str) -> Any:
 
     key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if key_file and not Path(key_file).is_file():
-        raise fetch_error(uri, f"GOOGLE_APPLICATION_CREDENTIALS names {key_file}, which is not a "
-                          "file", f"{CREDENTIALS_FIX}; unset it for a public bucket")  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"GOOGLE_APPLICATION_CREDENTIALS names {key_file}, which is not a file",
+            f"{CREDENTIALS_FIX}; unset it for a public bucket",
+        )
     try:
         return storage.Client()
     except DefaultCredentialsError as exc:
         if key_file:  # a key file that does not load is a mistake to report, not a public bucket
-            raise fetch_error(uri, f"the key file {key_file} does not load ({one_line(exc)})",
-                              CREDENTIALS_FIX) from None  # fmt: skip
+            raise fetch_error(
+                uri, f"the key file {key_file} does not load ({one_line(exc)})", CREDENTIALS_FIX
+            ) from None
         return storage.Client.create_anonymous_client()
 
 
@@ -77,17 +81,21 @@ def fetch_gcs(uri: str, folder: Path) -> None:
             progress.add(blob.size or 0)
             files.append(target)
     except api.NotFound:
-        raise fetch_error(uri, f"bucket {bucket_name!r} does not exist at {_where()}",
-                          "check the bucket in storageUri (and STORAGE_EMULATOR_HOST if you "
-                          "use an emulator)") from None  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"bucket {bucket_name!r} does not exist at {_where()}",
+            "check the bucket in storageUri (and STORAGE_EMULATOR_HOST if you use an emulator)",
+        ) from None
     except (api.Forbidden, api.Unauthorized) as exc:
         raise fetch_error(uri, f"access denied ({_message(exc)})", CREDENTIALS_FIX) from None
     except auth.GoogleAuthError as exc:
-        raise fetch_error(uri, f"the credentials were refused ({one_line(exc)})",
-                          CREDENTIALS_FIX) from None  # fmt: skip
+        raise fetch_error(
+            uri, f"the credentials were refused ({one_line(exc)})", CREDENTIALS_FIX
+        ) from None
     except (api.GoogleAPIError, OSError) as exc:  # OSError: requests' connection errors
-        raise fetch_error(uri, f"{type(exc).__name__}: {exc}",
-                          f"check that {_where()} is reachable") from None  # fmt: skip
+        raise fetch_error(
+            uri, f"{type(exc).__name__}: {exc}", f"check that {_where()} is reachable"
+        ) from None
     if len(files) == 1:
         unpack_in_place(files[0], uri)
 

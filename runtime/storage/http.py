@@ -28,8 +28,11 @@ def fetch_http(uri: str, folder: Path) -> None:
                     fh.write(chunk)
                     progress.add(len(chunk))
     except httpx.HTTPError as exc:
-        raise fetch_error(uri, f"{type(exc).__name__}: {exc}",
-                          "check the host and port in storageUri and that it is reachable") from None  # fmt: skip
+        raise fetch_error(
+            uri,
+            f"{type(exc).__name__}: {exc}",
+            "check the host and port in storageUri and that it is reachable",
+        ) from None
     unpack_in_place(target, uri)
 
 

@@ -132,18 +132,28 @@ def _client_error(uri: str, bucket: str, exc: Any) -> StorageError:
     code, message = error.get("Code", ""), error.get("Message", "")
     where = endpoint_url() or "AWS"
     if code == "NoSuchBucket":
-        return fetch_error(uri, f"bucket {bucket!r} does not exist at {where}",
-                           f"check the bucket in storageUri; {ENDPOINT_FIX}")  # fmt: skip
+        return fetch_error(
+            uri,
+            f"bucket {bucket!r} does not exist at {where}",
+            f"check the bucket in storageUri; {ENDPOINT_FIX}",
+        )
     if code == "InvalidAccessKeyId":
         key_id = os.environ.get("AWS_ACCESS_KEY_ID", "")
-        return fetch_error(uri, f"access key {key_id!r} is not known at {where} ({code})",
-                           CREDENTIALS_FIX)  # fmt: skip
+        return fetch_error(
+            uri, f"access key {key_id!r} is not known at {where} ({code})", CREDENTIALS_FIX
+        )
     if code == "SignatureDoesNotMatch":
-        return fetch_error(uri, f"the secret key does not match the access key ({code})",
-                           "check AWS_SECRET_ACCESS_KEY")  # fmt: skip
+        return fetch_error(
+            uri,
+            f"the secret key does not match the access key ({code})",
+            "check AWS_SECRET_ACCESS_KEY",
+        )
     if code in ("AccessDenied", "403", "AllAccessDisabled"):
-        return fetch_error(uri, f"access denied to bucket {bucket!r} ({code}: {message})",
-                           f"grant s3:ListBucket and s3:GetObject on it, or {CREDENTIALS_FIX}")  # fmt: skip
+        return fetch_error(
+            uri,
+            f"access denied to bucket {bucket!r} ({code}: {message})",
+            f"grant s3:ListBucket and s3:GetObject on it, or {CREDENTIALS_FIX}",
+        )
     return fetch_error(uri, f"{code}: {message}" if message else str(exc), ENDPOINT_FIX)
 
 

@@ -267,9 +267,13 @@ def test_retry_after_is_ignored_on_other_statuses() -> None:
 
 
 def test_retry_after_max_caps_retry_after_and_zero_turns_it_off() -> None:
-    capped = DeliverySpec.from_spec({"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S", "retryAfterMax": "PT5S"})  # fmt: skip
+    capped = DeliverySpec.from_spec(
+        {"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S", "retryAfterMax": "PT5S"}
+    )
     assert capped.decide(0, 429, retry_after=30.0).delay == 5.0
-    off = DeliverySpec.from_spec({"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S", "retryAfterMax": "PT0S"})  # fmt: skip
+    off = DeliverySpec.from_spec(
+        {"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S", "retryAfterMax": "PT0S"}
+    )
     assert off.decide(0, 429, retry_after=30.0).delay == 1.0
 
 

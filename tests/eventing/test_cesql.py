@@ -502,11 +502,22 @@ def test_non_string_attribute_values_are_represented_as_strings() -> None:
 
 @pytest.mark.parametrize(
     ("expression", "kind"),
-    [("TRUE", Type.BOOLEAN), ("'x'", Type.STRING), ("1", Type.INTEGER), ("type", Type.STRING),
-     ("LENGTH(type)", Type.INTEGER), ("-'1'", Type.INTEGER), ("a LIKE 'b'", Type.BOOLEAN),
-     ("CONCAT(1)", Type.STRING), ("IS_INT(x)", Type.BOOLEAN), ("x IN (1)", Type.BOOLEAN),
-     ("1 + 1 = 2", Type.BOOLEAN), ("(1 + 1) * 2", Type.INTEGER), ("EXISTS x", Type.BOOLEAN)],
-)  # fmt: skip
+    [
+        ("TRUE", Type.BOOLEAN),
+        ("'x'", Type.STRING),
+        ("1", Type.INTEGER),
+        ("type", Type.STRING),
+        ("LENGTH(type)", Type.INTEGER),
+        ("-'1'", Type.INTEGER),
+        ("a LIKE 'b'", Type.BOOLEAN),
+        ("CONCAT(1)", Type.STRING),
+        ("IS_INT(x)", Type.BOOLEAN),
+        ("x IN (1)", Type.BOOLEAN),
+        ("1 + 1 = 2", Type.BOOLEAN),
+        ("(1 + 1) * 2", Type.INTEGER),
+        ("EXISTS x", Type.BOOLEAN),
+    ],
+)
 def test_static_type(expression: str, kind: Type) -> None:
     assert parse(expression).type is kind
 
@@ -571,12 +582,22 @@ def test_precedence(expression: str, parenthesized: str) -> None:
 SYNTAX_ERRORS = [
     ("", "empty expression", 0),
     ("   ", "empty expression", 3),
-    ("a =", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     "found the end of the expression", 3),
-    ("a = )", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     'found ")"', 4),
-    ("AND a", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     'found "AND"', 0),
+    (
+        "a =",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
+        "found the end of the expression",
+        3,
+    ),
+    (
+        "a = )",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), found ")"',
+        4,
+    ),
+    (
+        "AND a",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), found "AND"',
+        0,
+    ),
     ("(a", 'expected ")" to close the one at position 0, found the end of the expression', 2),
     ("(a = 1 b", 'expected ")" to close the one at position 0, found "b"', 7),
     ("a)", 'expected an operator or the end, found ")"', 1),
@@ -586,16 +607,31 @@ SYNTAX_ERRORS = [
     ('a = "abc', "unterminated string", 4),
     ("'abc\\'", "unterminated string", 0),
     ("a # b", 'unexpected "#"', 2),
-    ("a == b", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     'found "="', 3),
+    (
+        "a == b",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), found "="',
+        3,
+    ),
     ("a && b", 'unexpected "&"', 2),
     ("a.b = 1", 'unexpected "."', 1),
-    ("Type = 'x'", 'invalid attribute name "Type": CloudEvents attribute names are lowercase '
-     'letters and digits (did you mean "type"?)', 0),
-    ("my_ext = 'x'", 'invalid attribute name "my_ext": CloudEvents attribute names are '
-     "lowercase letters and digits", 0),
-    ("EXISTS Type", 'invalid attribute name "Type": CloudEvents attribute names are lowercase '
-     'letters and digits (did you mean "type"?)', 7),
+    (
+        "Type = 'x'",
+        'invalid attribute name "Type": CloudEvents attribute names are lowercase '
+        'letters and digits (did you mean "type"?)',
+        0,
+    ),
+    (
+        "my_ext = 'x'",
+        'invalid attribute name "my_ext": CloudEvents attribute names are '
+        "lowercase letters and digits",
+        0,
+    ),
+    (
+        "EXISTS Type",
+        'invalid attribute name "Type": CloudEvents attribute names are lowercase '
+        'letters and digits (did you mean "type"?)',
+        7,
+    ),
     ("EXISTS 'a'", 'EXISTS needs an attribute name, found "a"', 7),
     ("EXISTS", "EXISTS needs an attribute name, found the end of the expression", 6),
     ("a LIKE b", 'LIKE needs a string literal pattern, found "b"', 7),
@@ -604,17 +640,28 @@ SYNTAX_ERRORS = [
     ("a IN 'x'", 'expected "(" after IN, found "x"', 5),
     ("a IN ()", "IN needs at least one value between the parentheses", 6),
     ("a IN ('x'", 'expected ")" to close the IN list, found the end of the expression', 9),
-    ("a IN ('x',)", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     'found ")"', 10),
+    (
+        "a IN ('x',)",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), found ")"',
+        10,
+    ),
     ("a NOT b", 'expected LIKE or IN after "NOT", found "b"', 6),
     ("a NOT", 'expected LIKE or IN after "NOT", found the end of the expression', 5),
     ("2147483648", "integer 2147483648 is outside the 32-bit range", 0),
     ("-2147483649", "integer -2147483649 is outside the 32-bit range", 1),
     ("+a", '"+" is only a sign of an integer literal', 0),
-    ("FOO(1)", 'unknown function "FOO"; the built-in ones are ABS, BOOL, CONCAT, CONCAT_WS, '
-     "INT, IS_BOOL, IS_INT, LEFT, LENGTH, LOWER, RIGHT, STRING, SUBSTRING, TRIM, UPPER", 0),
-    ("a = x(1)", 'unknown function "x"; the built-in ones are ABS, BOOL, CONCAT, CONCAT_WS, '
-     "INT, IS_BOOL, IS_INT, LEFT, LENGTH, LOWER, RIGHT, STRING, SUBSTRING, TRIM, UPPER", 4),
+    (
+        "FOO(1)",
+        'unknown function "FOO"; the built-in ones are ABS, BOOL, CONCAT, CONCAT_WS, '
+        "INT, IS_BOOL, IS_INT, LEFT, LENGTH, LOWER, RIGHT, STRING, SUBSTRING, TRIM, UPPER",
+        0,
+    ),
+    (
+        "a = x(1)",
+        'unknown function "x"; the built-in ones are ABS, BOOL, CONCAT, CONCAT_WS, '
+        "INT, IS_BOOL, IS_INT, LEFT, LENGTH, LOWER, RIGHT, STRING, SUBSTRING, TRIM, UPPER",
+        4,
+    ),
     ("LENGTH()", "LENGTH takes 1 argument, got 0", 0),
     ("LENGTH('a', 'b')", "LENGTH takes 1 argument, got 2", 0),
     ("LEFT('a')", "LEFT takes 2 arguments, got 1", 0),
@@ -624,11 +671,17 @@ SYNTAX_ERRORS = [
     ("CONCAT_WS()", "CONCAT_WS takes 1 or more arguments, got 0", 0),
     ("ABS()", "ABS takes 1 argument, got 0", 0),
     ("int(1, 2)", "INT takes 1 argument, got 2", 0),
-    ("LOWER('a'", 'expected ")" to close the arguments of LOWER, found the end of the '
-     "expression", 9),
-    ("CONCAT('a',)", 'expected a value (a literal, an attribute, a function call, EXISTS or "("), '
-     'found ")"', 11),
-]  # fmt: skip
+    (
+        "LOWER('a'",
+        'expected ")" to close the arguments of LOWER, found the end of the expression',
+        9,
+    ),
+    (
+        "CONCAT('a',)",
+        'expected a value (a literal, an attribute, a function call, EXISTS or "("), found ")"',
+        11,
+    ),
+]
 
 
 @pytest.mark.parametrize(("expression", "message", "position"), SYNTAX_ERRORS)
@@ -824,8 +877,32 @@ def test_parser_fails_only_with_syntax_errors(text: str) -> None:
     assert expression.evaluate({"a": "1", "b": "x"}) in (True, False)
 
 
-@given(st.lists(st.sampled_from(["AND", "OR", "NOT", "LIKE", "IN", "EXISTS", "a", "'x'", "1",
-                                 "(", ")", ",", "=", "-", "TRUE", "LENGTH", "CONCAT"]), max_size=14))  # fmt: skip
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "AND",
+                "OR",
+                "NOT",
+                "LIKE",
+                "IN",
+                "EXISTS",
+                "a",
+                "'x'",
+                "1",
+                "(",
+                ")",
+                ",",
+                "=",
+                "-",
+                "TRUE",
+                "LENGTH",
+                "CONCAT",
+            ]
+        ),
+        max_size=14,
+    )
+)
 def test_token_soup_fails_only_with_syntax_errors(tokens: list[str]) -> None:
     text = " ".join(tokens)
     try:

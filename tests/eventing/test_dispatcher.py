@@ -49,8 +49,12 @@ class Subscriber:
     """An ASGI subscriber: records requests, answers from ``script`` in turn and then with
     ``then`` (or ``reply(received)``), and holds requests while ``gate`` is closed."""
 
-    def __init__(self, *script: Answer, then: Answer = Answer(202),
-                 reply: Callable[[Received], Answer] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *script: Answer,
+        then: Answer = Answer(202),
+        reply: Callable[[Received], Answer] | None = None,
+    ) -> None:
         self.script, self.then, self.reply = list(script), then, reply
         self.received: list[Received] = []
         self.gate: asyncio.Event | None = None
@@ -61,8 +65,11 @@ class Subscriber:
         if scope["type"] != "http":
             return
         body = await read_body(receive)
-        got = Received({k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
-                       asyncio.get_running_loop().time())  # fmt: skip
+        got = Received(
+            {k.decode().lower(): v.decode() for k, v in scope["headers"]},
+            body,
+            asyncio.get_running_loop().time(),
+        )
         self.received.append(got)
         self._arrived.set()
         self.active += 1
@@ -109,8 +116,13 @@ class Harness:
             "spy", "default", "default"
         )  # sees everything stored, delivers nothing
         self.ingress = Ingress(self.log, lambda ns, name: name in ("default", "other"))
-        self.dispatcher = Dispatcher(self.log, self.client, reply_to=self.ingress.accept,
-                                     on_outcome=self._record, **dispatcher_options)  # fmt: skip
+        self.dispatcher = Dispatcher(
+            self.log,
+            self.client,
+            reply_to=self.ingress.accept,
+            on_outcome=self._record,
+            **dispatcher_options,
+        )
         self.ingress.on_accepted = self.dispatcher.wake
         self.to_ingress = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.ingress), base_url="http://broker-ingress"
@@ -133,16 +145,43 @@ class Harness:
         self.subscribers[name] = subscriber
         return f"http://{name}/events"
 
-    def trigger(self, key: str, url: str, *, attributes: dict[str, str] | None = None,
-                filters: list[Any] | None = None, delivery: dict[str, Any] | None = None,
-                dead_letter_url: str | None = None, broker: str = "default") -> None:  # fmt: skip
-        self.dispatcher.set_trigger(key, "default", broker, url, compile_filters(attributes, filters),
-                                    DeliverySpec.from_spec(delivery or {}), dead_letter_url)  # fmt: skip
+    def trigger(
+        self,
+        key: str,
+        url: str,
+        *,
+        attributes: dict[str, str] | None = None,
+        filters: list[Any] | None = None,
+        delivery: dict[str, Any] | None = None,
+        dead_letter_url: str | None = None,
+        broker: str = "default",
+    ) -> None:
+        self.dispatcher.set_trigger(
+            key,
+            "default",
+            broker,
+            url,
+            compile_filters(attributes, filters),
+            DeliverySpec.from_spec(delivery or {}),
+            dead_letter_url,
+        )
 
-    async def send(self, id: str, type: str = "order.created", broker: str = "default",
-                   data: bytes = b'{"total": 3}', **extensions: str) -> None:  # fmt: skip
-        headers = {"ce-specversion": "1.0", "ce-id": id, "ce-source": "/shop", "ce-type": type,
-                   "content-type": "application/json", **{f"ce-{k}": v for k, v in extensions.items()}}  # fmt: skip
+    async def send(
+        self,
+        id: str,
+        type: str = "order.created",
+        broker: str = "default",
+        data: bytes = b'{"total": 3}',
+        **extensions: str,
+    ) -> None:
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": id,
+            "ce-source": "/shop",
+            "ce-type": type,
+            "content-type": "application/json",
+            **{f"ce-{k}": v for k, v in extensions.items()},
+        }
         response = await self.to_ingress.post(f"/default/{broker}", headers=headers, content=data)
         assert response.status_code == 202, response.text
 
@@ -175,8 +214,14 @@ def down_url() -> str:
 
 
 def reply_event(type: str, id: str = "reply-1", **extra: str) -> Answer:
-    headers = {"ce-specversion": "1.0", "ce-id": id, "ce-source": "/predictor", "ce-type": type,
-               "content-type": "application/json", **extra}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": id,
+        "ce-source": "/predictor",
+        "ce-type": type,
+        "content-type": "application/json",
+        **extra,
+    }
     return Answer(200, headers, b'{"predictions": [1]}')
 
 
@@ -192,10 +237,15 @@ async def test_an_event_reaches_the_subscriber_over_http_in_binary_mode_without_
         await h.send("42", subject="caf%C3%A9 au lait")
         [got] = await subscriber.wait_for(1)
     assert got.body == b'{"total": 3}'
-    assert {k: v for k, v in got.headers.items() if k.startswith("ce-") and k != "ce-knativearrivaltime"} == {
-        "ce-specversion": "1.0", "ce-id": "42", "ce-source": "/shop", "ce-type": "order.created",
+    assert {
+        k: v for k, v in got.headers.items() if k.startswith("ce-") and k != "ce-knativearrivaltime"
+    } == {
+        "ce-specversion": "1.0",
+        "ce-id": "42",
+        "ce-source": "/shop",
+        "ce-type": "order.created",
         "ce-subject": "caf%C3%A9%20au%20lait",  # percent-encoded on the wire, as the binding says
-    }  # fmt: skip
+    }
     assert got.headers["content-type"] == "application/json"
     assert got.headers["ce-knativearrivaltime"].endswith("Z")
     assert got.headers["prefer"] == "reply"
@@ -227,8 +277,10 @@ async def test_a_subscriber_failing_twice_gets_the_event_a_third_time_after_the_
     assert third.at - second.at >= 0.10  # delay × 2 before the second
     outcomes = await h.wait_outcomes(3)
     assert [(o.action, o.status, o.attempts) for o in outcomes] == [
-        (Action.RETRY, 503, 1), (Action.RETRY, 500, 2), (Action.DELIVERED, 202, 3),
-    ]  # fmt: skip
+        (Action.RETRY, 503, 1),
+        (Action.RETRY, 500, 2),
+        (Action.DELIVERED, 202, 3),
+    ]
     assert [o.delay for o in outcomes[:2]] == pytest.approx([0.05, 0.10])
     assert subscriber.ids() == ["1", "1", "1"] and len(subscriber.received) == 3
     assert h.dispatcher.stats("t").delivered == 1 and h.log.backlog("t") == 0
@@ -276,8 +328,12 @@ async def test_a_non_retryable_answer_goes_to_the_dead_letter_sink_at_once(
 ) -> None:
     subscriber = Subscriber(then=Answer(status))
     dead = Subscriber()
-    h.trigger("t", h.subscriber("picky", subscriber), delivery={"retry": 5, "backoffDelay": "PT0.01S"},
-              dead_letter_url=h.subscriber("dls", dead))  # fmt: skip
+    h.trigger(
+        "t",
+        h.subscriber("picky", subscriber),
+        delivery={"retry": 5, "backoffDelay": "PT0.01S"},
+        dead_letter_url=h.subscriber("dls", dead),
+    )
     await h.send("1")
     [got] = await dead.wait_for(1)
     assert got.headers["ce-knativeerrorcode"] == str(status)
@@ -288,8 +344,11 @@ async def test_a_non_retryable_answer_goes_to_the_dead_letter_sink_at_once(
 async def test_error_data_carries_at_most_1024_bytes_of_the_failed_body(h: Harness) -> None:
     body = bytes(range(256)) * 20
     dead = Subscriber()
-    h.trigger("t", h.subscriber("verbose", Subscriber(then=Answer(400, body=body))),
-              dead_letter_url=h.subscriber("dls", dead))  # fmt: skip
+    h.trigger(
+        "t",
+        h.subscriber("verbose", Subscriber(then=Answer(400, body=body))),
+        dead_letter_url=h.subscriber("dls", dead),
+    )
     await h.send("1")
     [got] = await dead.wait_for(1)
     assert base64.b64decode(got.headers["ce-knativeerrordata"]) == body[:1024]
@@ -299,8 +358,12 @@ async def test_an_unreachable_subscriber_is_retried_then_dead_lettered_with_code
     h: Harness, down_url: str
 ) -> None:
     dead = Subscriber()
-    h.trigger("t", down_url, delivery={"retry": 1, "backoffDelay": "PT0.01S"},
-              dead_letter_url=h.subscriber("dls", dead))  # fmt: skip
+    h.trigger(
+        "t",
+        down_url,
+        delivery={"retry": 1, "backoffDelay": "PT0.01S"},
+        dead_letter_url=h.subscriber("dls", dead),
+    )
     await h.send("1")
     [got] = await dead.wait_for(1)
     assert got.headers["ce-knativeerrordest"] == down_url
@@ -312,8 +375,11 @@ async def test_an_unreachable_subscriber_is_retried_then_dead_lettered_with_code
 async def test_a_subscriber_slower_than_the_timeout_is_retried(h: Harness) -> None:
     subscriber = Subscriber()
     subscriber.gate = asyncio.Event()  # never opened: every attempt hangs
-    h.trigger("t", h.subscriber("slow", subscriber),
-              delivery={"retry": 1, "backoffDelay": "PT0.01S", "timeout": "PT0.05S"})  # fmt: skip
+    h.trigger(
+        "t",
+        h.subscriber("slow", subscriber),
+        delivery={"retry": 1, "backoffDelay": "PT0.01S", "timeout": "PT0.05S"},
+    )
     await h.send("1")
     outcomes = await h.wait_outcomes(2)
     assert [(o.action, o.status) for o in outcomes] == [
@@ -336,8 +402,12 @@ async def test_a_failing_dead_letter_sink_is_retried_then_the_event_is_dropped(
     h: Harness, down_url: str
 ) -> None:
     dead = Subscriber(Answer(503), then=Answer(500))
-    h.trigger("t", down_url, delivery={"retry": 1, "backoffDelay": "PT0.01S"},
-              dead_letter_url=h.subscriber("dls", dead))  # fmt: skip
+    h.trigger(
+        "t",
+        down_url,
+        delivery={"retry": 1, "backoffDelay": "PT0.01S"},
+        dead_letter_url=h.subscriber("dls", dead),
+    )
     await h.send("1")
     await h.wait_outcomes(2)
     assert len(dead.received) == 2  # the sink gets the delivery's retries too
@@ -352,8 +422,11 @@ async def test_a_reply_goes_back_into_the_broker_carrying_the_delivered_events_t
 ) -> None:
     predictor = Subscriber(then=reply_event("io.kserve.inference.response"))
     sink = Subscriber()
-    h.trigger("predict", h.subscriber("predictor", predictor),
-              attributes={"type": "io.kserve.inference.request"})  # fmt: skip
+    h.trigger(
+        "predict",
+        h.subscriber("predictor", predictor),
+        attributes={"type": "io.kserve.inference.request"},
+    )
     h.trigger(
         "answers", h.subscriber("sink", sink), attributes={"type": "io.kserve.inference.response"}
     )
@@ -601,15 +674,24 @@ async def test_a_trigger_cannot_move_to_another_broker_under_the_same_key(h: Har
         pytest.param("application/json", b'{"a":1}', {"data": {"a": 1}}, id="json-inline"),
         pytest.param("application/cloudevents+json", b"[1]", {"data": [1]}, id="json-suffix"),
         pytest.param("text/plain", "café".encode(), {"data": "café"}, id="text-inline"),
-        pytest.param("application/octet-stream", b"\x00\xff", {"data_base64": "AP8="}, id="bytes-base64"),
-        pytest.param("application/json", b"{oops", {"data_base64": "e29vcHM="}, id="bad-json-base64"),
+        pytest.param(
+            "application/octet-stream", b"\x00\xff", {"data_base64": "AP8="}, id="bytes-base64"
+        ),
+        pytest.param(
+            "application/json", b"{oops", {"data_base64": "e29vcHM="}, id="bad-json-base64"
+        ),
     ],
-)  # fmt: skip
+)
 def test_structured_mode_inlines_json_and_text_and_base64_encodes_the_rest(
     content_type: str, data: bytes, member: dict[str, Any]
 ) -> None:
-    attributes = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t",
-                  "datacontenttype": content_type}  # fmt: skip
+    attributes = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "/s",
+        "type": "t",
+        "datacontenttype": content_type,
+    }
     headers, body = to_structured(attributes, data)
     assert headers == {"content-type": STRUCTURED}
     assert orjson.loads(body) == {**attributes, **member}

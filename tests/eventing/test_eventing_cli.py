@@ -75,18 +75,37 @@ def knserve(*args: str) -> Any:
 
 
 def test_broker_create_with_delivery_flags_builds_the_knative_object(plane: Plane) -> None:
-    result = knserve("broker", "create", "orders", "--class", "MTChannelBasedBroker", "--retry", "3",
-                     "--backoff-policy", "linear", "--backoff-delay", "PT0.5S", "--dl-sink", "ksvc:dlq")  # fmt: skip
+    result = knserve(
+        "broker",
+        "create",
+        "orders",
+        "--class",
+        "MTChannelBasedBroker",
+        "--retry",
+        "3",
+        "--backoff-policy",
+        "linear",
+        "--backoff-delay",
+        "PT0.5S",
+        "--dl-sink",
+        "ksvc:dlq",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == "Broker 'orders' successfully created in namespace 'default'.\n"
     broker = plane.store.get(BROKERS, "default", "orders")
     assert broker["metadata"]["annotations"] == {
         "eventing.knative.dev/broker.class": "MTChannelBasedBroker"
     }
-    assert broker["spec"] == {"delivery": {
-        "retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT0.5S",
-        "deadLetterSink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "dlq"}},
-    }}  # fmt: skip
+    assert broker["spec"] == {
+        "delivery": {
+            "retry": 3,
+            "backoffPolicy": "linear",
+            "backoffDelay": "PT0.5S",
+            "deadLetterSink": {
+                "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "dlq"}
+            },
+        }
+    }
 
 
 def test_broker_create_refuses_a_delivery_that_is_not_iso_8601(plane: Plane) -> None:
@@ -117,29 +136,74 @@ def test_broker_list_describe_and_delete(plane: Plane) -> None:
 
 
 def test_trigger_create_builds_subscriber_filters_and_delivery(plane: Plane) -> None:
-    result = knserve("trigger", "create", "predict", "--broker", "orders", "--sink", "ksvc:iris",
-                     "--filter", "type=io.kserve.inference.request", "--filter", "source=/shop",
-                     "--dl-sink", "http://127.0.0.1:9/dead", "--retry", "2")  # fmt: skip
+    result = knserve(
+        "trigger",
+        "create",
+        "predict",
+        "--broker",
+        "orders",
+        "--sink",
+        "ksvc:iris",
+        "--filter",
+        "type=io.kserve.inference.request",
+        "--filter",
+        "source=/shop",
+        "--dl-sink",
+        "http://127.0.0.1:9/dead",
+        "--retry",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == "Trigger 'predict' successfully created in namespace 'default'.\n"
     assert plane.store.get(TRIGGERS, "default", "predict")["spec"] == {
         "broker": "orders",
-        "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "iris"}},
+        "subscriber": {
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "iris"}
+        },
         "filter": {"attributes": {"type": "io.kserve.inference.request", "source": "/shop"}},
         "delivery": {"deadLetterSink": {"uri": "http://127.0.0.1:9/dead"}, "retry": 2},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
     ("sink", "subscriber"),
     [
-        pytest.param("iris", {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "iris"}}, id="bare-name"),
-        pytest.param("ksvc:iris:prod", {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "iris", "namespace": "prod"}}, id="ksvc-namespace"),
-        pytest.param("broker:replies", {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "replies"}}, id="broker"),
-        pytest.param("isvc:iris", {"ref": {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "iris"}}, id="isvc"),
+        pytest.param(
+            "iris",
+            {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "iris"}},
+            id="bare-name",
+        ),
+        pytest.param(
+            "ksvc:iris:prod",
+            {
+                "ref": {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "name": "iris",
+                    "namespace": "prod",
+                }
+            },
+            id="ksvc-namespace",
+        ),
+        pytest.param(
+            "broker:replies",
+            {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "replies"}},
+            id="broker",
+        ),
+        pytest.param(
+            "isvc:iris",
+            {
+                "ref": {
+                    "apiVersion": "serving.kserve.io/v1beta1",
+                    "kind": "InferenceService",
+                    "name": "iris",
+                }
+            },
+            id="isvc",
+        ),
         pytest.param("https://example.com/hook", {"uri": "https://example.com/hook"}, id="url"),
     ],
-)  # fmt: skip
+)
 def test_trigger_sinks_follow_kns_syntax(
     plane: Plane, sink: str, subscriber: dict[str, Any]
 ) -> None:
@@ -185,15 +249,22 @@ def test_trigger_list_and_describe_show_the_sink_and_its_url(plane: Plane) -> No
         "1",
     )
     trigger = plane.store.get(TRIGGERS, "default", "predict")
-    trigger["status"] = {"subscriberUri": "http://iris.default.localhost",
-                         "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+    trigger["status"] = {
+        "subscriberUri": "http://iris.default.localhost",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
     plane.store.replace(TRIGGERS, trigger, subresource="status")
     listed = knserve("trigger", "list").output.splitlines()
     assert listed[0].split() == ["NAME", "BROKER", "SINK", "AGE", "CONDITIONS", "READY", "REASON"]
     assert listed[1].split()[:3] == ["predict", "default", "ksvc:iris"]
     described = knserve("trigger", "describe", "predict").output
-    for line in ("Broker:     default", "  type      req", "  ksvc:iris", "  URI:      http://iris.default.localhost",
-                 "  Retry:         1"):  # fmt: skip
+    for line in (
+        "Broker:     default",
+        "  type      req",
+        "  ksvc:iris",
+        "  URI:      http://iris.default.localhost",
+        "  Retry:         1",
+    ):
         assert line in described
     assert knserve("trigger", "delete", "predict").exit_code == 0
     assert plane.store.find(TRIGGERS, "default", "predict") is None
@@ -204,21 +275,49 @@ def test_trigger_list_and_describe_show_the_sink_and_its_url(plane: Plane) -> No
 
 def test_event_send_to_a_broker_stores_the_event(plane: Plane) -> None:
     plane.ready_broker()
-    result = knserve("event", "send", "--broker", "default", "--type", "order.created", "--source", "/cli",
-                     "--id", "e-1", "--data", '{"total": 3}', "--extension", "region=eu")  # fmt: skip
+    result = knserve(
+        "event",
+        "send",
+        "--broker",
+        "default",
+        "--type",
+        "order.created",
+        "--source",
+        "/cli",
+        "--id",
+        "e-1",
+        "--data",
+        '{"total": 3}',
+        "--extension",
+        "region=eu",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == f"Event 'e-1' sent to {plane.ingress}/default/default (202).\n"
     [event] = plane.stored()
     assert {k: event[k] for k in ("id", "source", "type", "region", "datacontenttype", "data")} == {
-        "id": "e-1", "source": "/cli", "type": "order.created", "region": "eu",
-        "datacontenttype": "application/json", "data": b'{"total": 3}',
-    }  # fmt: skip
+        "id": "e-1",
+        "source": "/cli",
+        "type": "order.created",
+        "region": "eu",
+        "datacontenttype": "application/json",
+        "data": b'{"total": 3}',
+    }
 
 
 def test_event_send_to_a_url_builds_data_from_fields(plane: Plane, tmp_path: Path) -> None:
     plane.ready_broker()
-    result = knserve("event", "send", "--to", f"{plane.ingress}/default/default", "-f", "person.name=Joe",
-                     "-f", "person.age=30", "--raw-field", "person.id=007")  # fmt: skip
+    result = knserve(
+        "event",
+        "send",
+        "--to",
+        f"{plane.ingress}/default/default",
+        "-f",
+        "person.name=Joe",
+        "-f",
+        "person.age=30",
+        "--raw-field",
+        "person.id=007",
+    )
     assert result.exit_code == 0, result.output
     [event] = plane.stored()
     assert orjson.loads(event["data"]) == {"person": {"name": "Joe", "age": 30, "id": "007"}}
@@ -236,13 +335,21 @@ def test_event_send_reads_data_from_a_file(plane: Plane, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        pytest.param(["--broker", "nope"], 1, 'brokers.eventing.knative.dev "nope" not found', id="no-broker"),
+        pytest.param(
+            ["--broker", "nope"], 1, 'brokers.eventing.knative.dev "nope" not found', id="no-broker"
+        ),
         pytest.param([], 2, "give --broker NAME or --to DESTINATION", id="no-destination"),
-        pytest.param(["--broker", "default", "--data", "{oops"], 2, "is not valid JSON", id="bad-json"),
-        pytest.param(["--broker", "default", "--extension", "Region=eu"], 2, "lowercase letters and digits",
-                     id="bad-extension"),
+        pytest.param(
+            ["--broker", "default", "--data", "{oops"], 2, "is not valid JSON", id="bad-json"
+        ),
+        pytest.param(
+            ["--broker", "default", "--extension", "Region=eu"],
+            2,
+            "lowercase letters and digits",
+            id="bad-extension",
+        ),
     ],
-)  # fmt: skip
+)
 def test_event_send_errors_say_what_to_fix(
     plane: Plane, args: list[str], code: int, message: str
 ) -> None:

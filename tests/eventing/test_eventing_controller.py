@@ -51,11 +51,15 @@ class Plane:
         self.outcomes: list[Outcome] = []
         self.dispatcher = Dispatcher(self.log, self.client, on_outcome=self.outcomes.append)
         self.controller = EventingController(
-            self.store, self.dispatcher, self.log, self._service_url,
+            self.store,
+            self.dispatcher,
+            self.log,
+            self._service_url,
             lambda ns, name: f"http://broker-ingress.localhost/{ns}/{name}",
-        )  # fmt: skip
-        self.ingress = Ingress(self.log, self.controller.broker_exists,
-                               on_accepted=self.dispatcher.wake)  # fmt: skip
+        )
+        self.ingress = Ingress(
+            self.log, self.controller.broker_exists, on_accepted=self.dispatcher.wake
+        )
         self.dispatcher.reply_to = self.ingress.accept
         self.to_ingress = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.ingress),
@@ -94,13 +98,25 @@ class Plane:
             obj["spec"]["delivery"] = delivery
         return self.store.create(BROKERS, obj)
 
-    def trigger(self, name: str, subscriber: dict[str, Any], broker: str = "default", **spec: Any) -> dict[str, Any]:  # fmt: skip
-        return self.store.create(TRIGGERS, {"metadata": {"name": name, "namespace": "default"},
-                                            "spec": {"broker": broker, "subscriber": subscriber, **spec}})  # fmt: skip
+    def trigger(
+        self, name: str, subscriber: dict[str, Any], broker: str = "default", **spec: Any
+    ) -> dict[str, Any]:
+        return self.store.create(
+            TRIGGERS,
+            {
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"broker": broker, "subscriber": subscriber, **spec},
+            },
+        )
 
     def service(self, name: str, url: str | None = None) -> Recorder:
-        svc = self.store.create(SERVICES, {"metadata": {"name": name, "namespace": "default"},
-                                           "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}})  # fmt: skip
+        svc = self.store.create(
+            SERVICES,
+            {
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}},
+            },
+        )
         recorder = Recorder()
         if url is not None:
             svc["status"] = {"url": url, "conditions": [{"type": "Ready", "status": "True"}]}
@@ -135,8 +151,10 @@ async def eventually(check: Callable[[], Any]) -> Any:
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str | None, str | None]]:
-    return {c["type"]: (c["status"], c.get("reason"), c.get("message"))
-            for c in (obj.get("status") or {}).get("conditions") or []}  # fmt: skip
+    return {
+        c["type"]: (c["status"], c.get("reason"), c.get("message"))
+        for c in (obj.get("status") or {}).get("conditions") or []
+    }
 
 
 def ready(plane: Plane, kind: Any, name: str) -> str | None:
@@ -156,11 +174,17 @@ async def test_a_broker_is_addressable_at_the_ingress_and_ready(plane: Plane) ->
     assert status["addresses"] == [{"name": "http", "url": url}]
     assert status["observedGeneration"] == 1
     assert [c["type"] for c in status["conditions"]] == [
-        "Ready", "Addressable", "DeadLetterSinkResolved", "FilterReady", "IngressReady",
-    ]  # fmt: skip
+        "Ready",
+        "Addressable",
+        "DeadLetterSinkResolved",
+        "FilterReady",
+        "IngressReady",
+    ]
     assert conditions(plane.get(BROKERS, "default"))["DeadLetterSinkResolved"] == (
-        "True", "DeadLetterSinkNotConfigured", "No dead letter sink is configured.",
-    )  # fmt: skip
+        "True",
+        "DeadLetterSinkNotConfigured",
+        "No dead letter sink is configured.",
+    )
     assert plane.controller.broker_exists("default", "default")
     assert await plane.send("1") == 202
     assert await plane.send("1", broker="nope") == 404
@@ -176,13 +200,20 @@ async def test_a_broker_with_an_invalid_delivery_says_what_to_write(plane: Plane
 
 
 async def test_a_brokers_dead_letter_sink_resolves_once_its_service_exists(plane: Plane) -> None:
-    plane.broker(delivery={"deadLetterSink": {"ref": {"apiVersion": "serving.knative.dev/v1",
-                                                      "kind": "Service", "name": "dlq"}}})  # fmt: skip
+    plane.broker(
+        delivery={
+            "deadLetterSink": {
+                "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "dlq"}
+            }
+        }
+    )
     plane.start()
     await eventually(lambda: ready(plane, BROKERS, "default") == "False")
     assert conditions(plane.get(BROKERS, "default"))["DeadLetterSinkResolved"] == (
-        "False", "NotFound", 'service "dlq" not found in namespace "default"',
-    )  # fmt: skip
+        "False",
+        "NotFound",
+        'service "dlq" not found in namespace "default"',
+    )
     plane.service("dlq", "http://dlq.default.localhost")
     await eventually(lambda: ready(plane, BROKERS, "default") == "True")
     assert (
@@ -215,9 +246,13 @@ async def test_a_trigger_delivers_to_its_knative_service_by_url(plane: Plane) ->
     trigger = plane.get(TRIGGERS, "predict")
     assert trigger["status"]["subscriberUri"] == "http://iris.default.localhost"
     assert [c["type"] for c in trigger["status"]["conditions"]] == [
-        "Ready", "BrokerReady", "DeadLetterSinkResolved", "DependencyReady", "SubscriberResolved",
+        "Ready",
+        "BrokerReady",
+        "DeadLetterSinkResolved",
+        "DependencyReady",
+        "SubscriberResolved",
         "SubscriptionReady",
-    ]  # fmt: skip
+    ]
     assert await plane.send("1") == 202
     assert await plane.send("2", type="order.paid") == 202
     await eventually(lambda: iris.ids == ["1"] and len(plane.outcomes) == 1)
@@ -230,10 +265,11 @@ async def test_a_trigger_without_its_broker_names_it_and_recovers_when_it_appear
     plane.start()
     await eventually(lambda: ready(plane, TRIGGERS, "t") == "False")
     assert conditions(plane.get(TRIGGERS, "t"))["BrokerReady"] == (
-        "False", "BrokerDoesNotExist",
+        "False",
+        "BrokerDoesNotExist",
         'broker "default" not found in namespace "default"; create it with '
         "`knserve broker create default -n default`",
-    )  # fmt: skip
+    )
     assert conditions(plane.get(TRIGGERS, "t"))["Ready"][1] == "BrokerDoesNotExist"
     plane.broker()
     await eventually(lambda: ready(plane, TRIGGERS, "t") == "True")
@@ -247,8 +283,10 @@ async def test_a_trigger_to_a_missing_service_keeps_events_until_the_service_exi
     plane.start()
     await eventually(lambda: ready(plane, TRIGGERS, "predict") == "False")
     assert conditions(plane.get(TRIGGERS, "predict"))["SubscriberResolved"] == (
-        "False", "NotFound", 'service "iris" not found in namespace "default"',
-    )  # fmt: skip
+        "False",
+        "NotFound",
+        'service "iris" not found in namespace "default"',
+    )
     assert await plane.send("early") == 202  # accepted while the trigger cannot deliver
     iris = plane.service("iris", "http://iris.default.localhost")
     await eventually(lambda: iris.ids == ["early"])
@@ -271,16 +309,23 @@ async def test_a_service_without_a_url_yet_is_not_ready_as_a_subscriber(plane: P
 @pytest.mark.parametrize(
     ("subscriber", "reason", "message"),
     [
-        pytest.param({"uri": "/events"}, "InvalidURI",
-                     'spec.subscriber.uri "/events" is not an absolute http(s) URL', id="relative-uri"),
-        pytest.param({"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
-                     "UnsupportedReference",
-                     "spec.subscriber.ref is a apps/v1 Deployment, which the local plane cannot address; "
-                     "refer to one of: serving.knative.dev/v1 Service, eventing.knative.dev/v1 Broker, "
-                     "serving.kserve.io/v1beta1 InferenceService, or give a uri", id="unsupported-kind"),
+        pytest.param(
+            {"uri": "/events"},
+            "InvalidURI",
+            'spec.subscriber.uri "/events" is not an absolute http(s) URL',
+            id="relative-uri",
+        ),
+        pytest.param(
+            {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+            "UnsupportedReference",
+            "spec.subscriber.ref is a apps/v1 Deployment, which the local plane cannot address; "
+            "refer to one of: serving.knative.dev/v1 Service, eventing.knative.dev/v1 Broker, "
+            "serving.kserve.io/v1beta1 InferenceService, or give a uri",
+            id="unsupported-kind",
+        ),
         pytest.param({}, "SubscriberNotSpecified", "spec.subscriber needs a ref", id="empty"),
     ],
-)  # fmt: skip
+)
 async def test_a_subscriber_that_cannot_be_resolved_says_why(
     plane: Plane, subscriber: dict[str, Any], reason: str, message: str
 ) -> None:
@@ -308,8 +353,13 @@ async def test_an_invalid_filter_makes_the_trigger_not_ready_with_the_filters_me
 async def test_a_triggers_delivery_replaces_the_brokers_whole(plane: Plane) -> None:
     failing, dead = Recorder(503), Recorder()
     plane.hosts.update({"failing.localhost": failing, "dlq.localhost": dead})
-    plane.broker(delivery={"retry": 2, "backoffDelay": "PT0.01S",
-                           "deadLetterSink": {"uri": "http://dlq.localhost/"}})  # fmt: skip
+    plane.broker(
+        delivery={
+            "retry": 2,
+            "backoffDelay": "PT0.01S",
+            "deadLetterSink": {"uri": "http://dlq.localhost/"},
+        }
+    )
     plane.trigger("inherits", {"uri": "http://failing.localhost/a"})
     plane.trigger("own", {"uri": "http://failing.localhost/b"}, delivery={"retry": 0})
     plane.start()
@@ -320,8 +370,10 @@ async def test_a_triggers_delivery_replaces_the_brokers_whole(plane: Plane) -> N
     assert "deadLetterSinkUri" not in plane.get(TRIGGERS, "own")["status"]
     assert await plane.send("1") == 202
     await eventually(lambda: len(plane.outcomes) == 4)
-    by_trigger = {key.split("/")[1]: [o.attempts for o in plane.outcomes if o.trigger == key]
-                  for key in {o.trigger for o in plane.outcomes}}  # fmt: skip
+    by_trigger = {
+        key.split("/")[1]: [o.attempts for o in plane.outcomes if o.trigger == key]
+        for key in {o.trigger for o in plane.outcomes}
+    }
     assert by_trigger == {"inherits": [1, 2, 3], "own": [1]}
     assert dead.ids == ["1"]  # only the trigger that inherited the broker's sink had one
 
@@ -368,8 +420,13 @@ async def test_a_reply_from_a_service_reaches_the_next_trigger(plane: Plane) -> 
 
     async def predictor(scope: Any, receive: Any, send: Any) -> None:
         await read_body(receive)
-        headers = [(b"ce-specversion", b"1.0"), (b"ce-id", b"answer-1"), (b"ce-source", b"/iris"),
-                   (b"ce-type", b"io.kserve.inference.response"), (b"content-type", b"application/json")]  # fmt: skip
+        headers = [
+            (b"ce-specversion", b"1.0"),
+            (b"ce-id", b"answer-1"),
+            (b"ce-source", b"/iris"),
+            (b"ce-type", b"io.kserve.inference.response"),
+            (b"content-type", b"application/json"),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"predictions": [2]}'})
 
@@ -379,8 +436,11 @@ async def test_a_reply_from_a_service_reaches_the_next_trigger(plane: Plane) -> 
     plane.hosts["sink.localhost"] = sink
     plane.broker()
     plane.trigger("predict", KSVC, filter={"attributes": {"type": "io.kserve.inference.request"}})
-    plane.trigger("collect", {"uri": "http://sink.localhost/"},
-                  filter={"attributes": {"type": "io.kserve.inference.response"}})  # fmt: skip
+    plane.trigger(
+        "collect",
+        {"uri": "http://sink.localhost/"},
+        filter={"attributes": {"type": "io.kserve.inference.response"}},
+    )
     plane.start()
     await eventually(
         lambda: ready(plane, TRIGGERS, "predict") == ready(plane, TRIGGERS, "collect") == "True"
@@ -401,8 +461,11 @@ async def test_a_reconcile_that_fails_writes_why_onto_the_broker_and_the_trigger
         return {"metadata": {"name": "stale", "namespace": "default"}, "spec": spec}
 
     plane.store.create(BROKERS, stale("default"), validate=False)
-    plane.store.create(TRIGGERS, stale({"broker": "default", "subscriber": KSVC,
-                                        "filter": "type=order.created"}), validate=False)  # fmt: skip
+    plane.store.create(
+        TRIGGERS,
+        stale({"broker": "default", "subscriber": KSVC, "filter": "type=order.created"}),
+        validate=False,
+    )
     plane.broker()
     iris = plane.service("iris", "http://iris.default.localhost")
     plane.trigger("fine", KSVC)
@@ -411,8 +474,10 @@ async def test_a_reconcile_that_fails_writes_why_onto_the_broker_and_the_trigger
         await eventually(lambda kind=kind: ready(plane, kind, "stale") == "False")
         failed = plane.get(kind, "stale")
         assert conditions(failed)["Ready"] == (
-            "False", "InternalError", "'str' object has no attribute 'get'",
-        )  # fmt: skip
+            "False",
+            "InternalError",
+            "'str' object has no attribute 'get'",
+        )
         assert failed["status"]["observedGeneration"] == failed["metadata"]["generation"]
     # one object that fails stalls no other
     await eventually(lambda: ready(plane, TRIGGERS, "fine") == "True")

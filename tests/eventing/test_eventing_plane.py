@@ -80,8 +80,13 @@ class Sink:
         with self._changed:
             return [r for r in self.received if r.path == path]
 
-    def wait(self, done: Callable[[list[Received]], bool], timeout: float, what: str,
-             plane: LocalPlane | None = None) -> list[Received]:  # fmt: skip
+    def wait(
+        self,
+        done: Callable[[list[Received]], bool],
+        timeout: float,
+        what: str,
+        plane: LocalPlane | None = None,
+    ) -> list[Received]:
         """Wait until ``done(received)`` holds (woken by each arrival); fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -89,8 +94,10 @@ class Sink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log = f"\n{plane.log()[-6000:]}" if plane is not None else ""
-                    pytest.fail(f"the sink never got {what} in {timeout}s; it got "
-                                f"{len(self.received)} requests{log}")  # fmt: skip
+                    pytest.fail(
+                        f"the sink never got {what} in {timeout}s; it got "
+                        f"{len(self.received)} requests{log}"
+                    )
                 self._changed.wait(left)
             return list(self.received)
 
@@ -141,9 +148,13 @@ class Sink:
             return 400, [("content-type", "text/plain")], b"no field named petal_length"
         if request.path.startswith("/reply"):
             question = orjson.loads(request.body)
-            headers = [("ce-specversion", "1.0"), ("ce-id", f"answer-{request.id}"),
-                       ("ce-source", "/replier"), ("ce-type", "com.example.answer"),
-                       ("content-type", "application/json")]  # fmt: skip
+            headers = [
+                ("ce-specversion", "1.0"),
+                ("ce-id", f"answer-{request.id}"),
+                ("ce-source", "/replier"),
+                ("ce-type", "com.example.answer"),
+                ("content-type", "application/json"),
+            ]
             return 200, headers, orjson.dumps({"answer": question["question"] * 2})
         return 200, [], b""
 
@@ -208,14 +219,21 @@ def sink() -> Iterator[Sink]:
 
 
 def broker(name: str = BROKER, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-            "metadata": {"name": name, "namespace": "default"}, "spec": spec}  # fmt: skip
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
 
 
 def trigger(name: str, subscriber: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"broker": BROKER, "subscriber": subscriber, **spec}}  # fmt: skip
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"broker": BROKER, "subscriber": subscriber, **spec},
+    }
 
 
 def ready(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> None:
@@ -226,14 +244,29 @@ def ready(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> None:
             plane.wait_ready(doc["kind"].lower() + "s", doc["metadata"]["name"], timeout=30)
 
 
-def send(plane: LocalPlane, event_id: str, event_type: str, data: Any = None, *,
-         source: str = "/test", **extensions: str) -> None:  # fmt: skip
+def send(
+    plane: LocalPlane,
+    event_id: str,
+    event_type: str,
+    data: Any = None,
+    *,
+    source: str = "/test",
+    **extensions: str,
+) -> None:
     """One event into the broker in binary mode; it must be accepted (202)."""
-    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": source,
-               "ce-type": event_type, "content-type": "application/json"}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": source,
+        "ce-type": event_type,
+        "content-type": "application/json",
+    }
     headers.update({f"ce-{k}": v for k, v in extensions.items()})
-    response = httpx.post(f"{plane.broker}/default/{BROKER}", headers=headers,
-                          content=orjson.dumps(data if data is not None else {}))  # fmt: skip
+    response = httpx.post(
+        f"{plane.broker}/default/{BROKER}",
+        headers=headers,
+        content=orjson.dumps(data if data is not None else {}),
+    )
     assert response.status_code == 202, response.text
 
 
@@ -245,27 +278,55 @@ def test_async_inference_wakes_a_scaled_to_zero_predictor_and_the_answer_comes_b
 ) -> None:
     plane = fast_plane
     predictor = "sklearn-iris-predictor-00001"
-    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "sklearn-iris", "namespace": "default"},
-            "spec": {"predictor": {"minReplicas": 0, "model": {
-                "modelFormat": {"name": "sklearn"}, "storageUri": f"file://{sklearn_iris_dir}"}}}}  # fmt: skip
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "sklearn-iris", "namespace": "default"},
+        "spec": {
+            "predictor": {
+                "minReplicas": 0,
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "storageUri": f"file://{sklearn_iris_dir}",
+                },
+            }
+        },
+    }
     ref = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "name": "sklearn-iris",
     }
     request_type = "io.kserve.inference.request"
-    ready(plane, tmp_path, isvc, broker(),
-          trigger("predict-v1", {"ref": ref, "uri": "/v1/models/sklearn-iris:predict"},
-                  filter={"attributes": {"type": request_type, "protocol": "v1"}}),
-          trigger("predict-v2", {"ref": ref, "uri": "/v2/models/sklearn-iris/infer"},
-                  filter={"attributes": {"type": request_type, "protocol": "v2"}}),
-          trigger("answers", {"uri": sink.url("/answers")},
-                  filter={"attributes": {"type": "io.kserve.inference.response"}}))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        isvc,
+        broker(),
+        trigger(
+            "predict-v1",
+            {"ref": ref, "uri": "/v1/models/sklearn-iris:predict"},
+            filter={"attributes": {"type": request_type, "protocol": "v1"}},
+        ),
+        trigger(
+            "predict-v2",
+            {"ref": ref, "uri": "/v2/models/sklearn-iris/infer"},
+            filter={"attributes": {"type": request_type, "protocol": "v2"}},
+        ),
+        trigger(
+            "answers",
+            {"uri": sink.url("/answers")},
+            filter={"attributes": {"type": "io.kserve.inference.response"}},
+        ),
+    )
     plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
     # the autoscaler's tick is 1 s; its metrics are the only signal
-    eventually(lambda: plane.metrics().get(predictor, {}).get("actual_pods") == 0, 45,
-               lambda: f"never scaled to zero: {plane.metrics()}", interval=0.2)  # fmt: skip
+    eventually(
+        lambda: plane.metrics().get(predictor, {}).get("actual_pods") == 0,
+        45,
+        lambda: f"never scaled to zero: {plane.metrics()}",
+        interval=0.2,
+    )
     served_before = plane.metrics()[predictor].get("requests_total", 0)
 
     send(plane, "req-v1", request_type, {"instances": [SETOSA]}, protocol="v1")
@@ -293,41 +354,74 @@ def test_async_inference_wakes_a_scaled_to_zero_predictor_and_the_answer_comes_b
 
 EVENTS = {  # id -> (type, source, extensions)
     "e1": ("com.example.order", "/shop/eu", {"region": "eu", "subject": "vip-1", "amount": "150"}),
-    "e2": ("com.example.order", "/shop/us", {"region": "us", "subject": "regular-2", "amount": "50"}),
+    "e2": (
+        "com.example.order",
+        "/shop/us",
+        {"region": "us", "subject": "regular-2", "amount": "50"},
+    ),
     "e3": ("com.example.refund", "/shop/eu", {"region": "eu", "amount": "20"}),
     "e4": ("org.other.ping", "/probe", {}),
-    "e5": ("com.example.order", "/shop/eu", {"region": "eu", "subject": "regular-5", "amount": "500"}),
-}  # fmt: skip
+    "e5": (
+        "com.example.order",
+        "/shop/eu",
+        {"region": "eu", "subject": "regular-5", "amount": "500"},
+    ),
+}
 FILTERS: dict[str, tuple[dict[str, Any], set[str]]] = {
-    "attributes": ({"filter": {"attributes": {"type": "com.example.order", "region": "eu"}}},
-                   {"e1", "e5"}),
+    "attributes": (
+        {"filter": {"attributes": {"type": "com.example.order", "region": "eu"}}},
+        {"e1", "e5"},
+    ),
     "exact": ({"filters": [{"exact": {"type": "com.example.order"}}]}, {"e1", "e2", "e5"}),
     "prefix": ({"filters": [{"prefix": {"type": "com.example."}}]}, {"e1", "e2", "e3", "e5"}),
     "suffix": ({"filters": [{"suffix": {"source": "/eu"}}]}, {"e1", "e3", "e5"}),
-    "all": ({"filters": [{"all": [{"exact": {"type": "com.example.order"}},
-                                  {"prefix": {"subject": "vip-"}}]}]}, {"e1"}),
-    "any": ({"filters": [{"any": [{"exact": {"region": "us"}}, {"suffix": {"type": ".refund"}}]}]},
-            {"e2", "e3"}),
+    "all": (
+        {
+            "filters": [
+                {"all": [{"exact": {"type": "com.example.order"}}, {"prefix": {"subject": "vip-"}}]}
+            ]
+        },
+        {"e1"},
+    ),
+    "any": (
+        {"filters": [{"any": [{"exact": {"region": "us"}}, {"suffix": {"type": ".refund"}}]}]},
+        {"e2", "e3"},
+    ),
     "not": ({"filters": [{"not": {"exact": {"type": "com.example.order"}}}]}, {"e3", "e4"}),
-    "cesql": ({"filters": [{"cesql": "INT(amount) < 100 OR subject LIKE 'vip-%'"}]},
-              {"e1", "e2", "e3"}),
-}  # fmt: skip
+    "cesql": (
+        {"filters": [{"cesql": "INT(amount) < 100 OR subject LIKE 'vip-%'"}]},
+        {"e1", "e2", "e3"},
+    ),
+}
 
 
 def test_every_filter_kind_selects_its_events_through_a_real_trigger(
     plane: LocalPlane, tmp_path: Path, sink: Sink
 ) -> None:
-    ready(plane, tmp_path, broker(), *(
-        trigger(f"only-{kind}", {"uri": sink.url(f"/{kind}")}, **spec)
-        for kind, (spec, _) in FILTERS.items()
-    ))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        broker(),
+        *(
+            trigger(f"only-{kind}", {"uri": sink.url(f"/{kind}")}, **spec)
+            for kind, (spec, _) in FILTERS.items()
+        ),
+    )
     for event_id, (event_type, source, extensions) in EVENTS.items():
         send(plane, event_id, event_type, {"n": event_id}, source=source, **extensions)
     # the structured mode is the same event to a filter: one more like e4, sent as JSON
-    structured = {"specversion": "1.0", "id": "e6", "source": "/probe", "type": "org.other.ping",
-                  "data": {"n": "e6"}}  # fmt: skip
-    response = httpx.post(f"{plane.broker}/default/{BROKER}", content=orjson.dumps(structured),
-                          headers={"content-type": "application/cloudevents+json"})  # fmt: skip
+    structured = {
+        "specversion": "1.0",
+        "id": "e6",
+        "source": "/probe",
+        "type": "org.other.ping",
+        "data": {"n": "e6"},
+    }
+    response = httpx.post(
+        f"{plane.broker}/default/{BROKER}",
+        content=orjson.dumps(structured),
+        headers={"content-type": "application/cloudevents+json"},
+    )
     assert response.status_code == 202, response.text
     expected = {
         kind: ids | ({"e6"} if "e4" in ids else set()) for kind, (_, ids) in FILTERS.items()
@@ -349,8 +443,12 @@ def test_a_subscriber_that_fails_twice_gets_the_event_once_after_the_linear_back
     plane: LocalPlane, tmp_path: Path, sink: Sink
 ) -> None:
     delivery = {"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT0.2S"}
-    ready(plane, tmp_path, broker(),
-          trigger("flaky", {"uri": sink.url("/fail-twice")}, delivery=delivery))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        broker(),
+        trigger("flaky", {"uri": sink.url("/fail-twice")}, delivery=delivery),
+    )
     send(plane, "r1", "com.example.flaky", {"n": 1})
     attempts = sink.wait(lambda got: len(got) >= 3, 20, "three attempts", plane)
     time.sleep(0.5)  # a wrongful fourth attempt would come 0.6 s after the third
@@ -366,16 +464,36 @@ def test_a_subscriber_that_always_fails_fills_the_dead_letter_sink(
     plane: LocalPlane, tmp_path: Path, sink: Sink
 ) -> None:
     dls = {"uri": sink.url("/dead-letters")}
-    ready(plane, tmp_path, broker(),
-          trigger("broken", {"uri": sink.url("/always-fail")}, filter={"attributes": {"type": "a"}},
-                  delivery={"retry": 2, "backoffPolicy": "exponential", "backoffDelay": "PT0.05S",
-                            "deadLetterSink": dls}),
-          trigger("refusing", {"uri": sink.url("/bad-request")}, filter={"attributes": {"type": "b"}},
-                  delivery={"retry": 5, "backoffDelay": "PT0.05S", "deadLetterSink": dls}))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        broker(),
+        trigger(
+            "broken",
+            {"uri": sink.url("/always-fail")},
+            filter={"attributes": {"type": "a"}},
+            delivery={
+                "retry": 2,
+                "backoffPolicy": "exponential",
+                "backoffDelay": "PT0.05S",
+                "deadLetterSink": dls,
+            },
+        ),
+        trigger(
+            "refusing",
+            {"uri": sink.url("/bad-request")},
+            filter={"attributes": {"type": "b"}},
+            delivery={"retry": 5, "backoffDelay": "PT0.05S", "deadLetterSink": dls},
+        ),
+    )
     send(plane, "d1", "a", {"n": 1})
     send(plane, "d2", "b", {"n": 2})
-    sink.wait(lambda got: len([r for r in got if r.path == "/dead-letters"]) >= 2, 20,
-              "two dead letters", plane)  # fmt: skip
+    sink.wait(
+        lambda got: len([r for r in got if r.path == "/dead-letters"]) >= 2,
+        20,
+        "two dead letters",
+        plane,
+    )
     dead = {r.id: r for r in sink.at("/dead-letters")}
     assert dead["d1"].headers["ce-knativeerrorcode"] == "500"
     assert dead["d1"].headers["ce-knativeerrordest"] == sink.url("/always-fail")
@@ -394,11 +512,21 @@ def test_a_subscriber_that_always_fails_fills_the_dead_letter_sink(
 def test_a_reply_goes_back_into_the_broker_and_on_to_its_subscriber(
     plane: LocalPlane, tmp_path: Path, sink: Sink
 ) -> None:
-    ready(plane, tmp_path, broker(),
-          trigger("questions", {"uri": sink.url("/reply")},
-                  filter={"attributes": {"type": "com.example.question"}}),
-          trigger("answers", {"uri": sink.url("/answers")},
-                  filter={"attributes": {"type": "com.example.answer"}}))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        broker(),
+        trigger(
+            "questions",
+            {"uri": sink.url("/reply")},
+            filter={"attributes": {"type": "com.example.question"}},
+        ),
+        trigger(
+            "answers",
+            {"uri": sink.url("/answers")},
+            filter={"attributes": {"type": "com.example.answer"}},
+        ),
+    )
     send(plane, "q1", "com.example.question", {"question": 21})
     sink.wait(lambda got: any(r.path == "/answers" for r in got), 20, "the answer", plane)
     [answer] = sink.at("/answers")
@@ -418,10 +546,17 @@ LOGGED_TYPES = {"org.kubeflow.serving.inference.request", "org.kubeflow.serving.
 
 
 def logged_isvc(name: str, storage: Path, logger: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"predictor": {"logger": logger, "model": {
-                "modelFormat": {"name": "sklearn"}, "storageUri": f"file://{storage}"}}}}  # fmt: skip
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "predictor": {
+                "logger": logger,
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{storage}"},
+            }
+        },
+    }
 
 
 def replica_counters(plane: LocalPlane, host: str) -> dict[str, float]:
@@ -430,18 +565,28 @@ def replica_counters(plane: LocalPlane, host: str) -> dict[str, float]:
 
     response = plane.call(host, "/metrics")
     assert response.status_code == 200, response.text
-    return {sample.name.removesuffix("_total"): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples if not sample.labels}  # fmt: skip
+    return {
+        sample.name.removesuffix("_total"): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 def test_payload_logger_events_reach_a_broker_on_the_plane_and_a_trigger_delivers_them(
     plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path, sink: Sink
 ) -> None:
-    ready(plane, tmp_path, broker(),
-          trigger("audit", {"uri": sink.url("/audit")},
-                  filters=[{"prefix": {"type": "org.kubeflow.serving.inference."}}]),
-          logged_isvc("sklearn-iris", sklearn_iris_dir, {"mode": "all", "url": BROKER_INGRESS}))  # fmt: skip
+    ready(
+        plane,
+        tmp_path,
+        broker(),
+        trigger(
+            "audit",
+            {"uri": sink.url("/audit")},
+            filters=[{"prefix": {"type": "org.kubeflow.serving.inference."}}],
+        ),
+        logged_isvc("sklearn-iris", sklearn_iris_dir, {"mode": "all", "url": BROKER_INGRESS}),
+    )
     plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
     host = "sklearn-iris.default.localhost"
     v1 = {"instances": [SETOSA]}
@@ -454,8 +599,12 @@ def test_payload_logger_events_reach_a_broker_on_the_plane_and_a_trigger_deliver
         assert response.status_code == 200, response.text
         answers[request_id] = response.json()
 
-    got = sink.wait(lambda r: len(r) >= 2 * len(calls), 30, "a request and a response event "
-                    "for each of the six calls", plane)  # fmt: skip
+    got = sink.wait(
+        lambda r: len(r) >= 2 * len(calls),
+        30,
+        "a request and a response event for each of the six calls",
+        plane,
+    )
     assert {r.path for r in got} == {"/audit"}
     by_key = {(r.id, r.headers["ce-type"]): r for r in got}
     assert len(by_key) == len(got) == 2 * len(calls)  # each exactly once
@@ -493,8 +642,12 @@ def test_a_dead_logger_sink_neither_fails_nor_slows_inference_and_is_counted(
     )
     plane.wait_ready("inferenceservices", "audited", timeout=60)
     for _ in range(20):
-        response = plane.call("audited.default.localhost", "/v1/models/audited:predict", "POST",
-                              json={"instances": [SETOSA]})  # fmt: skip
+        response = plane.call(
+            "audited.default.localhost",
+            "/v1/models/audited:predict",
+            "POST",
+            json={"instances": [SETOSA]},
+        )
         assert response.status_code == 200, response.text
         assert response.json() == {"predictions": [1]}
 
@@ -563,9 +716,11 @@ class _Done:
 
 
 def ce_request(path: str, event_id: str, body: bytes = b'{"n": 1}') -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nhost: broker\r\nce-specversion: 1.0\r\nce-id: {event_id}\r\n"
-            f"ce-source: /stream\r\nce-type: com.example.tick\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: broker\r\nce-specversion: 1.0\r\nce-id: {event_id}\r\n"
+        f"ce-source: /stream\r\nce-type: com.example.tick\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 STREAM = 10_000
@@ -633,8 +788,12 @@ def test_kill_9_mid_stream_then_restart_delivers_every_accepted_event(
         assert len(accepted) == STREAM
         # the broker owed most of what it had accepted when it died
         assert kill_at["received"] <= DELIVERED_BEFORE + 64 < kill_at["accepted"] < STREAM, kill_at
-        sink.wait(lambda got: len({r.id for r in got}) >= STREAM, 60,
-                  f"all {STREAM} events (kill at {kill_at})", plane)  # fmt: skip
+        sink.wait(
+            lambda got: len({r.id for r in got}) >= STREAM,
+            60,
+            f"all {STREAM} events (kill at {kill_at})",
+            plane,
+        )
         delivered = collections.Counter(r.id for r in sink.at("/stream"))
         assert set(delivered) == accepted
     finally:
@@ -643,8 +802,13 @@ def test_kill_9_mid_stream_then_restart_delivers_every_accepted_event(
 
 # ---- (g) invalid events through the real ingress --------------------------------------------------
 
-CE = {"ce-specversion": "1.0", "ce-id": "x1", "ce-source": "/test", "ce-type": "t",
-      "content-type": "application/json"}  # fmt: skip
+CE = {
+    "ce-specversion": "1.0",
+    "ce-id": "x1",
+    "ce-source": "/test",
+    "ce-type": "t",
+    "content-type": "application/json",
+}
 
 
 def without(name: str) -> dict[str, str]:
@@ -653,34 +817,101 @@ def without(name: str) -> dict[str, str]:
 
 INVALID: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     # what, method, path, headers, body, status, in the message
-    ("no specversion", "POST", "/default/default", without("ce-specversion"), b"{}", 400,
-     'missing required attribute "specversion"'),
-    ("no id", "POST", "/default/default", without("ce-id"), b"{}", 400,
-     'missing required attribute "id" (header ce-id)'),
-    ("no source", "POST", "/default/default", without("ce-source"), b"{}", 400,
-     'missing required attribute "source" (header ce-source)'),
-    ("no type", "POST", "/default/default", without("ce-type"), b"{}", 400,
-     'missing required attribute "type" (header ce-type)'),
-    ("structured, no id", "POST", "/default/default",
-     {"content-type": "application/cloudevents+json"},
-     b'{"specversion": "1.0", "source": "/s", "type": "t"}', 400,
-     'missing required attribute "id" (member "id")'),
-    ("specversion 0.3", "POST", "/default/default", {**CE, "ce-specversion": "0.3"}, b"{}", 400,
-     'specversion "0.3" is not supported'),
+    (
+        "no specversion",
+        "POST",
+        "/default/default",
+        without("ce-specversion"),
+        b"{}",
+        400,
+        'missing required attribute "specversion"',
+    ),
+    (
+        "no id",
+        "POST",
+        "/default/default",
+        without("ce-id"),
+        b"{}",
+        400,
+        'missing required attribute "id" (header ce-id)',
+    ),
+    (
+        "no source",
+        "POST",
+        "/default/default",
+        without("ce-source"),
+        b"{}",
+        400,
+        'missing required attribute "source" (header ce-source)',
+    ),
+    (
+        "no type",
+        "POST",
+        "/default/default",
+        without("ce-type"),
+        b"{}",
+        400,
+        'missing required attribute "type" (header ce-type)',
+    ),
+    (
+        "structured, no id",
+        "POST",
+        "/default/default",
+        {"content-type": "application/cloudevents+json"},
+        b'{"specversion": "1.0", "source": "/s", "type": "t"}',
+        400,
+        'missing required attribute "id" (member "id")',
+    ),
+    (
+        "specversion 0.3",
+        "POST",
+        "/default/default",
+        {**CE, "ce-specversion": "0.3"},
+        b"{}",
+        400,
+        'specversion "0.3" is not supported',
+    ),
     ("empty id", "POST", "/default/default", {**CE, "ce-id": ""}, b"{}", 400, '"id" is empty'),
-    ("ttl spent", "POST", "/default/default", {**CE, "ce-knativebrokerttl": "1"}, b"{}", 400,
-     "is spent"),
-    ("unknown broker", "POST", "/default/nope", CE, b"{}", 404,
-     'broker "nope" not found in namespace "default"'),
+    (
+        "ttl spent",
+        "POST",
+        "/default/default",
+        {**CE, "ce-knativebrokerttl": "1"},
+        b"{}",
+        400,
+        "is spent",
+    ),
+    (
+        "unknown broker",
+        "POST",
+        "/default/nope",
+        CE,
+        b"{}",
+        404,
+        'broker "nope" not found in namespace "default"',
+    ),
     ("not a broker path", "POST", "/default", CE, b"{}", 404, "/{namespace}/{broker}"),
     ("GET", "GET", "/default/default", {}, b"", 405, "accepts only POST"),
     ("PUT", "PUT", "/default/default", CE, b"{}", 405, "accepts only POST"),
-    ("too big", "POST", "/default/default", CE, b"[" + b"1," * (2 * 1024 * 1024) + b"1]", 413,
-     "over the broker's limit of 4194304 bytes"),
-    ("XML structured", "POST", "/default/default",
-     {"content-type": "application/cloudevents+xml"}, b"<e/>", 415,
-     "structured mode supports only application/cloudevents+json"),
-]  # fmt: skip
+    (
+        "too big",
+        "POST",
+        "/default/default",
+        CE,
+        b"[" + b"1," * (2 * 1024 * 1024) + b"1]",
+        413,
+        "over the broker's limit of 4194304 bytes",
+    ),
+    (
+        "XML structured",
+        "POST",
+        "/default/default",
+        {"content-type": "application/cloudevents+xml"},
+        b"<e/>",
+        415,
+        "structured mode supports only application/cloudevents+json",
+    ),
+]
 
 
 def test_every_invalid_event_gets_its_status_and_a_message_that_says_what_to_fix(
@@ -704,7 +935,12 @@ def test_every_invalid_event_gets_its_status_and_a_message_that_says_what_to_fix
                 wrong.append(f"{what}: Allow is {response.headers.get('allow')!r}")
         assert not wrong, "\n".join(wrong)
         # nothing refused was stored; a valid event after them still goes through
-        assert client.post("/default/default", headers={**CE, "ce-id": "ok"}, content=b"{}").status_code == 202  # fmt: skip
+        assert (
+            client.post(
+                "/default/default", headers={**CE, "ce-id": "ok"}, content=b"{}"
+            ).status_code
+            == 202
+        )
     sink.wait(lambda got: len(got) >= 1, 10, "the valid event", plane)
     time.sleep(0.2)
     assert [r.id for r in sink.received] == ["ok"]

@@ -209,16 +209,40 @@ ONE_KEY = "a filter is a mapping with one dialect key (exact, prefix, suffix, al
 
 ERROR_CASES: list[tuple[Any, Any, str]] = [
     # spec.filter.attributes
-    (["type"], None, "spec.filter.attributes: must be a mapping of attribute names to values, got a list"),
-    ("type=x", None, 'spec.filter.attributes: must be a mapping of attribute names to values, got a string ("type=x")'),
+    (
+        ["type"],
+        None,
+        "spec.filter.attributes: must be a mapping of attribute names to values, got a list",
+    ),
+    (
+        "type=x",
+        None,
+        'spec.filter.attributes: must be a mapping of attribute names to values, got a string ("type=x")',
+    ),
     ({"Type": "x"}, None, f'spec.filter.attributes: invalid attribute name "Type": {NAME_RULE}'),
     ({"1type": "x"}, None, f'spec.filter.attributes: invalid attribute name "1type": {NAME_RULE}'),
-    ({"my-ext": "x"}, None, f'spec.filter.attributes: invalid attribute name "my-ext": {NAME_RULE}'),
+    (
+        {"my-ext": "x"},
+        None,
+        f'spec.filter.attributes: invalid attribute name "my-ext": {NAME_RULE}',
+    ),
     ({"": "x"}, None, f'spec.filter.attributes: invalid attribute name "": {NAME_RULE}'),
     ({1: "x"}, None, f'spec.filter.attributes: invalid attribute name "1": {NAME_RULE}'),
-    ({"seq": 5}, None, 'spec.filter.attributes: the value for "seq" must be a string, got a number (5); quote it'),
-    ({"ok": True}, None, 'spec.filter.attributes: the value for "ok" must be a string, got a boolean (true); quote it'),
-    ({"ok": None}, None, 'spec.filter.attributes: the value for "ok" must be a string, got null; quote it'),
+    (
+        {"seq": 5},
+        None,
+        'spec.filter.attributes: the value for "seq" must be a string, got a number (5); quote it',
+    ),
+    (
+        {"ok": True},
+        None,
+        'spec.filter.attributes: the value for "ok" must be a string, got a boolean (true); quote it',
+    ),
+    (
+        {"ok": None},
+        None,
+        'spec.filter.attributes: the value for "ok" must be a string, got null; quote it',
+    ),
     # spec.filters
     (None, {"exact": {"type": "x"}}, "spec.filters: must be a list of filters, got a mapping"),
     (None, "type = 'x'", "spec.filters: must be a list of filters, got a string (\"type = 'x'\")"),
@@ -236,9 +260,21 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
         [{"exact": {"a": "b"}, "prefix": {"a": "b"}, "cesql": "TRUE"}],
         'spec.filters[0]: a filter has exactly one dialect key, got "exact", "prefix" and "cesql"',
     ),
-    (None, [{"exakt": {"a": "b"}}], 'spec.filters[0]: unknown filter dialect "exakt"; did you mean "exact"?'),
-    (None, [{"sql": "TRUE"}], 'spec.filters[0]: unknown filter dialect "sql"; did you mean "cesql"?'),
-    (None, [{"Exact": {"a": "b"}}], 'spec.filters[0]: unknown filter dialect "Exact"; did you mean "exact"?'),
+    (
+        None,
+        [{"exakt": {"a": "b"}}],
+        'spec.filters[0]: unknown filter dialect "exakt"; did you mean "exact"?',
+    ),
+    (
+        None,
+        [{"sql": "TRUE"}],
+        'spec.filters[0]: unknown filter dialect "sql"; did you mean "cesql"?',
+    ),
+    (
+        None,
+        [{"Exact": {"a": "b"}}],
+        'spec.filters[0]: unknown filter dialect "Exact"; did you mean "exact"?',
+    ),
     (
         None,
         [{"regex": "a.*"}],
@@ -250,10 +286,26 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
         'spec.filters[0]: unknown filter dialect "attributes"; use one of exact, prefix, suffix, all, any, not, cesql',
     ),
     # exact / prefix / suffix
-    (None, [{"exact": {}}], 'spec.filters[0].exact: needs at least one attribute, e.g. {"type": "com.example.event"}'),
-    (None, [{"prefix": {}}], 'spec.filters[0].prefix: needs at least one attribute, e.g. {"type": "com.example."}'),
-    (None, [{"suffix": {}}], 'spec.filters[0].suffix: needs at least one attribute, e.g. {"type": ".created"}'),
-    (None, [{"exact": None}], "spec.filters[0].exact: must be a mapping of attribute names to values, got null"),
+    (
+        None,
+        [{"exact": {}}],
+        'spec.filters[0].exact: needs at least one attribute, e.g. {"type": "com.example.event"}',
+    ),
+    (
+        None,
+        [{"prefix": {}}],
+        'spec.filters[0].prefix: needs at least one attribute, e.g. {"type": "com.example."}',
+    ),
+    (
+        None,
+        [{"suffix": {}}],
+        'spec.filters[0].suffix: needs at least one attribute, e.g. {"type": ".created"}',
+    ),
+    (
+        None,
+        [{"exact": None}],
+        "spec.filters[0].exact: must be a mapping of attribute names to values, got null",
+    ),
     (
         None,
         [{"prefix": "com."}],
@@ -282,8 +334,16 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
         'spec.filters[0].suffix: the value for "type" must not be empty (to match any value of an '
         'attribute that exists, use cesql: "EXISTS type")',
     ),
-    (None, [{"exact": {"Type": "x"}}], f'spec.filters[0].exact: invalid attribute name "Type": {NAME_RULE}'),
-    (None, [{"suffix": {"a_b": "x"}}], f'spec.filters[0].suffix: invalid attribute name "a_b": {NAME_RULE}'),
+    (
+        None,
+        [{"exact": {"Type": "x"}}],
+        f'spec.filters[0].exact: invalid attribute name "Type": {NAME_RULE}',
+    ),
+    (
+        None,
+        [{"suffix": {"a_b": "x"}}],
+        f'spec.filters[0].suffix: invalid attribute name "a_b": {NAME_RULE}',
+    ),
     (
         None,
         [{"exact": {"sequence": 5}}],
@@ -311,7 +371,14 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
     (None, [{"all": "x"}], 'spec.filters[0].all: must be a list of filters, got a string ("x")'),
     (
         None,
-        [{"all": [{"exact": {"a": "b"}}, {"any": [{"prefix": {"a": "b"}}, {"not": {"suffix": {"a": ""}}}]}]}],
+        [
+            {
+                "all": [
+                    {"exact": {"a": "b"}},
+                    {"any": [{"prefix": {"a": "b"}}, {"not": {"suffix": {"a": ""}}}]},
+                ]
+            }
+        ],
         'spec.filters[0].all[1].any[1].not.suffix: the value for "a" must not be empty (to match '
         'any value of an attribute that exists, use cesql: "EXISTS a")',
     ),
@@ -327,12 +394,20 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
     # cesql
     (None, [{"cesql": ""}], "spec.filters[0].cesql: must not be empty"),
     (None, [{"cesql": "   "}], "spec.filters[0].cesql: must not be empty"),
-    (None, [{"cesql": None}], "spec.filters[0].cesql: must be a string holding a CESQL expression, got null"),
-    (None, [{"cesql": True}], "spec.filters[0].cesql: must be a string holding a CESQL expression, got a boolean (true)"),
+    (
+        None,
+        [{"cesql": None}],
+        "spec.filters[0].cesql: must be a string holding a CESQL expression, got null",
+    ),
+    (
+        None,
+        [{"cesql": True}],
+        "spec.filters[0].cesql: must be a string holding a CESQL expression, got a boolean (true)",
+    ),
     (
         None,
         [{"cesql": "(type = 'a'"}],
-        "spec.filters[0].cesql: syntax error at position 11 of \"(type = 'a'\": expected \")\" to "
+        'spec.filters[0].cesql: syntax error at position 11 of "(type = \'a\'": expected ")" to '
         "close the one at position 0, found the end of the expression",
     ),
     (
@@ -360,7 +435,7 @@ ERROR_CASES: list[tuple[Any, Any, str]] = [
         "spec.filters[0].cesql: the expression yields an Integer, not a Boolean, so no event "
         "would ever pass; write a condition, such as a comparison",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("attributes", "filters", "message"), ERROR_CASES)

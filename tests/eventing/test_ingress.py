@@ -88,7 +88,13 @@ async def test_a_binary_event_keeps_non_utf8_bytes_and_an_empty_body_is_no_data(
 
 
 async def test_a_structured_event_with_json_data(h: Harness) -> None:
-    body = {**ENVELOPE, "data": {"total": 3}, "count": 7, "urgent": True, "time": "2025-03-01T12:00:00.123456789+01:00"}  # fmt: skip
+    body = {
+        **ENVELOPE,
+        "data": {"total": 3},
+        "count": 7,
+        "urgent": True,
+        "time": "2025-03-01T12:00:00.123456789+01:00",
+    }
     response = await h.client.post(
         URL, headers={"content-type": STRUCTURED}, content=orjson.dumps(body)
     )
@@ -174,9 +180,12 @@ async def test_the_app_answers_lifespan_so_it_can_run_alone(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("sent", "stored"),
-    [pytest.param(None, "255", id="absent-set-to-255"), pytest.param("10", "9", id="present-decremented"),
-     pytest.param("2", "1", id="last-hop")],
-)  # fmt: skip
+    [
+        pytest.param(None, "255", id="absent-set-to-255"),
+        pytest.param("10", "9", id="present-decremented"),
+        pytest.param("2", "1", id="last-hop"),
+    ],
+)
 async def test_ttl_is_set_or_decremented(h: Harness, sent: str | None, stored: str) -> None:
     headers = dict(BINARY) if sent is None else {**BINARY, "ce-knativebrokerttl": sent}
     assert (await h.client.post(URL, headers=headers)).status_code == 202

@@ -145,7 +145,7 @@ async def test_answers_without_a_length_and_chunked_answers(serve) -> None:  # t
         "/chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         "/continue": b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"after"),
         "/empty": b"HTTP/1.1 204 No Content\r\n\r\n",
-    }  # fmt: skip
+    }
     server = await serve(lambda r, n: answers[r.head[0].split()[1]])
     sender = LeanSender()
     base = f"http://127.0.0.1:{server.port}"

@@ -88,14 +88,19 @@ def test_the_environment_has_numpy_1_over_knserves_numpy_2(
         "import numpy, sklearn, scipy, pandas, alibi, knserve.runtime.explainers;"
         "print(numpy.__version__, numpy.__file__)"
     )
-    result = subprocess.run([str(env_python(build)), "-c", probe], capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [str(env_python(build)), "-c", probe], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     version, location = result.stdout.split()
     assert version.startswith("1.") and location.startswith(str(build.env))
     # pip in the function's environment sees the base's NumPy 2 and must not uninstall it.
-    base = subprocess.run([sys.executable, "-c", "import numpy; print(numpy.__version__)"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    base = subprocess.run(
+        [sys.executable, "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert base.stdout.startswith("2."), "building the function left knserve's NumPy alone"
 
 
@@ -105,8 +110,13 @@ def test_the_rendered_anchors_explainers_own_tests_pass_in_its_environment(
     anchors_function: tuple[Path, BuildResult],
 ) -> None:
     folder, build = anchors_function
-    result = subprocess.run([str(env_python(build)), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=folder, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [str(env_python(build)), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
 
@@ -119,17 +129,38 @@ def test_the_explainer_container_answers_what_alibi_computes(
     folder, build = anchors_function
     _, x = train_sklearn_iris(tmp_path / "iris")
     predictor_port, explainer_port = free_port(), free_port()
-    predictor = spawn([sys.executable, "-m", "knserve.runtime", "--model-name", "iris", "--model-dir",
-                       str(tmp_path / "iris"), "--http-port", str(predictor_port)])  # fmt: skip
+    predictor = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-name",
+            "iris",
+            "--model-dir",
+            str(tmp_path / "iris"),
+            "--http-port",
+            str(predictor_port),
+        ]
+    )
     predictor.wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready")
     # As an InferenceService's spec.explainer.containers runs it: KServe's flags and PREDICTOR_HOST.
     found = command_for_image(build.image)
     assert found is not None
     argv, cwd = found
     predictor_host = f"127.0.0.1:{predictor_port}"
-    explainer = spawn([*argv, "--model_name", "iris", "--predictor_host", predictor_host,
-                       "--http_port", str(explainer_port)],
-                      env={"PREDICTOR_HOST": predictor_host}, cwd=cwd)  # fmt: skip
+    explainer = spawn(
+        [
+            *argv,
+            "--model_name",
+            "iris",
+            "--predictor_host",
+            predictor_host,
+            "--http_port",
+            str(explainer_port),
+        ],
+        env={"PREDICTOR_HOST": predictor_host},
+        cwd=cwd,
+    )
     explainer.wait_http(f"http://127.0.0.1:{explainer_port}/health/readiness", timeout=120)
 
     url = f"http://127.0.0.1:{explainer_port}/v1/models/iris:explain"
@@ -142,10 +173,18 @@ def test_the_explainer_container_answers_what_alibi_computes(
             answers.append(response.json())
 
         reference = subprocess.run(
-            [str(env_python(build)), "-c", REFERENCE, str(tmp_path / "iris" / "model.joblib"),
-             str(folder), json.dumps(instances)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                str(env_python(build)),
+                "-c",
+                REFERENCE,
+                str(tmp_path / "iris" / "model.joblib"),
+                str(folder),
+                json.dumps(instances),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert reference.returncode == 0, reference.stderr
         expected = json.loads(reference.stdout)
 

@@ -43,8 +43,11 @@ def test_a_dependency_that_cannot_be_installed_fails_cleanly(
 ) -> None:
     folder = create_function("broken-deps", "http", tmp_path / "f")
     pyproject = folder / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace("dependencies = []",
-                                                       'dependencies = ["knserve-no-such-package-zz==9.9.9"]'))  # fmt: skip
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "dependencies = []", 'dependencies = ["knserve-no-such-package-zz==9.9.9"]'
+        )
+    )
     before = sorted(p.name for p in functions_home.iterdir())
     with pytest.raises(FunctionError, match="installing the dependencies of broken-deps failed"):
         build_function(folder)

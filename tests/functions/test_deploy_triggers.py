@@ -20,9 +20,14 @@ def function(*subscriptions: dict[str, Any], namespace: str | None = None) -> di
     deploy: dict[str, Any] = {"subscriptions": list(subscriptions)}
     if namespace:
         deploy["namespace"] = namespace
-    return {"specVersion": "0.36.0", "name": "classify", "runtime": "python",
-            "image": "knserve.local/classify@sha256:abc", "created": "2025-01-01T00:00:00Z",
-            "deploy": deploy}  # fmt: skip
+    return {
+        "specVersion": "0.36.0",
+        "name": "classify",
+        "runtime": "python",
+        "image": "knserve.local/classify@sha256:abc",
+        "created": "2025-01-01T00:00:00Z",
+        "deploy": deploy,
+    }
 
 
 def test_each_subscription_is_a_trigger_named_as_func_names_it() -> None:
@@ -40,22 +45,31 @@ def test_each_subscription_is_a_trigger_named_as_func_names_it() -> None:
     assert first == {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
-        "metadata": {"name": "classify-function-trigger-0", "namespace": "default",
-                     "labels": {FUNCTION_LABEL: "classify"}},
+        "metadata": {
+            "name": "classify-function-trigger-0",
+            "namespace": "default",
+            "labels": {FUNCTION_LABEL: "classify"},
+        },
         "spec": {
             "broker": "default",
-            "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-                                   "name": "classify"}},
+            "subscriber": {
+                "ref": {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "name": "classify",
+                }
+            },
             "filter": {"attributes": {"type": "io.kserve.inference.request"}},
         },
-    }  # fmt: skip
+    }
     assert second["spec"]["broker"] == "images"
     assert second["spec"]["filter"] == {"attributes": {"type": "image.uploaded", "subject": "cats"}}
 
 
 def test_triggers_are_valid_against_knatives_schema_and_live_beside_the_service() -> None:
-    spec = function({"source": "default", "filters": {"type": "t"}}, {"source": "b"},
-                    namespace="ml")  # fmt: skip
+    spec = function(
+        {"source": "default", "filters": {"type": "t"}}, {"source": "b"}, namespace="ml"
+    )
     triggers = triggers_for(spec)
     for trigger in triggers:
         assert TRIGGERS.errors(trigger) == []
@@ -67,8 +81,11 @@ def test_triggers_are_valid_against_knatives_schema_and_live_beside_the_service(
 
 
 def test_an_owner_service_is_referenced_so_deleting_it_deletes_the_triggers() -> None:
-    owner = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-             "metadata": {"name": "classify", "uid": "1234"}}  # fmt: skip
+    owner = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "classify", "uid": "1234"},
+    }
     [trigger] = triggers_for(function({"source": "default"}), owner=owner)
     assert trigger["metadata"]["ownerReferences"] == [
         {
@@ -117,14 +134,28 @@ def stored(client: Client) -> dict[str, dict[str, Any]]:
 
 
 def test_deploy_creates_updates_and_prunes_the_functions_triggers(client: Client) -> None:
-    client.create(TRIGGERS, {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-                             "metadata": {"name": "someone-elses", "namespace": "default"},
-                             "spec": {"broker": "default", "subscriber": {"uri": "http://x.test/"}}})  # fmt: skip
-    svc = deployed(client, function({"source": "default", "filters": {"type": "a"}},
-                                    {"source": "default", "filters": {"type": "b"}}))  # fmt: skip
+    client.create(
+        TRIGGERS,
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": "someone-elses", "namespace": "default"},
+            "spec": {"broker": "default", "subscriber": {"uri": "http://x.test/"}},
+        },
+    )
+    svc = deployed(
+        client,
+        function(
+            {"source": "default", "filters": {"type": "a"}},
+            {"source": "default", "filters": {"type": "b"}},
+        ),
+    )
     triggers = stored(client)
-    assert set(triggers) == {"someone-elses", "classify-function-trigger-0",
-                             "classify-function-trigger-1"}  # fmt: skip
+    assert set(triggers) == {
+        "someone-elses",
+        "classify-function-trigger-0",
+        "classify-function-trigger-1",
+    }
     owners = triggers["classify-function-trigger-0"]["metadata"]["ownerReferences"]
     assert [o["uid"] for o in owners] == [svc["metadata"]["uid"]]
 

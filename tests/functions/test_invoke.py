@@ -34,9 +34,16 @@ def test_a_deployed_function_that_does_not_run_locally_is_invoked_where_it_is_de
     assert answer.returncode == 0, answer.stderr + plane.log()
     assert json.loads(answer.stdout) == {"predictions": [1, 1]}
     remote = knserve(
-        "func", "invoke", "--path", str(folder), "--target", "remote",
-        "--data", '{"instances": [[5.1, 3.5, 1.4, 0.2]]}', env=env,
-    )  # fmt: skip
+        "func",
+        "invoke",
+        "--path",
+        str(folder),
+        "--target",
+        "remote",
+        "--data",
+        '{"instances": [[5.1, 3.5, 1.4, 0.2]]}',
+        env=env,
+    )
     assert json.loads(remote.stdout) == {"predictions": [0]}
 
     local = knserve("func", "invoke", "--path", str(folder), "--target", "local", env=env)

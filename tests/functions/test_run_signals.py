@@ -25,11 +25,24 @@ HANGING_STOP = """
 """
 
 
-def func_run(spawn: Callable[..., ServerProcess], folder: Path, port: int,
-             *args: str) -> tuple[ServerProcess, int, int]:  # fmt: skip
+def func_run(
+    spawn: Callable[..., ServerProcess], folder: Path, port: int, *args: str
+) -> tuple[ServerProcess, int, int]:
     """`knserve func run` serving `folder`; with its host's pid and start time once it is ready."""
-    proc = spawn([sys.executable, "-m", "knserve.knative.cli", "func", "run", "--path", str(folder),
-                  "--port", str(port), *args])  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.knative.cli",
+            "func",
+            "run",
+            "--path",
+            str(folder),
+            "--port",
+            str(port),
+            *args,
+        ]
+    )
     proc.wait_http(f"http://127.0.0.1:{port}/health/readiness", timeout=120)
     host = json.loads((folder / ".func" / "instance.json").read_text())["pid"]
     assert host != proc.pid and host in descendants(proc.pid)
@@ -38,9 +51,12 @@ def func_run(spawn: Callable[..., ServerProcess], folder: Path, port: int,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_func_run_stops_the_function_and_then_func_run(
-    created_functions: dict[str, Path], functions_home: Path, spawn: Callable[..., ServerProcess],
-    port: int, sig: int,
-) -> None:  # fmt: skip
+    created_functions: dict[str, Path],
+    functions_home: Path,
+    spawn: Callable[..., ServerProcess],
+    port: int,
+    sig: int,
+) -> None:
     proc, host, started = func_run(spawn, created_functions["http"], port)
     os.kill(proc.pid, sig)
     assert proc.proc.wait(30) in (0, 128 + sig)
@@ -49,9 +65,11 @@ def test_a_signal_to_func_run_stops_the_function_and_then_func_run(
 
 
 def test_a_func_run_that_is_killed_takes_its_function_with_it(
-    created_functions: dict[str, Path], functions_home: Path, spawn: Callable[..., ServerProcess],
+    created_functions: dict[str, Path],
+    functions_home: Path,
+    spawn: Callable[..., ServerProcess],
     port: int,
-) -> None:  # fmt: skip
+) -> None:
     proc, host, started = func_run(spawn, created_functions["http"], port)
     os.kill(proc.pid, signal.SIGKILL)
     eventually(
@@ -60,9 +78,11 @@ def test_a_func_run_that_is_killed_takes_its_function_with_it(
 
 
 def test_a_function_that_does_not_stop_is_killed_after_the_grace_period(
-    created_functions: dict[str, Path], spawn: Callable[..., ServerProcess], port: int,
+    created_functions: dict[str, Path],
+    spawn: Callable[..., ServerProcess],
+    port: int,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     folder = tmp_path / "stuck"
     shutil.copytree(created_functions["http"], folder, ignore=shutil.ignore_patterns(".func"))
     source = folder / "function" / "func.py"

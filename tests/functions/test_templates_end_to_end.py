@@ -19,15 +19,31 @@ from model_fixtures import train_sklearn_iris
 def test_the_rendered_functions_own_tests_pass(
     created_functions: dict[str, Path], template: str
 ) -> None:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=created_functions[template], capture_output=True, text=True, timeout=180)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=created_functions[template],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
 
 
 def start(spawn, folder: Path, port: int):  # type: ignore[no-untyped-def]
-    proc = spawn([sys.executable, "-m", "knserve.knative.cli", "func", "run", "--path", str(folder),
-                  "--port", str(port)])  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.knative.cli",
+            "func",
+            "run",
+            "--path",
+            str(folder),
+            "--port",
+            str(port),
+        ]
+    )
     proc.wait_http(f"http://127.0.0.1:{port}/health/readiness", timeout=120)
     return proc
 
@@ -81,8 +97,16 @@ def test_predictor_answers_v1_v2_and_cloudevents(
     body = '{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [6.8, 2.8, 4.8, 1.4]}]}'
     v2 = json.loads(knserve("func", "invoke", "--path", str(folder), "--data", body).stdout)
     assert v2["outputs"][0]["data"] == [1]
-    event = knserve("func", "invoke", "--target", f"http://127.0.0.1:{port}/v1/models/demo-predictor:predict",
-                    "--format", "cloudevent", "--data", '{"instances": [[6.8, 2.8, 4.8, 1.4]]}')  # fmt: skip
+    event = knserve(
+        "func",
+        "invoke",
+        "--target",
+        f"http://127.0.0.1:{port}/v1/models/demo-predictor:predict",
+        "--format",
+        "cloudevent",
+        "--data",
+        '{"instances": [[6.8, 2.8, 4.8, 1.4]]}',
+    )
     assert "ce-type: io.kserve.inference.response" in event.stdout
     assert json.loads(event.stdout.splitlines()[-1]) == {"predictions": [1]}
 
@@ -112,12 +136,27 @@ def test_explainer_explains_a_runtime_predictor(
 
     model, x = train_sklearn_iris(tmp_path / "iris")
     predictor_port, explainer_port = free_port(), free_port()
-    predictor = spawn([sys.executable, "-m", "knserve.runtime", "--model-name", "iris", "--model-dir",
-                       str(tmp_path / "iris"), "--http-port", str(predictor_port)])  # fmt: skip
+    predictor = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-name",
+            "iris",
+            "--model-dir",
+            str(tmp_path / "iris"),
+            "--http-port",
+            str(predictor_port),
+        ]
+    )
     predictor.wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready")
     folder = created_functions["explainer"]
-    set_envs(folder, PREDICTOR_HOST=f"127.0.0.1:{predictor_port}", PREDICTOR_MODEL="iris",
-             PREDICTOR_PROTOCOL="v2")  # fmt: skip
+    set_envs(
+        folder,
+        PREDICTOR_HOST=f"127.0.0.1:{predictor_port}",
+        PREDICTOR_MODEL="iris",
+        PREDICTOR_PROTOCOL="v2",
+    )
     start(spawn, folder, explainer_port)
     url = f"http://127.0.0.1:{explainer_port}/v1/models/demo-explainer:explain"
     answer = knserve(
@@ -150,8 +189,19 @@ def test_a_handler_that_does_not_import_answers_probes_honestly(
 
 
 def start_unready(spawn, folder: Path, port: int):  # type: ignore[no-untyped-def]
-    proc = spawn([sys.executable, "-m", "knserve.knative.cli", "func", "run", "--path", str(folder),
-                  "--port", str(port)])  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.knative.cli",
+            "func",
+            "run",
+            "--path",
+            str(folder),
+            "--port",
+            str(port),
+        ]
+    )
     proc.wait_http(f"http://127.0.0.1:{port}/health/liveness", timeout=120)
     return proc
 

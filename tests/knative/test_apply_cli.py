@@ -22,10 +22,20 @@ ISVCS = by_name("inferenceservices")
 CANARY: dict[str, Any] = {
     "apiVersion": "serving.kserve.io/v1beta1",
     "kind": "InferenceService",
-    "metadata": {"name": "sklearn-iris", "annotations": {"serving.kserve.io/enable-tag-routing": "true"}},
-    "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {
-        "modelFormat": {"name": "sklearn"}, "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model-2"}}},
-}  # fmt: skip
+    "metadata": {
+        "name": "sklearn-iris",
+        "annotations": {"serving.kserve.io/enable-tag-routing": "true"},
+    },
+    "spec": {
+        "predictor": {
+            "canaryTrafficPercent": 10,
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "gs://kfserving-examples/models/sklearn/1.0/model-2",
+            },
+        }
+    },
+}
 
 
 def apply(api: Client, tmp_path: Path, obj: dict[str, Any]) -> Result:
@@ -105,7 +115,7 @@ def test_an_object_without_last_applied_loses_nothing_the_first_time(
         # an explicit empty map is a value
         ({}, {"m": {}}, {}, {"m": {}}),
     ],
-)  # fmt: skip
+)
 def test_three_way_merge_patch_is_kubectls(
     original: dict[str, Any] | None,
     modified: dict[str, Any],

@@ -433,8 +433,12 @@ def test_initial_scale_until_first_reached_then_the_decider_rules() -> None:
     scaler, _ = make(initial_scale=3)
     d = scaler.scale(0)  # no traffic yet: the revision comes up with 3 pods
     assert (d.desired_pods, d.reason, d.active, d.active_reason, d.initialized) == (
-        3, "initial-scale", "Unknown", "Queued", False,
-    )  # fmt: skip
+        3,
+        "initial-scale",
+        "Unknown",
+        "Queued",
+        False,
+    )
     # Pods becoming ready between ticks: not initialized (nor active) before all 3 are ready.
     assert [(d.active, d.initialized) for d in map(scaler.observe, (1, 2))] == [
         ("Unknown", False)
@@ -472,8 +476,12 @@ def test_initial_scale_zero_is_ready_with_no_pod_and_a_request_wakes_it() -> Non
     scaler, clock = make(initial_scale=0, allow_zero_initial_scale=True)
     d = scaler.scale(0)
     assert (d.desired_pods, d.reason, d.active, d.active_reason, d.initialized) == (
-        0, "scaled to zero", "False", "NoTraffic", True,
-    )  # fmt: skip
+        0,
+        "scaled to zero",
+        "False",
+        "NoTraffic",
+        True,
+    )
     clock.advance(100)
     assert scaler.scale(0).desired_pods == 0  # stays at zero while nothing asks
     scaler.record(1.0)  # the activator holds the first request
@@ -547,8 +555,12 @@ def test_a_new_revision_whose_initial_scale_is_never_reached_keeps_it() -> None:
 def test_grace_and_retention_count_from_the_inactive_transition(
     tbc: float, retention: float, held_for: str, zero_at: int
 ) -> None:
-    scaler, clock = active(target=10.0, stable_window=6.0, target_burst_capacity=tbc,
-                           scale_to_zero_pod_retention_period=retention)  # fmt: skip
+    scaler, clock = active(
+        target=10.0,
+        stable_window=6.0,
+        target_burst_capacity=tbc,
+        scale_to_zero_pod_retention_period=retention,
+    )
     busy = run(scaler, clock, 7.0, 10, ready=1, tick=1)  # last request at t = 10
     assert {(d.desired_pods, d.active) for d in busy} == {(1, "True")}
     idle = run(scaler, clock, 0.0, zero_at - 10, ready=1, tick=1)  # ticks 11 … zero_at

@@ -31,8 +31,12 @@ def service(annotations: dict[str, str] | None = None, name: str = "hello") -> d
     template: dict[str, Any] = {"spec": {"containers": copy.deepcopy(CONTAINERS)}}
     if annotations is not None:
         template["metadata"] = {"annotations": annotations}
-    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-            "metadata": {"name": name}, "spec": {"template": template}}  # fmt: skip
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"template": template},
+    }
 
 
 class Api:
@@ -71,37 +75,81 @@ REFUSED = [
     ({P + "window": "365h"}, f"expected 6s <= 365h <= 1h0m0s: {T}window"),
     ({P + "window": "10.5s"}, f"must be specified with at most second precision: {T}window"),
     ({P + "window": "jerry"}, f"invalid value: jerry: {T}window"),
-    ({P + "metric": "cpu"}, f"invalid value: cpu: {T}metric (kpa.autoscaling.knative.dev scales on concurrency or rps)"),
+    (
+        {P + "metric": "cpu"},
+        f"invalid value: cpu: {T}metric (kpa.autoscaling.knative.dev scales on concurrency or rps)",
+    ),
     ({P + "class": "hpa.autoscaling.knative.dev", P + "metric": ""}, f"invalid value: : {T}metric"),
     ({P + "initial-scale": "0"}, f"invalid value: 0: {T}initial-scale=0 not allowed by cluster"),
     ({P + "initial-scale": "-1"}, f"invalid value: -1: {T}initial-scale must be greater than 0"),
     ({P + "initial-scale": "two"}, f"invalid value: two: {T}initial-scale"),
-    ({P + "activation-scale": "1"}, f"activation-scale=1 must be greater than 1: {T}activation-scale"),
-    ({P + "min-scale": "3", P + "activation-scale": "2"}, f"min-scale=3 is greater than activation-scale=2: {T}activation-scale"),
-    ({P + "max-scale": "1", P + "activation-scale": "2"}, f"max-scale=1 is less than activation-scale=2: {T}activation-scale"),
-    ({P + "min-scale": "5", P + "max-scale": "2"}, f"max-scale=2 is less than min-scale=5: {T}max-scale, {T}min-scale"),
+    (
+        {P + "activation-scale": "1"},
+        f"activation-scale=1 must be greater than 1: {T}activation-scale",
+    ),
+    (
+        {P + "min-scale": "3", P + "activation-scale": "2"},
+        f"min-scale=3 is greater than activation-scale=2: {T}activation-scale",
+    ),
+    (
+        {P + "max-scale": "1", P + "activation-scale": "2"},
+        f"max-scale=1 is less than activation-scale=2: {T}activation-scale",
+    ),
+    (
+        {P + "min-scale": "5", P + "max-scale": "2"},
+        f"max-scale=2 is less than min-scale=5: {T}max-scale, {T}min-scale",
+    ),
     ({P + "min-scale": "-1"}, f"expected 0 <= -1 <= 2147483647: {T}min-scale"),
     ({P + "max-scale": "2147483648"}, f"expected 0 <= 2147483648 <= 2147483647: {T}max-scale"),
     ({P + "min-scale": "1.5"}, f"invalid value: 1.5: {T}min-scale (use a whole number)"),
-    ({P + "min-scale": "bar", P + "max-scale": "bar"}, f"invalid value: bar: {T}max-scale, {T}min-scale"),
-    ({P + "panic-window-percentage": "202"}, f"expected 1 <= 202 <= 100: {T}panic-window-percentage"),
+    (
+        {P + "min-scale": "bar", P + "max-scale": "bar"},
+        f"invalid value: bar: {T}max-scale, {T}min-scale",
+    ),
+    (
+        {P + "panic-window-percentage": "202"},
+        f"expected 1 <= 202 <= 100: {T}panic-window-percentage",
+    ),
     ({P + "panic-window-percentage": "fifty"}, f"invalid value: fifty: {T}panic-window-percentage"),
-    ({P + "panic-threshold-percentage": "109"}, f"expected 110 <= 109 <= 1000: {T}panic-threshold-percentage"),
-    ({P + "panic-threshold-percentage": "10009"}, f"expected 110 <= 10009 <= 1000: {T}panic-threshold-percentage"),
+    (
+        {P + "panic-threshold-percentage": "109"},
+        f"expected 110 <= 109 <= 1000: {T}panic-threshold-percentage",
+    ),
+    (
+        {P + "panic-threshold-percentage": "10009"},
+        f"expected 110 <= 10009 <= 1000: {T}panic-threshold-percentage",
+    ),
     ({P + "target": "0"}, f"target 0 should be at least 0.01: {T}target"),
     ({P + "target": "-11"}, f"target -11 should be at least 0.01: {T}target"),
-    ({P + "target-utilization-percentage": "0"}, f"expected 1 <= 0 <= 100: {T}target-utilization-percentage"),
-    ({P + "target-utilization-percentage": "101"}, f"expected 1 <= 101 <= 100: {T}target-utilization-percentage"),
+    (
+        {P + "target-utilization-percentage": "0"},
+        f"expected 1 <= 0 <= 100: {T}target-utilization-percentage",
+    ),
+    (
+        {P + "target-utilization-percentage": "101"},
+        f"expected 1 <= 101 <= 100: {T}target-utilization-percentage",
+    ),
     ({P + "target-burst-capacity": "-11"}, f"invalid value: -11: {T}target-burst-capacity"),
     ({P + "scale-down-delay": "311m"}, f"expected 0s <= 311m <= 1h0m0s: {T}scale-down-delay"),
     ({P + "scale-down-delay": "-42s"}, f"expected 0s <= -42s <= 1h0m0s: {T}scale-down-delay"),
-    ({P + "scale-down-delay": "1500ms"}, f"must be specified with at most second precision: {T}scale-down-delay"),
-    ({P + "scale-to-zero-pod-retention-period": "-42s"}, f"expected 0s <= -42s <= 1h0m0s: {T}scale-to-zero-pod-retention-period"),
-    ({P + "scale-to-zero-pod-retention-period": "never"}, f"invalid value: never: {T}scale-to-zero-pod-retention-period"),
+    (
+        {P + "scale-down-delay": "1500ms"},
+        f"must be specified with at most second precision: {T}scale-down-delay",
+    ),
+    (
+        {P + "scale-to-zero-pod-retention-period": "-42s"},
+        f"expected 0s <= -42s <= 1h0m0s: {T}scale-to-zero-pod-retention-period",
+    ),
+    (
+        {P + "scale-to-zero-pod-retention-period": "never"},
+        f"invalid value: never: {T}scale-to-zero-pod-retention-period",
+    ),
     ({P + "class": "unsupported.knative.dev"}, f"invalid value: unsupported.knative.dev: {T}class"),
-    ({P + "class": "kpa.autoscaling.knative.dev", P + "metric-aggregation-algorithm": "random"},
-     f"invalid value: random: {T}metric-aggregation-algorithm"),
-]  # fmt: skip
+    (
+        {P + "class": "kpa.autoscaling.knative.dev", P + "metric-aggregation-algorithm": "random"},
+        f"invalid value: random: {T}metric-aggregation-algorithm",
+    ),
+]
 
 
 @pytest.mark.parametrize(("annotations", "message"), REFUSED)
@@ -115,10 +163,17 @@ async def test_knatives_webhook_rules_refuse_a_service_with_the_field_and_knativ
 
 
 async def test_every_broken_rule_is_reported_at_once(api: Api) -> None:
-    refused = await api.refused(KSVC, service({
-        P + "min-scale": "-4", P + "max-scale": "never", P + "panic-window-percentage": "-11",
-        P + "panic-threshold-percentage": "fifty",
-    }))  # fmt: skip
+    refused = await api.refused(
+        KSVC,
+        service(
+            {
+                P + "min-scale": "-4",
+                P + "max-scale": "never",
+                P + "panic-window-percentage": "-11",
+                P + "panic-threshold-percentage": "fifty",
+            }
+        ),
+    )
     # one message each, in the order Knative's FieldError sorts them
     assert refused.split(": ", 1)[1].split("; ") == [
         f"expected 0 <= -4 <= 2147483647: {T}min-scale",
@@ -148,9 +203,12 @@ async def test_configurations_and_revisions_are_validated_where_their_annotation
     configuration = service({P + "window": "5s"}) | {"kind": "Configuration"}
     refused = await api.refused(f"{SERVING}/configurations", configuration)
     assert f"expected 6s <= 5s <= 1h0m0s: {T}window" in refused
-    revision = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                "metadata": {"name": "hello-00001", "annotations": {P + "max-scale": "-3"}},
-                "spec": {"containers": copy.deepcopy(CONTAINERS)}}  # fmt: skip
+    revision = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Revision",
+        "metadata": {"name": "hello-00001", "annotations": {P + "max-scale": "-3"}},
+        "spec": {"containers": copy.deepcopy(CONTAINERS)},
+    }
     refused = await api.refused(f"{SERVING}/revisions", revision)
     assert f"expected 0 <= -3 <= 2147483647: metadata.annotations.{P}max-scale" in refused
 
@@ -160,8 +218,11 @@ async def test_autoscaling_annotations_on_the_object_itself_are_refused_with_whe
     api: Api, plural: str
 ) -> None:
     # A classic mistake: min-scale on the Service's metadata does nothing on a cluster either.
-    obj = service() | {"kind": {"services": "Service", "configurations": "Configuration",
-                                "routes": "Route"}[plural]}  # fmt: skip
+    obj = service() | {
+        "kind": {"services": "Service", "configurations": "Configuration", "routes": "Route"}[
+            plural
+        ]
+    }
     if plural == "routes":
         obj["spec"] = {"traffic": [{"configurationName": "hello", "percent": 100}]}
     obj["metadata"]["annotations"] = {P + "min-scale": "1", "example.com/note": "kept"}
@@ -173,15 +234,29 @@ async def test_autoscaling_annotations_on_the_object_itself_are_refused_with_whe
 
 
 async def test_valid_annotations_and_legacy_spellings_are_accepted(api: Api) -> None:
-    await api.accepted(KSVC, service({
-        P + "class": "kpa.autoscaling.knative.dev", P + "metric": "rps", P + "target": "0.01",
-        P + "window": "1h", P + "minScale": "1", P + "maxScale": "4", P + "activation-scale": "2",
-        P + "initialScale": "2", P + "targetUtilizationPercentage": "80",
-        P + "targetBurstCapacity": "-1", P + "panicWindowPercentage": "100",
-        P + "panicThresholdPercentage": "110", P + "scaleDownDelay": "1h",
-        P + "scaleToZeroPodRetentionPeriod": "1.5s", P + "metric-aggregation-algorithm": "linear",
-        P + "custom-key": "other annotations of the group are not Knative's concern",
-    }))  # fmt: skip
+    await api.accepted(
+        KSVC,
+        service(
+            {
+                P + "class": "kpa.autoscaling.knative.dev",
+                P + "metric": "rps",
+                P + "target": "0.01",
+                P + "window": "1h",
+                P + "minScale": "1",
+                P + "maxScale": "4",
+                P + "activation-scale": "2",
+                P + "initialScale": "2",
+                P + "targetUtilizationPercentage": "80",
+                P + "targetBurstCapacity": "-1",
+                P + "panicWindowPercentage": "100",
+                P + "panicThresholdPercentage": "110",
+                P + "scaleDownDelay": "1h",
+                P + "scaleToZeroPodRetentionPeriod": "1.5s",
+                P + "metric-aggregation-algorithm": "linear",
+                P + "custom-key": "other annotations of the group are not Knative's concern",
+            }
+        ),
+    )
 
 
 async def test_a_legacy_spelling_is_validated_and_named_as_written(api: Api) -> None:

@@ -22,8 +22,14 @@ def wait_pods(plane: LocalPlane, revision: str, actual: int, timeout: float) -> 
         return seen.get("actual_pods") == actual and seen.get("desired_pods") == actual
 
     # the plane is another process; its metrics are what we can observe
-    eventually(reached, timeout, interval=0.1, failure=lambda: (
-        f"{revision} never reached {actual} pods: {plane.metrics().get(revision, {})}\n{plane.log()[-3000:]}"))  # fmt: skip
+    eventually(
+        reached,
+        timeout,
+        interval=0.1,
+        failure=lambda: (
+            f"{revision} never reached {actual} pods: {plane.metrics().get(revision, {})}\n{plane.log()[-3000:]}"
+        ),
+    )
 
 
 def test_scales_up_under_a_step_load_within_max_scale_and_back_to_zero(
@@ -101,9 +107,19 @@ def test_a_bad_autoscaler_setting_stops_knserve_up_with_the_fix(tmp_path: Path) 
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "knserve.knative.cli", "up", "--data-dir", str(tmp_path),
-         "--autoscaler", "stable-window=2s"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "knserve.knative.cli",
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--autoscaler",
+            "stable-window=2s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "stable-window = 2s, must be in [6s; 1h0m0s] range" in result.stderr

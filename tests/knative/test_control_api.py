@@ -199,9 +199,10 @@ async def test_stale_resource_version_is_a_conflict_and_generation_follows_spec(
     assert stale.status_code == 409 and stale.json()["reason"] == "Conflict"
     assert "read it again and retry" in stale.json()["message"]
     patched = await client.patch(
-        f"{KSVC}/hello", content=orjson.dumps({"spec": {"template": {"metadata": {"name": "hello-v2"}}}}),
+        f"{KSVC}/hello",
+        content=orjson.dumps({"spec": {"template": {"metadata": {"name": "hello-v2"}}}}),
         headers={"content-type": "application/merge-patch+json"},
-    )  # fmt: skip
+    )
     assert patched.status_code == 200 and patched.json()["metadata"]["generation"] == 2
     assert int(patched.json()["metadata"]["resourceVersion"]) > int(
         second["metadata"]["resourceVersion"]
@@ -214,8 +215,11 @@ async def test_status_is_a_subresource(api) -> None:  # type: ignore[no-untyped-
     status = {
         "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
     }
-    updated = await client.patch(f"{KSVC}/hello/status", json=status,
-                                 headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+    updated = await client.patch(
+        f"{KSVC}/hello/status",
+        json=status,
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert updated.json()["status"]["conditions"][0]["status"] == "True"
     assert updated.json()["metadata"]["generation"] == 1
     # a spec update through the main resource keeps the status it had
@@ -229,11 +233,19 @@ async def test_status_is_a_subresource(api) -> None:  # type: ignore[no-untyped-
 async def test_deleting_an_owner_deletes_what_it_owns(api) -> None:  # type: ignore[no-untyped-def]
     client, store = api
     owner = (await client.post(KSVC, json=HELLO)).json()
-    ref = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello",
-           "uid": owner["metadata"]["uid"], "controller": True}  # fmt: skip
-    route = {"apiVersion": "serving.knative.dev/v1", "kind": "Route",
-             "metadata": {"name": "hello", "ownerReferences": [ref]},
-             "spec": {"traffic": [{"configurationName": "hello", "percent": 100}]}}  # fmt: skip
+    ref = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "hello",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
+    route = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Route",
+        "metadata": {"name": "hello", "ownerReferences": [ref]},
+        "spec": {"traffic": [{"configurationName": "hello", "percent": 100}]},
+    }
     assert (
         await client.post("/apis/serving.knative.dev/v1/namespaces/default/routes", json=route)
     ).status_code == 201
@@ -289,8 +301,11 @@ async def test_watch_streams_added_modified_deleted_over_real_http(tmp_path: Pat
         async with client, client.stream("GET", KSVC, params={"watch": "true"}) as stream:
             lines = stream.aiter_lines()
             events.append(_event(await anext(lines)))
-            await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
-                                   headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+            await client.patch(
+                f"{KSVC}/hello",
+                json={"metadata": {"labels": {"x": "y"}}},
+                headers={"content-type": "application/merge-patch+json"},
+            )
             events.append(_event(await anext(lines)))
             await client.delete(f"{KSVC}/hello")
             events.append(_event(await anext(lines)))
@@ -309,8 +324,11 @@ async def test_a_watch_resumes_from_a_lists_resource_version(api) -> None:  # ty
     client, _ = api
     await client.post(KSVC, json=svc())
     listed = (await client.get(KSVC)).json()["metadata"]["resourceVersion"]
-    await client.patch(f"{KSVC}/hello", json={"metadata": {"labels": {"x": "y"}}},
-                       headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+    await client.patch(
+        f"{KSVC}/hello",
+        json={"metadata": {"labels": {"x": "y"}}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     await client.delete(f"{KSVC}/hello")
     events = await _watch_lines(client, resourceVersion=listed)
     assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]  # not the ADDED the list had
@@ -406,8 +424,9 @@ async def test_field_selectors_on_list_select_by_name_and_namespace(api) -> None
     ]
     assert await names(everywhere, " metadata.namespace = team-a ") == ["team-a/hello"]
     # the label selector still applies alongside
-    both = await client.get(KSVC, params={"fieldSelector": "metadata.name=hello",
-                                          "labelSelector": "team=web"})  # fmt: skip
+    both = await client.get(
+        KSVC, params={"fieldSelector": "metadata.name=hello", "labelSelector": "team=web"}
+    )
     assert both.json()["items"] == []
 
 

@@ -84,23 +84,32 @@ def test_restart_back_off_doubles_up_to_a_cap() -> None:
 
 def test_a_function_becomes_a_service_with_its_envs_scale_and_readiness() -> None:
     spec = {
-        "name": "iris", "image": "knserve.local/iris@sha256:abc",
+        "name": "iris",
+        "image": "knserve.local/iris@sha256:abc",
         "run": {"envs": [{"name": "A", "value": "1"}]},
-        "deploy": {"namespace": "ml", "annotations": {"team": "x"},
-                   "options": {"scale": {"min": 1, "max": 3, "target": 10}},
-                   "healthEndpoints": {"readiness": "/health/readiness"}},
-    }  # fmt: skip
+        "deploy": {
+            "namespace": "ml",
+            "annotations": {"team": "x"},
+            "options": {"scale": {"min": 1, "max": 3, "target": 10}},
+            "healthEndpoints": {"readiness": "/health/readiness"},
+        },
+    }
     svc = service_for(spec)
     assert svc["metadata"]["namespace"] == "ml"
     template = svc["spec"]["template"]
     assert template["metadata"]["annotations"] == {
-        "team": "x", "autoscaling.knative.dev/min-scale": "1",
-        "autoscaling.knative.dev/max-scale": "3", "autoscaling.knative.dev/target": "10",
-    }  # fmt: skip
-    assert template["spec"]["containers"] == [{
-        "image": "knserve.local/iris@sha256:abc", "env": [{"name": "A", "value": "1"}],
-        "readinessProbe": {"httpGet": {"path": "/health/readiness"}},
-    }]  # fmt: skip
+        "team": "x",
+        "autoscaling.knative.dev/min-scale": "1",
+        "autoscaling.knative.dev/max-scale": "3",
+        "autoscaling.knative.dev/target": "10",
+    }
+    assert template["spec"]["containers"] == [
+        {
+            "image": "knserve.local/iris@sha256:abc",
+            "env": [{"name": "A", "value": "1"}],
+            "readinessProbe": {"httpGet": {"path": "/health/readiness"}},
+        }
+    ]
     assert service_for(spec, "other")["metadata"]["namespace"] == "other"
     with pytest.raises(FunctionError, match="knserve func build"):
         service_for({"name": "iris"})

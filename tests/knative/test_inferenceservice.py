@@ -53,8 +53,11 @@ def test_sklearn_iris_becomes_one_predictor_service_running_the_builtin_runtime(
     assert ksvc["metadata"]["labels"]["component"] == "predictor"
     owner = ksvc["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "InferenceService", "sklearn-iris", "u-1", True,
-    )  # fmt: skip
+        "InferenceService",
+        "sklearn-iris",
+        "u-1",
+        True,
+    )
     container = ksvc["spec"]["template"]["spec"]["containers"][0]
     assert container["name"] == "kserve-container"
     assert container["image"] == "knserve/runtime:latest"
@@ -82,9 +85,15 @@ def test_framework_shorthand_selects_the_runtime_of_that_format(framework: str) 
 
 def test_component_fields_map_to_knative_annotations_and_spec() -> None:
     obj = isvc(
-        minReplicas=0, maxReplicas=4, scaleTarget=5, scaleMetric="rps",
-        containerConcurrency=2, timeout=30, annotations={"a": "b"}, labels={"team": "ml"},
-    )  # fmt: skip
+        minReplicas=0,
+        maxReplicas=4,
+        scaleTarget=5,
+        scaleMetric="rps",
+        containerConcurrency=2,
+        timeout=30,
+        annotations={"a": "b"},
+        labels={"team": "ml"},
+    )
     ksvc = only(knative_services(obj, builtin_runtimes()))
     template = ksvc["spec"]["template"]
     annotations = template["metadata"]["annotations"]
@@ -100,8 +109,10 @@ def test_component_fields_map_to_knative_annotations_and_spec() -> None:
 
 
 def test_batcher_and_logger_reach_the_runtime_as_environment_and_kserve_annotations() -> None:
-    obj = isvc(batcher={"maxBatchSize": 8, "maxLatency": 50},
-               logger={"mode": "request", "url": "http://sink.default.localhost"})  # fmt: skip
+    obj = isvc(
+        batcher={"maxBatchSize": 8, "maxLatency": 50},
+        logger={"mode": "request", "url": "http://sink.default.localhost"},
+    )
     ksvc = only(knative_services(obj, builtin_runtimes()))
     env = {e["name"]: e["value"] for e in ksvc["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KNSERVE_MAX_BATCH_SIZE"] == "8"
@@ -151,9 +162,15 @@ def test_unknown_model_format_lists_the_formats_that_are_served() -> None:
 
 
 def test_model_container_fields_override_the_runtime() -> None:
-    obj = isvc(model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///m",
-                      "image": "me/custom:1", "args": ["--workers=2"],
-                      "env": [{"name": "X", "value": "1"}]})  # fmt: skip
+    obj = isvc(
+        model={
+            "modelFormat": {"name": "sklearn"},
+            "storageUri": "file:///m",
+            "image": "me/custom:1",
+            "args": ["--workers=2"],
+            "env": [{"name": "X", "value": "1"}],
+        }
+    )
     container = only(knative_services(obj, builtin_runtimes()))["spec"]["template"]["spec"][
         "containers"
     ][0]
@@ -174,8 +191,13 @@ def test_transformer_and_explainer_are_given_the_predictor_host() -> None:
     host = "sklearn-iris-predictor.default.localhost"
     # The user's --model_name is kept; the missing flags are appended, as KServe does.
     assert t_container["args"] == [
-        "--model_name", "x", "--predictor_host", host, "--http_port", "$(PORT)",
-    ]  # fmt: skip
+        "--model_name",
+        "x",
+        "--predictor_host",
+        host,
+        "--http_port",
+        "$(PORT)",
+    ]
     assert {"name": "PREDICTOR_HOST", "value": host} in t_container["env"]
     e_container = explainer["spec"]["template"]["spec"]["containers"][0]
     assert ["--predictor_host", host] == e_container["args"][2:4]
@@ -187,16 +209,25 @@ def test_on_a_cluster_components_use_cluster_local_names_and_port_8080() -> None
     _, transformer = knative_services(obj, builtin_runtimes(), Target(cluster=True))
     args = transformer["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == [
-        "--model_name", "sklearn-iris", "--predictor_host", "sklearn-iris-predictor.default",
-        "--http_port", "8080",
-    ]  # fmt: skip
+        "--model_name",
+        "sklearn-iris",
+        "--predictor_host",
+        "sklearn-iris-predictor.default",
+        "--http_port",
+        "8080",
+    ]
 
 
 @pytest.mark.parametrize(
     ("explainer", "template"),
-    [({"art": {"type": "SquareAttack"}}, "-t explainer"),
-     ({"alibi": {"type": "AnchorTabular", "storageUri": "gs://bucket/anchors"}}, "-t anchors-explainer")],
-)  # fmt: skip
+    [
+        ({"art": {"type": "SquareAttack"}}, "-t explainer"),
+        (
+            {"alibi": {"type": "AnchorTabular", "storageUri": "gs://bucket/anchors"}},
+            "-t anchors-explainer",
+        ),
+    ],
+)
 def test_explainer_art_and_alibi_are_refused_with_the_alternative(
     explainer: dict[str, Any], template: str
 ) -> None:
@@ -324,6 +355,7 @@ def test_placeholders_render_against_metadata() -> None:
 
 def test_predictor_model_defaults_the_format_from_the_framework_key() -> None:
     assert predictor_model({"xgboost": {"storageUri": "s"}}) == {
-        "storageUri": "s", "modelFormat": {"name": "xgboost"},
-    }  # fmt: skip
+        "storageUri": "s",
+        "modelFormat": {"name": "xgboost"},
+    }
     assert predictor_model({"containers": [{"image": "x"}]}) is None

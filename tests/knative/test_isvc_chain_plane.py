@@ -32,11 +32,16 @@ def test_transformer_predictor_and_explainer_behind_the_inferenceservice_host(
         "kind": "InferenceService",
         "metadata": {"name": "iris", "namespace": "default"},
         "spec": {
-            "predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{sklearn_iris_dir}"}},
+            "predictor": {
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "storageUri": f"file://{sklearn_iris_dir}",
+                }
+            },
             "transformer": {"containers": [{"name": "kserve-container", "image": transformer}]},
             "explainer": {"containers": [{"name": "kserve-container", "image": explainer}]},
         },
-    }  # fmt: skip
+    }
     apply(plane, tmp_path, isvc)
     ready = plane.wait_for("inferenceservices", "iris", is_ready, timeout=180)
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}

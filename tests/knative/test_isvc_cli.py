@@ -94,8 +94,14 @@ def test_export_for_kube_gives_cluster_local_predictor_hosts(tmp_path: Path) -> 
     predictor, transformer = yaml.safe_load_all(result.output)
     assert predictor["metadata"]["name"] == "torch-transformer-predictor"
     args = transformer["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["--model_name", "mnist", "--predictor_host",
-                    "torch-transformer-predictor.ml", "--http_port", "8080"]  # fmt: skip
+    assert args == [
+        "--model_name",
+        "mnist",
+        "--predictor_host",
+        "torch-transformer-predictor.ml",
+        "--http_port",
+        "8080",
+    ]
     local = export("-f", write(tmp_path, TRANSFORMER), "-o", "json")
     items = json.loads(local.output)["items"]
     assert "--predictor_host" in items[1]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -115,13 +121,19 @@ def test_export_uses_servingruntimes_of_the_same_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param(SKLEARN_IRIS.replace("sklearn\n", "tensorflow\n"),
-                     "no serving runtime auto-selects model format 'tensorflow'", id="no-runtime"),
-        pytest.param(RUNTIME, "no InferenceService in the file (found: ServingRuntime/my-sklearn)",
-                     id="no-isvc"),
+        pytest.param(
+            SKLEARN_IRIS.replace("sklearn\n", "tensorflow\n"),
+            "no serving runtime auto-selects model format 'tensorflow'",
+            id="no-runtime",
+        ),
+        pytest.param(
+            RUNTIME,
+            "no InferenceService in the file (found: ServingRuntime/my-sklearn)",
+            id="no-isvc",
+        ),
         pytest.param("a: [", "is not valid YAML", id="bad-yaml"),
     ],
-)  # fmt: skip
+)
 def test_export_errors_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     result = export("-f", write(tmp_path, text))
     assert result.exit_code == 1
@@ -150,12 +162,21 @@ def settle(store: Store, name: str) -> None:
     revision = f"{name}-predictor-00001"
     url = f"http://{name}-predictor.default.localhost"
     ksvc["status"] = {
-        "observedGeneration": ksvc["metadata"]["generation"], "url": url,
-        "latestCreatedRevisionName": revision, "latestReadyRevisionName": revision,
-        "traffic": [{"revisionName": revision, "percent": 100, "latestRevision": True, "tag": "latest",
-                     "url": f"http://latest-{name}-predictor.default.localhost"}],
+        "observedGeneration": ksvc["metadata"]["generation"],
+        "url": url,
+        "latestCreatedRevisionName": revision,
+        "latestReadyRevisionName": revision,
+        "traffic": [
+            {
+                "revisionName": revision,
+                "percent": 100,
+                "latestRevision": True,
+                "tag": "latest",
+                "url": f"http://latest-{name}-predictor.default.localhost",
+            }
+        ],
         "conditions": [{"type": "Ready", "status": "True"}],
-    }  # fmt: skip
+    }
     store.replace(by_name("ksvc"), ksvc, subresource="status")
     asyncio.run(controller.reconcile("default", name))
 
@@ -172,8 +193,13 @@ def test_isvc_create_from_a_file_then_list_describe_and_delete(
     assert listed.exit_code == 0, listed.output
     header, row = listed.output.splitlines()
     assert header.split()[:5] == ["NAME", "URL", "READY", "PREV", "LATEST"]
-    assert row.split()[:5] == ["sklearn-iris", "http://sklearn-iris.default.localhost", "True", "100",
-                               "sklearn-iris-predictor-00001"]  # fmt: skip
+    assert row.split()[:5] == [
+        "sklearn-iris",
+        "http://sklearn-iris.default.localhost",
+        "True",
+        "100",
+        "sklearn-iris-predictor-00001",
+    ]
 
     described = knserve("describe", "sklearn-iris")
     assert described.exit_code == 0, described.output
@@ -202,19 +228,36 @@ def test_isvc_describe_shows_why_the_model_failed_to_load(plane: Store, tmp_path
     # the Serving controller's contract for a crashed replica, on the Revision and the Service
     revision = "sklearn-iris-predictor-00001"
     ksvc = plane.get(by_name("ksvc"), "default", "sklearn-iris-predictor")
-    plane.create(by_name("revisions"), {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                 "metadata": {"name": revision, "namespace": "default"},
-                 "spec": ksvc["spec"]["template"]["spec"]}, validate=False)  # fmt: skip
+    plane.create(
+        by_name("revisions"),
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {"name": revision, "namespace": "default"},
+            "spec": ksvc["spec"]["template"]["spec"],
+        },
+        validate=False,
+    )
     rev = plane.get(by_name("revisions"), "default", revision)
     why = "model sklearn-iris failed to load: /mnt/models/model.joblib is not a model: EOFError"
-    crashed = {"type": "ContainerHealthy", "status": "False", "reason": "ExitCode1",
-               "message": f"Container failed with: {why}"}  # fmt: skip
+    crashed = {
+        "type": "ContainerHealthy",
+        "status": "False",
+        "reason": "ExitCode1",
+        "message": f"Container failed with: {why}",
+    }
     rev["status"] = {"conditions": [{**crashed, "type": "Ready"}, crashed]}
     plane.replace(by_name("revisions"), rev, subresource="status")
-    failed = {"status": "False", "reason": "RevisionFailed",
-              "message": f"Revision {revision!r} failed with message: Container failed with: {why}."}  # fmt: skip
-    ksvc["status"] = {"observedGeneration": 1, "latestCreatedRevisionName": revision,
-                      "conditions": [{"type": "Ready", **failed}, {"type": "ConfigurationsReady", **failed}]}  # fmt: skip
+    failed = {
+        "status": "False",
+        "reason": "RevisionFailed",
+        "message": f"Revision {revision!r} failed with message: Container failed with: {why}.",
+    }
+    ksvc["status"] = {
+        "observedGeneration": 1,
+        "latestCreatedRevisionName": revision,
+        "conditions": [{"type": "Ready", **failed}, {"type": "ConfigurationsReady", **failed}],
+    }
     plane.replace(by_name("ksvc"), ksvc, subresource="status")
     asyncio.run(controller.reconcile("default", "sklearn-iris"))
 
@@ -230,12 +273,32 @@ def test_isvc_describe_shows_why_the_model_failed_to_load(plane: Store, tmp_path
 
 
 def test_isvc_create_from_flags_applies_a_canary_on_the_second_run(plane: Store) -> None:
-    first = knserve("create", "iris", "--model-format", "sklearn", "--storage-uri", "file:///v1",
-                    "--min-replicas", "0", "--no-wait")  # fmt: skip
+    first = knserve(
+        "create",
+        "iris",
+        "--model-format",
+        "sklearn",
+        "--storage-uri",
+        "file:///v1",
+        "--min-replicas",
+        "0",
+        "--no-wait",
+    )
     assert first.exit_code == 0, first.output
     settle(plane, "iris")
-    second = knserve("create", "iris", "--model-format", "sklearn", "--storage-uri", "file:///v2",
-                     "--canary-traffic-percent", "10", "--no-wait", "-o", "json")  # fmt: skip
+    second = knserve(
+        "create",
+        "iris",
+        "--model-format",
+        "sklearn",
+        "--storage-uri",
+        "file:///v2",
+        "--canary-traffic-percent",
+        "10",
+        "--no-wait",
+        "-o",
+        "json",
+    )
     assert second.exit_code == 0, second.output
     assert "inferenceservices.serving.kserve.io/iris configured" in second.output
     isvc = plane.get(by_name("isvc"), "default", "iris")

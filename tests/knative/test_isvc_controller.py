@@ -90,17 +90,24 @@ def conditions(store: Store) -> dict[str, dict[str, Any]]:
 
 
 def serve(
-    store: Store, name: str = PREDICTOR, *, ready: str | None, created: str | None = None,
+    store: Store,
+    name: str = PREDICTOR,
+    *,
+    ready: str | None,
+    created: str | None = None,
     failed: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Write the Knative Service's status as the Serving controller would: its observed generation,
     its revisions, and its spec traffic with `latestRevision` resolved to the latest ready one
     (with no ready revision, no traffic and a route that waits for one)."""
     obj = ksvc(store, name)
     traffic = []
     for entry in obj["spec"]["traffic"] if ready else []:
-        item = {"revisionName": ready if entry.get("latestRevision") else entry["revisionName"],
-                "latestRevision": bool(entry.get("latestRevision")), "percent": entry["percent"]}  # fmt: skip
+        item = {
+            "revisionName": ready if entry.get("latestRevision") else entry["revisionName"],
+            "latestRevision": bool(entry.get("latestRevision")),
+            "percent": entry["percent"],
+        }
         if entry.get("tag"):
             item["tag"] = entry["tag"]
             item["url"] = f"http://{entry['tag']}-{name}.{NS}.localhost"
@@ -115,12 +122,19 @@ def serve(
             {"type": "Ready", "status": "True"},
             {"type": "ConfigurationsReady", "status": "True"},
         ]
-    route = {"type": "RoutesReady", "status": "True"} if ready else {
-        "type": "RoutesReady", "status": "Unknown", "reason": "RevisionMissing"}  # fmt: skip
+    route = (
+        {"type": "RoutesReady", "status": "True"}
+        if ready
+        else {"type": "RoutesReady", "status": "Unknown", "reason": "RevisionMissing"}
+    )
     obj["status"] = {
-        "observedGeneration": obj["metadata"]["generation"], "url": url, "address": {"url": url},
-        "latestCreatedRevisionName": created or ready, "traffic": traffic, "conditions": [*conds, route],
-    }  # fmt: skip
+        "observedGeneration": obj["metadata"]["generation"],
+        "url": url,
+        "address": {"url": url},
+        "latestCreatedRevisionName": created or ready,
+        "traffic": traffic,
+        "conditions": [*conds, route],
+    }
     if ready:
         obj["status"]["latestReadyRevisionName"] = ready
     store.replace(SERVICE, obj, subresource="status")
@@ -132,13 +146,18 @@ def split(traffic: list[dict[str, Any]]) -> list[tuple[str | None, str, int]]:
 
 def canary(store: Store, percent: int, version: str) -> None:
     """A new model version, given `percent` of the traffic (KServe's canaryTrafficPercent)."""
-    update(store, lambda spec: spec["predictor"].update(
-        canaryTrafficPercent=percent,
-        model={"modelFormat": {"name": "sklearn"}, "storageUri": f"file:///models/{version}"},
-    ))  # fmt: skip
+    update(
+        store,
+        lambda spec: spec["predictor"].update(
+            canaryTrafficPercent=percent,
+            model={"modelFormat": {"name": "sklearn"}, "storageUri": f"file:///models/{version}"},
+        ),
+    )
 
 
-async def rolled_out_v1(store: Store, controller: InferenceServiceController, **predictor: Any) -> None:  # fmt: skip
+async def rolled_out_v1(
+    store: Store, controller: InferenceServiceController, **predictor: Any
+) -> None:
     store.create(ISVC, iris(**predictor))
     await controller.reconcile(NS, "iris")
     serve(store, ready=R1)
@@ -162,8 +181,11 @@ async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservi
     svc = ksvc(store)
     owner = svc["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "InferenceService", "iris", created["metadata"]["uid"], True,
-    )  # fmt: skip
+        "InferenceService",
+        "iris",
+        created["metadata"]["uid"],
+        True,
+    )
     assert svc["metadata"]["labels"]["serving.kserve.io/inferenceservice"] == "iris"
     assert svc["metadata"]["labels"]["component"] == "predictor"
     annotations = svc["spec"]["template"]["metadata"]["annotations"]
@@ -186,9 +208,18 @@ async def test_status_follows_the_knative_service_and_is_written_only_when_it_ch
     got = status(store)
     assert got["url"] == "http://iris.default.localhost"
     assert got["address"] == {"url": "http://iris.default.svc.cluster.local"}  # KServe's
-    assert {t: c["status"] for t, c in conditions(store).items()} == dict.fromkeys([
-        "PredictorReady", "PredictorRouteReady", "PredictorConfigurationReady", "RoutesReady",
-        "LatestDeploymentReady", "IngressReady", "Ready"], "True")  # fmt: skip
+    assert {t: c["status"] for t, c in conditions(store).items()} == dict.fromkeys(
+        [
+            "PredictorReady",
+            "PredictorRouteReady",
+            "PredictorConfigurationReady",
+            "RoutesReady",
+            "LatestDeploymentReady",
+            "IngressReady",
+            "Ready",
+        ],
+        "True",
+    )
     assert got["modelStatus"] == {
         "transitionStatus": "UpToDate",
         "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
@@ -207,9 +238,13 @@ async def test_a_spec_change_updates_the_service_and_is_not_ready_until_observed
     store: Store, controller: InferenceServiceController
 ) -> None:
     await rolled_out_v1(store, controller)
-    update(store, lambda spec: spec["predictor"].update(
-        minReplicas=2, model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v2"},
-    ))  # fmt: skip
+    update(
+        store,
+        lambda spec: spec["predictor"].update(
+            minReplicas=2,
+            model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v2"},
+        ),
+    )
     await controller.reconcile(NS, "iris")
     svc = ksvc(store)
     assert svc["metadata"]["generation"] == 2
@@ -245,8 +280,9 @@ async def test_canary_splits_with_tags_then_promotion_moves_everything_to_the_ne
     serve(store, ready=R1, created=R2)
     await controller.reconcile(NS, "iris")
     assert split(status(store)["components"]["predictor"]["traffic"]) == [
-        ("latest", R1, 20), ("prev", R1, 80),
-    ]  # fmt: skip
+        ("latest", R1, 20),
+        ("prev", R1, 80),
+    ]
     serve(store, ready=R2)
     await controller.reconcile(NS, "iris")
     predictor = status(store)["components"]["predictor"]
@@ -343,8 +379,11 @@ async def test_a_later_canary_splits_against_the_promoted_revision(
     canary(store, 10, "v3")
     await controller.reconcile(NS, "iris")
     assert ksvc(store)["spec"]["traffic"][1] == {
-        "tag": "prev", "revisionName": R2, "latestRevision": False, "percent": 90,
-    }  # fmt: skip
+        "tag": "prev",
+        "revisionName": R2,
+        "latestRevision": False,
+        "percent": 90,
+    }
     serve(store, ready=R3)
     await controller.reconcile(NS, "iris")
     predictor = status(store)["components"]["predictor"]
@@ -386,17 +425,26 @@ async def test_a_failed_new_revision_leaves_the_traffic_on_the_previous_one(
 def crashed(store: Store, revision: str, code: int, message: str) -> None:
     """The Revision as Knative writes it when its container exited (the Serving controller's
     contract): ContainerHealthy False with reason ExitCode{N} and the termination message."""
-    store.create(REVISION, {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-        "metadata": {"name": revision, "namespace": NS},
-        "spec": ksvc(store)["spec"]["template"]["spec"],
-    }, validate=False)  # fmt: skip
+    store.create(
+        REVISION,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {"name": revision, "namespace": NS},
+            "spec": ksvc(store)["spec"]["template"]["spec"],
+        },
+        validate=False,
+    )
     obj = store.get(REVISION, NS, revision)
-    failure = {"status": "False", "reason": f"ExitCode{code}",
-               "message": f"Container failed with: {message}",
-               "lastTransitionTime": "2025-01-01T00:00:00Z"}  # fmt: skip
-    obj["status"] = {"conditions": [{"type": "Ready", **failure},
-                                    {"type": "ContainerHealthy", **failure}]}  # fmt: skip
+    failure = {
+        "status": "False",
+        "reason": f"ExitCode{code}",
+        "message": f"Container failed with: {message}",
+        "lastTransitionTime": "2025-01-01T00:00:00Z",
+    }
+    obj["status"] = {
+        "conditions": [{"type": "Ready", **failure}, {"type": "ContainerHealthy", **failure}]
+    }
     store.replace(REVISION, obj, subresource="status")
 
 
@@ -404,15 +452,20 @@ LOAD_FAILURE = "model iris failed to load: cannot read /models/broken/model.jobl
 
 
 @pytest.mark.parametrize(
-    ("first", "active"), [pytest.param(True, "Pending", id="first-deploy"),
-                          pytest.param(False, "Loaded", id="new-version")],
-)  # fmt: skip
+    ("first", "active"),
+    [
+        pytest.param(True, "Pending", id="first-deploy"),
+        pytest.param(False, "Loaded", id="new-version"),
+    ],
+)
 async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code_and_reason(
     store: Store, controller: InferenceServiceController, first: bool, active: str
 ) -> None:
     if first:
-        store.create(ISVC, iris(model={"modelFormat": {"name": "sklearn"},
-                                       "storageUri": "file:///models/broken"}))  # fmt: skip
+        store.create(
+            ISVC,
+            iris(model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/broken"}),
+        )
         await controller.reconcile(NS, "iris")
         assert status(store)["modelStatus"] == {
             "transitionStatus": "InProgress",
@@ -421,8 +474,10 @@ async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code
         broken, serving = R1, None
     else:
         await rolled_out_v1(store, controller)
-        update(store, lambda spec: spec["predictor"]["model"].update(
-            storageUri="file:///models/broken"))  # fmt: skip
+        update(
+            store,
+            lambda spec: spec["predictor"]["model"].update(storageUri="file:///models/broken"),
+        )
         await controller.reconcile(NS, "iris")
         broken, serving = R2, R1
     crashed(store, broken, 1, LOAD_FAILURE)
@@ -432,13 +487,22 @@ async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code
     assert got["modelStatus"] == {
         "transitionStatus": "BlockedByFailedLoad",
         "states": {"activeModelState": active, "targetModelState": "FailedToLoad"},
-        "lastFailureInfo": {"reason": "ModelLoadFailed", "message": LOAD_FAILURE, "exitCode": 1,
-                            "location": broken, "time": "2025-01-01T00:00:00Z"},
-    }  # fmt: skip
+        "lastFailureInfo": {
+            "reason": "ModelLoadFailed",
+            "message": LOAD_FAILURE,
+            "exitCode": 1,
+            "location": broken,
+            "time": "2025-01-01T00:00:00Z",
+        },
+    }
     conds = conditions(store)
-    assert (conds["PredictorConfigurationReady"]["status"], conds["LatestDeploymentReady"]["status"]) == (
-        "False", "False",
-    )  # fmt: skip
+    assert (
+        conds["PredictorConfigurationReady"]["status"],
+        conds["LatestDeploymentReady"]["status"],
+    ) == (
+        "False",
+        "False",
+    )
     assert conds["LatestDeploymentReady"]["reason"] == "PredictorConfigurationReady not ready"
     # the previous version still serves; with none, the route waits for a ready revision
     assert conds["RoutesReady"]["status"] == ("Unknown" if first else "True")
@@ -447,13 +511,21 @@ async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
-        pytest.param({"modelFormat": {"name": "tensorflow"}}, "NoSupportingRuntime", id="no-runtime"),
-        pytest.param({"modelFormat": {"name": "sklearn"}, "runtime": "nope"}, "RuntimeNotRecognized",
-                     id="unknown-runtime"),
-        pytest.param({"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://m"}, "InvalidPredictorSpec",
-                     id="storage-uri"),
+        pytest.param(
+            {"modelFormat": {"name": "tensorflow"}}, "NoSupportingRuntime", id="no-runtime"
+        ),
+        pytest.param(
+            {"modelFormat": {"name": "sklearn"}, "runtime": "nope"},
+            "RuntimeNotRecognized",
+            id="unknown-runtime",
+        ),
+        pytest.param(
+            {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://m"},
+            "InvalidPredictorSpec",
+            id="storage-uri",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_a_spec_that_cannot_be_served_is_the_model_status_invalid_spec(
     store: Store, controller: InferenceServiceController, model: dict[str, Any], reason: str
 ) -> None:
@@ -467,9 +539,10 @@ async def test_a_spec_that_cannot_be_served_is_the_model_status_invalid_spec(
 
 
 async def test_transformer_and_explainer_are_added_chained_and_removed(
-    store: Store, controller: InferenceServiceController,
+    store: Store,
+    controller: InferenceServiceController,
     routes: dict[tuple[str, str], tuple[IsvcRoute, ...]],
-) -> None:  # fmt: skip
+) -> None:
     await rolled_out_v1(store, controller)
     assert {r.service for r in routes[(NS, "iris")]} == {PREDICTOR}
 
@@ -489,19 +562,32 @@ async def test_transformer_and_explainer_are_added_chained_and_removed(
     assert conds["IngressReady"]["status"] == "Unknown"
     assert conds["Ready"]["status"] == "Unknown"
     assert [(r.path_suffix, r.service) for r in routes[(NS, "iris")]] == [
-        (":explain", "iris-explainer"), ("", "iris-transformer"),
-    ] * 2  # fmt: skip
+        (":explain", "iris-explainer"),
+        ("", "iris-transformer"),
+    ] * 2
 
     serve(store, "iris-transformer", ready="iris-transformer-00001")
     serve(store, "iris-explainer", ready="iris-explainer-00001")
     await controller.reconcile(NS, "iris")
     conds = conditions(store)
     assert {t: c["status"] for t, c in conds.items()} == dict.fromkeys(
-        ["ExplainerReady", "IngressReady", "PredictorReady", "Ready", "TransformerReady",
-         "RoutesReady", "LatestDeploymentReady", "PredictorRouteReady", "TransformerRouteReady",
-         "ExplainerRoutesReady", "PredictorConfigurationReady", "TransformerConfigurationReady",
-         "ExplainerConfigurationReady"], "True"
-    )  # fmt: skip
+        [
+            "ExplainerReady",
+            "IngressReady",
+            "PredictorReady",
+            "Ready",
+            "TransformerReady",
+            "RoutesReady",
+            "LatestDeploymentReady",
+            "PredictorRouteReady",
+            "TransformerRouteReady",
+            "ExplainerRoutesReady",
+            "PredictorConfigurationReady",
+            "TransformerConfigurationReady",
+            "ExplainerConfigurationReady",
+        ],
+        "True",
+    )
     assert (
         status(store)["components"]["transformer"]["latestReadyRevision"]
         == "iris-transformer-00001"
@@ -517,9 +603,10 @@ async def test_transformer_and_explainer_are_added_chained_and_removed(
 
 
 async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
-    store: Store, controller: InferenceServiceController,
+    store: Store,
+    controller: InferenceServiceController,
     routes: dict[tuple[str, str], tuple[IsvcRoute, ...]],
-) -> None:  # fmt: skip
+) -> None:
     obj = iris()
     obj["spec"]["transformer"] = {"containers": [{"name": "kserve-container", "image": "t"}]}
     store.create(ISVC, obj)
@@ -534,14 +621,29 @@ async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
 @pytest.mark.parametrize(
     ("predictor", "message"),
     [
-        pytest.param({"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": "s3://m"}},
-                     "no serving runtime auto-selects model format 'tensorflow'", id="no-runtime"),
-        pytest.param({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "nope", "storageUri": "s3://m"}},
-                     "no serving runtime named 'nope'", id="unknown-runtime"),
-        pytest.param({"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://host/m"}},
-                     "StorageURI not supported: storageUri, must be one of: [gs://, s3://", id="storage-uri"),
+        pytest.param(
+            {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": "s3://m"}},
+            "no serving runtime auto-selects model format 'tensorflow'",
+            id="no-runtime",
+        ),
+        pytest.param(
+            {
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "runtime": "nope",
+                    "storageUri": "s3://m",
+                }
+            },
+            "no serving runtime named 'nope'",
+            id="unknown-runtime",
+        ),
+        pytest.param(
+            {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://host/m"}},
+            "StorageURI not supported: storageUri, must be one of: [gs://, s3://",
+            id="storage-uri",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_an_invalid_spec_is_ready_false_with_the_message(
     store: Store, controller: InferenceServiceController, predictor: dict[str, Any], message: str
 ) -> None:
@@ -580,13 +682,24 @@ async def test_an_invalid_update_leaves_the_serving_revision_alone(
 async def test_a_servingruntime_in_the_namespace_wins_over_the_builtin_one(
     store: Store, controller: InferenceServiceController
 ) -> None:
-    store.create(RUNTIME, {
-        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
-        "metadata": {"name": "my-sklearn", "namespace": NS},
-        "spec": {"supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": 5}],
-                 "containers": [{"name": "kserve-container", "image": "me/sklearn:1",
-                                 "args": ["--model_name={{.Name}}"]}]},
-    })  # fmt: skip
+    store.create(
+        RUNTIME,
+        {
+            "apiVersion": "serving.kserve.io/v1alpha1",
+            "kind": "ServingRuntime",
+            "metadata": {"name": "my-sklearn", "namespace": NS},
+            "spec": {
+                "supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": 5}],
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": "me/sklearn:1",
+                        "args": ["--model_name={{.Name}}"],
+                    }
+                ],
+            },
+        },
+    )
     store.create(ISVC, iris())
     await controller.reconcile(NS, "iris")
     container = ksvc(store)["spec"]["template"]["spec"]["containers"][0]
@@ -597,11 +710,15 @@ async def test_a_servingruntime_in_the_namespace_wins_over_the_builtin_one(
 async def test_a_service_of_the_same_name_that_belongs_to_someone_else_is_left_alone(
     store: Store, controller: InferenceServiceController
 ) -> None:
-    theirs = store.create(SERVICE, {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": PREDICTOR, "namespace": NS},
-        "spec": {"template": {"spec": {"containers": [{"image": "theirs"}]}}},
-    })  # fmt: skip
+    theirs = store.create(
+        SERVICE,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": PREDICTOR, "namespace": NS},
+            "spec": {"template": {"spec": {"containers": [{"image": "theirs"}]}}},
+        },
+    )
     store.create(ISVC, iris())
     await controller.reconcile(NS, "iris")
     assert ksvc(store) == theirs
@@ -629,12 +746,20 @@ async def test_run_reconciles_from_the_watch(store: Store) -> None:
         await until(lambda: store.find(SERVICE, NS, PREDICTOR) is not None)
         serve(store, ready=R1)  # the Knative Service's status change wakes the controller
         await until(lambda: conditions(store).get("Ready", {}).get("status") == "True")
-        store.create(RUNTIME, {
-            "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
-            "metadata": {"name": "mine", "namespace": NS},
-            "spec": {"supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": 9}],
-                     "containers": [{"name": "kserve-container", "image": "me/mine"}]},
-        })  # fmt: skip
+        store.create(
+            RUNTIME,
+            {
+                "apiVersion": "serving.kserve.io/v1alpha1",
+                "kind": "ServingRuntime",
+                "metadata": {"name": "mine", "namespace": NS},
+                "spec": {
+                    "supportedModelFormats": [
+                        {"name": "sklearn", "autoSelect": True, "priority": 9}
+                    ],
+                    "containers": [{"name": "kserve-container", "image": "me/mine"}],
+                },
+            },
+        )
         await until(
             lambda: ksvc(store)["spec"]["template"]["spec"]["containers"][0]["image"] == "me/mine"
         )
@@ -652,8 +777,9 @@ def test_the_isvc_host_goes_to_the_transformer_else_the_predictor_and_explain_to
 ):
     obj = iris()
     own, local = isvc_routes(obj)
-    assert own == IsvcRoute("iris.default.localhost", "", NS, PREDICTOR,
-                            "iris-predictor.default.localhost")  # fmt: skip
+    assert own == IsvcRoute(
+        "iris.default.localhost", "", NS, PREDICTOR, "iris-predictor.default.localhost"
+    )
     assert local.host == "iris.default.svc.cluster.local"  # status.address.url answers too
     assert (local.service, local.service_host) == (own.service, own.service_host)
     obj["spec"]["transformer"] = {"containers": [{"name": "kserve-container", "image": "t"}]}

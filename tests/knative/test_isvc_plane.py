@@ -22,9 +22,13 @@ def iris_isvc(storage: Path, **predictor: Any) -> dict[str, Any]:
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {"name": "sklearn-iris", "namespace": "default"},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{storage}"},
-                               **predictor}},
-    }  # fmt: skip
+        "spec": {
+            "predictor": {
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{storage}"},
+                **predictor,
+            }
+        },
+    }
 
 
 def predict(plane: LocalPlane, host: str = HOST) -> None:
@@ -76,8 +80,12 @@ def test_kserves_iris_example_canary_promote_and_roll_back(
     )
     assert v1_answer.status_code == 200, v1_answer.text
     assert v1_answer.json() == {"predictions": [1]}
-    v2_answer = plane.call(HOST, "/v2/models/sklearn-iris/infer", "POST", json={
-        "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}]})  # fmt: skip
+    v2_answer = plane.call(
+        HOST,
+        "/v2/models/sklearn-iris/infer",
+        "POST",
+        json={"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}]},
+    )
     assert v2_answer.status_code == 200, v2_answer.text
     assert v2_answer.json()["outputs"][0]["data"] == [1]
 
@@ -165,8 +173,9 @@ def test_canary_zero_after_a_promote_rolls_back_to_the_previous_model_scaled_up_
     predictor = ready_at(plane, generation=2)["status"]["components"]["predictor"]
     second = predictor["latestReadyRevision"]
     assert (predictor["latestRolledoutRevision"], predictor["previousRolledoutRevision"]) == (
-        second, first,
-    )  # fmt: skip
+        second,
+        first,
+    )
     assert answers(plane, 5) == {2}
     plane.wait_for("revisions", first, lambda r: r.get("status", {}).get("actualReplicas") == 0)
 

@@ -197,11 +197,23 @@ class _NoApplyPatch:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
         if scope["type"] == "http" and content_type.startswith(APPLY_PATCH.encode()):
-            body = orjson.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                 "reason": "UnsupportedMediaType", "code": 415,
-                                 "message": "the body of the request was in an unknown format"})  # fmt: skip
-            await send({"type": "http.response.start", "status": 415,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            body = orjson.dumps(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "UnsupportedMediaType",
+                    "code": 415,
+                    "message": "the body of the request was in an unknown format",
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 415,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
@@ -238,12 +250,21 @@ def _traffic_90(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 INVALID = [
-    pytest.param(hello(imagee="typo"), r"spec\.template\.spec\.containers\[0\]: unknown field\(s\) imagee",
-                 id="knative-unknown-field"),
+    pytest.param(
+        hello(imagee="typo"),
+        r"spec\.template\.spec\.containers\[0\]: unknown field\(s\) imagee",
+        id="knative-unknown-field",
+    ),
     pytest.param(_traffic_90(hello()), r"traffic percents sum to 90", id="knative-rule"),
-    pytest.param({**SKLEARN_IRIS, "spec": {"predictor": {**SKLEARN_IRIS["spec"]["predictor"], "minReplicas": "two"}}},
-                 r"spec\.predictor\.minReplicas: 'two' is not of type 'integer'", id="kserve-wrong-type"),
-]  # fmt: skip
+    pytest.param(
+        {
+            **SKLEARN_IRIS,
+            "spec": {"predictor": {**SKLEARN_IRIS["spec"]["predictor"], "minReplicas": "two"}},
+        },
+        r"spec\.predictor\.minReplicas: 'two' is not of type 'integer'",
+        id="kserve-wrong-type",
+    ),
+]
 
 
 @pytest.mark.parametrize("obj, message", INVALID)
@@ -312,13 +333,23 @@ def _traffic_short_of_100_percent(kube: KubeClient) -> None:
 
 
 STATUS_FAILURES = [
-    pytest.param(lambda kube: kube.get(SERVICES, "default", "nope"), NotFound, 404,
-                 'services.serving.knative.dev "nope" not found in namespace default', id="NotFound"),
+    pytest.param(
+        lambda kube: kube.get(SERVICES, "default", "nope"),
+        NotFound,
+        404,
+        'services.serving.knative.dev "nope" not found in namespace default',
+        id="NotFound",
+    ),
     pytest.param(_create_twice, AlreadyExists, 409, '"hello" already exists', id="AlreadyExists"),
     pytest.param(_replace_stale, Conflict, 409, "has been modified", id="Conflict"),
-    pytest.param(_traffic_short_of_100_percent, Invalid, 422,
-                 "spec.traffic percents sum to 90, they must sum to 100", id="Invalid"),
-]  # fmt: skip
+    pytest.param(
+        _traffic_short_of_100_percent,
+        Invalid,
+        422,
+        "spec.traffic percents sum to 90, they must sum to 100",
+        id="Invalid",
+    ),
+]
 
 
 @pytest.mark.parametrize("call, error, code, message", STATUS_FAILURES)
@@ -396,8 +427,13 @@ def test_the_cli_acts_on_a_cluster_with_target_kube(
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KNSERVE_API": "http://127.0.0.1:9"}
 
     def knserve(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "knserve.knative.cli", *args],
-                              capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "knserve.knative.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
 
     applied = knserve("apply", "-f", str(path), "--target", "kube")
     assert applied.returncode == 0, applied.stderr

@@ -74,8 +74,10 @@ async def test_a_model_server_is_forked_from_the_zygote_and_stopped_by_its_group
         assert parent_of(process.pid) == launcher._zygote.pid  # type: ignore[union-attr]
         await ready(port)
         async with httpx.AsyncClient() as client:
-            answer = await client.post(f"http://127.0.0.1:{port}/v1/models/iris:predict",
-                                       json={"instances": [[6.8, 2.8, 4.8, 1.4]]})  # fmt: skip
+            answer = await client.post(
+                f"http://127.0.0.1:{port}/v1/models/iris:predict",
+                json={"instances": [[6.8, 2.8, 4.8, 1.4]]},
+            )
         assert answer.json() == {"predictions": [1]}
         os.killpg(process.pid, signal.SIGTERM)
         # uvicorn drains, then re-raises SIGTERM on itself, as an exec'd one does
@@ -89,8 +91,12 @@ async def test_a_model_server_is_forked_from_the_zygote_and_stopped_by_its_group
         assert await asyncio.wait_for(other.wait(), 10) == 3
 
         # a crash in the replica is reported with its code, its output in its log
-        crash = await launcher.spawn([sys.executable, "-m", "knserve.runtime", "--model_dir", "/nonexistent"],
-                                     env, None, tmp_path / "crash.log")  # fmt: skip
+        crash = await launcher.spawn(
+            [sys.executable, "-m", "knserve.runtime", "--model_dir", "/nonexistent"],
+            env,
+            None,
+            tmp_path / "crash.log",
+        )
         assert await asyncio.wait_for(crash.wait(), 30) != 0
         assert (tmp_path / "crash.log").read_text()
     finally:

@@ -40,8 +40,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def recorded(starts: Path, stagger: float = 0.0) -> dict[str, Any]:
     """A container that records each start in `starts`, then serves as the echo server."""
-    return {"image": "python", "command": [sys.executable, "-c", RECORD_START, str(starts), str(stagger), ECHO],
-            "args": ["$(PORT)"]}  # fmt: skip
+    return {
+        "image": "python",
+        "command": [sys.executable, "-c", RECORD_START, str(starts), str(stagger), ECHO],
+        "args": ["$(PORT)"],
+    }
 
 
 def recorded_service(
@@ -113,11 +116,14 @@ def test_deleting_a_revision_without_traffic_stops_its_replicas_and_the_route_sa
     apply(plane, tmp_path, recorded_service("echo", old, {SCALE + "min-scale": "2"}))
     plane.wait_ready("services", "echo")
     v2 = recorded_service("echo", new, {})
-    v2["spec"]["traffic"] = [{"latestRevision": True, "percent": 100},
-                             {"revisionName": "echo-00001", "percent": 0, "tag": "old"}]  # fmt: skip
+    v2["spec"]["traffic"] = [
+        {"latestRevision": True, "percent": 100},
+        {"revisionName": "echo-00001", "percent": 0, "tag": "old"},
+    ]
     apply(plane, tmp_path, v2)
-    plane.wait_for("services", "echo",
-                   lambda o: o["status"].get("latestReadyRevisionName") == "echo-00002")  # fmt: skip
+    plane.wait_for(
+        "services", "echo", lambda o: o["status"].get("latestReadyRevisionName") == "echo-00002"
+    )
     running(plane, old, 2)  # tagged at 0 %: kept at its min-scale
     assert plane.call("old-echo.default.localhost").json()["revision"] == "echo-00001"
 
@@ -147,10 +153,16 @@ def test_deleting_an_inference_service_stops_its_predictor_for_good(
     plane = fast_plane
     starts = tmp_path / "starts"
     isvc = {
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
         "metadata": {"name": "custom", "namespace": "default"},
-        "spec": {"predictor": {"minReplicas": 2, "containers": [{"name": "kserve-container", **recorded(starts)}]}},
-    }  # fmt: skip
+        "spec": {
+            "predictor": {
+                "minReplicas": 2,
+                "containers": [{"name": "kserve-container", **recorded(starts)}],
+            }
+        },
+    }
     apply(plane, tmp_path, isvc)
     plane.wait_ready("inferenceservices", "custom", timeout=120)
     running(plane, starts, 2)
@@ -207,8 +219,11 @@ def test_initial_scale_makes_the_revision_ready_only_with_that_many_ready_replic
         plane.wait_ready("services", "echo")
 
         def statuses() -> list[dict[str, Any]] | None:
-            seen = [e["object"].get("status") or {} for e in list(events)
-                    if e["object"]["metadata"]["name"] == "echo-00001"]  # fmt: skip
+            seen = [
+                e["object"].get("status") or {}
+                for e in list(events)
+                if e["object"]["metadata"]["name"] == "echo-00001"
+            ]
             return seen if any(map(_ready, seen)) else None
 
         # the API streams the events from another process
@@ -310,8 +325,11 @@ def test_traffic_may_name_a_revision_that_does_not_exist_yet(
     plane.wait_ready("services", "echo")
     route = plane.wait_ready("routes", "echo")
     assert {c["type"]: c["status"] for c in route["status"]["conditions"]} == {
-        "Ready": "True", "AllTrafficAssigned": "True", "IngressReady": "True", "CertificateProvisioned": "True",
-    }  # fmt: skip
+        "Ready": "True",
+        "AllTrafficAssigned": "True",
+        "IngressReady": "True",
+        "CertificateProvisioned": "True",
+    }
     assert plane.call(HOST).json()["revision"] == "echo-v2"
 
 

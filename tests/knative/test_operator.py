@@ -41,8 +41,11 @@ PACKAGE = Path(knserve.knative.__file__).parent
 DEPLOY = PACKAGE / "deploy"
 
 
-def iris(canary: int | None = None, storage: str = "gs://kfserving-examples/models/sklearn/1.0/model",
-         transformer: bool = False) -> dict[str, Any]:  # fmt: skip
+def iris(
+    canary: int | None = None,
+    storage: str = "gs://kfserving-examples/models/sklearn/1.0/model",
+    transformer: bool = False,
+) -> dict[str, Any]:
     predictor: dict[str, Any] = {
         "model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage}
     }
@@ -53,17 +56,27 @@ def iris(canary: int | None = None, storage: str = "gs://kfserving-examples/mode
         spec["transformer"] = {
             "containers": [{"name": "kserve-container", "image": "example/transformer"}]
         }
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "iris", "namespace": "default"}, "spec": spec}  # fmt: skip
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": "default"},
+        "spec": spec,
+    }
 
 
 def knative_marks_ready(kube: KubeClient, service: str, revision: str) -> None:
     """What Knative Serving does once a revision is up: the Revision, then the Service's status
     (read again and retried on a Conflict, as a controller does)."""
     ksvc = kube.get(SERVICES, "default", service)
-    kube.create(REVISIONS, {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                            "metadata": {"name": revision, "namespace": "default"},
-                            "spec": ksvc["spec"]["template"]["spec"]})  # fmt: skip
+    kube.create(
+        REVISIONS,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {"name": revision, "namespace": "default"},
+            "spec": ksvc["spec"]["template"]["spec"],
+        },
+    )
     for _ in range(5):
         try:
             kube.replace_status(SERVICES, _ready(kube.get(SERVICES, "default", service), revision))
@@ -83,9 +96,16 @@ def _ready(ksvc: dict[str, Any], revision: str) -> dict[str, Any]:
         "address": {"url": f"http://{service}.default.svc.cluster.local"},
         "latestCreatedRevisionName": revision,
         "latestReadyRevisionName": revision,
-        "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100,
-                     "tag": "latest", "url": f"http://latest-{service}.default.example.com"}],
-    }  # fmt: skip
+        "traffic": [
+            {
+                "revisionName": revision,
+                "latestRevision": True,
+                "percent": 100,
+                "tag": "latest",
+                "url": f"http://latest-{service}.default.example.com",
+            }
+        ],
+    }
     return ksvc
 
 
@@ -133,17 +153,34 @@ def test_reconciling_makes_owned_knative_services_with_the_shared_translation(
         got = made[want["metadata"]["name"]]
         assert got["spec"] == want["spec"]
         assert got["metadata"]["labels"] == want["metadata"]["labels"]
-        assert got["metadata"]["ownerReferences"] == [{
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "iris",
-            "uid": isvc["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
-        }]  # fmt: skip
+        assert got["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "name": "iris",
+                "uid": isvc["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     args = made["iris-transformer"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--predictor_host") + 1] == "iris-predictor.default"  # cluster-local
     assert args[args.index("--http_port") + 1] == "8080"
-    assert conditions(isvc) == dict.fromkeys([
-        "PredictorReady", "TransformerReady", "IngressReady", "Ready", "RoutesReady",
-        "LatestDeploymentReady", "PredictorRouteReady", "PredictorConfigurationReady",
-        "TransformerRouteReady", "TransformerConfigurationReady"], "Unknown")  # fmt: skip
+    assert conditions(isvc) == dict.fromkeys(
+        [
+            "PredictorReady",
+            "TransformerReady",
+            "IngressReady",
+            "Ready",
+            "RoutesReady",
+            "LatestDeploymentReady",
+            "PredictorRouteReady",
+            "PredictorConfigurationReady",
+            "TransformerRouteReady",
+            "TransformerConfigurationReady",
+        ],
+        "Unknown",
+    )
 
 
 def test_a_crashed_predictor_revision_on_the_cluster_becomes_the_model_status(
@@ -153,18 +190,27 @@ def test_a_crashed_predictor_revision_on_the_cluster_becomes_the_model_status(
     kube.apply(iris())
     reconciler.reconcile("default", "iris")
     ksvc = kube.get(SERVICES, "default", "iris-predictor")
-    revision = kube.create(REVISIONS, {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                                       "metadata": {"name": "iris-predictor-00001", "namespace": "default"},
-                                       "spec": ksvc["spec"]["template"]["spec"]})  # fmt: skip
+    revision = kube.create(
+        REVISIONS,
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Revision",
+            "metadata": {"name": "iris-predictor-00001", "namespace": "default"},
+            "spec": ksvc["spec"]["template"]["spec"],
+        },
+    )
     why = "knserve.runtime: model iris failed to load: cannot load scikit-learn model"
     crashed = {"status": "False", "reason": "ExitCode1", "message": f"Container failed with: {why}"}
-    revision["status"] = {"conditions": [{"type": "Ready", **crashed},
-                                         {"type": "ContainerHealthy", **crashed}]}  # fmt: skip
+    revision["status"] = {
+        "conditions": [{"type": "Ready", **crashed}, {"type": "ContainerHealthy", **crashed}]
+    }
     kube.replace_status(REVISIONS, revision)
     failed = {"status": "False", "reason": "RevisionFailed", "message": "Revision failed"}
-    ksvc["status"] = {"observedGeneration": ksvc["metadata"]["generation"],
-                      "latestCreatedRevisionName": "iris-predictor-00001",
-                      "conditions": [{"type": "Ready", **failed}]}  # fmt: skip
+    ksvc["status"] = {
+        "observedGeneration": ksvc["metadata"]["generation"],
+        "latestCreatedRevisionName": "iris-predictor-00001",
+        "conditions": [{"type": "Ready", **failed}],
+    }
     kube.replace_status(SERVICES, ksvc)
     status = reconciler.reconcile("default", "iris")
     assert status is not None
@@ -215,8 +261,10 @@ def test_knatives_status_reaches_the_inferenceservice_and_canary_traffic_follows
 
 def test_the_operators_bookkeeping_annotations_stay_out_of_the_revisions(kube: KubeClient) -> None:
     isvc = iris()
-    isvc["metadata"]["annotations"] = {f"{ANNOTATION_PREFIX}/last-handled-configuration": "{}",
-                                       "team.example.com/owner": "ml"}  # fmt: skip
+    isvc["metadata"]["annotations"] = {
+        f"{ANNOTATION_PREFIX}/last-handled-configuration": "{}",
+        "team.example.com/owner": "ml",
+    }
     kube.apply(isvc)
     Reconciler(kube).reconcile("default", "iris")
     template = kube.get(SERVICES, "default", "iris-predictor")["spec"]["template"]
@@ -248,9 +296,12 @@ def test_an_untranslatable_inferenceservice_is_not_ready_with_the_reason(kube: K
 
 
 def test_a_knative_service_of_someone_else_is_left_alone(kube: KubeClient) -> None:
-    theirs = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-              "metadata": {"name": "iris-predictor"},
-              "spec": {"template": {"spec": {"containers": [{"image": "example/theirs"}]}}}}  # fmt: skip
+    theirs = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "iris-predictor"},
+        "spec": {"template": {"spec": {"containers": [{"image": "example/theirs"}]}}},
+    }
     kube.apply(copy.deepcopy(theirs))
     kube.apply(iris())
     status = Reconciler(kube).reconcile("default", "iris")
@@ -269,10 +320,21 @@ class _WithoutServingRuntimes:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and "/servingruntimes" in scope["path"]:
-            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                      "code": 404, "message": "the server could not find the requested resource"}  # fmt: skip
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            status = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": "NotFound",
+                "code": 404,
+                "message": "the server could not find the requested resource",
+            }
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": json.dumps(status).encode()})
             return
         await self.app(scope, receive, send)
@@ -378,8 +440,17 @@ def test_the_operator_process_runs_as_the_deployment_runs_it(
 ) -> None:
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     args = ["--all-namespaces", "--standalone", f"--liveness={liveness}"]  # the Deployment's
-    operator = spawn([sys.executable, "-m", "knserve.knative.operator", *args,
-                      "--no-posting", "--kubeconfig", str(kubeconfig)])  # fmt: skip
+    operator = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.knative.operator",
+            *args,
+            "--no-posting",
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
+    )
     operator.wait_http(liveness)
     kube.apply(iris())
     eventually(lambda: kube.find(SERVICES, "default", "iris-predictor"))
@@ -395,16 +466,25 @@ def test_the_operator_needs_namespaces_or_all_of_them() -> None:
 
 
 def test_the_operator_runs_as_a_module() -> None:
-    done = subprocess.run([sys.executable, "-m", "knserve.knative.operator", "--help"],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "knserve.knative.operator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0 and "--all-namespaces" in done.stdout
 
 
 # ---- the manifests -----------------------------------------------------------------------------
 
-MODELS = {"Namespace": k8s.V1Namespace, "ServiceAccount": k8s.V1ServiceAccount,
-          "ClusterRole": k8s.V1ClusterRole, "ClusterRoleBinding": k8s.V1ClusterRoleBinding,
-          "Deployment": k8s.V1Deployment}  # fmt: skip
+MODELS = {
+    "Namespace": k8s.V1Namespace,
+    "ServiceAccount": k8s.V1ServiceAccount,
+    "ClusterRole": k8s.V1ClusterRole,
+    "ClusterRoleBinding": k8s.V1ClusterRoleBinding,
+    "Deployment": k8s.V1Deployment,
+}
 
 
 def manifest() -> dict[str, dict[str, Any]]:
@@ -415,12 +495,21 @@ def manifest() -> dict[str, dict[str, Any]]:
 def unknown_fields(given: Any, known: Any, path: str = "") -> list[str]:
     """Fields of `given` that the Kubernetes model dropped (`known` is its round trip)."""
     if isinstance(given, dict):
-        return [f for key, value in given.items()
-                for f in ([f"{path}.{key}"] if key not in known else
-                          unknown_fields(value, known[key], f"{path}.{key}"))]  # fmt: skip
+        return [
+            f
+            for key, value in given.items()
+            for f in (
+                [f"{path}.{key}"]
+                if key not in known
+                else unknown_fields(value, known[key], f"{path}.{key}")
+            )
+        ]
     if isinstance(given, list):
-        return [f for i, (g, k) in enumerate(zip(given, known, strict=True))
-                for f in unknown_fields(g, k, f"{path}[{i}]")]  # fmt: skip
+        return [
+            f
+            for i, (g, k) in enumerate(zip(given, known, strict=True))
+            for f in unknown_fields(g, k, f"{path}[{i}]")
+        ]
     return []
 
 
@@ -434,9 +523,12 @@ def test_the_operator_manifest_holds_valid_kubernetes_objects() -> None:
 
 
 def test_the_cluster_role_grants_what_the_operator_does() -> None:
-    granted = {(group, resource): set(rule["verbs"])
-               for rule in manifest()["ClusterRole"]["rules"]
-               for group in rule["apiGroups"] for resource in rule["resources"]}  # fmt: skip
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in manifest()["ClusterRole"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     needed = {
         (ISVCS.group, ISVCS.plural): {"get", "list", "watch", "patch"},
         (ISVCS.group, f"{ISVCS.plural}/status"): {"get", "update"},
@@ -464,8 +556,9 @@ def test_the_deployment_runs_the_operator_as_the_bound_service_account() -> None
     binding, deployment = objects["ClusterRoleBinding"], objects["Deployment"]
     account = objects["ServiceAccount"]["metadata"]
     assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
-                                    "namespace": account["namespace"]}]  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == account["name"]
     assert deployment["metadata"]["namespace"] == account["namespace"]
@@ -479,8 +572,11 @@ def test_the_deployment_runs_the_operator_as_the_bound_service_account() -> None
 
 
 def test_the_containerfile_installs_the_kube_extra_and_runs_the_operator() -> None:
-    lines = [line.strip() for line in (DEPLOY / "Containerfile.operator").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]  # fmt: skip
+    lines = [
+        line.strip()
+        for line in (DEPLOY / "Containerfile.operator").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "FROM python:3.11-slim"
     assert any(line.startswith("RUN pip install") and "[kube]" in line for line in lines)
     entrypoint = next(line for line in lines if line.startswith("ENTRYPOINT"))

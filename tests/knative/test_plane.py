@@ -29,8 +29,16 @@ def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
 ) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    svc = echo_service(spec={"containers": [{**echo_service()["spec"]["template"]["spec"]["containers"][0],
-                                              "workingDir": str(workdir)}]})  # fmt: skip
+    svc = echo_service(
+        spec={
+            "containers": [
+                {
+                    **echo_service()["spec"]["template"]["spec"]["containers"][0],
+                    "workingDir": str(workdir),
+                }
+            ]
+        }
+    )
     assert "services.serving.knative.dev/echo created" in apply(plane, tmp_path, svc)
 
     ready = plane.wait_ready("services", "echo")
@@ -56,8 +64,11 @@ def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
 
     revision = plane.get("revisions", "echo-00001")
     assert {c["type"]: c["status"] for c in revision["status"]["conditions"]} == {
-        "Ready": "True", "ContainerHealthy": "True", "ResourcesAvailable": "True", "Active": "True",
-    }  # fmt: skip
+        "Ready": "True",
+        "ContainerHealthy": "True",
+        "ResourcesAvailable": "True",
+        "Active": "True",
+    }
     route = plane.get("routes", "echo")
     assert route["metadata"]["ownerReferences"][0]["kind"] == "Service"
     assert plane.get("configurations", "echo")["status"]["latestReadyRevisionName"] == "echo-00001"
@@ -65,10 +76,31 @@ def test_a_plain_command_serves_through_the_gateway_with_knatives_contract(
     assert plane.call("nothing.default.localhost").status_code == 404
 
     # the literal `python -m http.server $(PORT)` of Knative's examples
-    files = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "files"},
-             "spec": {"template": {"spec": {"containers": [{
-                 "image": "python", "workingDir": str(workdir),
-                 "command": [sys.executable, "-m", "http.server", "$(PORT)", "--bind", "127.0.0.1"]}]}}}}  # fmt: skip
+    files = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "files"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "image": "python",
+                            "workingDir": str(workdir),
+                            "command": [
+                                sys.executable,
+                                "-m",
+                                "http.server",
+                                "$(PORT)",
+                                "--bind",
+                                "127.0.0.1",
+                            ],
+                        }
+                    ]
+                }
+            }
+        },
+    }
     (workdir / "hello.txt").write_text("hello from a revision\n")
     plane.client.create(SERVICES, files)
     plane.wait_ready("services", "files")
@@ -84,10 +116,15 @@ def test_a_container_that_exits_at_start_says_so_with_its_last_log_lines(
 ) -> None:
     svc = echo_service(name="broken")
     svc["spec"]["template"]["spec"]["containers"][0].update(
-        command=[sys.executable, "-c", "import sys\n" + "print('loading', flush=True)\n" * 100
-                 + "print('cannot load model.joblib', file=sys.stderr)\nsys.exit(3)"],
+        command=[
+            sys.executable,
+            "-c",
+            "import sys\n"
+            + "print('loading', flush=True)\n" * 100
+            + "print('cannot load model.joblib', file=sys.stderr)\nsys.exit(3)",
+        ],
         args=[],
-    )  # fmt: skip
+    )
     apply(plane, tmp_path, svc)
 
     def failed(obj: dict[str, Any]) -> bool:
@@ -142,8 +179,9 @@ def test_traffic_splits_80_20_and_a_tag_reaches_its_revision_at_zero_percent(
     assert counts["v1"] + counts["v2"] == 1000
 
     # the new revision at 0 %, tagged: reachable by its tag URL, never otherwise
-    result = plane.knserve("service", "update", "echo", "--traffic", "echo-00001=100",
-                           "--tag", "echo-00002=canary")  # fmt: skip
+    result = plane.knserve(
+        "service", "update", "echo", "--traffic", "echo-00001=100", "--tag", "echo-00002=canary"
+    )
     assert result.returncode == 0, result.stderr
     svc = plane.wait_for(
         "services",
@@ -151,8 +189,13 @@ def test_traffic_splits_80_20_and_a_tag_reaches_its_revision_at_zero_percent(
         lambda o: any(t.get("tag") == "canary" for t in o["status"].get("traffic", [])),
     )
     canary = next(t for t in svc["status"]["traffic"] if t.get("tag") == "canary")
-    assert canary == {"revisionName": "echo-00002", "latestRevision": False, "percent": 0, "tag": "canary",
-                      "url": "http://canary-echo.default.localhost"}  # fmt: skip
+    assert canary == {
+        "revisionName": "echo-00002",
+        "latestRevision": False,
+        "percent": 0,
+        "tag": "canary",
+        "url": "http://canary-echo.default.localhost",
+    }
     assert {plane.call(HOST).json()["greeting"] for _ in range(50)} == {"v1"}
     assert plane.call("canary-echo.default.localhost").json()["greeting"] == "v2"
     # the header routes only with config-features' tag-header-based-routing enabled (off by default)
@@ -162,8 +205,14 @@ def test_traffic_splits_80_20_and_a_tag_reaches_its_revision_at_zero_percent(
         "service", "update", "echo", "--traffic", "echo-00002=100", "--untag", "canary"
     )
     assert result.returncode == 0, result.stderr
-    plane.wait_for("services", "echo", lambda o: o["status"].get("traffic", [{}])[0].get("revisionName") == "echo-00002"
-                   and len(o["status"]["traffic"]) == 1)  # fmt: skip
+    plane.wait_for(
+        "services",
+        "echo",
+        lambda o: (
+            o["status"].get("traffic", [{}])[0].get("revisionName") == "echo-00002"
+            and len(o["status"]["traffic"]) == 1
+        ),
+    )
     assert {plane.call(HOST).json()["greeting"] for _ in range(20)} == {"v2"}
 
 
@@ -205,12 +254,22 @@ def test_a_killed_replica_is_replaced_and_a_restart_brings_everything_back(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"traffic": [{"latestRevision": True, "percent": 90}]}, "percents sum to 90, they must sum to 100"),
-        ({"traffic": [{"latestRevision": True, "percent": 50, "tag": "a"},
-                      {"latestRevision": True, "percent": 50, "tag": "a"}]}, "tag"),
+        (
+            {"traffic": [{"latestRevision": True, "percent": 90}]},
+            "percents sum to 90, they must sum to 100",
+        ),
+        (
+            {
+                "traffic": [
+                    {"latestRevision": True, "percent": 50, "tag": "a"},
+                    {"latestRevision": True, "percent": 50, "tag": "a"},
+                ]
+            },
+            "tag",
+        ),
         ({"traffic": [{"latestRevision": True, "percent": 100, "tag": "Not_DNS"}]}, "Not_DNS"),
     ],
-)  # fmt: skip
+)
 def test_invalid_services_are_refused_with_a_status_that_says_what_to_fix(
     plane: LocalPlane, change: dict[str, Any], message: str
 ) -> None:
@@ -247,11 +306,13 @@ def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
 
     # the user changes the code: a new build, a new revision
     source = folder / "function" / "func.py"
-    source.write_text(source.read_text().replace(
-        "    def postprocess(self, result, headers=None):\n        return result",
-        "    def postprocess(self, result, headers=None):\n"
-        "        return {**result, 'revision': __import__('os').environ['K_REVISION']}",
-    ))  # fmt: skip
+    source.write_text(
+        source.read_text().replace(
+            "    def postprocess(self, result, headers=None):\n        return result",
+            "    def postprocess(self, result, headers=None):\n"
+            "        return {**result, 'revision': __import__('os').environ['K_REVISION']}",
+        )
+    )
     second = plane.knserve("func", "deploy", "--path", str(folder))
     assert second.returncode == 0, second.stderr + plane.log()
     assert "Function updated: http://iris.default.localhost (revision iris-00002)" in second.stdout
@@ -280,11 +341,21 @@ def test_two_deployed_revisions_of_a_predictor_function_split_80_20(
     assert "Replicas:  1/1 (panic: no)" in described.stdout
 
     revisions = plane.knserve("revision", "list", "-s", "iris").stdout.splitlines()
-    assert revisions[0].split() == ["NAME", "SERVICE", "TRAFFIC", "TAGS", "GENERATION", "AGE",
-                                    "CONDITIONS", "READY", "REASON"]  # fmt: skip
+    assert revisions[0].split() == [
+        "NAME",
+        "SERVICE",
+        "TRAFFIC",
+        "TAGS",
+        "GENERATION",
+        "AGE",
+        "CONDITIONS",
+        "READY",
+        "REASON",
+    ]
     assert [line.split()[:3] for line in revisions[1:]] == [
-        ["iris-00002", "iris", "20%"], ["iris-00001", "iris", "80%"],
-    ]  # fmt: skip
+        ["iris-00002", "iris", "20%"],
+        ["iris-00001", "iris", "80%"],
+    ]
     route = plane.knserve("route", "describe", "iris", "-o", "json")
     assert json.loads(route.stdout)["status"]["url"] == "http://iris.default.localhost"
     routed = plane.knserve("revision", "delete", "iris-00001")
@@ -298,8 +369,12 @@ def test_up_with_the_example_serves_kserves_iris_and_says_how_to_call_it(
     plane = LocalPlane(spawn, tmp_path / "plane", ["--example"])
     try:
         plane.wait_for("inferenceservices", "sklearn-iris", is_ready, timeout=120)
-        answer = plane.call("sklearn-iris.default.localhost", "/v1/models/sklearn-iris:predict",
-                            "POST", json={"instances": [[6.8, 2.8, 4.8, 1.4]]})  # fmt: skip
+        answer = plane.call(
+            "sklearn-iris.default.localhost",
+            "/v1/models/sklearn-iris:predict",
+            "POST",
+            json={"instances": [[6.8, 2.8, 4.8, 1.4]]},
+        )
         assert answer.json() == {"predictions": [1]}
         deadline = time.monotonic() + 10
         while "curl -s -H 'Host: sklearn-iris.default.localhost'" not in plane.log():

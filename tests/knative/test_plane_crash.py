@@ -23,8 +23,9 @@ SETOSA = [6.8, 2.8, 4.8, 1.4]
 
 
 def sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
 
 
 async def test_a_restarted_plane_stops_what_it_recorded_and_only_that(tmp_path: Path) -> None:
@@ -39,8 +40,11 @@ async def test_a_restarted_plane_stops_what_it_recorded_and_only_that(tmp_path: 
         records.add(reused.pid)
         # the kernel gave `reused`'s pid to another process since: its start time is not ours
         path = tmp_path / "processes" / str(reused.pid)
-        path.write_text(path.read_text().replace(f'"start": {start_time(reused.pid)}',
-                                                 f'"start": {start_time(reused.pid) - 1}'))  # fmt: skip
+        path.write_text(
+            path.read_text().replace(
+                f'"start": {start_time(reused.pid)}', f'"start": {start_time(reused.pid) - 1}'
+            )
+        )
         ProcessRecords(tmp_path / "processes").add(other_planes.pid)  # a plane that still runs
 
         assert await ProcessRecords(tmp_path / "processes").stop_stale() == [left.pid]
@@ -65,8 +69,11 @@ def load(plane: LocalPlane, stop: threading.Event, answered: list[int]) -> None:
                 if i % 2:
                     client.get("/", headers={"host": "echo.default.localhost"})
                 else:
-                    client.post("/v1/models/sklearn-iris:predict", json={"instances": [SETOSA]},
-                                headers={"host": "sklearn-iris.default.localhost"})  # fmt: skip
+                    client.post(
+                        "/v1/models/sklearn-iris:predict",
+                        json={"instances": [SETOSA]},
+                        headers={"host": "sklearn-iris.default.localhost"},
+                    )
                 answered.append(i)
             except httpx.TransportError:
                 pass  # the plane is being killed
@@ -101,11 +108,20 @@ def test_kill_9_under_load_leaves_nothing_and_the_restarted_plane_serves_as_befo
     plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path
 ) -> None:
     isvc: dict[str, Any] = {
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
         "metadata": {"name": "sklearn-iris", "namespace": "default"},
-        "spec": {"predictor": {"minReplicas": 2, "maxReplicas": 2, "model": {
-            "modelFormat": {"name": "sklearn"}, "storageUri": f"file://{sklearn_iris_dir}"}}},
-    }  # fmt: skip
+        "spec": {
+            "predictor": {
+                "minReplicas": 2,
+                "maxReplicas": 2,
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "storageUri": f"file://{sklearn_iris_dir}",
+                },
+            }
+        },
+    }
     apply(plane, tmp_path, isvc, echo_service(metadata={"annotations": TWO}))
     revisions = {"sklearn-iris-predictor-00001": 2, "echo-00001": 2}
 
@@ -132,9 +148,16 @@ def test_kill_9_under_load_leaves_nothing_and_the_restarted_plane_serves_as_befo
         doomed = plane_processes(plane)
         os.kill(plane.process.pid, signal.SIGKILL)
         plane.process.proc.wait(10)
-        eventually(lambda: not [p for p, t in doomed.items() if running(p, t)] and not plane_processes(plane),
-                   2.0, lambda: f"still running after the plane's kill -9: "
-                   f"{ {p: cmdline(p) for p, t in doomed.items() if running(p, t)} }")  # fmt: skip
+        eventually(
+            lambda: (
+                not [p for p, t in doomed.items() if running(p, t)] and not plane_processes(plane)
+            ),
+            2.0,
+            lambda: (
+                f"still running after the plane's kill -9: "
+                f"{ {p: cmdline(p) for p, t in doomed.items() if running(p, t)} }"
+            ),
+        )
     finally:
         stop.set()
         driver.join(30)
@@ -147,8 +170,12 @@ def test_kill_9_under_load_leaves_nothing_and_the_restarted_plane_serves_as_befo
         120,
         lambda: f"replicas never all ready again: {ready_replicas(plane)}\n{plane.log()}",
     )
-    answer = plane.call("sklearn-iris.default.localhost", "/v1/models/sklearn-iris:predict", "POST",
-                        json={"instances": [SETOSA]})  # fmt: skip
+    answer = plane.call(
+        "sklearn-iris.default.localhost",
+        "/v1/models/sklearn-iris:predict",
+        "POST",
+        json={"instances": [SETOSA]},
+    )
     assert answer.json() == {"predictions": [1]}
     assert plane.call("echo.default.localhost").status_code == 200
     after = plane_processes(plane)

@@ -37,10 +37,19 @@ def test_a_port_in_use_is_one_line_naming_its_flag_exit_2_and_nothing_started(
     data_dir = tmp_path / "plane"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "knserve.knative.cli", "up", "--data-dir", str(data_dir),
-             *(item for pair in ports.items() for item in pair)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "knserve.knative.cli",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                *(item for pair in ports.items() for item in pair),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         held.close()
     assert result.stderr == f"Error: port {port} is in use; choose another with {flag}\n"

@@ -27,17 +27,23 @@ def test_retry_delay_doubles_from_5_ms_to_1000_s_as_client_gos_rate_limiter() ->
 def test_mark_failed_writes_ready_false_keeping_the_other_conditions() -> None:
     store = Store()
     svc = store.create(SERVICES, echo_service())
-    before = {"observedGeneration": 0, "conditions": [
-        {"type": "Ready", "status": "Unknown", "lastTransitionTime": "t0"},
-        {"type": "RoutesReady", "status": "True", "lastTransitionTime": "t0"},
-    ]}  # fmt: skip
+    before = {
+        "observedGeneration": 0,
+        "conditions": [
+            {"type": "Ready", "status": "Unknown", "lastTransitionTime": "t0"},
+            {"type": "RoutesReady", "status": "True", "lastTransitionTime": "t0"},
+        ],
+    }
     store.write_status(SERVICES, svc, before)
     mark_failed(store, SERVICES, *KEY, "cannot read x")
     status = store.get(SERVICES, *KEY)["status"]
     ready, routes = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"], ready["message"]) == (
-        "Ready", "False", "InternalError", "cannot read x",
-    )  # fmt: skip
+        "Ready",
+        "False",
+        "InternalError",
+        "cannot read x",
+    )
     assert routes == {"type": "RoutesReady", "status": "True", "lastTransitionTime": "t0"}
     assert status["observedGeneration"] == 1  # processed, though it failed
     mark_failed(store, SERVICES, "default", "gone", "whatever")  # deleted meanwhile: nothing to do

@@ -34,13 +34,47 @@ def service(api: Client, name: str = "hello") -> dict[str, Any]:
 
 
 def test_create_puts_each_flag_where_kn_puts_it(api: Client) -> None:
-    result = kn(api, "service", "create", "hello", "--image", "python", "--cmd", "python3", "--cmd", "-c",
-                "--arg", "import sys; print(sys.argv)", "--arg", "two words", "--port", "h2c:8080",
-                "--scale", "2..5", "--scale-init", "3", "--scale-activation", "2", "--scale-metric", "rps",
-                "--cluster-local", "--label", "team=ml", "--label-revision", "tier=gold",
-                "--annotation", "owner=ada", "--annotation", f"{SCALE}window=60s",
-                "--annotation-service", "note=on-the-service", "--annotation-revision", "owner=bob",
-                "--revision-name", "v5")  # fmt: skip
+    result = kn(
+        api,
+        "service",
+        "create",
+        "hello",
+        "--image",
+        "python",
+        "--cmd",
+        "python3",
+        "--cmd",
+        "-c",
+        "--arg",
+        "import sys; print(sys.argv)",
+        "--arg",
+        "two words",
+        "--port",
+        "h2c:8080",
+        "--scale",
+        "2..5",
+        "--scale-init",
+        "3",
+        "--scale-activation",
+        "2",
+        "--scale-metric",
+        "rps",
+        "--cluster-local",
+        "--label",
+        "team=ml",
+        "--label-revision",
+        "tier=gold",
+        "--annotation",
+        "owner=ada",
+        "--annotation",
+        f"{SCALE}window=60s",
+        "--annotation-service",
+        "note=on-the-service",
+        "--annotation-revision",
+        "owner=bob",
+        "--revision-name",
+        "v5",
+    )
     assert result.exit_code == 0, result.output
     svc = service(api)
     assert svc["metadata"]["labels"] == {
@@ -53,10 +87,16 @@ def test_create_puts_each_flag_where_kn_puts_it(api: Client) -> None:
     assert template["metadata"] == {
         "name": "hello-v5",
         "labels": {"team": "ml", "tier": "gold"},
-        "annotations": {f"{SCALE}min-scale": "2", f"{SCALE}max-scale": "5", f"{SCALE}metric": "rps",
-                        f"{SCALE}activation-scale": "2", f"{SCALE}initial-scale": "3",
-                        f"{SCALE}window": "60s", "owner": "bob"},
-    }  # fmt: skip
+        "annotations": {
+            f"{SCALE}min-scale": "2",
+            f"{SCALE}max-scale": "5",
+            f"{SCALE}metric": "rps",
+            f"{SCALE}activation-scale": "2",
+            f"{SCALE}initial-scale": "3",
+            f"{SCALE}window": "60s",
+            "owner": "bob",
+        },
+    }
     [container] = template["spec"]["containers"]
     assert container["command"] == ["python3", "-c"]
     assert container["args"] == ["import sys; print(sys.argv)", "two words"]
@@ -64,14 +104,44 @@ def test_create_puts_each_flag_where_kn_puts_it(api: Client) -> None:
 
 
 def test_update_edits_only_what_the_flags_name(api: Client) -> None:
-    assert kn(api, "service", "create", "hello", "--cmd", "python3 -m http.server $(PORT)",
-              "--label", "team=ml", "--annotation", "owner=ada", "--cluster-local").exit_code == 0  # fmt: skip
+    assert (
+        kn(
+            api,
+            "service",
+            "create",
+            "hello",
+            "--cmd",
+            "python3 -m http.server $(PORT)",
+            "--label",
+            "team=ml",
+            "--annotation",
+            "owner=ada",
+            "--cluster-local",
+        ).exit_code
+        == 0
+    )
     # one --cmd is shell-split, as the README writes it
     assert service(api)["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "python3", "-m", "http.server", "$(PORT)",
-    ]  # fmt: skip
-    result = kn(api, "service", "update", "hello", "--scale", "4", "--port", "9000", "--annotation", "owner-",
-                "--no-cluster-local", "--revision-name", "{{.Service}}-g{{.Generation}}")  # fmt: skip
+        "python3",
+        "-m",
+        "http.server",
+        "$(PORT)",
+    ]
+    result = kn(
+        api,
+        "service",
+        "update",
+        "hello",
+        "--scale",
+        "4",
+        "--port",
+        "9000",
+        "--annotation",
+        "owner-",
+        "--no-cluster-local",
+        "--revision-name",
+        "{{.Service}}-g{{.Generation}}",
+    )
     assert result.exit_code == 0, result.output
     svc = service(api)
     assert svc["metadata"]["labels"] == {"team": "ml"}
@@ -102,8 +172,12 @@ def test_update_edits_only_what_the_flags_name(api: Client) -> None:
 def test_list_shows_the_latest_ready_revision(api: Client) -> None:
     assert kn(api, "service", "create", "hello", "--image", "python").exit_code == 0
     svc = service(api)
-    svc["status"] = {"url": "http://hello.default.localhost", "latestCreatedRevisionName": "hello-00002",
-                     "latestReadyRevisionName": "hello-00001", "observedGeneration": 1}  # fmt: skip
+    svc["status"] = {
+        "url": "http://hello.default.localhost",
+        "latestCreatedRevisionName": "hello-00002",
+        "latestReadyRevisionName": "hello-00001",
+        "observedGeneration": 1,
+    }
     api.http.put("/apis/serving.knative.dev/v1/namespaces/default/services/hello/status", json=svc)
     listed = kn(api, "service", "list")
     assert listed.exit_code == 0, listed.output
@@ -119,10 +193,13 @@ def test_list_shows_the_latest_ready_revision(api: Client) -> None:
         (["--scale", "2", "--scale-max", "3"], "only --scale or --scale-max can be specified"),
         (["--annotation-service", f"{SCALE}min-scale=1"], "--annotation-revision"),
         (["--port", "h2c:"], "write it as 8080 or h2c:8080"),
-        (["--scale-init", "1", "--annotation", f"{SCALE}initial-scale=2"], "only one of --scale-init"),
+        (
+            ["--scale-init", "1", "--annotation", f"{SCALE}initial-scale=2"],
+            "only one of --scale-init",
+        ),
         (["--revision-name", "{{.Name}}"], "the template knows {{.Service}}"),
     ],
-)  # fmt: skip
+)
 def test_flags_kn_refuses_are_refused_with_the_fix(
     api: Client, flags: list[str], message: str
 ) -> None:
@@ -141,9 +218,15 @@ def test_scale_is_a_value_or_a_range(value: str, bounds: tuple[int | None, int |
 
 @pytest.mark.parametrize(
     ("template", "name"),
-    [("v5", "hello-v5"), ("hello-v5", "hello-v5"), ("{{.Service}}-{{.Generation}}", "hello-7"),
-     ("g{{ .Generation }}", "hello-g7"), ("{{.Service}}-{{.Random 4}}", "hello-gxdl"), ("", "")],
-)  # fmt: skip
+    [
+        ("v5", "hello-v5"),
+        ("hello-v5", "hello-v5"),
+        ("{{.Service}}-{{.Generation}}", "hello-7"),
+        ("g{{ .Generation }}", "hello-g7"),
+        ("{{.Service}}-{{.Random 4}}", "hello-gxdl"),
+        ("", ""),
+    ],
+)
 def test_revision_names_are_expanded_and_prefixed_as_kn_does(template: str, name: str) -> None:
     assert revision_name(template, "hello", 7, random.Random(1)) == name
 

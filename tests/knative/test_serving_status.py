@@ -56,23 +56,43 @@ def test_a_revision_scaled_to_zero_or_unrouted_stays_ready_and_inactive() -> Non
 
 
 def test_a_revision_is_not_ready_before_its_initial_scale_is_reached() -> None:
-    assert shown(revision_conditions(None, initialized=False, failure=None, active="Unknown", active_reason="Queued")) == {
+    assert shown(
+        revision_conditions(
+            None, initialized=False, failure=None, active="Unknown", active_reason="Queued"
+        )
+    ) == {
         "Ready": ("Unknown", "Deploying", None),
         "ContainerHealthy": ("Unknown", "Deploying", None),
         "ResourcesAvailable": ("Unknown", "Deploying", None),
-        "Active": ("Unknown", "Queued", "Requests to the target are being buffered as resources are provisioned."),
-    }  # fmt: skip
+        "Active": (
+            "Unknown",
+            "Queued",
+            "Requests to the target are being buffered as resources are provisioned.",
+        ),
+    }
 
 
 @pytest.mark.parametrize(
     ("failure", "reason", "message"),
     [
-        (ContainerFailure("cannot load model.joblib", 1), "ExitCode1", "Container failed with: cannot load model.joblib"),
-        (ContainerFailure("", 0), "ExitCode0", "Container failed with: container exited with no error"),
+        (
+            ContainerFailure("cannot load model.joblib", 1),
+            "ExitCode1",
+            "Container failed with: cannot load model.joblib",
+        ),
+        (
+            ContainerFailure("", 0),
+            "ExitCode0",
+            "Container failed with: container exited with no error",
+        ),
         (ContainerFailure("Killed", 137), "ExitCode137", "Container failed with: Killed"),
-        (ContainerFailure("cannot start 'x': No such file"), "ContainerFailed", "cannot start 'x': No such file"),
+        (
+            ContainerFailure("cannot start 'x': No such file"),
+            "ContainerFailed",
+            "cannot start 'x': No such file",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_crashing_container_fails_the_revision_in_knatives_words(
     failure: ContainerFailure, reason: str, message: str
 ) -> None:
@@ -88,9 +108,15 @@ def test_an_activation_that_timed_out_never_reached_its_initial_scale() -> None:
             None, initialized=False, failure=None, active="False", active_reason="TimedOut"
         )
     )
-    assert conditions["ResourcesAvailable"] == conditions["Ready"] == (
-        "False", "ProgressDeadlineExceeded", "Initial scale was never achieved",
-    )  # fmt: skip
+    assert (
+        conditions["ResourcesAvailable"]
+        == conditions["Ready"]
+        == (
+            "False",
+            "ProgressDeadlineExceeded",
+            "Initial scale was never achieved",
+        )
+    )
     assert conditions["Active"] == ("False", "TimedOut", "The target could not be activated.")
 
 
@@ -138,9 +164,15 @@ def test_route_conditions() -> None:
         "CertificateProvisioned": ("True", "TLSNotEnabled", "external-domain-tls is not enabled"),
     }
     missing = route_conditions(route_conditions(None, None), missing_revision("echo-v2"))
-    assert shown(missing)["Ready"] == shown(missing)["AllTrafficAssigned"] == (
-        "False", "RevisionMissing", 'Revision "echo-v2" referenced in traffic not found.',
-    )  # fmt: skip
+    assert (
+        shown(missing)["Ready"]
+        == shown(missing)["AllTrafficAssigned"]
+        == (
+            "False",
+            "RevisionMissing",
+            'Revision "echo-v2" referenced in traffic not found.',
+        )
+    )
     assert shown(missing)["IngressReady"] == ("True", None, None)  # the gateway keeps what it had
     fresh = shown(route_conditions(None, unready_configuration("echo", failed=False)))
     assert fresh["IngressReady"] == (

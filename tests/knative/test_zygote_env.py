@@ -61,9 +61,18 @@ def test_python_path_is_the_working_folder_then_pythonpath_made_absolute_then_th
 ) -> None:
     (tmp_path / "lib").mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["lib", "", "/nonexistent", "lib"])}
-    shown = subprocess.run([sys.executable, "-m", "site"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, check=True).stdout  # fmt: skip
-    real = [line.strip().strip("',") for line in shown.split("sys.path = [", 1)[1].split("]")[0].splitlines()]  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "site"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    real = [
+        line.strip().strip("',")
+        for line in shown.split("sys.path = [", 1)[1].split("]")[0].splitlines()
+    ]
     real = [p for p in real if p]
     interpreter = [p for p in sys.path if p.startswith(sys.base_prefix) or "site-packages" in p]
     ours = python_path(str(tmp_path), env["PYTHONPATH"], interpreter)
@@ -100,8 +109,15 @@ async def test_a_thread_count_set_in_env_reaches_the_replicas_blas(
     launcher.warm_up()
     port = free_port()
     env = {**os.environ, "PORT": str(port), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "knserve.runtime", "--model_name", "threads",
-            "--model_dir", str(tmp_path / "threads")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "knserve.runtime",
+        "--model_name",
+        "threads",
+        "--model_dir",
+        str(tmp_path / "threads"),
+    ]
     process = await launcher.spawn(argv, env, None, tmp_path / "replica.log")
     try:
         assert not isinstance(process, ForkedProcess)
@@ -141,21 +157,39 @@ def test_a_pickled_pipeline_whose_class_is_only_on_the_revisions_pythonpath_is_s
     (library / "irislib" / "transforms.py").write_text(TRANSFORMS)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    subprocess.run([sys.executable, "-c", textwrap.dedent(TRAIN), str(model_dir / "model.joblib")],
-                   env={**os.environ, "PYTHONPATH": str(library)}, check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TRAIN), str(model_dir / "model.joblib")],
+        env={**os.environ, "PYTHONPATH": str(library)},
+        check=True,
+        timeout=120,
+    )
     service = {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
         "metadata": {"name": "pipeline", "namespace": "default"},
-        "spec": {"template": {"spec": {"containers": [{
-            "image": "kserve/sklearnserver", "args": ["--model_name=pipeline", f"--model_dir={model_dir}"],
-            "env": [{"name": "PYTHONPATH", "value": str(library)}],
-            "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
-        }]}}},
-    }  # fmt: skip
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "image": "kserve/sklearnserver",
+                            "args": ["--model_name=pipeline", f"--model_dir={model_dir}"],
+                            "env": [{"name": "PYTHONPATH", "value": str(library)}],
+                            "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
     apply(plane, tmp_path, service)
     plane.wait_ready("services", "pipeline", timeout=90)
-    answer = plane.call("pipeline.default.localhost", "/v1/models/pipeline:predict", "POST",
-                        json={"instances": [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]})  # fmt: skip
+    answer = plane.call(
+        "pipeline.default.localhost",
+        "/v1/models/pipeline:predict",
+        "POST",
+        json={"instances": [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]},
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"predictions": [1, 0]}
 

@@ -15,8 +15,10 @@ from knserve.runtime.settings import RuntimeSettings
 
 
 def chunks(*parts: bytes):  # type: ignore[no-untyped-def]
-    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
-                for i, p in enumerate(parts)]  # fmt: skip
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+        for i, p in enumerate(parts)
+    ]
 
     async def receive() -> dict[str, Any]:
         return messages.pop(0)
@@ -47,8 +49,11 @@ async def test_a_json_response_carries_its_length() -> None:
 
     await send_json(send, 201, {"a": 1}, [(b"x-extra", b"1")])
     assert sent[0]["status"] == 201
-    assert sent[0]["headers"] == [(b"content-type", b"application/json"), (b"x-extra", b"1"),
-                                  (b"content-length", b"7")]  # fmt: skip
+    assert sent[0]["headers"] == [
+        (b"content-type", b"application/json"),
+        (b"x-extra", b"1"),
+        (b"content-length", b"7"),
+    ]
     assert sent[1]["body"] == b'{"a":1}'
 
 

@@ -106,17 +106,23 @@ async def test_an_event_missing_attributes_is_400_naming_them(
     folder, _, _ = iris_model
     async with serving(model_settings("iris", folder)) as (client, _):
         response = await client.post(
-            "/v1/models/iris:predict", headers={**headers, "content-type": "application/json"},
+            "/v1/models/iris:predict",
+            headers={**headers, "content-type": "application/json"},
             content=b'{"instances": [[1, 2, 3, 4]]}',
-        )  # fmt: skip
+        )
     assert response.status_code == 400
     assert message in response.json()["error"]
 
 
 async def test_an_event_whose_data_is_not_a_request_is_400(iris_model) -> None:  # type: ignore[no-untyped-def]
     folder, _, _ = iris_model
-    headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t",
-               "content-type": "text/plain"}  # fmt: skip
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "s",
+        "ce-type": "t",
+        "content-type": "text/plain",
+    }
     async with serving(model_settings("iris", folder)) as (client, _):
         response = await client.post("/v1/models/iris:predict", headers=headers, content=b"hello")
     assert response.status_code == 400

@@ -39,8 +39,13 @@ def predictor_app(model: LogisticRegression):  # type: ignore[no-untyped-def]
         body = await read_body(receive)
         instances = np.asarray(orjson.loads(body)["instances"])
         out = orjson.dumps({"predictions": model.predict_proba(instances).tolist()})
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -72,8 +77,9 @@ def test_kernel_shap_over_http_equals_shap_in_process(
     contributions = np.asarray(answer["data"]["shap_values"]).sum(axis=1)
     np.testing.assert_allclose(
         contributions + np.asarray(answer["data"]["expected_value"]),
-        model.predict_proba(instances), atol=1e-6,
-    )  # fmt: skip
+        model.predict_proba(instances),
+        atol=1e-6,
+    )
 
 
 def test_tree_shap_equals_shap_and_adds_up_to_the_margin() -> None:

@@ -34,15 +34,23 @@ async def test_concurrent_v1_v2_and_cloudevents_requests_are_batched_and_answere
             client.post("/v1/models/iris:predict", json={"instances": [r.tolist()]}) for r in rows
         ]
         v2 = [
-            client.post("/v2/models/iris/infer", json={"id": f"r{i}", "inputs": [
-                {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": r.tolist()}]})
+            client.post(
+                "/v2/models/iris/infer",
+                json={
+                    "id": f"r{i}",
+                    "inputs": [
+                        {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": r.tolist()}
+                    ],
+                },
+            )
             for i, r in enumerate(rows)
-        ]  # fmt: skip
+        ]
         events = [
-            to_binary(CloudEvent({"type": "t", "source": "s", "id": f"e{i}"},
-                                 {"instances": [r.tolist()]}))
+            to_binary(
+                CloudEvent({"type": "t", "source": "s", "id": f"e{i}"}, {"instances": [r.tolist()]})
+            )
             for i, r in enumerate(rows)
-        ]  # fmt: skip
+        ]
         ce = [
             client.post("/v1/models/iris:predict", headers=headers, content=body)
             for headers, body in events
@@ -71,8 +79,18 @@ async def test_a_request_the_model_refuses_fails_alone_and_its_batch_is_answered
     # NaN cannot be written in JSON, but the binary tensor extension carries it to the model,
     # which refuses it (scikit-learn: "Input X contains NaN") only once the batch is predicted.
     nan = np.array([[np.nan, 1.0, 1.0, 1.0]]).tobytes()
-    header = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
-                                       "parameters": {"binary_data_size": len(nan)}}]})  # fmt: skip
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": len(nan)},
+                }
+            ]
+        }
+    )
     async with serving(settings) as (client, app):
         good = [
             client.post("/v1/models/iris:predict", json={"instances": [r.tolist()]}) for r in x[:5]
@@ -122,8 +140,11 @@ async def test_a_cached_answer_is_logged_like_any_other(iris_model) -> None:  # 
         settings = model_settings("iris", folder, cache_entries=8, logger_url=url)
         async with serving(settings) as (client, app):
             for request_id in ("first", "again"):
-                answer = await client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]},
-                                           headers={"x-request-id": request_id})  # fmt: skip
+                answer = await client.post(
+                    "/v1/models/iris:predict",
+                    json={"instances": [[1, 2, 3, 4]]},
+                    headers={"x-request-id": request_id},
+                )
                 assert answer.status_code == 200
             await asyncio.wait_for(arrived.wait(), 10)
             assert app.repository.get("iris").cache.stats.hits == 1

@@ -124,9 +124,14 @@ def test_a_missing_folder_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("filename", "fmt"),
-    [("model.joblib", "sklearn"), ("model.json", "xgboost"), ("model.txt", "lightgbm"),
-     ("model.onnx", "onnx"), ("model.pt", "pytorch")],
-)  # fmt: skip
+    [
+        ("model.joblib", "sklearn"),
+        ("model.json", "xgboost"),
+        ("model.txt", "lightgbm"),
+        ("model.onnx", "onnx"),
+        ("model.pt", "pytorch"),
+    ],
+)
 def test_a_corrupt_file_names_the_file_and_the_reason(
     tmp_path: Path, filename: str, fmt: str
 ) -> None:

@@ -46,8 +46,16 @@ async def test_v1_and_v2_equal_the_frameworks_predict(tmp_path: Path, fmt: str) 
         v1 = await client.post("/v1/models/m:predict", json={"instances": rows.tolist()})
         assert v1.status_code == 200, v1.text
         np.testing.assert_allclose(np.asarray(v1.json()["predictions"]), expected, rtol=1e-6)
-        body = {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP32",
-                            "data": rows.ravel().tolist()}]}  # fmt: skip
+        body = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
         v2 = await client.post("/v2/models/m/infer", json=body)
         assert v2.status_code == 200, v2.text
         out = v2.json()["outputs"][0]

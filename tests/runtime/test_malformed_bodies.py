@@ -29,9 +29,14 @@ tensor = st.fixed_dictionaries(
     },
 )
 v2_bodies = st.fixed_dictionaries(
-    {}, optional={"inputs": st.one_of(st.lists(tensor, max_size=3), json_values),
-                  "outputs": json_values, "id": json_values, "parameters": json_values},
-)  # fmt: skip
+    {},
+    optional={
+        "inputs": st.one_of(st.lists(tensor, max_size=3), json_values),
+        "outputs": json_values,
+        "id": json_values,
+        "parameters": json_values,
+    },
+)
 v1_bodies = st.fixed_dictionaries({}, optional={"instances": json_values, "inputs": json_values})
 raw_bytes = st.binary(max_size=64)
 

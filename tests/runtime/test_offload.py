@@ -101,13 +101,25 @@ async def test_a_slow_sync_predict_does_not_stall_probes_or_other_models(
     for name, source in (("slow", SLOW), ("fast", FAST)):
         (models / name).mkdir(parents=True)
         (models / name / "model.py").write_text(source)
-    proc = spawn([sys.executable, "-m", "knserve.runtime", "--model-repository", str(models),
-                  "--http-port", str(port)], env={"SLOW_MARKS": str(marks)})  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-repository",
+            str(models),
+            "--http-port",
+            str(port),
+        ],
+        env={"SLOW_MARKS": str(marks)},
+    )
     base = f"http://127.0.0.1:{port}"
     proc.wait_http(f"{base}/v2/health/ready")
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        slow = [asyncio.create_task(client.post("/v1/models/slow:predict", json={"instances": [1]}))
-                for _ in range(3)]  # fmt: skip
+        slow = [
+            asyncio.create_task(client.post("/v1/models/slow:predict", json={"instances": [1]}))
+            for _ in range(3)
+        ]
         try:
             # The three slow calls hold their threads until the test releases them, so whatever
             # answers meanwhile was not stuck behind them: no clock in the assertion.

@@ -23,10 +23,16 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 def v2_body(x: np.ndarray, datatype: str = "FP32", **extra: Any) -> dict[str, Any]:
     return {
-        "inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": datatype,
-                    "data": x.ravel().tolist()}],
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(x.shape),
+                "datatype": datatype,
+                "data": x.ravel().tolist(),
+            }
+        ],
         **extra,
-    }  # fmt: skip
+    }
 
 
 async def test_infer_equals_sklearn_and_echoes_the_id(iris_model) -> None:  # type: ignore[no-untyped-def]

@@ -51,8 +51,11 @@ async def test_each_sub_folder_is_a_model_and_a_broken_one_does_not_stop_the_oth
     async with serving(RuntimeSettings(model_repository=str(repository))) as (client, _):
         index = {m["name"]: m for m in (await client.post("/v2/repository/index")).json()}
         assert {n: m["state"] for n, m in index.items()} == {
-            "broken": "FAILED", "gbm": "READY", "iris": "READY", "scaler": "READY",
-        }  # fmt: skip
+            "broken": "FAILED",
+            "gbm": "READY",
+            "iris": "READY",
+            "scaler": "READY",
+        }
         assert "model.joblib" in index["broken"]["reason"]
         broken = await client.post("/v1/models/broken:predict", json={"instances": [[1, 2, 3, 4]]})
         assert broken.status_code == 503
@@ -136,8 +139,21 @@ class Helper:
 def serve_custom(spawn: Any, folder: Path, source: str, port: int) -> Any:
     folder.mkdir()
     (folder / "model.py").write_text(source)
-    return spawn([sys.executable, "-m", "knserve.runtime", "--model_name", "dbl", "--model_dir",
-                  str(folder), "--model_format", "custom", "--http_port", str(port)])  # fmt: skip
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model_name",
+            "dbl",
+            "--model_dir",
+            str(folder),
+            "--model_format",
+            "custom",
+            "--http_port",
+            str(port),
+        ]
+    )
 
 
 @pytest.mark.slow

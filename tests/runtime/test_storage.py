@@ -87,8 +87,11 @@ def test_a_plain_http_file_is_kept_under_its_name(
 
 def test_http_404_is_reported_with_the_uri(tmp_path: Path, file_server: tuple[dict, str]) -> None:
     _, base = file_server
-    with pytest.raises(StorageError, match=r"cannot fetch http://.*/missing.tar.gz from HTTP: "
-                       r"HTTP 404; check the path in storageUri$"):  # fmt: skip
+    with pytest.raises(
+        StorageError,
+        match=r"cannot fetch http://.*/missing.tar.gz from HTTP: "
+        r"HTTP 404; check the path in storageUri$",
+    ):
         resolve_model_uri(f"{base}/missing.tar.gz", cache_dir=tmp_path)
     assert [p for p in tmp_path.iterdir() if p.suffix != ".lock"] == []  # nothing half-written
 
@@ -138,8 +141,11 @@ def test_unsupported_or_missing_uris_say_what_is_supported(uri: str, message: st
 def test_an_unreachable_server_is_reported(tmp_path: Path) -> None:
     from net_fixtures import free_port
 
-    with pytest.raises(StorageError, match=r"ConnectError: .*; check the host and port in "
-                       "storageUri and that it is reachable"):  # fmt: skip
+    with pytest.raises(
+        StorageError,
+        match=r"ConnectError: .*; check the host and port in "
+        "storageUri and that it is reachable",
+    ):
         resolve_model_uri(f"http://127.0.0.1:{free_port()}/m.tar.gz", cache_dir=tmp_path)
 
 
@@ -161,16 +167,22 @@ def test_pvc_claims_map_to_folders_by_setting(
 @pytest.mark.parametrize(
     ("env", "uri", "message"),
     [
-        ({}, "pvc://models-pvc/iris",
-         "cannot fetch pvc://models-pvc/iris from a persistent volume claim: claim 'models-pvc' "
-         "is not mapped to a local folder; set KNSERVE_PVC_MODELS_PVC=FOLDER, or KNSERVE_PVC_ROOT "
-         "to a folder holding one folder per claim"),
-        ({"KNSERVE_PVC_ROOT": "{tmp}"}, "pvc://models-pvc/nothing",
-         "{tmp}/models-pvc/nothing does not exist \\(claim 'models-pvc' is {tmp}/models-pvc, from "
-         "KNSERVE_PVC_ROOT\\); check the path in storageUri and the mapping"),
+        (
+            {},
+            "pvc://models-pvc/iris",
+            "cannot fetch pvc://models-pvc/iris from a persistent volume claim: claim 'models-pvc' "
+            "is not mapped to a local folder; set KNSERVE_PVC_MODELS_PVC=FOLDER, or KNSERVE_PVC_ROOT "
+            "to a folder holding one folder per claim",
+        ),
+        (
+            {"KNSERVE_PVC_ROOT": "{tmp}"},
+            "pvc://models-pvc/nothing",
+            "{tmp}/models-pvc/nothing does not exist \\(claim 'models-pvc' is {tmp}/models-pvc, from "
+            "KNSERVE_PVC_ROOT\\); check the path in storageUri and the mapping",
+        ),
         ({"KNSERVE_PVC_ROOT": "{tmp}"}, "pvc://models-pvc/../other", "leaves the claim's folder"),
     ],
-)  # fmt: skip
+)
 def test_pvc_failures_name_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], uri: str, message: str
 ) -> None:
@@ -213,8 +225,11 @@ class Gated(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gated_server() -> Iterator[tuple[type[Gated], str]]:
-    handler = type("Handler", (Gated,), {"requests": [], "held": threading.Event(),
-                                         "release": threading.Event()})  # fmt: skip
+    handler = type(
+        "Handler",
+        (Gated,),
+        {"requests": [], "held": threading.Event(), "release": threading.Event()},
+    )
     with serve_handler(handler) as base:
         yield handler, base
         handler.release.set()  # before the server stops: a held handler thread ends
@@ -247,8 +262,11 @@ def test_two_processes_starting_on_one_uri_download_it_once(
     uri, cache = f"{base}/shared/model.joblib", tmp_path / "cache"
     first = start_held_fetch(spawn, handler, uri, cache)
     second = spawn([sys.executable, "-c", RESOLVE, uri, str(cache)])
-    eventually(lambda: "waiting for another process fetching" in second.log(), timeout=60,
-               failure=lambda: second.log())  # fmt: skip
+    eventually(
+        lambda: "waiting for another process fetching" in second.log(),
+        timeout=60,
+        failure=lambda: second.log(),
+    )
     handler.release.set()
     assert first.proc.wait(60) == 0, first.log()
     assert second.proc.wait(60) == 0, second.log()
@@ -278,9 +296,11 @@ def test_a_killed_download_leaves_nothing_a_later_start_trusts(
 
 
 def test_a_large_download_logs_its_progress(
-    tmp_path: Path, file_server: tuple[dict[str, bytes], str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    file_server: tuple[dict[str, bytes], str],
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     from knserve.runtime.storage import cache
 
     monkeypatch.setattr(cache, "PROGRESS_STEP", 1 << 20)

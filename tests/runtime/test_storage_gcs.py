@@ -25,8 +25,11 @@ def iris(gcs_emulator: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[A
     folder = tmp_path_factory.mktemp("iris")
     model, _ = train_sklearn_iris(folder)
     data = (folder / "model.joblib").read_bytes()
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options=ClientOptions(api_endpoint=gcs_emulator))  # fmt: skip
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=gcs_emulator),
+    )
     bucket = client.create_bucket("models")
     for name, body in {
         "iris/model.joblib": data,
@@ -76,14 +79,18 @@ def test_a_single_object_is_kept_or_unpacked(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("gs://nobucket/iris",
-         r"cannot fetch gs://nobucket/iris from Google Cloud Storage: bucket 'nobucket' does not "
-         r"exist at http://127\.0\.0\.1:\d+; check the bucket in storageUri"),
-        ("gs://models/nothing",
-         r"cannot fetch gs://models/nothing from Google Cloud Storage: no object 'nothing' and "
-         r"nothing under 'nothing/' in bucket 'models'; check the path in storageUri"),
+        (
+            "gs://nobucket/iris",
+            r"cannot fetch gs://nobucket/iris from Google Cloud Storage: bucket 'nobucket' does not "
+            r"exist at http://127\.0\.0\.1:\d+; check the bucket in storageUri",
+        ),
+        (
+            "gs://models/nothing",
+            r"cannot fetch gs://models/nothing from Google Cloud Storage: no object 'nothing' and "
+            r"nothing under 'nothing/' in bucket 'models'; check the path in storageUri",
+        ),
     ],
-)  # fmt: skip
+)
 def test_failures_say_what_to_fix(
     tmp_path: Path, iris: tuple[Any, bytes], uri: str, message: str
 ) -> None:
@@ -98,9 +105,12 @@ def test_a_key_file_that_is_not_there_is_reported_not_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
-    with pytest.raises(StorageError, match=r"GOOGLE_APPLICATION_CREDENTIALS names .*/key\.json, "
-                       r"which is not a file; set GOOGLE_APPLICATION_CREDENTIALS to a service "
-                       r"account key file"):  # fmt: skip
+    with pytest.raises(
+        StorageError,
+        match=r"GOOGLE_APPLICATION_CREDENTIALS names .*/key\.json, "
+        r"which is not a file; set GOOGLE_APPLICATION_CREDENTIALS to a service "
+        r"account key file",
+    ):
         resolve_model_uri("gs://models/iris", cache_dir=tmp_path / "cache")
 
 

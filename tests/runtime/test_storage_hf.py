@@ -49,9 +49,15 @@ class Hub(BaseHTTPRequestHandler):
                 siblings = [{"rfilename": name} for name in self.files]
                 return self._json({"id": repo, "sha": COMMIT, "siblings": siblings}, head)
             if rest[:1] == ["tree"]:
-                tree = [{"type": "file", "path": name, "size": len(body),
-                         "oid": hashlib.sha1(body).hexdigest()}
-                        for name, body in self.files.items()]  # fmt: skip
+                tree = [
+                    {
+                        "type": "file",
+                        "path": name,
+                        "size": len(body),
+                        "oid": hashlib.sha1(body).hexdigest(),
+                    }
+                    for name, body in self.files.items()
+                ]
                 return self._json(tree, head)
         if len(parts) > 4 and parts[2] == "resolve":
             repo, name = "/".join(parts[:2]), "/".join(parts[4:])
@@ -139,9 +145,12 @@ def test_a_repository_snapshot_is_fetched_from_hf_endpoint(
 def test_hf_token_opens_a_private_repository(
     tmp_path: Path, hub: type[Hub], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(StorageError, match=r"cannot fetch hf://acme/private from the Hugging Face "
-                       r"hub: repository acme/private not found at http://127\.0\.0\.1:\d+, or it "
-                       r"is private; check the name in storageUri, or set HF_TOKEN"):  # fmt: skip
+    with pytest.raises(
+        StorageError,
+        match=r"cannot fetch hf://acme/private from the Hugging Face "
+        r"hub: repository acme/private not found at http://127\.0\.0\.1:\d+, or it "
+        r"is private; check the name in storageUri, or set HF_TOKEN",
+    ):
         resolve_model_uri("hf://acme/private", cache_dir=tmp_path / "cache")
     monkeypatch.setenv("HF_TOKEN", hub.token)
     folder = resolve_model_uri("hf://acme/private", cache_dir=tmp_path / "cache")
@@ -151,11 +160,14 @@ def test_hf_token_opens_a_private_repository(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("hf://acme/iris:v9", r"acme/iris has no revision 'v9' at http://127\.0\.0\.1:\d+; check "
-         r"the revision after ':' in storageUri"),
+        (
+            "hf://acme/iris:v9",
+            r"acme/iris has no revision 'v9' at http://127\.0\.0\.1:\d+; check "
+            r"the revision after ':' in storageUri",
+        ),
         ("hf://acme", r"the URI is not hf://ORG/MODEL\[:REVISION\]"),
     ],
-)  # fmt: skip
+)
 def test_failures_say_what_to_fix(tmp_path: Path, hub: type[Hub], uri: str, message: str) -> None:
     with pytest.raises(StorageError, match=message):
         resolve_model_uri(uri, cache_dir=tmp_path / "cache")

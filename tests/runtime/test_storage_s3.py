@@ -94,28 +94,48 @@ def test_a_fetched_uri_is_served_from_the_cache_afterwards(
 @pytest.mark.parametrize(
     ("uri", "credentials", "message"),
     [
-        ("s3://nobucket/iris", "reader",
-         r"cannot fetch s3://nobucket/iris from S3: bucket 'nobucket' does not exist at "
-         r"http://127\.0\.0\.1:\d+; check the bucket in storageUri; check the endpoint"),
-        ("s3://secret/iris", "reader",
-         r"cannot fetch s3://secret/iris from S3: access denied to bucket 'secret' "
-         r"\(AccessDenied: Access Denied\); grant s3:ListBucket and s3:GetObject on it, or set "
-         r"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-        ("s3://models/iris", ("NOSUCHKEY", "x"),
-         r"access key 'NOSUCHKEY' is not known at http://127\.0\.0\.1:\d+ "
-         r"\(InvalidAccessKeyId\); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-        ("s3://models/iris", "wrong secret",
-         r"the secret key does not match the access key \(SignatureDoesNotMatch\); "
-         r"check AWS_SECRET_ACCESS_KEY"),
-        ("s3://models/iris/nothing", "reader",
-         r"cannot fetch s3://models/iris/nothing from S3: no object 'iris/nothing' and nothing "
-         r"under 'iris/nothing/' in bucket 'models'; check the path in storageUri"),
+        (
+            "s3://nobucket/iris",
+            "reader",
+            r"cannot fetch s3://nobucket/iris from S3: bucket 'nobucket' does not exist at "
+            r"http://127\.0\.0\.1:\d+; check the bucket in storageUri; check the endpoint",
+        ),
+        (
+            "s3://secret/iris",
+            "reader",
+            r"cannot fetch s3://secret/iris from S3: access denied to bucket 'secret' "
+            r"\(AccessDenied: Access Denied\); grant s3:ListBucket and s3:GetObject on it, or set "
+            r"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "s3://models/iris",
+            ("NOSUCHKEY", "x"),
+            r"access key 'NOSUCHKEY' is not known at http://127\.0\.0\.1:\d+ "
+            r"\(InvalidAccessKeyId\); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "s3://models/iris",
+            "wrong secret",
+            r"the secret key does not match the access key \(SignatureDoesNotMatch\); "
+            r"check AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "s3://models/iris/nothing",
+            "reader",
+            r"cannot fetch s3://models/iris/nothing from S3: no object 'iris/nothing' and nothing "
+            r"under 'iris/nothing/' in bucket 'models'; check the path in storageUri",
+        ),
     ],
-)  # fmt: skip
+)
 def test_failures_say_what_to_fix_on_one_line_and_cache_nothing(
-    tmp_path: Path, s3_server: S3Server, iris: tuple[Any, bytes], monkeypatch: pytest.MonkeyPatch,
-    uri: str, credentials: str | tuple[str, str], message: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    s3_server: S3Server,
+    iris: tuple[Any, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    uri: str,
+    credentials: str | tuple[str, str],
+    message: str,
+) -> None:
     env = s3_server.env("reader")
     if credentials == "wrong secret":
         env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
@@ -136,19 +156,29 @@ def test_an_unreachable_endpoint_names_the_setting(
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    with pytest.raises(StorageError, match=r"EndpointConnectionError: .*; check the endpoint in "
-                       r"AWS_ENDPOINT_URL \(or S3_ENDPOINT and S3_USE_HTTPS\)"):  # fmt: skip
+    with pytest.raises(
+        StorageError,
+        match=r"EndpointConnectionError: .*; check the endpoint in "
+        r"AWS_ENDPOINT_URL \(or S3_ENDPOINT and S3_USE_HTTPS\)",
+    ):
         resolve_model_uri("s3://models/iris", cache_dir=tmp_path)
 
 
 def test_without_boto3_the_error_names_the_extra(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['boto3'] = None\n"
-            "from knserve.runtime.storage import resolve_model_uri, StorageError\n"
-            "from pathlib import Path\n"
-            "try: resolve_model_uri('s3://b/m', cache_dir=Path(sys.argv[1]))\n"
-            "except StorageError as e: print(e)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    code = (
+        "import sys; sys.modules['boto3'] = None\n"
+        "from knserve.runtime.storage import resolve_model_uri, StorageError\n"
+        "from pathlib import Path\n"
+        "try: resolve_model_uri('s3://b/m', cache_dir=Path(sys.argv[1]))\n"
+        "except StorageError as e: print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.startswith("cannot fetch s3://b/m from S3: the client library is not installed")
     assert out.rstrip().endswith("install it with: pip install 'knserve[s3]'")
 
@@ -163,8 +193,20 @@ def test_the_runtime_serves_a_model_from_s3_end_to_end(
 ) -> None:
     model = iris[0]
     env = {**s3_server.env("reader"), "KNSERVE_MODEL_CACHE": str(tmp_path / "cache")}
-    proc = spawn([sys.executable, "-m", "knserve.runtime", "--model-name", "m", "--model-dir",
-                  "s3://models/iris", "--http-port", str(port)], env=env)  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-name",
+            "m",
+            "--model-dir",
+            "s3://models/iris",
+            "--http-port",
+            str(port),
+        ],
+        env=env,
+    )
     proc.wait_http(f"http://127.0.0.1:{port}/v2/models/m/ready", timeout=90)
     rows = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]
     response = httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", json={"instances": rows})
@@ -179,9 +221,23 @@ def test_a_missing_bucket_ends_the_runtime_with_the_reason_as_its_last_line(
     port: int,  # type: ignore[no-untyped-def]
 ) -> None:
     env = {**s3_server.env("reader"), "KNSERVE_MODEL_CACHE": str(tmp_path / "cache")}
-    proc = spawn([sys.executable, "-m", "knserve.runtime", "--model-name", "m", "--model-dir",
-                  "s3://nobucket/iris", "--http-port", str(port)], env=env)  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-name",
+            "m",
+            "--model-dir",
+            "s3://nobucket/iris",
+            "--http-port",
+            str(port),
+        ],
+        env=env,
+    )
     assert proc.proc.wait(90) == 1, proc.log()
     last = proc.log().rstrip().splitlines()[-1]
-    assert last.startswith("knserve.runtime: model m failed to load: cannot fetch "
-                           "s3://nobucket/iris from S3: bucket 'nobucket' does not exist")  # fmt: skip
+    assert last.startswith(
+        "knserve.runtime: model m failed to load: cannot fetch "
+        "s3://nobucket/iris from S3: bucket 'nobucket' does not exist"
+    )

@@ -27,8 +27,17 @@ def server(tmp_path: Path, spawn, port: int):  # type: ignore[no-untyped-def]
     model, _ = train_sklearn_iris(repo / "iris")
     (repo / "echo").mkdir()
     (repo / "echo" / "model.py").write_text(ECHO)
-    proc = spawn([sys.executable, "-m", "knserve.runtime", "--model-repository", str(repo),
-                  "--http-port", str(port)])  # fmt: skip
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "knserve.runtime",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(port),
+        ]
+    )
     proc.wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
     return f"127.0.0.1:{port}", model
 

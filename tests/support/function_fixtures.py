@@ -23,9 +23,12 @@ def knserve(
 ) -> subprocess.CompletedProcess[str]:
     """Run the knserve CLI in a subprocess (as a user would) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "knserve.knative.cli", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [sys.executable, "-m", "knserve.knative.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session")

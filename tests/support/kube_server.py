@@ -53,8 +53,14 @@ class Recorder:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
-            self.requests.append((scope["method"], scope["path"], scope["query_string"].decode(),
-                                  headers.get(b"content-type", b"").decode()))  # fmt: skip
+            self.requests.append(
+                (
+                    scope["method"],
+                    scope["path"],
+                    scope["query_string"].decode(),
+                    headers.get(b"content-type", b"").decode(),
+                )
+            )
         await self.app(scope, receive, send)
 
 

@@ -55,8 +55,9 @@ def train_xgboost_booster(folder: Path) -> tuple[Any, np.ndarray]:
     x, y = iris()
     booster = xgb.train(
         {"objective": "multi:softprob", "num_class": 3, "max_depth": 3},
-        xgb.DMatrix(x, label=y), num_boost_round=5,
-    )  # fmt: skip
+        xgb.DMatrix(x, label=y),
+        num_boost_round=5,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     booster.save_model(folder / "model.bst")
     return booster, x
@@ -94,9 +95,14 @@ def train_onnx_two_inputs(folder: Path) -> None:
     total = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 3])
     prod = helper.make_tensor_value_info("prod", TensorProto.FLOAT, ["N", 3])
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["prod"])],
-        "two", [a, b], [total, prod],
-    )  # fmt: skip
+        [
+            helper.make_node("Add", ["a", "b"], ["sum"]),
+            helper.make_node("Mul", ["a", "b"], ["prod"]),
+        ],
+        "two",
+        [a, b],
+        [total, prod],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,10 +116,12 @@ def train_torch_mlp(folder: Path, width: int = 64, features: int = 4) -> tuple[A
     torch.manual_seed(0)
     x, y = iris()
     layers = torch.nn.Sequential(
-        torch.nn.Linear(features, width), torch.nn.ReLU(),
-        torch.nn.Linear(width, width), torch.nn.ReLU(),
+        torch.nn.Linear(features, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
         torch.nn.Linear(width, 3),
-    )  # fmt: skip
+    )
     xt = torch.tensor(x, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.long)
     optimiser = torch.optim.Adam(layers.parameters(), lr=0.01)

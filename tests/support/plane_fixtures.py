@@ -25,11 +25,15 @@ ECHO = str(Path(__file__).parent / "echo_server.py")
 
 def echo_service(name: str = "echo", greeting: str = "hello", **template: Any) -> dict[str, Any]:
     spec = {
-        "containers": [{
-            "image": "python", "command": [sys.executable, ECHO], "args": ["$(PORT)", "$(GREETING)", "$$(PORT)"],
-            "env": [{"name": "GREETING", "value": greeting}],
-        }],
-    }  # fmt: skip
+        "containers": [
+            {
+                "image": "python",
+                "command": [sys.executable, ECHO],
+                "args": ["$(PORT)", "$(GREETING)", "$$(PORT)"],
+                "env": [{"name": "GREETING", "value": greeting}],
+            }
+        ],
+    }
     spec.update(template.pop("spec", {}))
     return {
         "apiVersion": "serving.knative.dev/v1",
@@ -67,10 +71,25 @@ class LocalPlane:
         self.http = httpx.Client(base_url=self.gateway, timeout=60.0)
 
     def _start(self) -> ServerProcess:
-        process = self._spawn([sys.executable, "-m", "knserve.knative.cli", "up",
-                               "--data-dir", str(self.data_dir), "--port", str(self.port),
-                               "--api-port", str(self.api_port), "--broker-port", str(self.broker_port),
-                               "--log-level", "debug", *self.args])  # fmt: skip
+        process = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "knserve.knative.cli",
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--api-port",
+                str(self.api_port),
+                "--broker-port",
+                str(self.broker_port),
+                "--log-level",
+                "debug",
+                *self.args,
+            ]
+        )
         process.wait_http(f"http://127.0.0.1:{self.api_port}/healthz")
         return process
 
@@ -99,9 +118,12 @@ class LocalPlane:
     def knserve(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """The CLI as a user runs it, pointed at this plane."""
         return subprocess.run(
-            [sys.executable, "-m", "knserve.knative.cli", *args], capture_output=True, text=True,
-            timeout=timeout, env={**os.environ, "KNSERVE_API": self.api},
-        )  # fmt: skip
+            [sys.executable, "-m", "knserve.knative.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "KNSERVE_API": self.api},
+        )
 
     def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
         return self.client.get(by_name(kind), namespace, name)
@@ -121,9 +143,14 @@ class LocalPlane:
             return obj if condition(obj) else None
 
         # the plane is another process: polling its API is the only signal
-        return eventually(met, timeout, lambda: (
-            f"{kind}/{name} never met the condition; status: "
-            f"{self.get(kind, name, namespace).get('status')}\n{self.log()}"))  # fmt: skip
+        return eventually(
+            met,
+            timeout,
+            lambda: (
+                f"{kind}/{name} never met the condition; status: "
+                f"{self.get(kind, name, namespace).get('status')}\n{self.log()}"
+            ),
+        )
 
     def wait_ready(self, kind: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(
@@ -154,8 +181,11 @@ class LocalPlane:
 
         def ticks() -> float:
             text = self.client.http.get("/metrics").text
-            return next(float(line.split()[1]) for line in text.splitlines()
-                        if line.startswith("knserve_autoscaler_ticks_total "))  # fmt: skip
+            return next(
+                float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("knserve_autoscaler_ticks_total ")
+            )
 
         target = ticks() + count
         # the plane is another process: its metrics are what can be observed
@@ -244,8 +274,14 @@ def plane(spawn: Callable[..., ServerProcess], tmp_path: Path) -> Iterator[Local
 
 
 # Knative's windows shrunk to seconds, so scaling tests see whole cycles quickly.
-FAST_AUTOSCALER = ["--autoscaler", "stable-window=6s", "--autoscaler", "scale-to-zero-grace-period=1s",
-                   "--autoscaler", "tick-interval=1s"]  # fmt: skip
+FAST_AUTOSCALER = [
+    "--autoscaler",
+    "stable-window=6s",
+    "--autoscaler",
+    "scale-to-zero-grace-period=1s",
+    "--autoscaler",
+    "tick-interval=1s",
+]
 
 
 @pytest.fixture

@@ -25,8 +25,11 @@ from net_fixtures import ServerProcess, eventually, free_port
 BIN = Path(sys.executable).parent
 # The IAM calls that make the two users below; moto checks every request after these.
 _SETUP_ACTIONS = 6
-_DENY_SECRET = {"Effect": "Deny", "Action": "s3:*",
-                "Resource": ["arn:aws:s3:::secret", "arn:aws:s3:::secret/*"]}  # fmt: skip
+_DENY_SECRET = {
+    "Effect": "Deny",
+    "Action": "s3:*",
+    "Resource": ["arn:aws:s3:::secret", "arn:aws:s3:::secret/*"],
+}
 
 
 @dataclass
@@ -42,14 +45,23 @@ class S3Server:
         import boto3
 
         key_id, secret = self.keys[user]
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=key_id, aws_secret_access_key=secret)  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+        )
 
     def env(self, user: str = "reader") -> dict[str, str]:
         """KServe's environment names for this server and user."""
         key_id, secret = self.keys[user]
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": key_id,
-                "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 def _listening(port: int) -> bool:
@@ -67,13 +79,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = ServerProcess([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log,
-                         env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)})  # fmt: skip
+    proc = ServerProcess(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        log,
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)},
+    )
     try:
         endpoint = f"http://127.0.0.1:{port}"
         eventually(lambda: _listening(port), timeout=60, failure=lambda: proc.log())
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="setup", aws_secret_access_key="setup")  # fmt: skip
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
         keys: dict[str, tuple[str, str]] = {}
         for user, statements in [
             ("admin", [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]),
@@ -81,8 +101,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         ]:
             iam.create_user(UserName=user)
             key = iam.create_access_key(UserName=user)["AccessKey"]
-            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": statements}))  # fmt: skip
+            iam.put_user_policy(
+                UserName=user,
+                PolicyName="s3",
+                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+            )
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
         yield S3Server(endpoint, keys, proc)
     finally:
@@ -92,10 +115,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture
 def aws_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No AWS or KServe S3 setting from the machine reaches the code under test."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_REGION",
-                 "AWS_DEFAULT_REGION", "S3_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL",
-                 "awsAnonymousCredential"):  # fmt: skip
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "S3_ENDPOINT",
+        "S3_USE_HTTPS",
+        "S3_VERIFY_SSL",
+        "awsAnonymousCredential",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
@@ -107,8 +140,18 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gcp-storage-emulator on loopback, in memory; yields its `STORAGE_EMULATOR_HOST` value."""
     port = free_port()
     log = tmp_path_factory.mktemp("gcs") / "gcs.log"
-    proc = ServerProcess([str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
-                          "--port", str(port), "--in-memory"], log)  # fmt: skip
+    proc = ServerProcess(
+        [
+            str(BIN / "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+        ],
+        log,
+    )
     try:
         host = f"http://127.0.0.1:{port}"
         eventually(lambda: _listening(port), timeout=60, failure=lambda: proc.log())
