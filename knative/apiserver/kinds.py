@@ -90,6 +90,15 @@ def by_name(name: str) -> Kind | None:
     return None
 
 
+def named(name: str) -> Kind:
+    """A kind the code names (`named("services")`): like `by_name`, but one that is not registered
+    is a programming error, so it raises instead of returning None for the caller to check."""
+    found = by_name(name)
+    if found is None:
+        raise LookupError(f"no kind named {name!r}; the plane serves {served()}")
+    return found
+
+
 SERVING = "serving.knative.dev"
 register(
     Kind(

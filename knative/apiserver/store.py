@@ -39,7 +39,7 @@ from knserve.knative.apiserver.errors import (
     Invalid,
     NotFound,
 )
-from knserve.knative.apiserver.kinds import Kind, by_name, by_plural
+from knserve.knative.apiserver.kinds import Kind, by_plural, named
 from knserve.knative.apiserver.validation import revision_reference_errors
 
 SCHEMA = """
@@ -52,6 +52,9 @@ CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('rv', 0);
 """
+# What a cascading delete removed, each with its kind. Named here, outside `Store`, because inside
+# the class body `list` is `Store.list`, not the builtin.
+Deleted = list[tuple[Kind, dict[str, Any]]]
 HISTORY = 1000  # events a watch can resume across; a controller's resync is far fewer
 
 
@@ -313,9 +316,7 @@ class Store:
             self._notify("DELETED", dkind, dobj)
         return current
 
-    def _delete_tree(
-        self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]
-    ) -> list[tuple[Kind, dict[str, Any]]]:
+    def _delete_tree(self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]) -> Deleted:
         meta = obj["metadata"]
         db.execute(
             "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
@@ -362,7 +363,7 @@ class Store:
             and kind.plural in ("services", "routes")
         ):
             # These rules need the revisions in the store, not just the object.
-            revisions = self.list(by_name("revisions"), obj["metadata"]["namespace"])
+            revisions = self.list(named("revisions"), obj["metadata"]["namespace"])
             errors = revision_reference_errors(
                 obj, {r["metadata"]["name"]: r["spec"] for r in revisions}
             )

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -23,7 +23,7 @@ from knserve.knative.cli.output import (
 )
 from knserve.knative.cli.trigger import apply_delivery_flags, delivery_options, describe_delivery
 
-BROKERS = by_name("brokers")
+BROKERS = named("brokers")
 CLASS = "eventing.knative.dev/broker.class"
 
 

@@ -116,10 +116,10 @@ def _deploy(
     spec: dict[str, Any], svc: dict[str, Any], wait: bool, wait_timeout: float, api: str | None
 ) -> None:
     from knserve.knative.apiserver.errors import NotFound
-    from knserve.knative.apiserver.kinds import by_name
+    from knserve.knative.apiserver.kinds import named
     from knserve.knative.cli.output import make_client, wait_ready
 
-    services = by_name("services")
+    services = named("services")
     client = make_client(api)
     meta = svc["metadata"]
     try:
@@ -155,9 +155,9 @@ def _sync_triggers(client: Any, spec: dict[str, Any], namespace: str, svc: dict[
     delete the function's Triggers no longer listed."""
     from knserve.functions.deploy import FUNCTION_LABEL, triggers_for
     from knserve.knative.apiserver.errors import NotFound
-    from knserve.knative.apiserver.kinds import by_name
+    from knserve.knative.apiserver.kinds import named
 
-    kind = by_name("triggers")
+    kind = named("triggers")
     wanted = triggers_for(spec, namespace, owner=svc)
     names = {t["metadata"]["name"] for t in wanted}
     existing = {
@@ -295,7 +295,7 @@ def invocation_route(
 
 def _deployed_url(spec: dict[str, Any], namespace: str | None, api: str | None) -> str:
     from knserve.knative.apiserver.errors import ApiError, NotFound
-    from knserve.knative.apiserver.kinds import by_name
+    from knserve.knative.apiserver.kinds import named
     from knserve.knative.cli.output import make_client
 
     if not spec.get("name"):
@@ -303,7 +303,7 @@ def _deployed_url(spec: dict[str, Any], namespace: str | None, api: str | None) 
     name = spec["name"]
     namespace = namespace or (spec.get("deploy") or {}).get("namespace") or "default"
     try:
-        svc = make_client(api).get(by_name("services"), namespace, name)
+        svc = make_client(api).get(named("services"), namespace, name)
     except NotFound:
         raise FunctionError(
             f"it is not deployed in namespace {namespace!r} (`knserve func deploy`)"

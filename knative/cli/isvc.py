@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -30,7 +30,7 @@ from knserve.knative.cli.output import (
 )
 from knserve.knative.kserve.inferenceservice import COMPONENTS
 
-ISVCS = by_name("inferenceservices")
+ISVCS = named("inferenceservices")
 
 
 def _predictor(opts: dict[str, Any]) -> dict[str, Any]:

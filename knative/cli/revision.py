@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -21,7 +21,7 @@ from knserve.knative.cli.output import (
     table,
 )
 
-REVISIONS, SERVICES = by_name("revisions"), by_name("services")
+REVISIONS, SERVICES = named("revisions"), named("services")
 SERVICE_LABEL = "serving.knative.dev/service"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -19,7 +19,7 @@ from knserve.knative.cli.output import (
     table,
 )
 
-ROUTES = by_name("routes")
+ROUTES = named("routes")
 
 
 @click.group("route")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from knserve.knative.apiserver.errors import ApiError
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.configuration_flags import apply_template_flags, template_options
 from knserve.knative.cli.output import (
     OUTPUT,
@@ -28,7 +28,7 @@ from knserve.knative.cli.output import (
 from knserve.knative.cli.revision import replicas_text
 from knserve.knative.cli.traffic_flags import edit_traffic
 
-SERVICES, REVISIONS = by_name("services"), by_name("revisions")
+SERVICES, REVISIONS = named("services"), named("revisions")
 
 
 def traffic_options(fn: Callable[..., Any]) -> Callable[..., Any]:

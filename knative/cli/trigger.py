@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.cli.output import (
     OUTPUT,
     age,
@@ -29,7 +29,7 @@ from knserve.knative.cli.output import (
     table,
 )
 
-TRIGGERS = by_name("triggers")
+TRIGGERS = named("triggers")
 
 # kn's sink prefixes (plus isvc for KServe): prefix -> (apiVersion, kind)
 SINK_KINDS = {

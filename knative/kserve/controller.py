@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from knserve.knative.activator.traffic import CLUSTER_LOCAL_DOMAIN
-from knserve.knative.apiserver.kinds import Kind, by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.reconciler import WorkQueue, watching
 from knserve.knative.apiserver.store import Event, Store, now
 from knserve.knative.kserve.inferenceservice import (
@@ -70,15 +70,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _kind(name: str) -> Kind:
-    kind = by_name(name)
-    if kind is None:  # the registry is static: only a broken install gets here
-        raise RuntimeError(f"kind {name!r} is not registered")
-    return kind
-
-
 ISVC, SERVICE, SERVING_RUNTIME, REVISION = (
-    _kind(k) for k in ("inferenceservices", "services", "servingruntimes", "revisions")
+    named(k) for k in ("inferenceservices", "services", "servingruntimes", "revisions")
 )
 # KServe's V1 explain verb (`POST /v1/models/{name}:explain`), which its ingress sends to the explainer.
 EXPLAIN_SUFFIX = ":explain"

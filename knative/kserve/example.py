@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from knserve.knative.apiserver.kinds import by_name
+from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.store import Store
 from knserve.runtime.example import curl_lines, example_model_dir
 
 NAME = "sklearn-iris"
-ISVC = by_name("inferenceservices")
+ISVC = named("inferenceservices")
 
 
 def example_inferenceservice(model_dir: Path) -> dict[str, Any]:
