@@ -282,8 +282,9 @@ def format_duration(seconds: float) -> str:
 
 
 def _policy(value: Any, path: str) -> BackoffPolicy:
-    if value in POLICIES:
-        return value  # type: ignore[no-any-return]
+    for policy in POLICIES:
+        if value == policy:
+            return policy
     lowered = str(value).strip().lower()
     hint = f"write {lowered}" if lowered in POLICIES else "write linear or exponential"
     raise InvalidDelivery(f"{path} is {value!r}; {hint}")

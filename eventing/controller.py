@@ -38,7 +38,7 @@ from knserve.eventing.backoff import DeliverySpec, InvalidDelivery, resolve
 from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.filters import FilterError, compile_filters
-from knserve.knative.apiserver.kinds import Kind, by_name
+from knserve.knative.apiserver.kinds import Kind, named
 from knserve.knative.apiserver.reconciler import WorkQueue, condition, mark_failed, watching
 from knserve.knative.apiserver.store import Event, Store
 
@@ -47,7 +47,7 @@ __all__ = ["EventingController", "trigger_key"]
 log = logging.getLogger(__name__)
 
 BROKER, TRIGGER, SERVICE, ISVC = (
-    by_name(k) for k in ("brokers", "triggers", "services", "inferenceservices")
+    named(k) for k in ("brokers", "triggers", "services", "inferenceservices")
 )
 NO_DEAD_LETTER_SINK = "No dead letter sink is configured."  # Knative's message, word for word
 
@@ -132,7 +132,7 @@ class EventingController:
 
     def _failed(self, key: tuple[str, str, str], message: str) -> None:
         plural, namespace, name = key
-        mark_failed(self.store, by_name(plural), namespace, name, message)
+        mark_failed(self.store, named(plural), namespace, name, message)
 
     async def _reconcile(self, key: tuple[str, str, str]) -> None:
         plural, namespace, name = key
@@ -159,9 +159,9 @@ class EventingController:
                     self.mark(TRIGGER, namespace, trigger["metadata"]["name"])
         elif kind is TRIGGER:
             if event.type == "DELETED":
-                key = self._keys.pop((namespace, name), None) or trigger_key(obj)
-                await self.dispatcher.remove_trigger(key)
-                self._applied.pop(key, None)
+                gone = self._keys.pop((namespace, name), None) or trigger_key(obj)
+                await self.dispatcher.remove_trigger(gone)
+                self._applied.pop(gone, None)
             else:
                 self.mark(TRIGGER, namespace, name)
         if kind in (SERVICE, ISVC, BROKER):
@@ -263,7 +263,7 @@ class EventingController:
         ready = _ready(conditions, previous)
         status["conditions"] = [ready, *conditions]
 
-        if broker is None:
+        if broker is None or not broker_name:  # (a broker is found only by its name)
             await self.dispatcher.remove_trigger(key)  # no broker, no events: nothing to keep
             self._applied.pop(key, None)
             self._keys.pop((namespace, name), None)
@@ -315,7 +315,7 @@ class EventingController:
                 f"with `knserve broker create {name} -n {namespace}`",
                 previous,
             )
-        ready = next(
+        ready: dict[str, Any] | None = next(
             (
                 c
                 for c in (broker.get("status") or {}).get("conditions") or []
@@ -421,7 +421,7 @@ class EventingController:
         ).get("url")
         if target is ISVC and url:
             return str(url)
-        ready = next(
+        ready: dict[str, Any] = next(
             (
                 c
                 for c in (obj.get("status") or {}).get("conditions") or []
