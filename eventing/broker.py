@@ -16,15 +16,13 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from knserve.eventing.controller import EventingController
-from knserve.eventing.dispatcher import Dispatcher, LeanSender
+from knserve.eventing.controller import SERVICE, EventingController
+from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
-from knserve.knative.apiserver.kinds import by_name
+from knserve.eventing.message_sender import LeanSender
 from knserve.knative.apiserver.server import EmbeddedServer
 from knserve.knative.apiserver.store import Store
-
-SERVICES = by_name("services")
 
 # Knative's multi-tenant broker ingress, `http://broker-ingress.knative-eventing.svc.cluster.local/
 # {namespace}/{broker}`: the gateway routes this name to the plane's ingress, so a logger or sink
@@ -74,7 +72,7 @@ class BrokerPlane:
         )
 
     def _service_url(self, namespace: str, name: str) -> str | None:
-        svc = self.store.find(SERVICES, namespace, name)
+        svc = self.store.find(SERVICE, namespace, name)
         return ((svc or {}).get("status") or {}).get("url")
 
     async def run(self, stop: asyncio.Event) -> None:

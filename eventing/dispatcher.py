@@ -33,11 +33,7 @@ At least once: an event is removed from a trigger's queue only after the subscri
 dead-letter decision); whatever was in flight when the process died is claimed again when the log
 is reopened, and :meth:`Dispatcher.close` releases what it interrupted.
 
-The wire: given a :class:`LeanSender`, plain ``http://`` deliveries go out on its keep-alive
-HTTP/1.1 connections (asyncio protocol, httptools parser: one write per request, no per-request
-pool scan), which costs a fraction of httpx's client and pool per request (httpcore polls every
-pooled socket on each request). Anything it does not take -- HTTPS, a URL with credentials, a
-header it will not write -- goes through the httpx ``client`` as before.
+The POST itself, its encoding, timeout and answer, is :mod:`~knserve.eventing.message_sender`'s.
 """
 
 from __future__ import annotations
@@ -45,22 +41,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
-import httptools
 import httpx
 
-from knserve.eventing.backoff import Action, DeliverySpec, parse_retry_after
-from knserve.eventing.encoding import is_cloudevent, to_binary, to_structured
+from knserve.eventing.backoff import Action, DeliverySpec
+from knserve.eventing.encoding import is_cloudevent
 from knserve.eventing.eventlog import EventLog, StoredEvent
 from knserve.eventing.filters import Predicate
 from knserve.eventing.ingress import MAX_BODY_BYTES, TTL, Rejected, decode
+from knserve.eventing.message_sender import Answer, LeanSender, MessageSender
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -70,7 +65,6 @@ __all__ = [
     "ERROR_DATA_MAX_BYTES",
     "ERROR_DEST",
     "Dispatcher",
-    "LeanSender",
     "Outcome",
     "ReplyTo",
     "TriggerStats",
@@ -142,20 +136,12 @@ class _Trigger:
     stats: TriggerStats = field(default_factory=TriggerStats)
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int | None  # None: no answer (refused, reset, timed out)
-    body: bytes
-    headers: Mapping[str, str]
-    retry_after: float | None = None
-    truncated: bool = False  # the body was longer than the ingress takes; cut there
-
-
 class Dispatcher:
     """Runs each Trigger's delivery loop (see the module docstring).
 
     ``client`` sends every request (the plane's client routes ``*.localhost`` hosts through the
-    gateway) that ``sender``, a :class:`LeanSender`, does not take; ``reply_to`` receives replies (``Ingress.accept``; may be set after construction);
+    gateway) that ``sender``, a :class:`LeanSender`, does not take; ``reply_to`` receives replies
+    (``Ingress.accept``; may be set after construction);
     ``clock`` must be the log's (Unix seconds), as due times are compared in the log.
     """
 
@@ -174,10 +160,11 @@ class Dispatcher:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency is {concurrency}; it must be 1 or more")
-        self.log, self.client, self.reply_to = log, client, reply_to
-        self.sender = sender  # plain http:// deliveries; None: all through ``client``
+        self.log, self.reply_to = log, reply_to
         self.clock = clock or log.clock
-        self.concurrency, self.default_timeout = concurrency, default_timeout
+        # plain http:// deliveries through ``sender``; None: all through ``client``
+        self.sender = MessageSender(client, sender, self.clock, default_timeout)
+        self.concurrency = concurrency
         self.on_outcome, self.compact_interval = on_outcome, compact_interval
         self._triggers: dict[str, _Trigger] = {}
         self._by_broker: dict[tuple[str, str], set[str]] = {}
@@ -254,8 +241,7 @@ class Dispatcher:
         for trigger in list(self._triggers.values()):
             await self._stop(trigger)
             self.log.release(trigger.key)
-        if self.sender is not None:
-            self.sender.close()
+        self.sender.close()
 
     def _register(self, key: str, namespace: str, broker: str) -> _Trigger:
         trigger = self._triggers.get(key)
@@ -342,7 +328,7 @@ class Dispatcher:
                 name=f"deliver {trigger.key}#{event.seq}",
             )
             trigger.inflight.add(task)
-            task.add_done_callback(lambda t, trigger=trigger: self._finished(trigger, t))
+            task.add_done_callback(functools.partial(self._finished, trigger))
         if trigger.claimed:
             return None
         if not exhausted:
@@ -364,14 +350,14 @@ class Dispatcher:
 
     async def _deliver(self, trigger: _Trigger, sub: _Subscription, event: StoredEvent) -> None:
         attributes = {k: v for k, v in event.attributes.items() if k != TTL}
-        answer = await self._send(sub.subscriber_url, attributes, event.data, sub.delivery)
+        answer = await self.sender.send(sub.subscriber_url, attributes, event.data, sub.delivery)
         status, replied = answer.status, False
         if status is not None and 200 <= status < 300 and is_cloudevent(answer.headers):
             try:
                 replied = self._reply(trigger, sub, event, answer)
             except Exception as exc:  # the reply could not be stored: the delivery did not finish
                 logger.warning("trigger %s: storing the reply failed: %s", trigger.key, exc)
-                answer = _Answer(None, f"reply could not be stored: {exc}".encode(), {})
+                answer = Answer(None, f"reply could not be stored: {exc}".encode(), {})
                 status = None
         decision = sub.delivery.decide(event.attempts, status, answer.retry_after)
         attempts = event.attempts + 1
@@ -405,7 +391,7 @@ class Dispatcher:
             )
 
     def _reply(
-        self, trigger: _Trigger, sub: _Subscription, event: StoredEvent, answer: _Answer
+        self, trigger: _Trigger, sub: _Subscription, event: StoredEvent, answer: Answer
     ) -> bool:
         """Put the reply into the broker; False when it is refused (the delivery stands)."""
         try:
@@ -448,7 +434,7 @@ class Dispatcher:
         return True
 
     async def _dead_letter(
-        self, sub: _Subscription, attributes: dict[str, Any], event: StoredEvent, answer: _Answer
+        self, sub: _Subscription, attributes: dict[str, Any], event: StoredEvent, answer: Answer
     ) -> bool:
         """Send the event to the dead-letter sink, retrying as the delivery allows."""
         if sub.dead_letter_url is None:
@@ -469,7 +455,7 @@ class Dispatcher:
             failed[ERROR_DATA] = base64.b64encode(answer.body[:ERROR_DATA_MAX_BYTES]).decode()
         retries = 0
         while True:
-            sent = await self._send(sub.dead_letter_url, failed, event.data, sub.delivery)
+            sent = await self.sender.send(sub.dead_letter_url, failed, event.data, sub.delivery)
             decision = sub.delivery.decide(retries, sent.status, sent.retry_after)
             if decision.action is Action.DELIVERED:
                 return True
@@ -483,275 +469,6 @@ class Dispatcher:
                 return False
             retries += 1
             await asyncio.sleep(decision.delay)
-
-    async def _send(
-        self, url: str, attributes: Mapping[str, Any], data: bytes | None, delivery: DeliverySpec
-    ) -> _Answer:
-        encode = to_structured if delivery.format == "json" else to_binary
-        headers, body = encode(attributes, data)
-        headers["prefer"] = "reply"
-        timeout = delivery.timeout or self.default_timeout
-        request = self.sender.prepare(url, headers, body) if self.sender is not None else None
-        try:
-            async with asyncio.timeout(timeout):
-                if request is not None:
-                    assert self.sender is not None
-                    status, response_headers, content, truncated = await self.sender.send(
-                        request, MAX_BODY_BYTES
-                    )
-                else:
-                    response = await self.client.send(
-                        self.client.build_request(
-                            "POST", url, headers=headers, content=body, timeout=timeout
-                        ),
-                        stream=True,
-                    )
-                    try:
-                        content, truncated = await _read(response, MAX_BODY_BYTES)
-                    finally:
-                        await response.aclose()
-                    status, response_headers = response.status_code, response.headers
-        except TimeoutError:
-            return _Answer(None, f"dispatch error: no answer within {timeout:g}s".encode(), {})
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            return _Answer(None, f"dispatch error: {type(exc).__name__}: {exc}".encode(), {})
-        retry_after = parse_retry_after(response_headers.get("retry-after"), self.clock())
-        return _Answer(status, content, response_headers, retry_after, truncated)
-
-
-async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The body, and whether it was cut at ``limit`` bytes (a reply larger than the ingress
-    takes is refused; a failed body only feeds knativeerrordata, 1,024 bytes of it)."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
-
-
-# ---- the lean sender -----------------------------------------------------------------------------
-
-_UNSAFE_HEADER = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL …: never written raw
-MAX_IDLE_PER_ORIGIN = 64  # keep-alive connections kept per (host, port); more are closed
-
-
-@dataclass(frozen=True)
-class _Request:
-    origin: tuple[str, int]  # where to connect: the server, or the proxy for its host
-    data: bytes  # the whole request, head and body, written at once
-
-
-class LeanSender:
-    """POSTs over keep-alive HTTP/1.1 connections of its own: an asyncio protocol per connection,
-    httptools to parse the answer, the request written in one piece. It takes ``http://`` URLs
-    without credentials whose headers are printable ASCII (:meth:`prepare` says None to anything
-    else, for httpx to send).
-
-    ``proxies`` maps a host suffix (``".localhost"``) to the HTTP proxy for those hosts
-    (``"http://127.0.0.1:8080"``, the plane's gateway), which then gets the request in absolute
-    form, as httpx sends it to a proxy. A connection the server closed while idle is noticed by
-    the event loop and never reused; if a reused connection fails before any answer arrives, the
-    request is sent once more on a fresh one (delivery is at least once anyway).
-    """
-
-    def __init__(
-        self, proxies: Mapping[str, str] | None = None, max_idle: int = MAX_IDLE_PER_ORIGIN
-    ) -> None:
-        self.proxies: dict[str, tuple[str, int]] = {}
-        for suffix, proxy in (proxies or {}).items():
-            parts = urlsplit(proxy)
-            if parts.scheme != "http" or not parts.hostname:
-                raise ValueError(f"proxy {proxy!r} for {suffix!r}: give an http://host:port URL")
-            self.proxies[suffix] = (parts.hostname, parts.port or 80)
-        self.max_idle = max_idle
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._targets: dict[str, tuple[tuple[str, int], bytes, bytes] | None] = {}
-
-    def prepare(self, url: str, headers: Mapping[str, str], body: bytes) -> _Request | None:
-        """The request, ready to send; None when httpx should send it instead."""
-        target = self._targets.get(url)
-        if target is None and url not in self._targets:
-            if len(self._targets) > 1024:
-                self._targets.clear()  # subscriber URLs are few; this only bounds a leak
-            target = self._targets[url] = self._target(url)
-        if target is None:
-            return None
-        origin, start, host = target
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        raw = "".join(headers.values()) + "".join(headers)
-        if _UNSAFE_HEADER.search(raw) or not lines.isascii():
-            return None
-        head = b"%s\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            start,
-            host,
-            len(body),
-            lines.encode("ascii"),
-        )
-        return _Request(origin, head + body)
-
-    def _target(self, url: str) -> tuple[tuple[str, int], bytes, bytes] | None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port or 80
-        except ValueError:
-            return None
-        host = parts.hostname
-        if parts.scheme != "http" or not host or "@" in parts.netloc or not url.isascii():
-            return None
-        if _UNSAFE_HEADER.search(url) or " " in url:
-            return None
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        proxy = next((p for suffix, p in self.proxies.items() if host.endswith(suffix)), None)
-        start = f"POST {f'http://{parts.netloc}{path}' if proxy else path} HTTP/1.1".encode()
-        return proxy or (host, port), start, parts.netloc.encode()
-
-    async def send(self, request: _Request, limit: int) -> tuple[int, dict[str, str], bytes, bool]:
-        """Status, headers (lowercase names), body (cut at ``limit`` bytes) and whether it was
-        cut. Raises OSError (ConnectionError) when there is no answer."""
-        idle = self._idle.get(request.origin)
-        while idle:
-            connection = idle.pop()
-            if connection.usable():
-                try:
-                    return await self._exchange(connection, request, limit)
-                except ConnectionError:
-                    if connection.answered:
-                        raise
-                    break  # closed under us before answering: once more, on a fresh one
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(_Connection, *request.origin)
-        return await self._exchange(connection, request, limit)
-
-    async def _exchange(
-        self, connection: _Connection, request: _Request, limit: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
-        try:
-            answer = await connection.exchange(request.data, limit)
-        except BaseException:
-            connection.close()  # cancelled or failed mid-exchange: its state is unknown
-            raise
-        if connection.usable():
-            idle = self._idle.setdefault(request.origin, [])
-            if len(idle) < self.max_idle:
-                idle.append(connection)
-            else:
-                connection.close()
-        return answer
-
-    def close(self) -> None:
-        """Close the idle connections (the sender stays usable: it opens new ones)."""
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
-        self._idle.clear()
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: one exchange at a time, parsed by httptools."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.answered = False  # some of an answer arrived during the current exchange
-        self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes, bool]] | None = None
-        self._keep_alive = False
-
-    # -- the exchange --
-    async def exchange(self, data: bytes, limit: int) -> tuple[int, dict[str, str], bytes, bool]:
-        if self.closed or self.transport is None:
-            raise ConnectionResetError("the connection is closed")
-        self._reset(limit)
-        self.answered = False
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        try:
-            return await self._waiter
-        finally:
-            self._waiter = None
-
-    def usable(self) -> bool:
-        return not self.closed and self._keep_alive and self._waiter is None
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def _reset(self, limit: int) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._limit = limit
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
-        self._status = 0
-        self._headers_done = False
-        self._keep_alive = False
-
-    def _finish(self, truncated: bool = False) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            answer = (self._status, self._headers, b"".join(self._body), truncated)
-            self._waiter.set_result(answer)
-
-    def _fail(self, exc: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-        self.close()
-
-    # -- asyncio.Protocol --
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            self.close()  # bytes nobody asked for: the connection cannot be trusted
-            return
-        self.answered = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionError(f"the server's answer is not valid HTTP/1.1: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            # an answer without a length ends when the connection does
-            delimited = "content-length" in self._headers or "chunked" in self._headers.get(
-                "transfer-encoding", ""
-            )
-            if self._headers_done and not delimited:
-                self._finish()
-            else:
-                self._waiter.set_exception(
-                    ConnectionResetError(f"the server closed the connection ({exc or 'EOF'})")
-                )
-
-    # -- httptools callbacks --
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
-
-    def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        self._headers_done = self._status >= 200
-
-    def on_body(self, body: bytes) -> None:
-        if self.closed:
-            return  # cut already
-        self._body.append(body)
-        self._size += len(body)
-        if self._size > self._limit:
-            self._body = [b"".join(self._body)[: self._limit]]
-            self._finish(truncated=True)
-            self.close()  # the rest is not wanted: this connection is done
-
-    def on_message_complete(self) -> None:
-        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
-            self._headers, self._headers_done = {}, False
-            return
-        self._keep_alive = self._parser.should_keep_alive()
-        self._finish()
 
 
 def _guarded(key: str, predicate: Predicate) -> Predicate:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from knserve.eventing.dispatcher import LeanSender
+from knserve.eventing.message_sender import LeanSender
 
 LIMIT = 1024
 
