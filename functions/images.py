@@ -46,7 +46,7 @@ def manifest(image: str) -> dict | None:
             f"image {image} is not built on this machine (no {path}); run `knserve func build` "
             "in the function's folder"
         )
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    return json.loads(path.read_text())
 
 
 def command_for_image(image: str) -> tuple[list[str], Path] | None:

@@ -183,9 +183,9 @@ class AnchorTabularExplainer:
             _check_codes(
                 train[:, column], values, f"training_data column {column} ({names[column]})"
             )
-        if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold <= 1:
+        if not _is_number(threshold, Real) or not 0 < threshold <= 1:
             raise ExplainerError(f"threshold is {threshold!r}, it must be a precision in (0, 1]")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
+        if seed is not None and not _is_number(seed, Integral):
             raise ExplainerError(f"seed is {seed!r}, it must be an integer (or None for no seed)")
         self.training_data = train
         self.threshold = float(threshold)
@@ -218,7 +218,8 @@ class AnchorTabularExplainer:
                 # makes every answer the one a fresh explainer would give, whatever ran before.
                 np.random.seed(self.seed)
             explanation = explainer.explain(x[0], threshold=self.threshold)
-        return json.loads(explanation.to_json())  # type: ignore[no-any-return]
+        answer: dict[str, Any] = json.loads(explanation.to_json())
+        return answer
 
     def _fitted(self) -> Any:
         if self._explainer is None:
@@ -271,6 +272,14 @@ def _reference_table(data: Any, what: str, hint: str = "") -> np.ndarray:
             f"{what} must be a non-empty 2-D array (rows × features), got shape {table.shape}"
         )
     return table
+
+
+def _is_number(value: object, kind: type) -> bool:
+    """Whether `value` is a `kind` (numbers.Real, numbers.Integral) and not a bool (a JSON true).
+
+    A bool answer, not a narrowing one: the annotations say float and int, and the checks are for
+    callers who pass something else; narrowing a float to `Real` would leave nothing after it."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _as_table(data: Any) -> np.ndarray:

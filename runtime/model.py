@@ -86,7 +86,7 @@ class DuckTypedModel(Model):
             if callable(method):
                 setattr(self, hook, method)  # found by `overrides`, called as the model's
 
-    @property  # type: ignore[override]
+    @property
     def ready(self) -> bool:
         return bool(getattr(self.inner, "ready", False))
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class ServedModel:
     def _wrap(self, hook: str) -> Hook:
         fn = getattr(self.model, hook)
         if inspect.iscoroutinefunction(fn):
-            return fn  # type: ignore[no-any-return]
+            return fn
 
         async def call(*args: Any) -> Any:
             return await self.run_sync(fn, *args)
@@ -130,12 +130,13 @@ class ServedModel:
             # The outputs named in full, so a V1 request (its first output) and a V2 request
             # that names none share a batch when they ask for the same outputs.
             names = tuple(outputs or self.predictor.default_outputs)
-            return self.batcher.submit(arrays, names)
+            # This batcher predicts through _predict_batch, so its rows are arrays, not lists.
+            return cast("Awaitable[list[np.ndarray]]", self.batcher.submit(arrays, names))
         return self.run_sync(self.predictor.predict, arrays, outputs)
 
     async def _predict_batch(self, arrays: list[Any], outputs: Any) -> list[np.ndarray]:
         assert self.predictor is not None
-        return await self.run_sync(self.predictor.predict, arrays, list(outputs))  # type: ignore[no-any-return]
+        return await self.run_sync(self.predictor.predict, arrays, list(outputs))
 
     def predict_instances(self, instances: list[Any]) -> Awaitable[list[Any]]:
         """A custom model's V1 predictions for `instances`, batched with other requests' rows."""
@@ -374,7 +375,8 @@ def load_custom_model(path: Path, name: str) -> Model:
         for obj in vars(module).values()
         if inspect.isclass(obj) and obj.__module__ == module_name
     ]
-    candidates = [c for c in classes if issubclass(c, Model)] or [
+    # A Model subclass, else a duck-typed class (with `load` and `predict`) that as_model wraps.
+    candidates: list[type] = [c for c in classes if issubclass(c, Model)] or [
         c
         for c in classes
         if callable(getattr(c, "predict", None)) and callable(getattr(c, "load", None))

@@ -146,7 +146,7 @@ def serve(
 
     The port is `port`, else `$PORT`, else 8080; `options` are any `RuntimeSettings` fields.
     """
-    settings = settings_from_env(host=host, port=port, **options)
+    settings = settings_from_env(None, host=host, port=port, **options)
     run(settings, models)
 
 

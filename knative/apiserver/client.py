@@ -53,7 +53,7 @@ class Client:
             path += f"/{sub}"
         return path
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -76,29 +76,29 @@ class Client:
         return body
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-        return self._call("GET", self._path(kind, namespace, name))  # type: ignore[no-any-return]
+        return self._call("GET", self._path(kind, namespace, name))
 
     def list(
         self, kind: Kind, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else None
-        return self._call("GET", self._path(kind, namespace), params=params)["items"]  # type: ignore[no-any-return]
+        return self._call("GET", self._path(kind, namespace), params=params)["items"]
 
     def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         namespace = obj.setdefault("metadata", {}).setdefault("namespace", "default")
-        return self._call("POST", self._path(kind, namespace), json=obj)  # type: ignore[no-any-return]
+        return self._call("POST", self._path(kind, namespace), json=obj)
 
     def replace(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         return self._call(
             "PUT", self._path(kind, meta.get("namespace", "default"), meta["name"]), json=obj
-        )  # type: ignore[no-any-return]
+        )
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(
             "PATCH",
             self._path(kind, namespace, name),
-            json=patch,  # type: ignore[no-any-return]
+            json=patch,
             headers={"content-type": "application/merge-patch+json"},
         )
 

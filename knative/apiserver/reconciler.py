@@ -43,8 +43,8 @@ def condition(
         cond["reason"] = reason
     if message:
         cond["message"] = message
-    old = next((c for c in previous or [] if c.get("type") == ctype), None)
-    keep = old is not None and old.get("status") == status
+    old: dict[str, Any] = next((c for c in previous or [] if c.get("type") == ctype), {})
+    keep = old.get("status") == status
     cond["lastTransitionTime"] = (
         old["lastTransitionTime"] if keep and old.get("lastTransitionTime") else now()
     )

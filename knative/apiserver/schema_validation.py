@@ -33,7 +33,7 @@ def crd(filename: str) -> dict[str, Any]:
         # libyaml when present: the KServe CRD is 2 MB and the pure-Python loader takes seconds
         for doc in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             if doc and doc.get("kind") == "CustomResourceDefinition":
-                return doc  # type: ignore[no-any-return]
+                return doc
     raise FileNotFoundError(f"no CustomResourceDefinition in {CRD_DIR / filename}")
 
 

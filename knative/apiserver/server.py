@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -266,8 +266,9 @@ class EmbeddedServer(uvicorn.Server):
     """uvicorn serving one part of the plane: without its signal handlers, because the plane owns
     SIGINT/SIGTERM and stops every part; uvicorn's would stop only this one and swallow the signal."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class ApiUnsupported(ApiError):

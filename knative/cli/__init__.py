@@ -8,6 +8,7 @@ pay for the serving plane's imports and the other way round. A group lives in th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 

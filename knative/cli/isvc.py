@@ -8,6 +8,7 @@ applies every document of a YAML file, such as KServe's own examples, ServingRun
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from knserve.knative.cli.output import (
     emit_list,
     fields,
     make_client,
+    ready_condition,
     reports_api_errors,
     table,
     wait_ready,
@@ -90,7 +92,7 @@ def _finish(client: Any, isvcs: list[dict[str, Any]], opts: dict[str, Any]) -> N
     if opts["wait"]:
         isvcs = [
             wait_ready(
-                lambda meta=isvc["metadata"]: client.get(ISVCS, meta["namespace"], meta["name"]),
+                partial(client.get, ISVCS, isvc["metadata"]["namespace"], isvc["metadata"]["name"]),
                 f"inferenceservice '{isvc['metadata']['name']}'",
                 opts["wait_timeout"],
             )
@@ -222,7 +224,7 @@ def list_isvcs(namespace: str, api: str | None, output: str | None) -> None:
     for isvc in items:
         status = isvc.get("status") or {}
         predictor = (status.get("components") or {}).get("predictor") or {}
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready = ready_condition(isvc)
         rows.append(
             (
                 isvc["metadata"]["name"],

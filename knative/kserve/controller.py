@@ -384,7 +384,9 @@ def fail_ready(
 ) -> None:
     """Turn `Ready` False with the reason and message (in place), keeping its transition time
     while it stays False for the same reason."""
-    old = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
+    old: Mapping[str, Any] = next(
+        (c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
     same = old.get("status") == "False" and old.get("reason") == reason
     ready = {
         "type": "Ready",

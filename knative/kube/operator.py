@@ -236,7 +236,11 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     ksvc = (SERVICE.group, SERVICE.version, SERVICE.plural)
     runtimes = (SERVING_RUNTIME.group, SERVING_RUNTIME.version, SERVING_RUNTIME.plural)
 
-    def reconcile(namespace: str, name: str) -> None:
+    # The handlers take what kopf's protocols (kopf.ChangingFn, kopf.WatchingFn) pass: `namespace`
+    # is None only for a cluster-scoped resource, and all three kinds are namespaced.
+    def reconcile(namespace: str | None, name: str) -> None:
+        if namespace is None:
+            return
         try:
             reconciler.reconcile(namespace, name)
         except ApiError as exc:
@@ -249,17 +253,19 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     @kopf.on.create(*isvc, id="reconcile", registry=handlers)
     @kopf.on.update(*isvc, id="reconcile", registry=handlers)
     @kopf.on.resume(*isvc, id="reconcile", registry=handlers)
-    def isvc_changed(namespace: str, name: str, **_: Any) -> None:
+    def isvc_changed(*, namespace: str | None, name: str, **_: Any) -> None:
         reconcile(namespace, name)
 
     @kopf.on.event(
         *ksvc, id="knative-service", labels={ISVC_LABEL: kopf.PRESENT}, registry=handlers
     )
-    def ksvc_event(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+    def ksvc_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         reconcile(namespace, labels[ISVC_LABEL])
 
     @kopf.on.event(*runtimes, id="servingruntime", registry=handlers)
-    def runtime_event(namespace: str, **_: Any) -> None:
+    def runtime_event(*, namespace: str | None, **_: Any) -> None:
+        if namespace is None:
+            return
         for found in reconciler.client.list(ISVC, namespace):
             reconcile(namespace, found["metadata"]["name"])
 

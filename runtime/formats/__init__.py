@@ -119,7 +119,7 @@ def load_predictor(model_dir: Path, model_format: str | None = None) -> Predicto
         raise ModelFormatError(
             f"the {fmt} format needs its framework: pip install 'knserve[{extra}]' ({exc})"
         ) from None
-    return module.load(model_dir)  # type: ignore[no-any-return]
+    return module.load(model_dir)
 
 
 def model_file(model_dir: Path, candidates: tuple[str, ...], fmt: str) -> Path:

@@ -7,9 +7,10 @@ for a regressor.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from knserve.runtime.formats import ModelFormatError, model_file
-from knserve.runtime.formats.tabular import TabularPredictor
+from knserve.runtime.formats.tabular import ArrayFn, TabularPredictor
 
 FILES = ("model.txt", "model.bst")
 
@@ -22,4 +23,7 @@ def load(model_dir: Path) -> TabularPredictor:
         booster = lgb.Booster(model_file=str(path))
     except Exception as exc:
         raise ModelFormatError(f"cannot load LightGBM model {path}: {exc}") from None
-    return TabularPredictor("lightgbm", booster, booster.predict, None, booster.num_feature())
+    # lightgbm's stub types `predict` for every input it takes (files, sparse matrices, …); on the
+    # arrays the runtime passes it answers an array.
+    predict = cast(ArrayFn, booster.predict)
+    return TabularPredictor("lightgbm", booster, predict, None, booster.num_feature())

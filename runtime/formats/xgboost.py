@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from knserve.runtime.formats import ModelFormatError, model_file
 from knserve.runtime.formats.tabular import TabularPredictor
 
@@ -45,7 +47,7 @@ def load(model_dir: Path) -> TabularPredictor:
             "xgboost", model, model.predict, None, n_features, predict_datatype="FP32"
         )
 
-    def predict(x):  # type: ignore[no-untyped-def]
+    def predict(x: np.ndarray) -> np.ndarray:
         return booster.inplace_predict(x)
 
     return TabularPredictor("xgboost", booster, predict, None, n_features, predict_datatype="FP32")

@@ -14,7 +14,7 @@ client does by default.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -207,7 +207,7 @@ def _decode_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Inf
     return InferInput(name, datatype, shape, array, parameters), offset
 
 
-def _is_shape(shape: Any) -> bool:
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
     # `type(d) is int`: a JSON true is a bool, and a bool is no dimension
     return type(shape) is list and all(type(d) is int and d >= 0 for d in shape)
 
