@@ -26,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# Knative's cluster-local domain suffix: a Route is also reachable as {route}.{namespace}.svc.cluster.local.
-CLUSTER_LOCAL_DOMAIN = "svc.cluster.local"
+from knserve.knative.apiserver.naming import CLUSTER_LOCAL_DOMAIN, hostname
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,10 @@ def route_hosts(route: RouteSpec, domain: str) -> dict[str, str | None]:
     """Every host that reaches `route`, mapped to the tag it selects (None: the percent split)."""
     hosts: dict[str, str | None] = {}
     for suffix in (domain, CLUSTER_LOCAL_DOMAIN):
-        hosts[f"{route.name}.{route.namespace}.{suffix}"] = None
+        hosts[hostname(route.name, route.namespace, suffix)] = None
         for target in route.targets:
             if target.tag:
-                hosts[f"{target.tag}-{route.name}.{route.namespace}.{suffix}"] = target.tag
+                hosts[hostname(route.name, route.namespace, suffix, target.tag)] = target.tag
     return hosts
 
 

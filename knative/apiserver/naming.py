@@ -24,9 +24,13 @@ def revision_name(configuration: str, generation: int) -> str:
     return f"{configuration}-{generation:05d}"
 
 
-def service_host(name: str, namespace: str, domain: str) -> str:
-    return f"{name}.{namespace}.{domain}"
+# Knative's cluster-local domain suffix: a Route is also reachable as {route}.{namespace}.svc.cluster.local.
+CLUSTER_LOCAL_DOMAIN = "svc.cluster.local"
 
 
-def tag_host(tag: str, name: str, namespace: str, domain: str) -> str:
-    return f"{tag}-{name}.{namespace}.{domain}"
+def hostname(name: str, namespace: str, domain: str, tag: str | None = None) -> str:
+    """Every host Knative and KServe give a Route, Service or InferenceService, spelt once:
+    `{name}.{namespace}.{domain}`, a tag's `{tag}-{name}.{namespace}.{domain}`, and with
+    `CLUSTER_LOCAL_DOMAIN` for a domain the cluster-local `{name}.{namespace}.svc.cluster.local`."""
+    label = f"{tag}-{name}" if tag else name
+    return f"{label}.{namespace}.{domain}"

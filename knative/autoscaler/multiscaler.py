@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from knserve.knative.activator.port import TrafficStats
 from knserve.knative.autoscaler.kpa import Autoscaler, AutoscalerConfig, ScaleDecision
 from knserve.knative.supervisor.replicas import RevisionProcessSpec, Supervisor
 
@@ -51,7 +52,7 @@ class Multiscaler:
     def __init__(
         self,
         supervisor: Supervisor,
-        gateway: Any,
+        gateway: TrafficStats,
         config: AutoscalerConfig,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

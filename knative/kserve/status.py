@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from knserve.knative.apiserver.naming import CLUSTER_LOCAL_DOMAIN, hostname
 from knserve.knative.kserve.inferenceservice import Target, component_service_name, components_of
 from knserve.knative.kserve.model_status import model_status
 
@@ -176,7 +177,7 @@ def isvc_status(
     if conditions["IngressReady"][0] == "True":
         host = _external_host(name, namespace, components, ksvcs, target)
         status["url"] = f"http://{host}"
-        status["address"] = {"url": f"http://{name}.{namespace}.svc.cluster.local"}
+        status["address"] = {"url": f"http://{hostname(name, namespace, CLUSTER_LOCAL_DOMAIN)}"}
     status["modelStatus"] = model_status(
         previous.get("modelStatus") or {},
         ready=conditions["Ready"][0] == "True",

@@ -4,13 +4,14 @@ It works as Knative's reconcilers do, level-based: any event about a Service or 
 (from the store's watch, or a replica's status from the supervisor) marks the Service dirty, and
 reconciling it compares what should exist with what does:
 
-- the Configuration and Route named after the Service, owned by it;
+- the Configuration and Route named after the Service, owned by it (knative/serving/resources.py);
 - a Revision for the Configuration's current template, named `{service}-{generation:05d}` or as
   `spec.template.metadata.name` says (a name reused for a different template is an error on the
   Service, as Knative's webhook refuses it), immutable once created;
 - replicas for every Revision the Route sends traffic to or tags, and for the newest one until it
   is ready, as the multiscaler decides (initial-scale first, then the KPA); none for the rest;
-- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision, once
+- the gateway's route, with `latestRevision: true` resolved to the latest *ready* revision
+  (knative/serving/route.py) and programmed through the activator's `DataPlane` port, once
   every target it names exists and is ready (else the Route says which one is missing, as
   Knative's AllTrafficAssigned does, and the gateway keeps what it had);
 - status with Knative's conditions and fields on Revisions, the Configuration, the Route and the
@@ -24,26 +25,37 @@ before checks again before it scales it, so nothing starts it again.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
-from knserve.knative.activator.traffic import RouteSpec, TrafficTarget
-from knserve.knative.apiserver.kinds import by_name
-from knserve.knative.apiserver.naming import revision_name, service_host, tag_host
-from knserve.knative.apiserver.reconciler import WorkQueue, condition, mark_failed, watching
+from knserve.knative.activator.port import DataPlane
+from knserve.knative.apiserver.kinds import named
+from knserve.knative.apiserver.naming import revision_name
+from knserve.knative.apiserver.reconciler import WorkQueue, mark_failed, watching
 from knserve.knative.apiserver.store import Event, Store
 from knserve.knative.autoscaler.multiscaler import Multiscaler
+from knserve.knative.serving.resources import (
+    CONFIGURATION_LABEL,
+    DEFAULT_TIMEOUT,
+    GENERATION_LABEL,
+    SERVICE_LABEL,
+    configuration_labels,
+    generation_of,
+    make_configuration,
+    make_revision,
+    make_route,
+    name_taken,
+    same_template,
+)
+from knserve.knative.serving.route import resolve_traffic, route_status
 from knserve.knative.serving.status import (
     ContainerFailure,
     TrafficError,
-    first_traffic_error,
+    configuration_status,
     is_true,
-    living_ready,
     missing_revision,
     revision_conditions,
-    route_conditions,
-    unready_configuration,
+    service_status,
     unready_revision,
 )
 from knserve.knative.supervisor.replicas import RevisionProcessSpec, Supervisor
@@ -51,23 +63,8 @@ from knserve.knative.supervisor.replicas import RevisionProcessSpec, Supervisor
 log = logging.getLogger(__name__)
 
 SERVICE, CONFIGURATION, REVISION, ROUTE = (
-    by_name(k) for k in ("services", "configurations", "revisions", "routes")
+    named(k) for k in ("services", "configurations", "revisions", "routes")
 )
-SERVICE_LABEL = "serving.knative.dev/service"
-CONFIGURATION_LABEL = "serving.knative.dev/configuration"
-GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
-DEFAULT_TIMEOUT = 300
-
-
-def _owner(obj: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -81,7 +78,7 @@ class Controller:
         self,
         store: Store,
         supervisor: Supervisor,
-        gateway: Any,
+        gateway: DataPlane,
         scaler: Multiscaler,
         domain: str = "localhost",
     ) -> None:
@@ -141,41 +138,20 @@ class Controller:
         revisions, template_error = self._ensure_revision(svc, config)
         route = self._ensure_route(svc)
         ready_names = await self._run_revisions(svc, config, route, revisions)
-        latest_created = max(
-            revisions,
-            key=lambda r: r["metadata"]["labels"].get(GENERATION_LABEL, "0").zfill(8),
-            default=None,
-        )
+        by_generation = sorted(revisions, key=generation_of, reverse=True)
+        latest_created = by_generation[0]["metadata"]["name"] if by_generation else None
         latest_ready = next(
-            (
-                r
-                for r in sorted(
-                    revisions,
-                    key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
-                    reverse=True,
-                )
-                if r["metadata"]["name"] in ready_names
-            ),
+            (r["metadata"]["name"] for r in by_generation if r["metadata"]["name"] in ready_names),
             None,
         )
         config = self._configuration_status(config, latest_created, latest_ready, ready_names)
-        route = self._route_status(svc, route, config, ready_names)
-        self._service_status(svc, config, route, template_error)
+        route = self._route_status(route, config, ready_names)
+        self.store.write_status(SERVICE, svc, service_status(svc, config, route, template_error))
 
     def _ensure_configuration(self, svc: dict[str, Any]) -> dict[str, Any]:
+        desired = make_configuration(svc)
+        labels = configuration_labels(svc)
         meta = svc["metadata"]
-        labels = {**(meta.get("labels") or {}), SERVICE_LABEL: meta["name"]}
-        desired = {
-            "apiVersion": "serving.knative.dev/v1",
-            "kind": "Configuration",
-            "metadata": {
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "labels": labels,
-                "ownerReferences": [_owner(svc)],
-            },
-            "spec": {"template": copy.deepcopy(svc["spec"]["template"])},
-        }
         current = self.store.find(CONFIGURATION, meta["namespace"], meta["name"])
         if current is None:
             return self.store.create(CONFIGURATION, desired, validate=False)
@@ -188,6 +164,8 @@ class Controller:
     def _ensure_revision(
         self, svc: dict[str, Any], config: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """The Configuration's revisions, with one for its current template made if missing; and
+        the error when the template's revision name is taken by a different template."""
         namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
         template = config["spec"]["template"]
         generation = config["metadata"]["generation"]
@@ -198,79 +176,23 @@ class Controller:
         }
         error = None
         found = existing.get(rev_name) or self.store.find(REVISION, namespace, rev_name)
-        tmeta = template.get("metadata") or {}
         if found is None:
-            labels = {
-                **(tmeta.get("labels") or {}),
-                SERVICE_LABEL: name,
-                CONFIGURATION_LABEL: name,
-                GENERATION_LABEL: str(generation),
-            }
-            revision = {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Revision",
-                "metadata": {
-                    "name": rev_name,
-                    "namespace": namespace,
-                    "labels": labels,
-                    "annotations": dict(tmeta.get("annotations") or {}),
-                    "ownerReferences": [_owner(config)],
-                },
-                "spec": copy.deepcopy(template.get("spec") or {}),
-            }
-            revision["spec"].setdefault("timeoutSeconds", DEFAULT_TIMEOUT)
-            revision["spec"].setdefault("containerConcurrency", 0)
+            revision = make_revision(config, name, rev_name, template, generation)
             existing[rev_name] = self.store.create(REVISION, revision, validate=False)
-        else:
-            same = {
-                k: v
-                for k, v in found["spec"].items()
-                if k not in ("timeoutSeconds", "containerConcurrency")
-            } == {
-                k: v
-                for k, v in (template.get("spec") or {}).items()
-                if k not in ("timeoutSeconds", "containerConcurrency")
-            }
-            if not same and found["metadata"]["labels"].get(GENERATION_LABEL) != str(generation):
-                error = (
-                    f"revision name {rev_name!r} is already used by a different template; revisions are "
-                    "immutable: give spec.template.metadata.name a new name or remove it"
-                )
+        elif not same_template(found["spec"], template.get("spec")) and found["metadata"][
+            "labels"
+        ].get(GENERATION_LABEL) != str(generation):
+            error = name_taken(rev_name)
         return list(existing.values()), error
 
-    def _desired_traffic(self, svc: dict[str, Any]) -> list[dict[str, Any]]:
-        traffic = svc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
-        name = svc["metadata"]["name"]
-        out = []
-        for entry in traffic:
-            entry = dict(entry)
-            if entry.get("latestRevision", not entry.get("revisionName")):
-                entry.pop("revisionName", None)
-                entry["configurationName"] = name
-                entry["latestRevision"] = True
-            out.append(entry)
-        return out
-
     def _ensure_route(self, svc: dict[str, Any]) -> dict[str, Any]:
+        desired = make_route(svc)
         meta = svc["metadata"]
-        labels = {SERVICE_LABEL: meta["name"]}
-        spec = {"traffic": self._desired_traffic(svc)}
         current = self.store.find(ROUTE, meta["namespace"], meta["name"])
         if current is None:
-            desired = {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Route",
-                "metadata": {
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "labels": labels,
-                    "ownerReferences": [_owner(svc)],
-                },
-                "spec": spec,
-            }
             return self.store.create(ROUTE, desired, validate=False)
-        if current["spec"] != spec:
-            current["spec"] = spec
+        if current["spec"] != desired["spec"]:
+            current["spec"] = desired["spec"]
             return self.store.replace(ROUTE, current, validate=False)
         return current
 
@@ -284,11 +206,7 @@ class Controller:
         """Start or stop replicas; returns the names of revisions with a ready replica."""
         namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
         routed = {e["revisionName"] for e in route["spec"]["traffic"] if e.get("revisionName")}
-        newest = max(
-            revisions,
-            key=lambda r: int(r["metadata"]["labels"].get(GENERATION_LABEL, "0")),
-            default=None,
-        )
+        newest = max(revisions, key=generation_of, default=None)
         latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
         follows_latest = any(e.get("latestRevision") for e in route["spec"]["traffic"])
         ready = set()
@@ -370,108 +288,36 @@ class Controller:
     def _configuration_status(
         self,
         config: dict[str, Any],
-        latest_created: dict[str, Any] | None,
-        latest_ready: dict[str, Any] | None,
+        latest_created: str | None,
+        latest_ready: str | None,
         ready: set[str],
     ) -> dict[str, Any]:
-        previous = config.get("status") or {}
-        status: dict[str, Any] = {"observedGeneration": config["metadata"]["generation"]}
-        if latest_created:
-            status["latestCreatedRevisionName"] = latest_created["metadata"]["name"]
-        ready_name = (
-            latest_ready["metadata"]["name"]
-            if latest_ready
-            else previous.get("latestReadyRevisionName")
-        )
-        if ready_name:
-            status["latestReadyRevisionName"] = ready_name
-        created_ready = latest_created is not None and latest_created["metadata"]["name"] in ready
-        failure = None
+        created_ready = latest_created is not None and latest_created in ready
+        created_conditions: list[dict[str, Any]] = []
         if latest_created is not None and not created_ready:
-            conds = (
-                (
-                    self.store.find(
-                        REVISION,
-                        config["metadata"]["namespace"],
-                        latest_created["metadata"]["name"],
-                    )
-                    or {}
-                )
-                .get("status", {})
-                .get("conditions", [])
-            )
-            failure = next(
-                (c for c in conds if c["type"] == "Ready" and c["status"] == "False"), None
-            )
-        prev_conds = previous.get("conditions")
-        if created_ready:
-            cond = condition("Ready", "True", previous=prev_conds)
-        elif failure:
-            # MarkLatestCreatedFailed's words
-            cond = condition(
-                "Ready",
-                "False",
-                "RevisionFailed",
-                f'Revision "{latest_created["metadata"]["name"]}" failed with message: '
-                f"{failure.get('message', '')}.",
-                prev_conds,
-            )
-        else:
-            cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
-        status["conditions"] = [cond]
+            namespace = config["metadata"]["namespace"]
+            created_conditions = _conditions(self.store.find(REVISION, namespace, latest_created))
+        status = configuration_status(
+            config, latest_created, latest_ready, created_ready, created_conditions
+        )
         return self.store.write_status(CONFIGURATION, config, status)
 
     def _route_status(
-        self, svc: dict[str, Any], route: dict[str, Any], config: dict[str, Any], ready: set[str]
+        self, route: dict[str, Any], config: dict[str, Any], ready: set[str]
     ) -> dict[str, Any]:
-        """Resolve the Route's traffic and program the gateway, as Knative's route reconciler
-        does: only when every target exists and is ready; else AllTrafficAssigned says which."""
-        namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
-        config_status = config.get("status") or {}
-        latest_ready = config_status.get("latestReadyRevisionName")
-        targets, traffic, errors = [], [], []
-        for entry in route["spec"]["traffic"]:
-            if entry.get("latestRevision"):
-                revision = latest_ready
-                if revision is None:
-                    failed = any(
-                        c.get("type") == "Ready" and c.get("status") == "False"
-                        for c in config_status.get("conditions") or []
-                    )
-                    errors.append(unready_configuration(name, failed))
-                    continue
-            else:
-                revision = entry["revisionName"]
-                error = self._revision_target_error(namespace, revision, ready)
-                if error is not None:
-                    errors.append(error)
-                    continue
-            tag = entry.get("tag")
-            targets.append(TrafficTarget(revision, int(entry.get("percent") or 0), tag))
-            item = {
-                "revisionName": revision,
-                "latestRevision": bool(entry.get("latestRevision")),
-                "percent": int(entry.get("percent") or 0),
-            }
-            if tag:
-                item["tag"] = tag
-                item["url"] = f"http://{tag_host(tag, name, namespace, self.domain)}"
-            traffic.append(item)
-        previous = route.get("status") or {}
-        error = first_traffic_error(errors)
-        url = f"http://{service_host(name, namespace, self.domain)}"
-        status: dict[str, Any] = {
-            "observedGeneration": route["metadata"]["generation"],
-            "url": url,
-            "address": {"url": url},
-        }
-        if error is None:
-            self.gateway.set_route(RouteSpec(namespace, name, tuple(targets)))
-            status["traffic"] = traffic
-        elif "traffic" in previous:  # the gateway still routes as it did
-            status["traffic"] = previous["traffic"]
-        status["conditions"] = route_conditions(previous.get("conditions"), error)
-        return self.store.write_status(ROUTE, route, status)
+        """Resolve the Route's traffic and program the data plane with it, as Knative's route
+        reconciler does: only when every target exists and is ready; else AllTrafficAssigned
+        says which, and the data plane keeps what it had."""
+        namespace = route["metadata"]["namespace"]
+        resolved = resolve_traffic(
+            route,
+            config,
+            self.domain,
+            lambda revision: self._revision_target_error(namespace, revision, ready),
+        )
+        if resolved.spec is not None:
+            self.gateway.set_route(resolved.spec)
+        return self.store.write_status(ROUTE, route, route_status(route, resolved, self.domain))
 
     def _revision_target_error(
         self, namespace: str, revision: str, ready: set[str]
@@ -486,47 +332,3 @@ class Controller:
             return None
         failed = any(c.get("type") == "Ready" and c.get("status") == "False" for c in conditions)
         return unready_revision(revision, failed)
-
-    def _service_status(
-        self,
-        svc: dict[str, Any],
-        config: dict[str, Any],
-        route: dict[str, Any],
-        template_error: str | None,
-    ) -> None:
-        previous = (svc.get("status") or {}).get("conditions")
-        config_cond = (config.get("status") or {}).get("conditions", [{}])[0]
-        route_cond = (route.get("status") or {}).get("conditions", [{}])[0]
-        if template_error:
-            config_cond = {
-                "status": "False",
-                "reason": "RevisionNameTaken",
-                "message": template_error,
-            }
-        cfg = condition(
-            "ConfigurationsReady",
-            config_cond.get("status", "Unknown"),
-            config_cond.get("reason"),
-            config_cond.get("message"),
-            previous,
-        )
-        rte = condition(
-            "RoutesReady",
-            route_cond.get("status", "Unknown"),
-            route_cond.get("reason"),
-            route_cond.get("message"),
-            previous,
-        )
-        ready = living_ready([cfg, rte], previous)
-        status: dict[str, Any] = {
-            "observedGeneration": svc["metadata"]["generation"],
-            "conditions": [ready, cfg, rte],
-        }
-        for key in ("latestCreatedRevisionName", "latestReadyRevisionName"):
-            if (config.get("status") or {}).get(key):
-                status[key] = config["status"][key]
-        rstatus = route.get("status") or {}
-        for key in ("url", "address", "traffic"):
-            if key in rstatus:
-                status[key] = rstatus[key]
-        self.store.write_status(SERVICE, svc, status)

@@ -176,3 +176,83 @@ def route_conditions(previous: Conditions | None, error: TrafficError | None) ->
         ingress,
         certificate,
     ]
+
+
+def configuration_status(
+    config: dict[str, Any],
+    latest_created: str | None,
+    latest_ready: str | None,
+    created_ready: bool,
+    created_conditions: Conditions,
+) -> dict[str, Any]:
+    """A Configuration's status: its latest created and ready revisions and its Ready condition
+    (MarkLatestCreatedFailed's words when the latest created revision failed)."""
+    previous = config.get("status") or {}
+    status: dict[str, Any] = {"observedGeneration": config["metadata"]["generation"]}
+    if latest_created:
+        status["latestCreatedRevisionName"] = latest_created
+    ready_name = latest_ready or previous.get("latestReadyRevisionName")
+    if ready_name:
+        status["latestReadyRevisionName"] = ready_name
+    failure = None
+    if latest_created is not None and not created_ready:
+        failure = next(
+            (c for c in created_conditions if c["type"] == "Ready" and c["status"] == "False"),
+            None,
+        )
+    prev_conds = previous.get("conditions")
+    if created_ready:
+        cond = condition("Ready", "True", previous=prev_conds)
+    elif failure:
+        cond = condition(
+            "Ready",
+            "False",
+            "RevisionFailed",
+            f'Revision "{latest_created}" failed with message: {failure.get("message", "")}.',
+            prev_conds,
+        )
+    else:
+        cond = condition("Ready", "Unknown", "Deploying", previous=prev_conds)
+    status["conditions"] = [cond]
+    return status
+
+
+def _mirrored(ctype: str, source: dict[str, Any], previous: Conditions | None) -> dict[str, Any]:
+    """Condition `ctype` with the status, reason and message of `source` (a child's Ready)."""
+    return condition(
+        ctype,
+        source.get("status", "Unknown"),
+        source.get("reason"),
+        source.get("message"),
+        previous,
+    )
+
+
+def service_status(
+    svc: dict[str, Any],
+    config: dict[str, Any],
+    route: dict[str, Any],
+    template_error: str | None,
+) -> dict[str, Any]:
+    """A Service's status: ConfigurationsReady and RoutesReady from its Configuration and Route
+    (or the template error), and their revision names, URL, address and traffic."""
+    previous = (svc.get("status") or {}).get("conditions")
+    config_cond = (config.get("status") or {}).get("conditions", [{}])[0]
+    route_cond = (route.get("status") or {}).get("conditions", [{}])[0]
+    if template_error:
+        config_cond = {"status": "False", "reason": "RevisionNameTaken", "message": template_error}
+    cfg = _mirrored("ConfigurationsReady", config_cond, previous)
+    rte = _mirrored("RoutesReady", route_cond, previous)
+    status: dict[str, Any] = {
+        "observedGeneration": svc["metadata"]["generation"],
+        "conditions": [living_ready([cfg, rte], previous), cfg, rte],
+    }
+    cstatus = config.get("status") or {}
+    for key in ("latestCreatedRevisionName", "latestReadyRevisionName"):
+        if cstatus.get(key):
+            status[key] = cstatus[key]
+    rstatus = route.get("status") or {}
+    for key in ("url", "address", "traffic"):
+        if key in rstatus:
+            status[key] = rstatus[key]
+    return status
