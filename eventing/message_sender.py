@@ -284,6 +284,8 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # typeshed types it BaseTransport; a TCP connection's is a Transport, which uvloop's
+        # TCPTransport is without subclassing it, so isinstance cannot narrow it here.
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
