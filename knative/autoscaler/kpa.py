@@ -17,16 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 # Re-exported: the configuration lives in its own pure module, shared with admission.
-from knserve.knative.apiserver.autoscaler_config import (  # noqa: F401
-    ANNOTATION_PREFIX,
-    CONFIG_KEYS,
-    TARGET_MIN,
-    WINDOW_MAX,
-    WINDOW_MIN,
-    AutoscalerConfig,
-    config_from_map,
-    parse_duration,
-)
+from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig as AutoscalerConfig
+from knserve.knative.apiserver.durations import parse_duration as parse_duration
 
 
 @dataclass(frozen=True)
@@ -229,43 +221,62 @@ class Autoscaler:
     # ---- the decider (autoscaler.go) ---------------------------------------------------------
 
     def _decide(self, stable: float, panic: float, ready_pods: int, now: float) -> tuple[int, str]:
-        cfg = self.config
+        """Knative's decider: the stable step, the panic step over it, then scale-down delay."""
         # Zero ready pods count as one, so the rate limits still allow growth from zero.
         ready = max(1, ready_pods)
+        desired, reason = self._stable_step(stable, ready)
+        if self._panic_step(panic, ready, desired, now):
+            desired, reason = self._max_panic_pods, "panic"
+        return self._delay_scale_down(desired, reason, now)
+
+    def _rate_limited(self, pods: int, ready: int) -> int:
+        """`pods` within max-scale-up-rate and max-scale-down-rate of `ready`."""
+        cfg = self.config
         max_up = math.ceil(cfg.max_scale_up_rate * ready)
         max_down = math.floor(ready / cfg.max_scale_down_rate)
+        return min(max(pods, max_down), max_up)
+
+    def _stable_step(self, stable: float, ready: int) -> tuple[int, str]:
+        """The pods the stable window asks for."""
+        cfg = self.config
         dspc = math.ceil(stable / cfg.target_value)
-        dppc = math.ceil(panic / cfg.target_value)
-        want_stable = min(max(dspc, max_down), max_up)
-        want_panic = min(max(dppc, max_down), max_up)
+        want = self._rate_limited(dspc, ready)
         # As Knative: while there is any demand, ask for at least activation-scale pods, so a
         # revision woken from zero comes up with that many (it may still go to zero when idle).
-        activated = dspc > 0 and want_stable < cfg.activation_scale
-        if activated:
-            want_stable = cfg.activation_scale
-        if dppc > 0:
-            want_panic = max(want_panic, cfg.activation_scale)
+        if dspc > 0 and want < cfg.activation_scale:
+            return cfg.activation_scale, "activation-scale"
+        return want, "stable"
 
+    def _panic_step(self, panic: float, ready: int, want_stable: int, now: float) -> bool:
+        """Enter, extend or leave panic mode; True while in it, with `_max_panic_pods` the count
+        to provision (it never goes down while panicking)."""
+        cfg = self.config
+        dppc = math.ceil(panic / cfg.target_value)
         if dppc / ready >= cfg.panic_threshold_percentage / 100:
             self._panic_time = now  # enter panic, or extend it while the burst lasts
         elif self._panic_time is not None and now > self._panic_time + cfg.stable_window:
             # A full stable window without the panic condition: the burst is in the stable metric now.
             self._panic_time, self._max_panic_pods = None, 0
+        if self._panic_time is None:
+            return False
+        want_panic = self._rate_limited(dppc, ready)
+        if dppc > 0:
+            want_panic = max(want_panic, cfg.activation_scale)
+        # Provision for whichever window asks more, and never scale down while panicking.
+        self._max_panic_pods = max(self._max_panic_pods, want_stable, want_panic)
+        return True
 
-        desired, reason = want_stable, "activation-scale" if activated else "stable"
-        if self._panic_time is not None:
-            # Provision for whichever window asks more, and never scale down while panicking.
-            reason = "panic"
-            self._max_panic_pods = max(self._max_panic_pods, want_stable, want_panic)
-            desired = self._max_panic_pods
-
-        if cfg.scale_down_delay > 0:
-            self._delay.append((now, desired))
-            while self._delay[0][0] <= now - cfg.scale_down_delay:
-                self._delay.popleft()
-            held = max(v for _, v in self._delay)
-            if held > desired:
-                desired, reason = held, "scale-down-delay"
+    def _delay_scale_down(self, desired: int, reason: str, now: float) -> tuple[int, str]:
+        """scale-down-delay: the highest count decided within the delay."""
+        delay = self.config.scale_down_delay
+        if delay <= 0:
+            return desired, reason
+        self._delay.append((now, desired))
+        while self._delay[0][0] <= now - delay:
+            self._delay.popleft()
+        held = max(v for _, v in self._delay)
+        if held > desired:
+            return held, "scale-down-delay"
         return desired, reason
 
     # ---- the KPA reconciler (kpa/scaler.go, kpa.go) ------------------------------------------

@@ -59,7 +59,22 @@ def edit_traffic(
     targets = [copy.deepcopy(t) for t in current or [{"latestRevision": True, "percent": 100}]]
     for target in targets:
         target.setdefault("percent", 0)
+    targets = _untag(targets, untags)
+    _tag(targets, tags)
+    if traffic:
+        targets = _split(targets, _percents(traffic))
+    for target in targets:
+        if not target.get("latestRevision"):
+            target.pop("latestRevision", None)
+        target.pop("url", None)
+    return targets
 
+
+Targets = list[dict[str, Any]]
+
+
+def _untag(targets: Targets, untags: Sequence[str]) -> Targets:
+    """`--untag`: the tags removed; targets left with neither tag nor percent dropped."""
     for tag in untags:
         found = [t for t in targets if t.get("tag") == tag]
         if not found:
@@ -68,8 +83,11 @@ def edit_traffic(
         for target in found:
             del target["tag"]
             target.pop("url", None)
-    targets = [t for t in targets if t.get("tag") or t.get("percent")] or targets[:1]
+    return _kept(targets) or targets[:1]
 
+
+def _tag(targets: Targets, tags: Sequence[str]) -> None:
+    """`--tag`: the untagged target of each revision tagged, or a 0 % one added with the tag."""
     for ref, tag in _pairs(tags, "--tag", "REVISION=TAG or @latest=TAG"):
         if any(t.get("tag") == tag for t in targets):
             raise TrafficFlagError(
@@ -81,33 +99,40 @@ def edit_traffic(
             targets.append(untagged)
         untagged["tag"] = tag
 
-    if traffic:
-        split: dict[str, int] = {}
-        for ref, pct in _pairs(
-            traffic, "--traffic", "REVISION=PERCENT, @latest=PERCENT or TAG=PERCENT"
-        ):
-            try:
-                split[ref] = int(pct.rstrip("%"))
-            except ValueError:
-                raise TrafficFlagError(
-                    f"--traffic {ref}={pct}: the percent must be a whole number"
-                ) from None
-            if not 0 <= split[ref] <= 100:
-                raise TrafficFlagError(f"--traffic {ref}={pct}: the percent must be 0 to 100")
-        for target in targets:
-            target["percent"] = 0
-        for ref, pct in split.items():
-            target = next((t for t in targets if t.get("tag") == ref), None) or next(
-                (t for t in targets if _refers_to(t, ref)), None
-            )
-            if target is None:
-                target = _target_for(ref)
-                targets.append(target)
-            target["percent"] = pct
-        targets = [t for t in targets if t.get("tag") or t["percent"]]
 
+def _percents(traffic: Sequence[str]) -> dict[str, int]:
+    """`--traffic`'s REF=PERCENT pairs, each a whole number from 0 to 100."""
+    split: dict[str, int] = {}
+    for ref, pct in _pairs(
+        traffic, "--traffic", "REVISION=PERCENT, @latest=PERCENT or TAG=PERCENT"
+    ):
+        try:
+            split[ref] = int(pct.rstrip("%"))
+        except ValueError:
+            raise TrafficFlagError(
+                f"--traffic {ref}={pct}: the percent must be a whole number"
+            ) from None
+        if not 0 <= split[ref] <= 100:
+            raise TrafficFlagError(f"--traffic {ref}={pct}: the percent must be 0 to 100")
+    return split
+
+
+def _split(targets: Targets, split: dict[str, int]) -> Targets:
+    """The listed targets (by tag, else by revision) get their percent, the rest 0 %; targets
+    left with neither tag nor percent are dropped."""
     for target in targets:
-        if not target.get("latestRevision"):
-            target.pop("latestRevision", None)
-        target.pop("url", None)
-    return targets
+        target["percent"] = 0
+    for ref, percent in split.items():
+        found = next((t for t in targets if t.get("tag") == ref), None) or next(
+            (t for t in targets if _refers_to(t, ref)), None
+        )
+        if found is None:
+            found = _target_for(ref)
+            targets.append(found)
+        found["percent"] = percent
+    return _kept(targets)
+
+
+def _kept(targets: Targets) -> Targets:
+    """The targets that still mean something: a tag or a percent."""
+    return [t for t in targets if t.get("tag") or t.get("percent")]

@@ -283,7 +283,7 @@ class Controller:
                 "autoscaling.knative.dev/panic": str(decision.in_panic).lower()
             }
         self.store.write_status(REVISION, rev, new_status)
-        return conditions[0]["status"] == "True"
+        return is_true(conditions, "Ready")
 
     def _configuration_status(
         self,
