@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from knserve.knative.activator.traffic import CLUSTER_LOCAL_DOMAIN
 from knserve.knative.apiserver.kinds import named
+from knserve.knative.apiserver.naming import CLUSTER_LOCAL_DOMAIN, hostname
 from knserve.knative.apiserver.reconciler import WorkQueue, watching
 from knserve.knative.apiserver.store import Event, Store, now
 from knserve.knative.kserve.inferenceservice import (
@@ -121,7 +121,7 @@ def isvc_routes(
     wanted.append((front, ""))
     # its own host, then its cluster-local one (the status's address.url), as KServe's
     # VirtualService lists both
-    hosts = (target.service_host(name, namespace), f"{name}.{namespace}.{CLUSTER_LOCAL_DOMAIN}")
+    hosts = (target.service_host(name, namespace), hostname(name, namespace, CLUSTER_LOCAL_DOMAIN))
     routes = []
     for host in hosts:
         for component, suffix in wanted:
