@@ -38,7 +38,14 @@ from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
 from knserve.knative.activator.proxy import ClientProtocol
-from knserve.knative.activator.throttler import HOLD_POLL_SECONDS, RevisionStats, RevisionThrottler
+from knserve.knative.activator.throttler import (
+    HOLD_POLL_SECONDS,
+    ConnectDone,
+    EndpointSource,
+    Replica,
+    RevisionStats,
+    RevisionThrottler,
+)
 from knserve.knative.activator.timeouts import RequestTimeouts
 from knserve.knative.activator.traffic import (
     Destination,
@@ -47,6 +54,7 @@ from knserve.knative.activator.traffic import (
     TrafficTarget,
     normalize_host,
 )
+from knserve.knative.activator.upstream import connect_upstream
 
 __all__ = [
     "EndpointSource",
@@ -69,12 +77,26 @@ NOT_FOUND_BODY = 'Error getting active endpoint: revision.serving.knative.dev "{
 HOST_CACHE_SIZE = 1024
 
 
-class EndpointSource(Protocol):
-    """Where the gateway learns a revision's ready replicas (the supervisor)."""
+class ReplicaStatus(Protocol):
+    """What the gateway reads of a revision's replicas (the supervisor's `ReplicaStatus`)."""
 
-    def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
-        """Ready replicas of the revision as "host:port"."""
-        ...
+    @property
+    def desired(self) -> int: ...
+
+    @property
+    def ready(self) -> int: ...
+
+    @property
+    def endpoints(self) -> Sequence[str]: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+
+class ReplicaSource(Protocol):
+    """The supervisor, as far as the gateway asks it about replicas."""
+
+    def status(self, namespace: str, revision: str) -> ReplicaStatus: ...
 
 
 class SupervisorEndpoints:
@@ -85,7 +107,9 @@ class SupervisorEndpoints:
     """
 
     def __init__(
-        self, supervisor: Any, fixed: Mapping[tuple[str, str], Sequence[str]] | None = None
+        self,
+        supervisor: ReplicaSource,
+        fixed: Mapping[tuple[str, str], Sequence[str]] | None = None,
     ) -> None:
         self.supervisor = supervisor
         # The plane's own services (the broker ingress) live at fixed addresses, not in replicas.
@@ -96,9 +120,9 @@ class SupervisorEndpoints:
         fixed = self.fixed.get((namespace, revision))
         if fixed is not None:
             return fixed
-        return self.supervisor.status(namespace, revision).endpoints  # type: ignore[no-any-return]
+        return self.supervisor.status(namespace, revision).endpoints
 
-    def status(self, namespace: str, revision: str) -> Any:
+    def status(self, namespace: str, revision: str) -> ReplicaStatus:
         """The supervisor's ReplicaStatus (desired, ready, failure) for error messages."""
         return self.supervisor.status(namespace, revision)
 
@@ -376,6 +400,10 @@ class Gateway:
             f"{TIMEOUT_BODY}: Revision {state.namespace}/{state.name} gave no response within "
             f"its {field} ({limit:g}s) {where}",
         )
+
+    def connect(self, pool: Replica, endpoint: str, done: ConnectDone) -> None:
+        """Open a connection to a replica for a throttler, as a task closing waits for."""
+        self.track(connect_upstream(self.loop, pool, endpoint, done))
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task until it ends."""

@@ -26,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
 from knserve.knative.activator.timeouts import RequestTimeouts
-from knserve.knative.activator.upstream import UpstreamConnection, connect_upstream
-
-if TYPE_CHECKING:
-    from knserve.knative.activator.gateway import Gateway
+from knserve.knative.activator.upstream import UpstreamConnection
 
 # Idle connections kept per replica; more than the highest useful concurrency is wasted sockets.
 MAX_IDLE_PER_REPLICA = 512
@@ -43,6 +41,59 @@ HOLD_POLL_SECONDS = 0.05
 # How long a replica that refused a connection stays out of rotation, unless the source replaces it;
 # the supervisor notices a dead process well within this.
 UNREACHABLE_SECONDS = 1.0
+
+
+class EndpointSource(Protocol):
+    """Where the gateway learns a revision's ready replicas (the supervisor)."""
+
+    def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
+        """Ready replicas of the revision as "host:port"."""
+        ...
+
+
+class Clock(Protocol):
+    """The clock and timers a throttler keeps time with: the gateway's event loop."""
+
+    def time(self) -> float: ...
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any
+    ) -> asyncio.TimerHandle: ...
+
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> asyncio.TimerHandle: ...
+
+
+ConnectDone = Callable[[UpstreamConnection | None, BaseException | None], None]
+
+
+class Activator(Protocol):
+    """What a throttler uses of the gateway that holds it, and nothing more: its clock and timers,
+    where endpoints come from, whether to hold requests while no replica is ready (and whom to
+    wake), the count of requests in flight across revisions that closing waits on, the timeout
+    callback, and a way to open a connection to a replica."""
+
+    source: EndpointSource
+    hold_unready: bool
+    on_demand: Callable[[str, str], None] | None
+    active: int
+    draining: asyncio.Event | None
+
+    @property
+    def loop(self) -> Clock: ...
+
+    def loop_time(self) -> float:
+        """The clock's time (0 before the gateway starts)."""
+        ...
+
+    def timed_out(self, exchange: Exchange) -> None:
+        """`exchange`'s timer fired."""
+        ...
+
+    def connect(self, pool: Replica, endpoint: str, done: ConnectDone) -> None:
+        """Open a connection to `endpoint` for `pool` and call `done(connection, error)`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +132,7 @@ class RevisionThrottler:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Activator,
         namespace: str,
         name: str,
         container_concurrency: int,
@@ -199,7 +250,7 @@ class RevisionThrottler:
             else:
                 exchange.attach(connection)
 
-        self.gateway.track(connect_upstream(self.gateway.loop, replica, replica.endpoint, done))
+        self.gateway.connect(replica, replica.endpoint, done)
 
     def _unreachable(
         self, replica: Replica, exchange: Exchange, error: BaseException | None
