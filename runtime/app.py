@@ -6,12 +6,10 @@ patterns in turn. Routing is a dict lookup for fixed paths and a prefix split fo
 bodies are parsed with orjson and outputs serialised from NumPy directly
 (`knserve.runtime.request_path` holds the reading and writing).
 
-Framework models (`PredictorModel`) take the fast path: the request is decoded straight into the
-predictor's arrays. Custom models run their `preprocess → predict → postprocess` hooks; with the
-batcher on, their V1 `instances` join a batch whose one call of the hooks sees every request's
-rows (KServe's batcher does this for any predictor). Either way a request for a model is one
-`_serve` call, the single place where a model is called, timed, counted, batched, cached and
-logged.
+How a model answers — a framework model's fast path, a custom model's hooks (batched: KServe's
+batcher does this for any predictor), an explanation, the response cache — is
+`knserve.runtime.answer`. Either way a request for a model is one `_serve` call, the single place
+where a model is called, timed, counted and logged.
 
 Errors: every `InferenceError` becomes `{"error": message}` with its status. A model raising
 `ValueError`/`TypeError` on a request's input is the caller's mistake (400, with the model's
@@ -30,41 +28,25 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import numpy as np
 import orjson
 
 from knserve.runtime import protocols
+from knserve.runtime.answer import answer_of
 from knserve.runtime.asgi import Receive, Scope, Send, read_body, send_body, send_json
-from knserve.runtime.errors import (
-    InferenceError,
-    InvalidInput,
-    ModelNotFound,
-    NotImplementedByModel,
-)
+from knserve.runtime.errors import InferenceError, ModelNotFound
 from knserve.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from knserve.runtime.metrics import Metrics
 from knserve.runtime.model import Model
 from knserve.runtime.payload_logger import LoggerConfig, PayloadLogger
 from knserve.runtime.protocols import cloudevents as ce
-from knserve.runtime.protocols import v1, v2
 from knserve.runtime.repository import READY, ModelRepository, ServedModel
 from knserve.runtime.request_path import (
     Request,
-    batchable,
-    binary_headers,
-    cache_key_of,
-    check_width,
-    decode_v2,
-    encode_custom_v2,
     headers_of,
     inference_id_of,
-    match_inputs,
     model_name,
     model_route,
-    parse_json,
     tensor_spec,
-    tree_explainer,
-    with_id,
 )
 from knserve.runtime.settings import RuntimeSettings
 
@@ -263,138 +245,10 @@ class InferenceApp:
             inference_id = inference_id_of(request)
             raw = request.body if isinstance(request.body, bytes) else orjson.dumps(request.body)
             logger.log_request(inference_id, served.name, raw, "application/json")
-        answer = await self._answer(served, request)
+        answer = await answer_of(served, request)
         if logger is not None:  # a cached answer is logged too: the audit trail has every response
             logger.log_response(inference_id, served.name, answer[0], "application/json")
         return answer
-
-    async def _answer(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
-        """The answer from the response cache, or from the model (then cached)."""
-        cache_key = None
-        if served.cache is not None:
-            cache_key, request_id = cache_key_of(served, request)
-            hit = served.cache.get(cache_key)
-            if hit is not None:
-                return with_id(hit, request_id) if request.protocol == "v2" else hit
-        if request.protocol == "explain":
-            answer: tuple[bytes, list[Any]] = (await self._explain(served, request), [])
-        elif served.predictor is not None:
-            answer = await (
-                self._predictor_v2(served, request)
-                if request.protocol == "v2"
-                else self._predictor_v1(served, request)
-            )
-        else:
-            answer = await self._custom(served, request)
-        if cache_key is not None:
-            served.cache.put(cache_key, answer)  # type: ignore[union-attr]
-        return answer
-
-    async def _predictor_v1(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
-        m = served.metrics
-        t0 = time.perf_counter()
-        payload = parse_json(request.body, v1.parse_body)
-        array = v1.instances_array(payload)
-        check_width(served, [array])
-        t1 = time.perf_counter()
-        # V1 has one answer per instance: the model's first output.
-        first = served.predictor.default_outputs[:1]  # type: ignore[union-attr]
-        (predictions,) = await served.predict_arrays([array], first)
-        t2 = time.perf_counter()
-        body = v1.encode(np.asarray(predictions))
-        t3 = time.perf_counter()
-        m.preprocess.observe(t1 - t0)
-        m.predict.observe(t2 - t1)
-        m.postprocess.observe(t3 - t2)
-        return body, []
-
-    async def _predictor_v2(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
-        predictor = served.predictor
-        assert predictor is not None
-        m = served.metrics
-        t0 = time.perf_counter()
-        infer = decode_v2(request, served.name)
-        arrays = match_inputs(served, infer.inputs)
-        check_width(served, arrays)
-        names = None
-        binary_flags: list[bool]
-        if infer.outputs:
-            known = {o.name for o in predictor.outputs}
-            for out in infer.outputs:
-                if out.name not in known:
-                    raise InvalidInput(
-                        f"model {served.name} has no output {out.name!r}; its outputs are "
-                        + ", ".join(repr(o.name) for o in predictor.outputs)
-                    )
-            names = [o.name for o in infer.outputs]
-            binary_flags = [o.binary for o in infer.outputs]
-        else:
-            binary_flags = [infer.binary_output] * len(predictor.default_outputs)
-        t1 = time.perf_counter()
-        results = await served.predict_arrays(arrays, names)
-        t2 = time.perf_counter()
-        out_names = names or predictor.default_outputs
-        body, header_length = v2.encode_response(
-            served.name,
-            [
-                (n, np.asarray(r), b)
-                for n, r, b in zip(out_names, results, binary_flags, strict=True)
-            ],
-            infer.id,
-            served.model.version,
-        )
-        t3 = time.perf_counter()
-        m.preprocess.observe(t1 - t0)
-        m.predict.observe(t2 - t1)
-        m.postprocess.observe(t3 - t2)
-        return body, binary_headers(header_length)
-
-    async def _custom(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
-        m = served.metrics
-        if request.protocol == "v2":
-            payload: Any = decode_v2(request, served.name)
-        else:
-            payload = parse_json(request.body, v1.parse_body)
-            if served.batcher is not None and batchable(payload):
-                start = time.perf_counter()
-                (predictions,) = await served.predict_instances(payload["instances"])
-                m.predict.observe(time.perf_counter() - start)
-                return v1.encode_predictions(predictions), []
-        headers = request.headers
-        t0 = time.perf_counter()
-        if served.preprocess is not None:
-            payload = await served.preprocess(payload, headers)
-        t1 = time.perf_counter()
-        result = await served.predict(payload, headers)
-        t2 = time.perf_counter()
-        if served.postprocess is not None:
-            result = await served.postprocess(result, headers)
-        t3 = time.perf_counter()
-        m.preprocess.observe(t1 - t0)
-        m.predict.observe(t2 - t1)
-        m.postprocess.observe(t3 - t2)
-        if request.protocol == "v2":
-            request_id = payload.id if isinstance(payload, v2.InferRequest) else None
-            binary = payload.binary_output if isinstance(payload, v2.InferRequest) else False
-            return encode_custom_v2(served.name, result, request_id, binary)
-        return v1.encode(result), []
-
-    async def _explain(self, served: ServedModel, request: Request) -> bytes:
-        payload = parse_json(request.body, v1.parse_body)
-        start = time.perf_counter()
-        if served.explain is not None:
-            result = await served.explain(payload, request.headers)
-        elif served.predictor is not None:
-            explainer = tree_explainer(served)
-            instances = v1.instances_array(payload)
-            result = await served.run_sync(explainer.explain, instances)
-        else:
-            raise NotImplementedByModel(
-                f"model {served.name} has no explainer: define explain() on the model, or deploy an "
-                "explainer component"
-            )
-        served.metrics.explain.observe(time.perf_counter() - start)
-        return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
 
     # ---- fixed endpoints ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import orjson
 
 from knserve.runtime.asgi import Scope
 from knserve.runtime.errors import InvalidInput, ModelNotFound, NotImplementedByModel
+from knserve.runtime.formats.base import Predictor
 from knserve.runtime.protocols import cloudevents as ce
 from knserve.runtime.protocols import v2
 from knserve.runtime.repository import ServedModel
@@ -95,8 +96,10 @@ def decode_v2(request: Request, name: str) -> v2.InferRequest:
     return v2.decode_request(request.body, name, length)
 
 
-def match_inputs(served: ServedModel, inputs: list[v2.InferInput]) -> list[np.ndarray]:
-    specs = served.predictor.inputs  # type: ignore[union-attr]
+def match_inputs(
+    served: ServedModel, predictor: Predictor, inputs: list[v2.InferInput]
+) -> list[np.ndarray]:
+    specs = predictor.inputs
     if len(specs) == 1 and len(inputs) == 1:
         return [inputs[0].data]  # one input: its name is free (KServe accepts any)
     by_name = {i.name: i.data for i in inputs}
@@ -109,8 +112,8 @@ def match_inputs(served: ServedModel, inputs: list[v2.InferInput]) -> list[np.nd
     return [by_name[s.name] for s in specs]
 
 
-def check_width(served: ServedModel, arrays: list[np.ndarray]) -> None:
-    for spec, array in zip(served.predictor.inputs, arrays, strict=False):  # type: ignore[union-attr]
+def check_width(served: ServedModel, predictor: Predictor, arrays: list[np.ndarray]) -> None:
+    for spec, array in zip(predictor.inputs, arrays, strict=False):
         expected = spec.shape
         if len(expected) >= 2 and expected[-1] > 0:
             width = array.shape[-1] if array.ndim >= 1 else 1
@@ -207,11 +210,11 @@ def with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, li
     return header + binary, binary_headers(len(header))
 
 
-def tree_explainer(served: ServedModel) -> Any:
+def tree_explainer(served: ServedModel, predictor: Predictor) -> Any:
     if served.tree_explainer is None:
         from knserve.runtime.explainers import ExplainerError, TreeShapExplainer, is_tree_model
 
-        native = served.predictor.native  # type: ignore[union-attr]
+        native = predictor.native
         if not is_tree_model(native):
             raise NotImplementedByModel(
                 f"model {served.name} ({type(native).__name__}) is not a tree ensemble, so it has no "
