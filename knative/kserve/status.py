@@ -241,8 +241,8 @@ def _conditions(
             cond["reason"] = reason
         if message:
             cond["message"] = message
-        old = before.get(ctype)
-        same = old is not None and old.get("status") == state
+        old: Mapping[str, Any] = before.get(ctype) or {}
+        same = old.get("status") == state
         cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same else now
         out.append(cond)
     return out
