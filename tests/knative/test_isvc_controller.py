@@ -1,21 +1,40 @@
-"""The InferenceService controller over a real SQLite store, reconciling in-process.
+"""The InferenceService controller over a real SQLite store, reconciling in-process: a predictor
+becomes a Knative Service, status follows it, transformer and explainer chain in, deletes, invalid
+specs, ServingRuntimes, conflicts, the watch loop and the routes.
 
-The Serving controller is not running here: `serve` writes a Knative Service's status the way it
-would (latestRevision resolved to the latest ready revision, tags with their URLs), so each test
-decides which revisions are ready or failed and reconciles by calling `reconcile` directly.
+The Serving controller is not running here: `serve` (tests/support/isvc_fixtures.py) writes a
+Knative Service's status the way it would, so each test decides which revisions are ready or
+failed and reconciles by calling `reconcile` directly. Canary rollouts are in
+test_isvc_rollout.py, the model status of failed loads and unservable specs in
+test_isvc_model_status.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from isvc_fixtures import (
+    IRIS,
+    ISVC,
+    NS,
+    PREDICTOR,
+    R1,
+    R2,
+    RUNTIME,
+    SERVICE,
+    conditions,
+    iris,
+    ksvc,
+    rolled_out_v1,
+    serve,
+    split,
+    status,
+    update,
+)
 
-from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.apiserver.store import Store
 from knserve.knative.kserve.controller import (
     InferenceServiceController,
@@ -23,154 +42,6 @@ from knserve.knative.kserve.controller import (
     isvc_routes,
     resolve_isvc_route,
 )
-
-ISVC, SERVICE, RUNTIME, REVISION = (
-    by_name(k) for k in ("isvc", "ksvc", "servingruntimes", "revisions")
-)
-NS = "default"
-IRIS: dict[str, Any] = {
-    "apiVersion": "serving.kserve.io/v1beta1",
-    "kind": "InferenceService",
-    "metadata": {"name": "iris", "namespace": NS},
-    "spec": {
-        "predictor": {
-            "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/v1"}
-        }
-    },
-}
-PREDICTOR = "iris-predictor"
-R1, R2, R3 = (f"{PREDICTOR}-0000{i}" for i in (1, 2, 3))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "state.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def routes() -> dict[tuple[str, str], tuple[IsvcRoute, ...]]:
-    return {}
-
-
-@pytest.fixture
-def controller(
-    store: Store, routes: dict[tuple[str, str], tuple[IsvcRoute, ...]]
-) -> InferenceServiceController:
-    def changed(namespace: str, name: str, new: tuple[IsvcRoute, ...]) -> None:
-        routes[(namespace, name)] = new
-
-    return InferenceServiceController(store, routes_changed=changed)
-
-
-def iris(**predictor: Any) -> dict[str, Any]:
-    obj = copy.deepcopy(IRIS)
-    obj["spec"]["predictor"].update(predictor)
-    return obj
-
-
-def update(store: Store, change: Any) -> dict[str, Any]:
-    """Change the InferenceService's spec as a user would (through a full replace)."""
-    obj = store.get(ISVC, NS, "iris")
-    change(obj["spec"])
-    return store.replace(ISVC, obj)
-
-
-def ksvc(store: Store, name: str = PREDICTOR) -> dict[str, Any]:
-    return store.get(SERVICE, NS, name)
-
-
-def status(store: Store) -> dict[str, Any]:
-    return store.get(ISVC, NS, "iris").get("status") or {}
-
-
-def conditions(store: Store) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in status(store).get("conditions") or []}
-
-
-def serve(
-    store: Store,
-    name: str = PREDICTOR,
-    *,
-    ready: str | None,
-    created: str | None = None,
-    failed: bool = False,
-) -> None:
-    """Write the Knative Service's status as the Serving controller would: its observed generation,
-    its revisions, and its spec traffic with `latestRevision` resolved to the latest ready one
-    (with no ready revision, no traffic and a route that waits for one)."""
-    obj = ksvc(store, name)
-    traffic = []
-    for entry in obj["spec"]["traffic"] if ready else []:
-        item = {
-            "revisionName": ready if entry.get("latestRevision") else entry["revisionName"],
-            "latestRevision": bool(entry.get("latestRevision")),
-            "percent": entry["percent"],
-        }
-        if entry.get("tag"):
-            item["tag"] = entry["tag"]
-            item["url"] = f"http://{entry['tag']}-{name}.{NS}.localhost"
-        traffic.append(item)
-    url = f"http://{name}.{NS}.localhost"
-    if failed:
-        message = f"Revision {created!r} failed with message: Container failed with: boom."
-        failure = {"status": "False", "reason": "RevisionFailed", "message": message}
-        conds = [{"type": "Ready", **failure}, {"type": "ConfigurationsReady", **failure}]
-    else:
-        conds = [
-            {"type": "Ready", "status": "True"},
-            {"type": "ConfigurationsReady", "status": "True"},
-        ]
-    route = (
-        {"type": "RoutesReady", "status": "True"}
-        if ready
-        else {"type": "RoutesReady", "status": "Unknown", "reason": "RevisionMissing"}
-    )
-    obj["status"] = {
-        "observedGeneration": obj["metadata"]["generation"],
-        "url": url,
-        "address": {"url": url},
-        "latestCreatedRevisionName": created or ready,
-        "traffic": traffic,
-        "conditions": [*conds, route],
-    }
-    if ready:
-        obj["status"]["latestReadyRevisionName"] = ready
-    store.replace(SERVICE, obj, subresource="status")
-
-
-def split(traffic: list[dict[str, Any]]) -> list[tuple[str | None, str, int]]:
-    return [(t.get("tag"), t["revisionName"], t["percent"]) for t in traffic]
-
-
-def canary(store: Store, percent: int, version: str) -> None:
-    """A new model version, given `percent` of the traffic (KServe's canaryTrafficPercent)."""
-    update(
-        store,
-        lambda spec: spec["predictor"].update(
-            canaryTrafficPercent=percent,
-            model={"modelFormat": {"name": "sklearn"}, "storageUri": f"file:///models/{version}"},
-        ),
-    )
-
-
-async def rolled_out_v1(
-    store: Store, controller: InferenceServiceController, **predictor: Any
-) -> None:
-    store.create(ISVC, iris(**predictor))
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R1)
-    await controller.reconcile(NS, "iris")
-
-
-async def canary_v2_ready(store: Store, controller: InferenceServiceController) -> None:
-    """v1 rolled out, then v2 as a 20 % canary whose revision is ready."""
-    await rolled_out_v1(store, controller)
-    canary(store, 20, "v2")
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
 
 
 async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservice(
@@ -264,278 +135,6 @@ async def test_a_spec_change_updates_the_service_and_is_not_ready_until_observed
     await controller.reconcile(NS, "iris")
     assert conditions(store)["Ready"]["status"] == "True"
     assert status(store)["components"]["predictor"]["previousRolledoutRevision"] == R1
-
-
-async def test_canary_splits_with_tags_then_promotion_moves_everything_to_the_new_revision(
-    store: Store, controller: InferenceServiceController
-) -> None:
-    await rolled_out_v1(store, controller)
-    canary(store, 20, "v2")
-    await controller.reconcile(NS, "iris")
-    assert ksvc(store)["spec"]["traffic"] == [
-        {"tag": "latest", "latestRevision": True, "percent": 20},
-        {"tag": "prev", "revisionName": R1, "latestRevision": False, "percent": 80},
-    ]
-    # While v2 starts, both entries resolve to v1: every request still reaches a ready revision.
-    serve(store, ready=R1, created=R2)
-    await controller.reconcile(NS, "iris")
-    assert split(status(store)["components"]["predictor"]["traffic"]) == [
-        ("latest", R1, 20),
-        ("prev", R1, 80),
-    ]
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R2, 20), ("prev", R1, 80)]
-    assert predictor["traffic"][0]["url"] == "http://latest-iris-predictor.default.localhost"
-    assert predictor["traffic"][1]["url"] == "http://prev-iris-predictor.default.localhost"
-    assert predictor["latestRolledoutRevision"] == R1
-    assert conditions(store)["Ready"]["status"] == "True"
-
-    update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))
-    await controller.reconcile(NS, "iris")
-    assert ksvc(store)["spec"]["traffic"] == [
-        {"tag": "latest", "latestRevision": True, "percent": 100}
-    ]
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R2, 100)]
-    assert predictor["latestRolledoutRevision"] == R2
-    assert predictor["previousRolledoutRevision"] == R1
-
-
-async def test_canary_zero_rolls_back_to_the_rolled_out_revision_and_keeps_latest_tagged(
-    store: Store, controller: InferenceServiceController
-) -> None:
-    await canary_v2_ready(store, controller)
-
-    update(store, lambda spec: spec["predictor"].update(canaryTrafficPercent=0))
-    await controller.reconcile(NS, "iris")
-    svc = ksvc(store)
-    assert svc["spec"]["traffic"] == [
-        {"tag": "latest", "latestRevision": True, "percent": 0},
-        {"tag": "prev", "revisionName": R1, "latestRevision": False, "percent": 100},
-    ]
-    assert svc["metadata"]["generation"] == 3  # only the traffic changed: no new template
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R2, 0), ("prev", R1, 100)]
-    assert predictor["latestRolledoutRevision"] == R1
-    assert predictor["latestReadyRevision"] == R2
-
-
-async def test_canary_zero_after_a_promote_rolls_back_to_the_previous_rolled_out_revision(
-    store: Store, controller: InferenceServiceController
-) -> None:
-    await canary_v2_ready(store, controller)
-    update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))  # promote
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert (predictor["latestRolledoutRevision"], predictor["previousRolledoutRevision"]) == (
-        R2,
-        R1,
-    )
-
-    update(store, lambda spec: spec["predictor"].update(canaryTrafficPercent=0))
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)  # Knative reports the split the first translation made ...
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)  # ... and the one KServe's status rule leads to
-    await controller.reconcile(NS, "iris")
-    assert ksvc(store)["spec"]["traffic"] == [
-        {"tag": "latest", "latestRevision": True, "percent": 0},
-        {"tag": "prev", "revisionName": R1, "latestRevision": False, "percent": 100},
-    ]
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R2, 0), ("prev", R1, 100)]
-    assert predictor["latestRolledoutRevision"] == R1
-    assert conditions(store)["Ready"]["status"] == "True"
-    version = store.get(ISVC, NS, "iris")["metadata"]["resourceVersion"]
-    await controller.reconcile(NS, "iris")  # settled: nothing left to change
-    assert store.get(ISVC, NS, "iris")["metadata"]["resourceVersion"] == version
-
-    # promoting again (the field removed) hands everything back to the latest revision
-    update(store, lambda spec: spec["predictor"].pop("canaryTrafficPercent"))
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R2, 100)]
-    assert predictor["latestRolledoutRevision"] == R2
-
-
-async def test_a_later_canary_splits_against_the_promoted_revision(
-    store: Store, controller: InferenceServiceController
-) -> None:
-    await rolled_out_v1(store, controller)
-    update(store, lambda spec: spec["predictor"]["model"].update(storageUri="file:///models/v2"))
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R2)
-    await controller.reconcile(NS, "iris")
-    canary(store, 10, "v3")
-    await controller.reconcile(NS, "iris")
-    assert ksvc(store)["spec"]["traffic"][1] == {
-        "tag": "prev",
-        "revisionName": R2,
-        "latestRevision": False,
-        "percent": 90,
-    }
-    serve(store, ready=R3)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert split(predictor["traffic"]) == [("latest", R3, 10), ("prev", R2, 90)]
-    assert (predictor["latestRolledoutRevision"], predictor["previousRolledoutRevision"]) == (
-        R2,
-        R1,
-    )
-
-
-@pytest.mark.parametrize(
-    "canary", [pytest.param(20, id="canary"), pytest.param(None, id="no-canary")]
-)
-async def test_a_failed_new_revision_leaves_the_traffic_on_the_previous_one(
-    store: Store, controller: InferenceServiceController, canary: int | None
-) -> None:
-    await rolled_out_v1(store, controller)
-
-    def change(spec: dict[str, Any]) -> None:
-        spec["predictor"]["model"]["storageUri"] = "file:///models/broken"
-        if canary is not None:
-            spec["predictor"]["canaryTrafficPercent"] = canary
-
-    update(store, change)
-    await controller.reconcile(NS, "iris")
-    serve(store, ready=R1, created=R2, failed=True)
-    await controller.reconcile(NS, "iris")
-    predictor = status(store)["components"]["predictor"]
-    assert {t["revisionName"] for t in predictor["traffic"]} == {R1}
-    assert sum(t["percent"] for t in predictor["traffic"]) == 100
-    assert predictor["latestCreatedRevision"] == R2
-    assert predictor["latestReadyRevision"] == predictor["latestRolledoutRevision"] == R1
-    conds = conditions(store)
-    assert conds["PredictorReady"]["status"] == "False"
-    assert R2 in conds["PredictorReady"]["message"]
-    assert conds["Ready"]["status"] == "False"
-
-
-def crashed(store: Store, revision: str, code: int, message: str) -> None:
-    """The Revision as Knative writes it when its container exited (the Serving controller's
-    contract): ContainerHealthy False with reason ExitCode{N} and the termination message."""
-    store.create(
-        REVISION,
-        {
-            "apiVersion": "serving.knative.dev/v1",
-            "kind": "Revision",
-            "metadata": {"name": revision, "namespace": NS},
-            "spec": ksvc(store)["spec"]["template"]["spec"],
-        },
-        validate=False,
-    )
-    obj = store.get(REVISION, NS, revision)
-    failure = {
-        "status": "False",
-        "reason": f"ExitCode{code}",
-        "message": f"Container failed with: {message}",
-        "lastTransitionTime": "2025-01-01T00:00:00Z",
-    }
-    obj["status"] = {
-        "conditions": [{"type": "Ready", **failure}, {"type": "ContainerHealthy", **failure}]
-    }
-    store.replace(REVISION, obj, subresource="status")
-
-
-LOAD_FAILURE = "model iris failed to load: cannot read /models/broken/model.joblib: EOFError"
-
-
-@pytest.mark.parametrize(
-    ("first", "active"),
-    [
-        pytest.param(True, "Pending", id="first-deploy"),
-        pytest.param(False, "Loaded", id="new-version"),
-    ],
-)
-async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code_and_reason(
-    store: Store, controller: InferenceServiceController, first: bool, active: str
-) -> None:
-    if first:
-        store.create(
-            ISVC,
-            iris(model={"modelFormat": {"name": "sklearn"}, "storageUri": "file:///models/broken"}),
-        )
-        await controller.reconcile(NS, "iris")
-        assert status(store)["modelStatus"] == {
-            "transitionStatus": "InProgress",
-            "states": {"activeModelState": "Pending", "targetModelState": "Pending"},
-        }
-        broken, serving = R1, None
-    else:
-        await rolled_out_v1(store, controller)
-        update(
-            store,
-            lambda spec: spec["predictor"]["model"].update(storageUri="file:///models/broken"),
-        )
-        await controller.reconcile(NS, "iris")
-        broken, serving = R2, R1
-    crashed(store, broken, 1, LOAD_FAILURE)
-    serve(store, ready=serving, created=broken, failed=True)
-    await controller.reconcile(NS, "iris")
-    got = status(store)
-    assert got["modelStatus"] == {
-        "transitionStatus": "BlockedByFailedLoad",
-        "states": {"activeModelState": active, "targetModelState": "FailedToLoad"},
-        "lastFailureInfo": {
-            "reason": "ModelLoadFailed",
-            "message": LOAD_FAILURE,
-            "exitCode": 1,
-            "location": broken,
-            "time": "2025-01-01T00:00:00Z",
-        },
-    }
-    conds = conditions(store)
-    assert (
-        conds["PredictorConfigurationReady"]["status"],
-        conds["LatestDeploymentReady"]["status"],
-    ) == (
-        "False",
-        "False",
-    )
-    assert conds["LatestDeploymentReady"]["reason"] == "PredictorConfigurationReady not ready"
-    # the previous version still serves; with none, the route waits for a ready revision
-    assert conds["RoutesReady"]["status"] == ("Unknown" if first else "True")
-
-
-@pytest.mark.parametrize(
-    ("model", "reason"),
-    [
-        pytest.param(
-            {"modelFormat": {"name": "tensorflow"}}, "NoSupportingRuntime", id="no-runtime"
-        ),
-        pytest.param(
-            {"modelFormat": {"name": "sklearn"}, "runtime": "nope"},
-            "RuntimeNotRecognized",
-            id="unknown-runtime",
-        ),
-        pytest.param(
-            {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://m"},
-            "InvalidPredictorSpec",
-            id="storage-uri",
-        ),
-    ],
-)
-async def test_a_spec_that_cannot_be_served_is_the_model_status_invalid_spec(
-    store: Store, controller: InferenceServiceController, model: dict[str, Any], reason: str
-) -> None:
-    store.create(ISVC, iris(model=model))
-    await controller.reconcile(NS, "iris")
-    got = status(store)["modelStatus"]
-    assert got["transitionStatus"] == "InvalidSpec"
-    assert got["states"] == {"activeModelState": "Pending", "targetModelState": "FailedToLoad"}
-    assert got["lastFailureInfo"]["reason"] == reason
-    assert got["lastFailureInfo"]["message"] == conditions(store)["Ready"]["message"]
 
 
 async def test_transformer_and_explainer_are_added_chained_and_removed(
