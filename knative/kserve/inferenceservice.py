@@ -33,6 +33,7 @@ from knserve.knative.apiserver.isvc_validation import (
     inference_service_errors,
     storage_uri_error,
 )
+from knserve.knative.apiserver.naming import hostname
 from knserve.knative.kserve.runtimes import RuntimeNotFound, render_placeholders, select_runtime
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -68,7 +69,7 @@ class Target:
     cluster: bool = False
 
     def service_host(self, name: str, namespace: str) -> str:
-        return f"{name}.{namespace}" if self.cluster else f"{name}.{namespace}.{self.domain}"
+        return f"{name}.{namespace}" if self.cluster else hostname(name, namespace, self.domain)
 
     @property
     def http_port(self) -> str:
