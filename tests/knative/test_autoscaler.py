@@ -22,11 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kpa_fixtures import FakeClock, P, feed, make, run
 
-from knserve.knative.autoscaler.kpa import (
-    Autoscaler,
-    AutoscalerConfig,
-    ScaleDecision,
-)
+from knserve.knative.autoscaler.kpa import Autoscaler, AutoscalerConfig, ScaleDecision
 
 # --- the decider -----------------------------------------------------------------------------
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 import pytest
 from kpa_fixtures import P
 
-from knserve.knative.autoscaler.kpa import (
-    AutoscalerConfig,
-    parse_duration,
-)
+from knserve.knative.autoscaler.kpa import AutoscalerConfig, parse_duration
 
 # --- configuration ---------------------------------------------------------------------------
 

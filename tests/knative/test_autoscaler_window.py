@@ -8,10 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knserve.knative.autoscaler.kpa import (
-    MetricWindow,
-    Sample,
-)
+from knserve.knative.autoscaler.kpa import MetricWindow, Sample
 
 # --- the metric window -----------------------------------------------------------------------
 

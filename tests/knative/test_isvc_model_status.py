@@ -24,9 +24,7 @@ from isvc_fixtures import (
 )
 
 from knserve.knative.apiserver.store import Store
-from knserve.knative.kserve.controller import (
-    InferenceServiceController,
-)
+from knserve.knative.kserve.controller import InferenceServiceController
 
 
 def crashed(store: Store, revision: str, code: int, message: str) -> None:

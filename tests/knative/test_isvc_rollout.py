@@ -24,9 +24,7 @@ from isvc_fixtures import (
 )
 
 from knserve.knative.apiserver.store import Store
-from knserve.knative.kserve.controller import (
-    InferenceServiceController,
-)
+from knserve.knative.kserve.controller import InferenceServiceController
 
 
 def canary(store: Store, percent: int, version: str) -> None:

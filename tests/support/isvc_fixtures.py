@@ -17,9 +17,7 @@ from typing import Any
 
 from knserve.knative.apiserver.kinds import by_name
 from knserve.knative.apiserver.store import Store
-from knserve.knative.kserve.controller import (
-    InferenceServiceController,
-)
+from knserve.knative.kserve.controller import InferenceServiceController
 
 ISVC, SERVICE, RUNTIME, REVISION = (
     by_name(k) for k in ("isvc", "ksvc", "servingruntimes", "revisions")

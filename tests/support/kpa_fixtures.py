@@ -9,11 +9,7 @@ Knative's autoscaling annotations.
 
 from __future__ import annotations
 
-from knserve.knative.autoscaler.kpa import (
-    Autoscaler,
-    AutoscalerConfig,
-    ScaleDecision,
-)
+from knserve.knative.autoscaler.kpa import Autoscaler, AutoscalerConfig, ScaleDecision
 
 P = "autoscaling.knative.dev/"
 
