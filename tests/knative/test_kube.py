@@ -72,13 +72,6 @@ def recorder(store: Store) -> Recorder:
     return Recorder(create_app(store, token=TOKEN))
 
 
-@pytest.fixture(scope="module")
-def switchboard() -> Iterator[tuple[Switchboard, str]]:
-    board = Switchboard()
-    with serve_in_thread(board) as url:
-        yield board, url
-
-
 @pytest.fixture
 def server(recorder: Recorder, switchboard: tuple[Switchboard, str]) -> Iterator[str]:
     board, url = switchboard
@@ -90,13 +83,6 @@ def server(recorder: Recorder, switchboard: tuple[Switchboard, str]) -> Iterator
 @pytest.fixture
 def kubeconfig(tmp_path: Path, server: str) -> Path:
     return write_kubeconfig(tmp_path / "kubeconfig", server)
-
-
-@pytest.fixture
-def kube(kubeconfig: Path) -> Iterator[KubeClient]:
-    client = KubeClient.from_kubeconfig(kubeconfig)
-    yield client
-    client.close()
 
 
 # ---- the kubeconfig ----------------------------------------------------------------------------
