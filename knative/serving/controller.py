@@ -71,6 +71,36 @@ def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
     return ((obj or {}).get("status") or {}).get("conditions") or []
 
 
+def _wanted_revisions(
+    config: dict[str, Any], route: dict[str, Any], revisions: list[dict[str, Any]]
+) -> set[str]:
+    """The revisions that get replicas: those the Route names, the newest (until it is ready and
+    beyond), and the latest ready one while the Route follows the latest."""
+    traffic = route["spec"]["traffic"]
+    wanted = {e["revisionName"] for e in traffic if e.get("revisionName")}
+    newest = max(revisions, key=generation_of, default=None)
+    if newest is not None:
+        wanted.add(newest["metadata"]["name"])
+    latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
+    if latest_ready and any(e.get("latestRevision") for e in traffic):
+        wanted.add(latest_ready)
+    return wanted
+
+
+def _process_spec(rev: dict[str, Any], service: str) -> RevisionProcessSpec:
+    """What the supervisor runs for a Revision of `service`."""
+    return RevisionProcessSpec(
+        rev["metadata"]["namespace"],
+        service,
+        service,
+        rev["metadata"]["name"],
+        rev["spec"]["containers"][0],
+        int(rev["spec"].get("containerConcurrency") or 0),
+        int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT),
+        rev["metadata"].get("annotations") or {},
+    )
+
+
 class Controller:
     """Reconciles Services on the local plane (see the module docstring)."""
 
@@ -205,31 +235,13 @@ class Controller:
     ) -> set[str]:
         """Start or stop replicas; returns the names of revisions with a ready replica."""
         namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-        routed = {e["revisionName"] for e in route["spec"]["traffic"] if e.get("revisionName")}
-        newest = max(revisions, key=generation_of, default=None)
-        latest_ready = (config.get("status") or {}).get("latestReadyRevisionName")
-        follows_latest = any(e.get("latestRevision") for e in route["spec"]["traffic"])
+        wanted = _wanted_revisions(config, route, revisions)
         ready = set()
         for rev in revisions:
             rname = rev["metadata"]["name"]
             if self.store.find(REVISION, namespace, rname) is None:
                 continue  # deleted while this reconcile awaited: its DELETED event stopped it
-            wanted = (
-                rname in routed
-                or (newest is not None and rname == newest["metadata"]["name"])
-                or (follows_latest and rname == latest_ready)
-            )
-            annotations = rev["metadata"].get("annotations") or {}
-            spec = RevisionProcessSpec(
-                namespace,
-                name,
-                name,
-                rname,
-                rev["spec"]["containers"][0],
-                int(rev["spec"].get("containerConcurrency") or 0),
-                int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT),
-                annotations,
-            )
+            spec = _process_spec(rev, name)
             self.gateway.set_revision(
                 namespace,
                 rname,
@@ -238,12 +250,12 @@ class Controller:
                 int(rev["spec"].get("responseStartTimeoutSeconds") or 0),
                 int(rev["spec"].get("idleTimeoutSeconds") or 0),
             )
-            if wanted:
+            if rname in wanted:
                 await self.scaler.track(spec)
             else:
                 await self.scaler.untrack(namespace, rname)
                 await self.supervisor.ensure(spec, 0)
-            if self._revision_status(rev, wanted):
+            if self._revision_status(rev, rname in wanted):
                 ready.add(rname)
         return ready
 
