@@ -146,14 +146,16 @@ def _child(
     try:
         if die_with_zygote is not None:
             die_with_zygote()  # and the zygote dies with the plane: nothing outlives a crash
+        # The default dispositions before the zygote reports the replica started: a SIGTERM sent
+        # to it as soon as it is known must stop it, not run the zygote's handler in this copy.
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
         listener.close()
         conn.close()
         os.setsid()  # its own process group: the supervisor stops it (and its children) by group
         os.write(started, b".")
         os.close(started)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
