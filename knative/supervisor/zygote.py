@@ -112,13 +112,22 @@ def exec_reason(
     own: Mapping[str, str],
     new_folders: Sequence[str],
     imported: Container[str],
+    preloaded: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why a replica with `env` must be exec'd rather than forked from a zygote that started with
     `own` and has `imported` these top-level modules; None when a fork gives it the same start.
-    `new_folders` are the folders its `sys.path` has and the zygote's has not."""
-    for name in sorted(set(env) | set(own)):
+    `new_folders` are the folders its `sys.path` has and the zygote's has not. `preloaded` is the
+    zygote's environment after its imports: a value an import set itself (scikit-learn sets
+    KMP_DUPLICATE_LIB_OK before OpenMP loads) is in effect in the zygote, so a replica asking for
+    that same value starts as it would exec'd — the plane passes it on once it imported the same."""
+    after = own if preloaded is None else preloaded
+    for name in sorted(set(env) | set(own) | set(after)):
         read_at_start = name.startswith(START_ENV_PREFIXES) or name in START_ENV_NAMES
-        if read_at_start and name not in APPLIED_IN_FORK and env.get(name) != own.get(name):
+        if not read_at_start or name in APPLIED_IN_FORK:
+            continue
+        wanted = env.get(name)
+        set_by_imports = after.get(name) != own.get(name)
+        if wanted != own.get(name) and not (set_by_imports and wanted == after.get(name)):
             return f"{name} is read when the interpreter starts"
     suffixes = tuple(importlib.machinery.all_suffixes())
     for folder in new_folders:
@@ -260,7 +269,7 @@ class _Server:
         path = python_path(cwd, env.get("PYTHONPATH"), self.interpreter_path)
         new_folders = [p for p in path if p not in sys.path]
         imported = {name.partition(".")[0] for name in sys.modules}
-        reason = exec_reason(env, self.started_env, new_folders, imported)
+        reason = exec_reason(env, self.started_env, new_folders, imported, os.environ)
         if reason is not None:
             self._send(conn, {"declined": reason})
             return

@@ -87,6 +87,13 @@ def test_a_fork_is_declined_when_a_start_time_variable_differs_or_a_module_would
     assert "OMP_NUM_THREADS" in str(exec_reason({"OMP_NUM_THREADS": "1"}, own, [], {"json"}))
     assert "PYTHONHASHSEED" in str(exec_reason({**own, "PYTHONHASHSEED": "0"}, own, [], set()))
     assert exec_reason({**own, "PYTHONPATH": str(tmp_path)}, own, [], set()) is None
+    # a value the zygote's own imports set is in effect there: the same value forks, another not
+    after = {**own, "KMP_DUPLICATE_LIB_OK": "True"}
+    assert exec_reason(after, own, [], set(), preloaded=after) is None
+    assert exec_reason(own, own, [], set(), preloaded=after) is None
+    wrong = {**own, "KMP_DUPLICATE_LIB_OK": "False"}
+    assert "KMP_DUPLICATE_LIB_OK" in str(exec_reason(wrong, own, [], set(), preloaded=after))
+    assert "KMP_DUPLICATE_LIB_OK" in str(exec_reason(after, own, [], set()))
     (tmp_path / "mine.py").write_text("")
     (tmp_path / "README.json").write_text("")
     assert exec_reason(own, own, [str(tmp_path)], {"json", "os"}) is None
