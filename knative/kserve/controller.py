@@ -259,6 +259,50 @@ def service_conflict(service: str, isvc: str) -> ReconcileError:
     )
 
 
+class ServiceWrite(NamedTuple):
+    """One Knative Service to create (`current` None) or bring to `desired`."""
+
+    component: str
+    desired: dict[str, Any]
+    current: dict[str, Any] | None
+
+
+class ServicePlan(NamedTuple):
+    """Apply the desired, delete the undeclared: what an InferenceService's Knative Services need,
+    decided once from plain data for the local controller and the kopf operator alike."""
+
+    writes: list[ServiceWrite]
+    deletes: list[str]  # names of owned Services whose component is no longer declared
+    error: ReconcileError | None  # a wanted name that another owner holds (that one is left)
+
+
+def plan_services(
+    isvc: Mapping[str, Any],
+    owned: Mapping[str, dict[str, Any]],
+    desired: Sequence[dict[str, Any]],
+    find: Callable[[str], dict[str, Any] | None],
+) -> ServicePlan:
+    """The writes and deletions that bring `owned` (by component) to `desired`. `find(name)` reads
+    a Service of the namespace by name, for a component that `owned` does not hold yet: one this
+    InferenceService controls is updated, one controlled by anyone else is a ServiceConflict."""
+    writes: list[ServiceWrite] = []
+    error: ReconcileError | None = None
+    for ksvc in desired:
+        component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
+        current = owned.get(component)
+        if current is None:
+            current = find(ksvc["metadata"]["name"])
+            if current is not None and not controlled_by(current, isvc):
+                error = error or service_conflict(
+                    ksvc["metadata"]["name"], isvc["metadata"]["name"]
+                )
+                continue
+        writes.append(ServiceWrite(component, ksvc, current))
+    declared = {ksvc["metadata"]["labels"][COMPONENT_LABEL] for ksvc in desired}
+    deletes = [ksvc["metadata"]["name"] for c, ksvc in owned.items() if c not in declared]
+    return ServicePlan(writes, deletes, error)
+
+
 def _observed(owned: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {component: observed_status(ksvc) for component, ksvc in owned.items()}
 
@@ -329,43 +373,32 @@ class InferenceServiceController:
         owned: dict[str, dict[str, Any]],
         desired: Sequence[dict[str, Any]],
     ) -> tuple[dict[str, dict[str, Any]], ReconcileError | None]:
-        """Create or update the desired Knative Services and delete the ones no longer declared.
-
-        Returns the owned Services by component after the writes, and an error (reason, message)
-        when a Service of the same name belongs to someone else: it is left alone.
-        """
+        """Carry out `plan_services` on the store: the owned Services by component afterwards,
+        and the plan's error."""
         namespace = isvc["metadata"]["namespace"]
-        result: dict[str, dict[str, Any]] = {}
-        error: ReconcileError | None = None
-        for ksvc in desired:
-            component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
-            current = owned.get(component)
-            if current is None:
-                current = self.store.find(SERVICE, namespace, ksvc["metadata"]["name"])
-                if current is not None:
-                    error = error or service_conflict(
-                        ksvc["metadata"]["name"], isvc["metadata"]["name"]
-                    )
-                    continue
-                result[component] = self.store.create(SERVICE, ksvc, validate=False)
-                continue
-            meta = current["metadata"]
-            wanted_meta = ksvc["metadata"]
-            if (
-                current.get("spec") != ksvc["spec"]
-                or meta.get("labels") != wanted_meta["labels"]
-                or meta.get("ownerReferences") != wanted_meta["ownerReferences"]
-            ):
-                current["spec"] = ksvc["spec"]
-                meta["labels"] = wanted_meta["labels"]
-                meta["ownerReferences"] = wanted_meta["ownerReferences"]
-                current = self.store.replace(SERVICE, current, validate=False)
-            result[component] = current
-        declared = {ksvc["metadata"]["labels"][COMPONENT_LABEL] for ksvc in desired}
-        for component, ksvc in owned.items():
-            if component not in declared:
-                self.store.delete(SERVICE, namespace, ksvc["metadata"]["name"])
-        return result, error
+        plan = plan_services(
+            isvc, owned, desired, lambda name: self.store.find(SERVICE, namespace, name)
+        )
+        result = {write.component: self._write(write) for write in plan.writes}
+        for name in plan.deletes:
+            self.store.delete(SERVICE, namespace, name)
+        return result, plan.error
+
+    def _write(self, write: ServiceWrite) -> dict[str, Any]:
+        if write.current is None:
+            return self.store.create(SERVICE, write.desired, validate=False)
+        current, wanted_meta = write.current, write.desired["metadata"]
+        meta = current["metadata"]
+        if (
+            current.get("spec") != write.desired["spec"]
+            or meta.get("labels") != wanted_meta["labels"]
+            or meta.get("ownerReferences") != wanted_meta["ownerReferences"]
+        ):
+            current["spec"] = write.desired["spec"]
+            meta["labels"] = wanted_meta["labels"]
+            meta["ownerReferences"] = wanted_meta["ownerReferences"]
+            current = self.store.replace(SERVICE, current, validate=False)
+        return current
 
     def _publish_routes(self, namespace: str, name: str, routes: tuple[IsvcRoute, ...]) -> None:
         key = (namespace, name)

@@ -49,15 +49,13 @@ from knserve.knative.kserve.controller import (
     SERVICE,
     SERVING_RUNTIME,
     ReconcileError,
-    controlled_by,
     desired_services,
     owned_services,
+    plan_services,
     revision_to_inspect,
-    service_conflict,
     settled_status,
 )
 from knserve.knative.kserve.inferenceservice import (
-    COMPONENT_LABEL,
     ISVC_LABEL,
     Target,
 )
@@ -161,32 +159,26 @@ class Reconciler:
         owned: dict[str, dict[str, Any]],
         desired: Sequence[dict[str, Any]],
     ) -> tuple[dict[str, dict[str, Any]], ReconcileError | None]:
-        """Apply the desired Knative Services and delete the undeclared ones; the owned Services
-        by component afterwards, and the first error met on the way."""
-        namespace, isvc_name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        """Carry out `plan_services` on the cluster (server-side apply); the owned Services by
+        component afterwards, and the first error met on the way."""
+        namespace = isvc["metadata"]["namespace"]
+        plan = plan_services(
+            isvc, owned, desired, lambda name: self.client.find(SERVICE, namespace, name)
+        )
         result: dict[str, dict[str, Any]] = {}
-        error: ReconcileError | None = None
-        for ksvc in desired:
-            component = ksvc["metadata"]["labels"][COMPONENT_LABEL]
-            name = ksvc["metadata"]["name"]
-            if component not in owned:
-                existing = self.client.find(SERVICE, namespace, name)
-                if existing is not None and not controlled_by(existing, isvc):
-                    error = error or service_conflict(name, isvc_name)
-                    continue
+        error = plan.error
+        for write in plan.writes:
             try:
-                _, result[component] = self.client.apply(ksvc)
+                _, result[write.component] = self.client.apply(write.desired)
             except Invalid as exc:  # the translation breaks Knative's schema: the user's fields
                 error = error or ReconcileError("InvalidSpec", exc.message)
-                if component in owned:
-                    result[component] = owned[component]
-        declared = {ksvc["metadata"]["labels"][COMPONENT_LABEL] for ksvc in desired}
-        for component, ksvc in owned.items():
-            if component not in declared:
-                try:
-                    self.client.delete(SERVICE, namespace, ksvc["metadata"]["name"])
-                except NotFound:
-                    pass
+                if write.current is not None:
+                    result[write.component] = write.current
+        for name in plan.deletes:
+            try:
+                self.client.delete(SERVICE, namespace, name)
+            except NotFound:
+                pass
         return result, error
 
 
