@@ -33,36 +33,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from benchmarks._batching_report import report
+from benchmarks._batching_servers import (
+    SERVER_CPU,
+    TRAIN_IRIS,
+    Target,
+    ceiling_target,
+    knserve_targets,
+    mlserver_targets,
+    spawn,
+    start,
+    stop,
+)
 from benchmarks.runtime import anchors_dir, harness_dir
 
 FEATURES, CLASSES = 64, 10
-SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 COUNTER = re.compile(r"^knserve_(batches|batched_requests)(?:_total)?\{[^}]*\} (\S+)", re.M)
 # KServe's predict histogram: on the batched path, the time from joining a batch to its answer.
 PREDICT = re.compile(r"^request_predict_seconds_(sum|count)\{[^}]*\} (\S+)", re.M)
-
-TRAIN_IRIS = """import sys, joblib
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-x, y = load_iris(return_X_y=True)
-joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), sys.argv[1])
-"""
 
 # Run pinned to the server core: median time of one call of knserve's own predictor.
 TIME_PREDICT = """import json, statistics, sys, time
@@ -81,29 +78,6 @@ for name, folder, features in json.loads(sys.argv[1]):
         out[f"{name}:{rows}"] = statistics.median(times[20:]) * 1000
 print(json.dumps(out))
 """
-
-
-@dataclass
-class Target:
-    model: str
-    server: str
-    batching: str
-    argv: list[str]
-    url: str
-    body: Path
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: Path | None = None
-    metrics_url: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.server}-{self.batching.split()[0]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train_mlp(folder: Path, width: int) -> None:
@@ -128,89 +102,6 @@ def v2_body(path: Path, row: list[float]) -> Path:
     inputs = [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP32", "data": row}]
     path.write_text(json.dumps({"inputs": inputs}))
     return path
-
-
-def post(url: str, body: bytes) -> int:
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=2.0) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    out, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM a process we started, then SIGKILL what is left of its tree after 10 s (by PID)."""
-    if proc.poll() is not None:
-        return  # exited and reaped: its PID may already be someone else's
-    children = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def spawn(argv: list[str], nice: int, **kwargs: Any) -> subprocess.Popen[Any]:
-    """Popen in a session of its own. With autogroups (Linux's default) niceness only counts
-    within a session, so `nice` is applied to the process and to its session's autogroup."""
-    proc = subprocess.Popen(["nice", "-n", str(nice), *argv], start_new_session=True, **kwargs)
-    if nice:
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{proc.pid}/autogroup").write_text(str(nice))
-    return proc
-
-
-def start(target: Target, logs: Path, nice: int) -> subprocess.Popen[bytes]:
-    """Launch pinned to the server core; return once a predict answers 200 (120 s at most)."""
-    with (logs / f"{target.name}.log").open("ab") as log:
-        proc = spawn(
-            ["taskset", "-c", SERVER_CPU, *target.argv],
-            nice,
-            cwd=target.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONWARNINGS": "ignore", **target.env},
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"exited with {proc.returncode}; see {logs}/{target.name}.log")
-            try:
-                status = post(target.url, target.body.read_bytes())
-            except OSError:
-                status = 0
-            if status == 200:
-                return proc
-            if status not in (0, 503):
-                raise RuntimeError(f"a predict answered {status}")
-            time.sleep(0.05)
-        raise RuntimeError("not ready after 120 s")
-    except BaseException:
-        stop(proc)
-        raise
 
 
 def batch_counters(url: str | None) -> dict[str, float]:
@@ -273,199 +164,6 @@ def run_cell(
         if answered > 0:
             rec["batcher_ms"] = (after["predict_sum"] - before["predict_sum"]) / answered * 1000
     return rec
-
-
-def knserve_targets(
-    tmp: Path, model: str, body: Path, batch: int, latency_ms: float
-) -> list[Target]:
-    targets = []
-    for batching, flags in (
-        ("off", []),
-        (
-            f"on {batch}/{latency_ms:g}ms",
-            ["--max-batch-size", str(batch), "--max-latency-ms", str(latency_ms)],
-        ),
-    ):
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "knserve.runtime",
-            "--model-name",
-            model,
-            "--model-dir",
-            str(tmp / model),
-            "--http-port",
-            str(port),
-            *flags,
-        ]
-        metrics = f"{base}/metrics" if flags else None
-        url = f"{base}/v2/models/{model}/infer"
-        targets.append(Target(model, "knserve", batching, argv, url, body, metrics_url=metrics))
-    return targets
-
-
-def mlserver_targets(
-    tmp: Path, anchors: Path, body: Path, batch: int, latency_ms: float
-) -> list[Target]:
-    targets = []
-    for batching, settings in (
-        ("off", {}),
-        (
-            f"adaptive {batch}/{latency_ms:g}ms",
-            {"max_batch_size": batch, "max_batch_time": latency_ms / 1000},
-        ),
-    ):
-        folder = tmp / f"mlserver-{batching.split()[0]}"
-        folder.mkdir()
-        py = anchors / "venv-mlserver/bin/python"
-        subprocess.run([str(py), "-c", TRAIN_IRIS, str(folder / "model.joblib")], check=True)
-        model_settings = {
-            "name": "iris",
-            "implementation": "mlserver_sklearn.SKLearnModel",
-            "parameters": {"uri": "./model.joblib", "version": "v1"},
-            **settings,
-        }
-        (folder / "model-settings.json").write_text(json.dumps(model_settings))
-        port = free_port()
-        env = {
-            "MLSERVER_HOST": "127.0.0.1",
-            "MLSERVER_HTTP_PORT": str(port),
-            "MLSERVER_GRPC_PORT": str(free_port()),
-            "MLSERVER_METRICS_PORT": str(free_port()),
-            "MLSERVER_PARALLEL_WORKERS": "0",
-            "MLSERVER_DEBUG": "false",
-            "MLSERVER_ENVIRONMENTS_DIR": str(folder / "envs"),
-            "MLSERVER_METRICS_DIR": str(folder / "metrics"),
-            "PYTHONPATH": str(anchors / "extras-httptools"),
-        }
-        argv = [str(anchors / "venv-mlserver/bin/mlserver"), "start", str(folder)]
-        url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
-        targets.append(Target("iris", "mlserver", batching, argv, url, body, env, folder))
-    return targets
-
-
-def ceiling_target(tmp: Path, anchors: Path, harness: Path) -> Target:
-    py = anchors / "venv-kserve/bin/python"
-    subprocess.run([str(py), "-c", TRAIN_IRIS, str(tmp / "ceiling.joblib")], check=True)
-    port = free_port()
-    argv = [
-        str(py),
-        "-m",
-        "uvicorn",
-        "ceiling_app:raw",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    url = f"http://127.0.0.1:{port}/v1/models/iris:predict"
-    env = {"MODEL_PATH": str(tmp / "ceiling.joblib")}
-    return Target(
-        "iris",
-        "uvicorn-raw",
-        "ceiling (V1)",
-        argv,
-        url,
-        harness / "bodies/v1_iris.json",
-        env,
-        harness,
-    )
-
-
-def report(
-    rows: list[tuple[Target, int, dict]],
-    concs: list[int],
-    predict_ms: dict[str, float],
-    batch: int,
-    latency_ms: float,
-) -> None:
-    print(
-        "\n| model | server | batching | conc | req/s | p50 ms | p99 ms | server CPU µs/req "
-        "| rows/call | errors |\n|---|---|---|---|---|---|---|---|---|---|"
-    )
-    cell: dict[tuple[str, str, str, int], dict] = {}
-    for t, c, r in rows:
-        cell[(t.model, t.server, t.batching.split()[0], c)] = r
-        if not r:
-            print(f"| {t.model} | {t.server} | {t.batching} | {c} | failed | | | | | |")
-            continue
-        rpc = f"{r['rows_per_call']:.1f}" if "rows_per_call" in r else "–"
-        print(
-            f"| {t.model} | {t.server} | {t.batching} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r.get('server_cpu_us_per_req', 0):.0f} | {rpc} | {r.get('errors', 0)} |"
-        )
-
-    def ratio(a: tuple[str, str, str], b: tuple[str, str, str], c: int) -> str:
-        x, y = cell.get((*a, c)), cell.get((*b, c))
-        return f"{x['rps'] / y['rps']:.2f}×" if x and y and y.get("rps") else "–"
-
-    print("\n| ratio (req/s) | " + " | ".join(f"c={c}" for c in concs) + " |")
-    print("|---|" + "---|" * len(concs))
-    for label, a, b in (
-        (
-            "mlp knserve batched / unbatched (goal ≥ 3× at c=64)",
-            ("mlp", "knserve", "on"),
-            ("mlp", "knserve", "off"),
-        ),
-        ("iris knserve batched / unbatched", ("iris", "knserve", "on"), ("iris", "knserve", "off")),
-        (
-            "iris knserve batched / bare-uvicorn ceiling (goal > 1× at c=64)",
-            ("iris", "knserve", "on"),
-            ("iris", "uvicorn-raw", "ceiling"),
-        ),
-        (
-            "iris knserve unbatched / bare-uvicorn ceiling",
-            ("iris", "knserve", "off"),
-            ("iris", "uvicorn-raw", "ceiling"),
-        ),
-        (
-            "iris knserve batched / MLServer adaptive",
-            ("iris", "knserve", "on"),
-            ("iris", "mlserver", "adaptive"),
-        ),
-        (
-            "iris MLServer adaptive / MLServer off",
-            ("iris", "mlserver", "adaptive"),
-            ("iris", "mlserver", "off"),
-        ),
-    ):
-        print(f"| {label} | " + " | ".join(ratio(a, b, c) for c in concs) + " |")
-    print(
-        f"\n| knserve batched | predict 1 row ms | predict {batch} rows ms | bound: {latency_ms:g} ms "
-        "+ batch predict | " + " | ".join(f"p99 c={c}" for c in concs) + " |"
-    )
-    print("|---|---|---|---|" + "---|" * len(concs))
-    for model in ("mlp", "iris"):
-        one, full = predict_ms.get(f"{model}:1"), predict_ms.get(f"{model}:{batch}")
-        if one is None or full is None:
-            continue
-        bound = latency_ms + full
-        p99s = [cell.get((model, "knserve", "on", c), {}).get("p99_ms") for c in concs]
-        marks = [f"{p:.2f} ({'≤' if p <= bound else '>'})" if p else "–" for p in p99s]
-        print(f"| {model} | {one:.3f} | {full:.3f} | {bound:.2f} | " + " | ".join(marks) + " |")
-    # Where a batched request's time goes: in the batcher (joining a batch to its answer, from the
-    # server's own histogram) against the whole request as the client saw it. A closed loop of c
-    # clients at r req/s averages c / r per request (Little's law), whatever the batcher does.
-    print(
-        "\n| knserve batched | conc | batcher: wait + predict, mean ms | request mean ms (client) "
-        "| c ÷ req/s ms (Little) | p99 ms |\n|---|---|---|---|---|---|"
-    )
-    for model in ("mlp", "iris"):
-        for c in concs:
-            r = cell.get((model, "knserve", "on", c))
-            if not r or "batcher_ms" not in r:
-                continue
-            print(
-                f"| {model} | {c} | {r['batcher_ms']:.2f} | {r.get('lat_mean_ms', 0):.2f} "
-                f"| {c / r['rps'] * 1000:.2f} | {r['p99_ms']:.2f} |"
-            )
 
 
 def main(argv: list[str]) -> None:
