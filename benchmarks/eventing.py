@@ -32,13 +32,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from benchmarks._common import free_port
 
 PLANE_CORE = 0
 CLIENT_CORE = 1
@@ -161,12 +162,6 @@ def _run(coroutine: object) -> float:
 
 
 # -- plumbing --------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _http(method: str, url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
@@ -198,7 +193,7 @@ class Plane:
     """`knserve up` pinned to the plane's core, on a temporary data dir."""
 
     def __init__(self, workdir: Path) -> None:
-        self.api_port, self.broker_port = _free_port(), _free_port()
+        self.api_port, self.broker_port = free_port(), free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.log = (workdir / "plane.log").open("wb")
         self.process = subprocess.Popen(
@@ -211,7 +206,7 @@ class Plane:
                 "--data-dir",
                 str(workdir / "plane"),
                 "--port",
-                str(_free_port()),
+                str(free_port()),
                 "--api-port",
                 str(self.api_port),
                 "--broker-port",
@@ -356,7 +351,7 @@ def main(argv: list[str]) -> None:
     concs = [int(c) for c in args.conc.split(",")]
 
     workdir = Path(tempfile.mkdtemp(prefix="knserve-bench-eventing-"))
-    sink_port = _free_port()
+    sink_port = free_port()
     sink = subprocess.Popen(
         [
             *_taskset(CLIENT_CORE),

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._common import free_port
+
 GATEWAY_CORE = 0
 BACKEND_CORE = 1
 HOST = "bench.default.localhost"
@@ -91,12 +93,6 @@ def serve_gateway(port: int, backend_port: int, profile: bool) -> None:
 
 
 # -- the runner ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,7 +173,7 @@ def main(argv: list[str]) -> None:
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; gateway, backend and wrk share one", file=sys.stderr)
 
-    backend_port, gateway_port = _free_port(), _free_port()
+    backend_port, gateway_port = free_port(), free_port()
     backend = _spawn(BACKEND_CORE, "--serve-backend", str(backend_port))
     gateway_args = ["--serve-gateway", str(gateway_port), str(backend_port)]
     gateway = _spawn(GATEWAY_CORE, *gateway_args, *(["--profile"] if args.profile else []))
