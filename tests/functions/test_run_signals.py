@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from function_fixtures import start_func_run
 from net_fixtures import ServerProcess, eventually
 from plane_fixtures import descendants, running
 
@@ -29,21 +29,7 @@ def func_run(
     spawn: Callable[..., ServerProcess], folder: Path, port: int, *args: str
 ) -> tuple[ServerProcess, int, int]:
     """`knserve func run` serving `folder`; with its host's pid and start time once it is ready."""
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.knative.cli",
-            "func",
-            "run",
-            "--path",
-            str(folder),
-            "--port",
-            str(port),
-            *args,
-        ]
-    )
-    proc.wait_http(f"http://127.0.0.1:{port}/health/readiness", timeout=120)
+    proc = start_func_run(spawn, folder, port, *args)
     host = json.loads((folder / ".func" / "instance.json").read_text())["pid"]
     assert host != proc.pid and host in descendants(proc.pid)
     return proc, host, descendants(host)[host]

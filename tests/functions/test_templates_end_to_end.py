@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from function_fixtures import TEMPLATE_NAMES, knserve
+from function_fixtures import TEMPLATE_NAMES, knserve, start_func_run
 from model_fixtures import train_sklearn_iris
 
 
@@ -30,24 +30,6 @@ def test_the_rendered_functions_own_tests_pass(
     assert " passed" in result.stdout
 
 
-def start(spawn, folder: Path, port: int):  # type: ignore[no-untyped-def]
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.knative.cli",
-            "func",
-            "run",
-            "--path",
-            str(folder),
-            "--port",
-            str(port),
-        ]
-    )
-    proc.wait_http(f"http://127.0.0.1:{port}/health/readiness", timeout=120)
-    return proc
-
-
 def set_envs(folder: Path, **envs: str) -> None:
     spec = yaml.safe_load((folder / "func.yaml").read_text())
     spec["run"]["envs"] = [{"name": k, "value": v} for k, v in envs.items()]
@@ -59,7 +41,7 @@ def test_http_function_runs_and_answers_invoke(
     created_functions, spawn, port, functions_home
 ) -> None:  # type: ignore[no-untyped-def]
     folder = created_functions["http"]
-    start(spawn, folder, port)
+    start_func_run(spawn, folder, port)
     assert httpx.get(f"http://127.0.0.1:{port}/health/liveness").json()["alive"] is True
     answer = knserve("func", "invoke", "--path", str(folder), "--data", '{"name": "Ada"}')
     assert answer.returncode == 0, answer.stderr
@@ -71,7 +53,7 @@ def test_cloudevents_function_answers_events_and_refuses_plain_requests(
     created_functions, spawn, port, functions_home
 ) -> None:  # type: ignore[no-untyped-def]
     folder = created_functions["cloudevents"]
-    start(spawn, folder, port)
+    start_func_run(spawn, folder, port)
     answer = knserve(
         "func", "invoke", "--path", str(folder), "--type", "demo.request", "--data", '{"n": 1}'
     )
@@ -89,7 +71,7 @@ def test_predictor_answers_v1_v2_and_cloudevents(
     created_functions, spawn, port, functions_home
 ) -> None:  # type: ignore[no-untyped-def]
     folder = created_functions["predictor"]
-    start(spawn, folder, port)
+    start_func_run(spawn, folder, port)
     v1 = knserve(
         "func", "invoke", "--path", str(folder), "--data", '{"instances": [[6.8, 2.8, 4.8, 1.4]]}'
     )
@@ -118,10 +100,10 @@ def test_transformer_calls_its_predictor_over_http(
     from net_fixtures import free_port
 
     predictor_port, transformer_port = free_port(), free_port()
-    start(spawn, created_functions["predictor"], predictor_port)
+    start_func_run(spawn, created_functions["predictor"], predictor_port)
     folder = created_functions["transformer"]
     set_envs(folder, PREDICTOR_HOST=f"127.0.0.1:{predictor_port}", PREDICTOR_MODEL="demo-predictor")
-    start(spawn, folder, transformer_port)
+    start_func_run(spawn, folder, transformer_port)
     answer = knserve(
         "func", "invoke", "--path", str(folder), "--data", '{"instances": [[68, 28, 48, 14]]}'
     )
@@ -157,7 +139,7 @@ def test_explainer_explains_a_runtime_predictor(
         PREDICTOR_MODEL="iris",
         PREDICTOR_PROTOCOL="v2",
     )
-    start(spawn, folder, explainer_port)
+    start_func_run(spawn, folder, explainer_port)
     url = f"http://127.0.0.1:{explainer_port}/v1/models/demo-explainer:explain"
     answer = knserve(
         "func", "invoke", "--target", url, "--data", json.dumps({"instances": [x[0].tolist()]})

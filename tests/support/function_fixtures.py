@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,11 @@ def created_functions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     """One function per template, rendered once (the predictor trains its example model)."""
     root = tmp_path_factory.mktemp("functions")
     return {t: create_function(f"demo-{t}", t, root / t) for t in TEMPLATE_NAMES}
+
+
+def start_func_run(spawn: Callable[..., Any], folder: Path, port: int, *args: str) -> Any:
+    """`knserve func run` serving `folder` on `port` (a `spawn`ed process), once it is ready."""
+    cli = [sys.executable, "-m", "knserve.knative.cli"]
+    proc = spawn([*cli, "func", "run", "--path", str(folder), "--port", str(port), *args])
+    proc.wait_http(f"http://127.0.0.1:{port}/health/readiness", timeout=120)
+    return proc
