@@ -177,12 +177,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def describe_conditions(obj: dict[str, Any]) -> None:
     click.echo("Conditions:")
-    click.echo(f"  {'OK':<3}{'TYPE':<24}{'AGE':<6}REASON")
-    for c in conditions(obj):
+    listed = conditions(obj)
+    # KServe's per-component types (PredictorConfigurationReady) are longer than Knative's
+    width = max([24, *(len(c["type"]) + 2 for c in listed)])
+    click.echo(f"  {'OK':<3}{'TYPE':<{width}}{'AGE':<6}REASON")
+    for c in listed:
         mark = {"True": "++", "False": "!!"}.get(c.get("status", ""), "??")
-        click.echo(
-            f"  {mark:<3}{c['type']:<24}{age(c.get('lastTransitionTime')):<6}{c.get('reason', '')}"
-        )
+        when = age(c.get("lastTransitionTime"))
+        click.echo(f"  {mark:<3}{c['type']:<{width}}{when:<6}{c.get('reason', '')}")
         if c.get("message") and c.get("status") != "True":
             for line in str(c["message"]).splitlines():
                 click.echo(f"        {line}")

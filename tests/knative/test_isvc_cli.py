@@ -315,3 +315,18 @@ def test_isvc_create_needs_a_file_or_the_model_flags(plane: Store) -> None:
     result = knserve("create", "iris", "--no-wait")
     assert result.exit_code == 2
     assert "give NAME --model-format F --storage-uri URI, or -f FILE" in result.output
+
+
+def test_describe_keeps_the_condition_columns_apart_for_kserve_long_types(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from knserve.knative.cli.output import describe_conditions
+
+    since = "2020-01-01T00:00:00Z"
+    long = {"type": "PredictorConfigurationReady", "status": "True", "lastTransitionTime": since}
+    ready = {"type": "Ready", "status": "True", "lastTransitionTime": since}
+    describe_conditions({"status": {"conditions": [ready, {**long, "reason": "Ready"}]}})
+    header, _, row = capsys.readouterr().out.splitlines()[1:4]
+    mark, kind, when, reason = row.split()
+    assert (mark, kind, reason) == ("++", "PredictorConfigurationReady", "Ready")
+    assert when.endswith("d") and header.index("AGE") == row.index(when)  # columns line up
