@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from model_fixtures import train_sklearn_iris
-from net_fixtures import free_port
+from net_fixtures import free_port, model_server
 
 from knserve.functions import funcyaml
 from knserve.functions.build import BuildResult, build_function, dependencies
@@ -129,19 +129,7 @@ def test_the_explainer_container_answers_what_alibi_computes(
     folder, build = anchors_function
     _, x = train_sklearn_iris(tmp_path / "iris")
     predictor_port, explainer_port = free_port(), free_port()
-    predictor = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.runtime",
-            "--model-name",
-            "iris",
-            "--model-dir",
-            str(tmp_path / "iris"),
-            "--http-port",
-            str(predictor_port),
-        ]
-    )
+    predictor = model_server(spawn, "iris", tmp_path / "iris", predictor_port)
     predictor.wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready")
     # As an InferenceService's spec.explainer.containers runs it: KServe's flags and PREDICTOR_HOST.
     found = command_for_image(build.image)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from function_fixtures import TEMPLATE_NAMES, knserve, start_func_run
 from model_fixtures import train_sklearn_iris
+from net_fixtures import model_server
 
 
 @pytest.mark.slow
@@ -118,19 +119,7 @@ def test_explainer_explains_a_runtime_predictor(
 
     model, x = train_sklearn_iris(tmp_path / "iris")
     predictor_port, explainer_port = free_port(), free_port()
-    predictor = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.runtime",
-            "--model-name",
-            "iris",
-            "--model-dir",
-            str(tmp_path / "iris"),
-            "--http-port",
-            str(predictor_port),
-        ]
-    )
+    predictor = model_server(spawn, "iris", tmp_path / "iris", predictor_port)
     predictor.wait_http(f"http://127.0.0.1:{predictor_port}/v2/health/ready")
     folder = created_functions["explainer"]
     set_envs(

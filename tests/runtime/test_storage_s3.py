@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from model_fixtures import train_sklearn_iris
+from net_fixtures import model_server
 from storage_fixtures import S3Server, tar_gz
 
 from knserve.runtime.formats import detect_format
@@ -193,20 +194,7 @@ def test_the_runtime_serves_a_model_from_s3_end_to_end(
 ) -> None:
     model = iris[0]
     env = {**s3_server.env("reader"), "KNSERVE_MODEL_CACHE": str(tmp_path / "cache")}
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.runtime",
-            "--model-name",
-            "m",
-            "--model-dir",
-            "s3://models/iris",
-            "--http-port",
-            str(port),
-        ],
-        env=env,
-    )
+    proc = model_server(spawn, "m", "s3://models/iris", port, env)
     proc.wait_http(f"http://127.0.0.1:{port}/v2/models/m/ready", timeout=90)
     rows = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]
     response = httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", json={"instances": rows})
@@ -221,20 +209,7 @@ def test_a_missing_bucket_ends_the_runtime_with_the_reason_as_its_last_line(
     port: int,  # type: ignore[no-untyped-def]
 ) -> None:
     env = {**s3_server.env("reader"), "KNSERVE_MODEL_CACHE": str(tmp_path / "cache")}
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "knserve.runtime",
-            "--model-name",
-            "m",
-            "--model-dir",
-            "s3://nobucket/iris",
-            "--http-port",
-            str(port),
-        ],
-        env=env,
-    )
+    proc = model_server(spawn, "m", "s3://nobucket/iris", port, env)
     assert proc.proc.wait(90) == 1, proc.log()
     last = proc.log().rstrip().splitlines()[-1]
     assert last.startswith(

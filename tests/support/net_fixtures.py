@@ -188,3 +188,15 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 
 PYTHON = sys.executable
+
+
+def model_server(
+    spawn: Callable[..., ServerProcess],
+    name: str,
+    model_dir: str | Path,
+    port: int,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """`python -m knserve.runtime` serving one model on `port` (a `spawn`ed process, not awaited)."""
+    argv = ["--model-name", name, "--model-dir", str(model_dir), "--http-port", str(port)]
+    return spawn([sys.executable, "-m", "knserve.runtime", *argv], env=env)
