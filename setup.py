@@ -34,6 +34,7 @@ setup(
     package_data={
         "knserve.scaffolds": ["templates/**/*", "templates/**/.*"],
         "knserve.knative": ["crds/*.yaml", "deploy/*"],
+        "knserve.knative.supervisor": ["*.c"],
         "knserve.eventing": ["crds/*.yaml"],
         "knserve.functions": ["*.json"],
     },

@@ -113,4 +113,23 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
             raise TypeError(f"unknown setting {name!r}")
         if value is not None:
             values[name] = value
+    if env.get(PORT_MAP_ENV):
+        port = values.get("port", RuntimeSettings.port)
+        values["port"] = plane_port(port, env) if isinstance(port, int) else port
+        if values.get("host") not in (None, "127.0.0.1", "::1", "localhost"):
+            values["host"] = "127.0.0.1"  # the local plane serves on loopback only
     return RuntimeSettings(**values)  # type: ignore[arg-type]
+
+
+# The local plane's port map (knserve.knative.supervisor.port_map): `DECLARED=REAL,keep=LOW-HIGH`.
+PORT_MAP_ENV = "KNSERVE_PORT_MAP"
+
+
+def plane_port(port: int, env: Mapping[str, str]) -> int:
+    """The port to serve on for `port` under the local plane's port map: the container's declared
+    port (KServe's `--http_port=8080`) is the replica's own port, as in a pod it would be."""
+    declared, _, rest = env.get(PORT_MAP_ENV, "").partition("=")
+    real = rest.partition(",")[0]
+    if declared.isdigit() and real.isdigit() and int(declared) == port:
+        return int(real)
+    return port

@@ -3,7 +3,9 @@
 A replica is a process started with Knative's container contract — `PORT` (a free loopback port of
 its own), `K_SERVICE`, `K_CONFIGURATION`, `K_REVISION` and the container's `env` — whose output
 goes to a log file. It takes traffic only once its readiness probe passes (the container's
-`readinessProbe`, HTTP GET or TCP; Knative's default is a TCP probe on the port).
+`readinessProbe`, HTTP GET or TCP; Knative's default is a TCP probe on the port), probed on the
+replica's port whatever port the probe names, as Knative's queue-proxy does. Its binds follow
+the port map (knserve.knative.supervisor.port_map): the container's declared port is `$PORT`.
 
 A replica that exits unasked is restarted after a back-off that doubles with each consecutive
 failure (`restart_delay`, pure), and its revision's status carries the exit code and the last log
@@ -33,6 +35,8 @@ import httpx
 
 from knserve.knative.supervisor.images import ImageError, resolve
 from knserve.knative.supervisor.launcher import Launcher
+from knserve.knative.supervisor.port_map import PortError
+from knserve.knative.supervisor.port_map_shim import ReplicaPorts
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +129,11 @@ class Supervisor:
         startup_timeout: float = 300.0,
         extra_env: dict[str, str] | None = None,
         launcher: Launcher | None = None,
+        ports: ReplicaPorts | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.launcher = launcher or Launcher(self.log_dir, use_zygote=False)
+        self.ports = ports or ReplicaPorts()
         self.host = host
         self.grace_seconds = grace_seconds
         self.probe_interval = probe_interval
@@ -227,14 +233,19 @@ class Supervisor:
             )
             try:
                 argv, cwd = resolve(spec.container, env)
-            except ImageError as exc:
+                mapped, note = await self.ports.env(spec.container, replica.port, argv, env)
+            except (ImageError, PortError) as exc:
                 rev.failure = str(exc)
                 self._notify(spec.namespace, spec.revision)
                 return
+            env.update(mapped)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             replica.log_path = (
                 self.log_dir / f"{spec.namespace}_{spec.revision}_{replica.index}.log"
             )
+            if note:
+                with replica.log_path.open("a") as out:
+                    out.write(note + "\n")
             started = time.monotonic()
             try:
                 replica.process = await self.launcher.spawn(argv, env, cwd, replica.log_path)
@@ -299,10 +310,11 @@ class Supervisor:
             while time.monotonic() < deadline:
                 try:
                     if http_get:
+                        # On the serving port, whatever port the probe names, as Knative's
+                        # queue-proxy probes: its declared port is mapped to replica.port.
                         path = http_get.get("path", "/")
-                        port = http_get.get("port") or replica.port
-                        port = replica.port if port in (0, "0", "http1", "h2c") else int(port)
-                        response = await client.get(f"http://{self.host}:{port}{path}")
+                        url = f"http://{self.host}:{replica.port}{path}"
+                        response = await client.get(url)
                         if 200 <= response.status_code < 400:
                             return True
                     else:

@@ -27,24 +27,25 @@ class Handler(BaseHTTPRequestHandler):
                 with open(query["mark"][0], "w") as mark:
                     mark.write(str(os.getpid()))
             time.sleep(float(query.get("s", ["1"])[0]))
-        body = json.dumps(
-            {
-                "revision": os.environ.get("K_REVISION"),
-                "service": os.environ.get("K_SERVICE"),
-                "configuration": os.environ.get("K_CONFIGURATION"),
-                "port": os.environ.get("PORT"),
-                "greeting": os.environ.get("GREETING"),
-                "cwd": os.getcwd(),
-                "argv": sys.argv[1:],
-                "pid": os.getpid(),
-                "path": self.path,
-            }
-        ).encode()
+        body = json.dumps(self.answer()).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def answer(self) -> dict[str, object]:
+        return {
+            "revision": os.environ.get("K_REVISION"),
+            "service": os.environ.get("K_SERVICE"),
+            "configuration": os.environ.get("K_CONFIGURATION"),
+            "port": os.environ.get("PORT"),
+            "greeting": os.environ.get("GREETING"),
+            "cwd": os.getcwd(),
+            "argv": sys.argv[1:],
+            "pid": os.getpid(),
+            "path": self.path,
+        }
 
     def log_message(self, format: str, *args: object) -> None:
         pass
