@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef int (*bind_fn)(int, const struct sockaddr *, socklen_t);
@@ -54,6 +55,7 @@ static unsigned target(const struct port_map *map, unsigned port) {
 static void report(int fd, const struct sockaddr *asked, int rc) {
     char from[INET6_ADDRSTRLEN] = "?", to[INET6_ADDRSTRLEN] = "?", line[200];
     struct sockaddr_storage got;
+    struct stat st;
     socklen_t len = sizeof got;
     unsigned from_port, to_port = 0;
     const void *from_addr, *to_addr = NULL;
@@ -82,7 +84,8 @@ static void report(int fd, const struct sockaddr *asked, int rc) {
         snprintf(line, sizeof line, "knserve port map: bind %s port %u failed: %s\n", from,
                  from_port, strerror(saved));
     }
-    if (write(2, line, strlen(line)) < 0) {
+    /* a daemon may have closed stderr and reused descriptor 2 for a connection: say nothing */
+    if (fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode) && write(2, line, strlen(line)) < 0) {
         /* nowhere to say it */
     }
     errno = saved;

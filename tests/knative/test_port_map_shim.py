@@ -194,3 +194,22 @@ async def test_without_a_shim_the_replicas_log_says_it_must_listen_on_port(
     assert note is not None
     assert "knserve: ports are not mapped (no C compiler ('no-such-cc')" in note
     assert note.endswith("must listen on $PORT (41000), not on a fixed port such as 9000")
+
+
+def test_nothing_is_written_to_a_descriptor_2_that_is_a_connection(shim: Path) -> None:
+    """A daemon that closed stderr may hold a client's connection on descriptor 2."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        env = {**os.environ, "LD_PRELOAD": str(shim), "KNSERVE_PORT_MAP": "8080=0,keep=1-1"}
+        done = subprocess.run(
+            [sys.executable, "-c", BINDER, json.dumps([("AF_INET", "0.0.0.0", 8081, None)])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=theirs.fileno(),
+            timeout=30,
+            check=True,
+        )
+        assert json.loads(done.stdout)[0][0] == "127.0.0.1"  # mapped all the same
+        ours.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            ours.recv(1)
