@@ -2,6 +2,8 @@
 
 Framework models (`PredictorModel`) take the fast path: the request is decoded straight into the
 predictor's arrays, V1 (`instances`, the first output) or V2 (named tensors, binary or JSON).
+KServe's named-column requests (V1 instances that are objects, V2 `content_type: pd`) are read
+into a pandas DataFrame for the tabular formats instead, and predicted outside the batcher.
 Custom models run their `preprocess → predict → postprocess` hooks; with the batcher on, their V1
 `instances` join a batch. `:explain` asks the model's own `explain`, or a framework tree model's
 built-in explainer. Each path times its steps into the model's metrics.
@@ -13,6 +15,7 @@ id for V2), a miss is computed and cached.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -20,8 +23,9 @@ import numpy as np
 import orjson
 
 from knserve.runtime.errors import InvalidInput, NotImplementedByModel
-from knserve.runtime.formats.base import Predictor
+from knserve.runtime.formats.base import FramePredictor, Predictor
 from knserve.runtime.protocols import v1, v2
+from knserve.runtime.protocols.dataframe import is_named, v1_frame
 from knserve.runtime.repository import ServedModel
 from knserve.runtime.request_path import (
     Request,
@@ -70,12 +74,20 @@ async def _predictor_v1(
     m = served.metrics
     t0 = time.perf_counter()
     payload = parse_json(request.body, v1.parse_body)
-    array = v1.instances_array(payload)
-    check_width(served, predictor, [array])
-    t1 = time.perf_counter()
+    instances = v1.instances_of(payload)
     # V1 has one answer per instance: the model's first output.
     first = predictor.default_outputs[:1]
-    (predictions,) = await served.predict_arrays([array], first)
+    if is_named(instances):
+        table = frame_predictor(served, predictor)
+        frame = v1_frame(instances)
+        t1 = time.perf_counter()
+        # a table is predicted alone: the batcher stacks arrays, and its columns may be of any type
+        (predictions,) = await served.run_sync(table.predict_frame, frame, first)
+    else:
+        array = v1.rows_array(instances)
+        check_width(served, predictor, [array])
+        t1 = time.perf_counter()
+        (predictions,) = await served.predict_arrays([array], first)
     t2 = time.perf_counter()
     body = v1.encode(np.asarray(predictions))
     t3 = time.perf_counter()
@@ -91,8 +103,13 @@ async def _predictor_v2(
     m = served.metrics
     t0 = time.perf_counter()
     infer = decode_v2(request, served.name)
-    arrays = match_inputs(served, predictor, infer.inputs)
-    check_width(served, predictor, arrays)
+    frame = None
+    if infer.content_type == "pd":
+        table = frame_predictor(served, predictor)
+        frame = infer.as_dataframe()
+    else:
+        arrays = match_inputs(served, predictor, infer.inputs)
+        check_width(served, predictor, arrays)
     names = None
     binary_flags: list[bool]
     if infer.outputs:
@@ -108,13 +125,17 @@ async def _predictor_v2(
     else:
         binary_flags = [infer.binary_output] * len(predictor.default_outputs)
     t1 = time.perf_counter()
-    results = await served.predict_arrays(arrays, names)
+    if frame is None:
+        results = await served.predict_arrays(arrays, names)
+    else:
+        results = await served.run_sync(table.predict_frame, frame, names)
     t2 = time.perf_counter()
     out_names = names or predictor.default_outputs
     body, header_length = v2.encode_response(
         served.name,
         [(n, np.asarray(r), b) for n, r, b in zip(out_names, results, binary_flags, strict=True)],
-        infer.id,
+        # KServe's servers echo the request's id or make one up (utils.py, get_predict_response)
+        infer.id or str(uuid.uuid4()),
         served.model.version,
     )
     t3 = time.perf_counter()
@@ -122,6 +143,16 @@ async def _predictor_v2(
     m.predict.observe(t2 - t1)
     m.postprocess.observe(t3 - t2)
     return body, binary_headers(header_length)
+
+
+def frame_predictor(served: ServedModel, predictor: Predictor) -> FramePredictor:
+    """The predictor as one that takes tables, or a 400 saying what this model takes instead."""
+    if not isinstance(predictor, FramePredictor):
+        raise InvalidInput(
+            f"model {served.name} ({predictor.format}) takes tensors, not named columns: send "
+            'rows of numbers (V1) or tensors without parameters.content_type "pd" (V2)'
+        )
+    return predictor
 
 
 async def _custom(served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:

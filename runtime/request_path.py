@@ -201,9 +201,11 @@ def with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, li
     length = next((int(v) for k, v in headers if k == b"inference-header-content-length"), None)
     header, binary = (body, b"") if length is None else (body[:length], body[length:])
     response = orjson.loads(header)
-    response.pop("id", None)
+    made_up = response.pop("id", None) is not None
     if request_id is not None:
         response["id"] = request_id
+    elif made_up:  # the model path made one up for an id-less request: so does each later one
+        response["id"] = str(uuid.uuid4())
     header = orjson.dumps(response)
     if length is None:
         return header, headers

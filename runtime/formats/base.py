@@ -37,12 +37,24 @@ class Predictor(Protocol):
     format: str  # "sklearn", "xgboost", "lightgbm", "onnx", "pytorch"
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    # What a request that names no outputs gets. For the tabular formats that is `predict` alone
-    # (what KServe's servers return); `predict_proba` is listed in `outputs` and computed only
-    # when a request asks for it, so the common request does not pay for both.
+    # What a request that names no outputs gets. For the tabular formats that is `output-0` alone
+    # (what KServe's servers return); `predict` and `predict_proba` are listed in `outputs` and
+    # computed only when a request asks for them, so the common request does not pay for them.
     default_outputs: list[str]
     native: Any  # the framework's own model object (explainers and tests use it)
 
     def predict(
         self, inputs: Sequence[np.ndarray], outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class FramePredictor(Protocol):
+    """A Predictor that also takes a table: a pandas DataFrame from a named-column request (V1
+    `instances` of objects, V2 `content_type: pd`), matched to the model's fitted columns."""
+
+    feature_names: list[str] | None  # the columns the model was fitted on, when it knows them
+
+    def predict_frame(
+        self, frame: Any, outputs: Sequence[str] | None = None
     ) -> list[np.ndarray]: ...

@@ -1,7 +1,13 @@
-"""scikit-learn models saved with joblib (`model.joblib`) or pickle (`model.pkl`)."""
+"""scikit-learn models saved with joblib (`model.joblib`) or pickle (`model.pkl`).
+
+`output-0` is what KServe's sklearnserver answers (sklearnserver/model.py, SKLearnModel.predict):
+the estimator's `predict`, or its `predict_proba` when the environment sets `PREDICT_PROBA=true`
+and the estimator has one. `predict` and `predict_proba` can also be named in a V2 request.
+"""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,9 +15,10 @@ import numpy as np
 
 from knserve.runtime.datatypes import datatype_of
 from knserve.runtime.formats import ModelFormatError, model_file
-from knserve.runtime.formats.tabular import TabularPredictor
+from knserve.runtime.formats.tabular import TabularOutput, TabularPredictor
 
 FILES = ("model.joblib", "model.pkl", "model.pickle")
+ENV_PREDICT_PROBA = "PREDICT_PROBA"  # KServe's sklearnserver reads the same variable
 
 
 def load(model_dir: Path) -> TabularPredictor:
@@ -31,13 +38,21 @@ def load(model_dir: Path) -> TabularPredictor:
             f"{path} holds a {type(model).__name__}, which has no predict method"
         )
     classes = getattr(model, "classes_", None)
-    proba = getattr(model, "predict_proba", None) if classes is not None else None
     datatype = datatype_of(np.asarray(classes).dtype) if classes is not None else "FP64"
+    predict = TabularOutput("predict", datatype, (-1,), model.predict)
+    outputs = [predict]
+    proba = getattr(model, "predict_proba", None) if classes is not None else None
+    if proba is not None:
+        width = len(np.asarray(classes))
+        outputs.append(TabularOutput("predict_proba", "FP64", (-1, width), proba))
+    wants_proba = os.environ.get(ENV_PREDICT_PROBA, "false").lower() == "true"
+    first = outputs[-1] if wants_proba and proba is not None else predict
+    default = TabularOutput("output-0", first.spec.datatype, first.spec.shape, first.fn)
+    names = getattr(model, "feature_names_in_", None)
     return TabularPredictor(
         "sklearn",
         model,
-        model.predict,
-        proba,
+        [default, *outputs],
         getattr(model, "n_features_in_", None),
-        predict_datatype=datatype,
+        None if names is None else [str(n) for n in names],
     )

@@ -21,8 +21,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 
 def instances_of(payload: dict[str, Any]) -> Any:
-    """The request's instances: `instances`, or `inputs` as KServe also accepts."""
-    instances = payload.get("instances", payload.get("inputs"))
+    """The request's instances: `instances`, or `inputs` as KServe also accepts (and prefers when
+    a body has both: kserve/utils/utils.py, get_predict_input)."""
+    instances = payload["inputs"] if "inputs" in payload else payload.get("instances")
     if not isinstance(instances, list) or not instances:
         raise InvalidInput('a V1 request needs "instances" (or "inputs"): a non-empty list of rows')
     return instances
@@ -30,7 +31,11 @@ def instances_of(payload: dict[str, Any]) -> Any:
 
 def instances_array(payload: dict[str, Any]) -> np.ndarray:
     """The instances as one numeric array (what the framework formats predict on)."""
-    instances = instances_of(payload)
+    return rows_array(instances_of(payload))
+
+
+def rows_array(instances: list[Any]) -> np.ndarray:
+    """Instances given as rows of numbers as one numeric array."""
     try:
         array = np.asarray(instances)
     except ValueError as exc:

@@ -28,7 +28,7 @@ _JSON_NATIVE = frozenset("biuf")  # NumPy kinds orjson serialises directly (floa
 class InferInput:
     """One decoded input tensor."""
 
-    __slots__ = ("data", "datatype", "name", "parameters", "shape")
+    __slots__ = ("data", "datatype", "json", "name", "parameters", "shape")
 
     def __init__(
         self,
@@ -37,15 +37,30 @@ class InferInput:
         shape: list[int],
         data: np.ndarray,
         parameters: dict[str, Any] | None = None,
+        json: Any = None,
     ) -> None:
         self.name = name
         self.datatype = datatype
         self.shape = shape
         self.data = data
         self.parameters = parameters or {}
+        # the request's JSON `data` as sent (None for binary data): a "pd" column is built from it
+        self.json = json
 
     def as_numpy(self) -> np.ndarray:
         return self.data
+
+    def column(self) -> list[Any] | np.ndarray:
+        """The input's values as one table column: the JSON values as sent (so pandas infers
+        their type as KServe's does), else the decoded array; BYTES as str."""
+        values: list[Any] | np.ndarray
+        if self.json is not None:
+            values = _flatten(self.json) if isinstance(self.json, list) else [self.json]
+        else:
+            values = self.data.ravel()
+        if self.datatype == "BYTES":
+            return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+        return values
 
 
 class RequestedOutput:
@@ -77,6 +92,19 @@ class InferRequest:
         self.parameters = parameters or {}
         self.outputs = outputs
         self.binary_output = binary_output
+
+    @property
+    def content_type(self) -> str | None:
+        """The request's `parameters.content_type` (`"pd"`: the inputs are a table's columns)."""
+        value = self.parameters.get("content_type")
+        return value if isinstance(value, str) else None
+
+    def as_dataframe(self) -> Any:
+        """The inputs as a pandas DataFrame, one column per input named by it (as KServe's
+        `InferRequest.as_dataframe`)."""
+        from knserve.runtime.protocols.dataframe import v2_frame
+
+        return v2_frame(self.inputs)
 
 
 class InferOutput:
@@ -204,7 +232,7 @@ def _decode_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Inf
     if "data" not in raw:
         raise InvalidInput(f'input {name!r} has no "data" (and no binary_data_size)')
     array = decode_tensor(name, datatype, shape, raw["data"])
-    return InferInput(name, datatype, shape, array, parameters), offset
+    return InferInput(name, datatype, shape, array, parameters, raw["data"]), offset
 
 
 def _is_shape(shape: Any) -> TypeGuard[list[int]]:

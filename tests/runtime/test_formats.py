@@ -33,13 +33,21 @@ def test_sklearn_predicts_like_sklearn(tmp_path: Path, filename: str) -> None:
 
 
 @pytest.mark.parametrize("filename", ["model.json", "model.ubj", "model.bst"])
-def test_xgboost_classifier_predicts_its_classes(tmp_path: Path, filename: str) -> None:
+def test_xgboost_classifier_answers_as_kserve_and_its_classes(
+    tmp_path: Path, filename: str
+) -> None:
+    import xgboost as xgb
+
     model, x = train_xgboost(tmp_path, filename)
     assert detect_format(tmp_path) == "xgboost"
     predictor = load_predictor(tmp_path)
+    # output-0 is KServe's xgbserver answer (xgbserver/model.py): Booster.predict on a DMatrix
+    first = predictor.outputs[0]
+    assert (first.name, first.datatype, first.shape) == ("output-0", "FP32", (-1, 3))
     (got,) = predictor.predict([x])
-    np.testing.assert_array_equal(got, model.predict(x))
-    (proba,) = predictor.predict([x], ["predict_proba"])
+    np.testing.assert_array_equal(got, model.get_booster().predict(xgb.DMatrix(x)))
+    classes, proba = predictor.predict([x], ["predict", "predict_proba"])
+    np.testing.assert_array_equal(classes, model.predict(x))
     np.testing.assert_array_equal(proba, model.predict_proba(x))
 
 

@@ -34,6 +34,10 @@ def framework_predict(fmt: str, model, rows: np.ndarray) -> np.ndarray:  # type:
             return model(torch.from_numpy(rows.astype(np.float32))).numpy()
     if fmt == "onnx":
         return model.predict(rows)  # the sklearn model skl2onnx converted
+    if fmt == "xgboost":  # KServe's xgbserver answers the Booster's prediction (probabilities)
+        import xgboost as xgb
+
+        return model.get_booster().predict(xgb.DMatrix(rows))
     return model.predict(rows)
 
 

@@ -43,7 +43,8 @@ async def test_infer_equals_sklearn_and_echoes_the_id(iris_model) -> None:  # ty
         body = response.json()
         assert body["id"] == "req-7" and body["model_name"] == "iris"
         (out,) = body["outputs"]
-        assert (out["name"], out["datatype"], out["shape"]) == ("predict", "INT64", [5])
+        # KServe's sklearnserver names its one output output-0 (utils.py, get_predict_response)
+        assert (out["name"], out["datatype"], out["shape"]) == ("output-0", "INT64", [5])
         assert out["data"] == model.predict(x[:5].astype(np.float32)).tolist()
 
 
@@ -64,7 +65,7 @@ async def test_requested_outputs_and_nested_data(iris_model) -> None:  # type: i
             "/v2/models/iris/infer", json={**body, "outputs": [{"name": "logits"}]}
         )
         assert unknown.status_code == 400
-        assert "'predict', 'predict_proba'" in unknown.json()["error"]
+        assert "'output-0', 'predict', 'predict_proba'" in unknown.json()["error"]
 
 
 async def test_metadata_ready_server_and_versions(iris_model) -> None:  # type: ignore[no-untyped-def]

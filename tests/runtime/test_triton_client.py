@@ -62,9 +62,9 @@ def test_triton_client_infers_with_binary_tensors(server) -> None:  # type: igno
     assert result.get_response()["id"] == "t-1"
     np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(rows))
 
-    # no outputs named: every default output comes back, binary by Triton's default
+    # no outputs named: every default output comes back (KServe's output-0), binary by default
     result = client.infer("iris", [tensor])
-    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(rows))
+    np.testing.assert_array_equal(result.as_numpy("output-0"), model.predict(rows))
     client.close()
 
 
