@@ -56,9 +56,11 @@ def encode(result: Any) -> bytes:
     if isinstance(result, dict):
         return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
     if isinstance(result, np.ndarray):
+        if result.dtype.kind == "f" and result.dtype != np.float64:
+            # KServe answers `result.tolist()` (utils.py, get_predict_response): FP32 values as
+            # the float64 they widen to, not float32's shortest form that orjson would write.
+            result = result.astype(np.float64)
         # orjson writes C-contiguous numeric arrays natively; anything else goes through tolist.
-        native = (
-            result.dtype.kind in "biuf" and result.dtype != np.float16 and result.flags.c_contiguous
-        )
+        native = result.dtype.kind in "biuf" and result.flags.c_contiguous
         return encode_predictions(result if native else result.tolist())
     return encode_predictions(result)

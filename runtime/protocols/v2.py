@@ -22,7 +22,7 @@ import orjson
 from knserve.runtime.datatypes import DATATYPES, TO_NUMPY, datatype_of
 from knserve.runtime.errors import InvalidInput
 
-_JSON_NATIVE = frozenset("biuf")  # NumPy kinds orjson serialises directly (float16 aside)
+_JSON_NATIVE = frozenset("biuf")  # NumPy kinds orjson serialises directly
 
 
 class InferInput:
@@ -363,10 +363,13 @@ def json_data(array: np.ndarray) -> Any:
     """Row-major flat data of an array in a form orjson serialises (NumPy where it can)."""
     flat = array.ravel()
     kind = flat.dtype.kind
-    if kind in _JSON_NATIVE and flat.dtype != np.float16:
+    if kind == "f" and flat.dtype != np.float64:
+        # KServe writes an FP32/FP16 value as the float64 it widens to (InferOutput's
+        # set_data_from_numpy: `.item()` of each element), so a client reading the JSON as float64
+        # gets exactly the model's value widened; orjson alone writes float32's shortest form.
+        return flat.astype(np.float64)
+    if kind in _JSON_NATIVE:
         return flat if flat.flags.c_contiguous else np.ascontiguousarray(flat)
-    if flat.dtype == np.float16:
-        return flat.astype(np.float32)
     return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat.tolist()]
 
 
