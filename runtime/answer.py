@@ -83,6 +83,11 @@ async def _predictor_v1(
         t1 = time.perf_counter()
         # a table is predicted alone: the batcher stacks arrays, and its columns may be of any type
         (predictions,) = await served.run_sync(table.predict_frame, frame, first)
+    elif all(isinstance(i, str) for i in instances):
+        # KServe's tabular servers hand strings to the model as a list (get_predict_input)
+        table = frame_predictor(served, predictor)
+        t1 = time.perf_counter()
+        (predictions,) = await served.run_sync(table.predict_objects, instances, first)
     else:
         array = v1.rows_array(instances)
         check_width(served, predictor, [array])
@@ -103,10 +108,16 @@ async def _predictor_v2(
     m = served.metrics
     t0 = time.perf_counter()
     infer = decode_v2(request, served.name)
-    frame = None
+    table: Any = None  # what the model takes as is, when it is no tensor
     if infer.content_type == "pd":
-        table = frame_predictor(served, predictor)
-        frame = infer.as_dataframe()
+        table = frame_predictor(served, predictor).predict_frame, infer.as_dataframe()
+    elif (
+        len(infer.inputs) == 1
+        and infer.inputs[0].datatype == "BYTES"
+        and isinstance(predictor, FramePredictor)
+    ):
+        # KServe's tabular servers hand a BYTES input to the model as a list of str
+        table = predictor.predict_objects, infer.inputs[0].column()
     else:
         arrays = match_inputs(served, predictor, infer.inputs)
         check_width(served, predictor, arrays)
@@ -125,10 +136,10 @@ async def _predictor_v2(
     else:
         binary_flags = [infer.binary_output] * len(predictor.default_outputs)
     t1 = time.perf_counter()
-    if frame is None:
+    if table is None:
         results = await served.predict_arrays(arrays, names)
     else:
-        results = await served.run_sync(table.predict_frame, frame, names)
+        results = await served.run_sync(*table, names)
     t2 = time.perf_counter()
     out_names = names or predictor.default_outputs
     body, header_length = v2.encode_response(

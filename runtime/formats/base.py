@@ -50,10 +50,16 @@ class Predictor(Protocol):
 
 @runtime_checkable
 class FramePredictor(Protocol):
-    """A Predictor that also takes a table: a pandas DataFrame from a named-column request (V1
-    `instances` of objects, V2 `content_type: pd`), matched to the model's fitted columns."""
+    """A Predictor that also takes what KServe's tabular servers hand their framework as is: a
+    pandas DataFrame from a named-column request (V1 `instances` of objects, V2
+    `content_type: pd`), matched to the model's fitted columns; or a list of str (V1 instances
+    that are strings, a V2 BYTES input) for a model whose first step reads text."""
 
     feature_names: list[str] | None  # the columns the model was fitted on, when it knows them
+
+    def predict_objects(
+        self, data: Any, outputs: Sequence[str] | None = None
+    ) -> list[np.ndarray]: ...
 
     def predict_frame(
         self, frame: Any, outputs: Sequence[str] | None = None

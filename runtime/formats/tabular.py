@@ -73,10 +73,13 @@ class TabularPredictor:
 
     def predict_frame(self, frame: Any, outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """The outputs for a pandas DataFrame, its columns matched to the model's features."""
-        table = self.columns_of(frame)
+        return self.predict_objects(self.columns_of(frame), outputs)
+
+    def predict_objects(self, data: Any, outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """The outputs for `data` handed to the framework as it is (a table, a list of str)."""
         if outputs is None:
-            return [np.asarray(self._default(table))]
-        return [np.asarray(self._fns[name](table)) for name in outputs]
+            return [np.asarray(self._default(data))]
+        return [np.asarray(self._fns[name](data)) for name in outputs]
 
     def columns_of(self, frame: Any) -> Any:
         """`frame` with the model's feature columns in the order it was fitted on."""

@@ -226,3 +226,26 @@ async def test_a_tensor_model_refuses_named_columns(tmp_path: Path) -> None:
         response = await client.post("/v1/models/onnx:predict", json={"instances": [row]})
         assert response.status_code == 400
         assert "takes tensors, not named columns" in response.json()["error"]
+
+
+async def test_strings_reach_a_text_pipeline_as_a_list(tmp_path: Path) -> None:
+    """V1 instances that are strings and a V2 BYTES input reach the model as a list of str, as
+    KServe's get_predict_input hands them over."""
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["a fine film", "great acting", "loved it", "dull plot", "awful film", "hated it"]
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, [1, 1, 1, 0, 0, 0])
+    joblib.dump(model, tmp_path / "model.joblib")
+    asked = ["a great film", "a dull film", "hated the acting"]
+    expected = model.predict(asked).tolist()
+    async with serving(model_settings("reviews", tmp_path)) as (client, _):
+        v1 = await client.post("/v1/models/reviews:predict", json={"instances": asked})
+        assert v1.status_code == 200, v1.text
+        assert v1.json()["predictions"] == expected
+        tensor = {"name": "text", "shape": [len(asked)], "datatype": "BYTES", "data": asked}
+        v2 = await client.post("/v2/models/reviews/infer", json={"inputs": [tensor]})
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["outputs"][0]["data"] == expected
