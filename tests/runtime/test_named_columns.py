@@ -174,6 +174,35 @@ async def test_strings_and_numbers_in_one_table_v1_and_v2(mixed_type_model) -> N
         np.testing.assert_array_equal(out["data"], expected)
 
 
+async def test_a_pd_request_with_binary_tensors_from_tritons_client(mixed_type_model) -> None:  # type: ignore[no-untyped-def]
+    """Triton's client sends tensors as binary data by default; its columns are the same table."""
+    http = pytest.importorskip("tritonclient.http")
+    folder, model, frame = mixed_type_model
+    rows = frame.iloc[10:15]
+    inputs = []
+    for name, datatype, values in (
+        ("zone", "BYTES", rows["zone"].to_numpy(dtype=object)),
+        ("area", "INT64", rows["area"].to_numpy()),
+        ("quality", "INT64", rows["quality"].to_numpy()),
+    ):
+        tensor = http.InferInput(name, [len(rows)], datatype)
+        tensor.set_data_from_numpy(values)  # binary_data=True by default
+        inputs.append(tensor)
+    body, header_length = http.InferenceServerClient.generate_request_body(
+        inputs, parameters={"content_type": "pd"}
+    )
+    assert header_length is not None  # the tensors really travel as binary data
+    headers = {"Inference-Header-Content-Length": str(header_length)}
+    async with serving(model_settings("house", folder)) as (client, _):
+        response = await client.post("/v2/models/house/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    # asking for no output, Triton's client wants them all back as binary data too
+    result = http.InferenceServerClient.parse_response_body(
+        response.content, header_length=int(response.headers["inference-header-content-length"])
+    )
+    np.testing.assert_array_equal(result.as_numpy("output-0"), model.predict(rows))
+
+
 async def test_xgboost_fitted_on_a_frame_answers_kserves_booster_predict(tmp_path: Path) -> None:
     xgb = pytest.importorskip("xgboost")
     frame, y = iris_frame()
