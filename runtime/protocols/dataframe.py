@@ -102,8 +102,10 @@ def _is_row(instance: dict[str, Any]) -> bool:
 
 
 def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    return "number" if isinstance(value, int | float) else type(value).__name__
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "list"
