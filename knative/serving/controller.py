@@ -280,8 +280,14 @@ class Controller:
             active, reason = "False", "NoTraffic"
         else:
             active, reason = decision.active, decision.active_reason
+        fetching = self.supervisor.storage.progress(namespace, rname)
         conditions = revision_conditions(
-            previous, initialized=initialized, failure=failure, active=active, active_reason=reason
+            previous,
+            initialized=initialized,
+            failure=failure,
+            active=active,
+            active_reason=reason,
+            deploying=fetching.message() if fetching else None,
         )
         new_status: dict[str, Any] = {
             "observedGeneration": rev["metadata"]["generation"],

@@ -55,6 +55,7 @@ def revision_conditions(
     failure: ContainerFailure | None,
     active: str,
     active_reason: str = "",
+    deploying: str | None = None,
 ) -> Conditions:
     """Ready, ContainerHealthy, ResourcesAvailable and Active of a Revision.
 
@@ -62,6 +63,8 @@ def revision_conditions(
     is what makes the resources available and the container healthy (PropagateAutoscalerStatus).
     `failure`: a replica exited with no replica ready (the revision reconciler's check of a
     crashing pod's LastTerminationState). `active`: the PA's Active status and reason.
+    `deploying`: what the revision waits for while it deploys (the storage initializer's
+    progress), the message of its Unknown conditions.
     """
     if failure is not None and failure.exit_code is not None:
         # ExitCodeReason and RevisionContainerExitingMessage, as Knative words them
@@ -80,7 +83,7 @@ def revision_conditions(
     elif initialized:
         healthy = condition("ContainerHealthy", "True", previous=previous)
     else:
-        healthy = condition("ContainerHealthy", "Unknown", "Deploying", previous=previous)
+        healthy = condition("ContainerHealthy", "Unknown", "Deploying", deploying, previous)
     if initialized:
         available = condition("ResourcesAvailable", "True", previous=previous)
     elif active == "False" and active_reason == "TimedOut":
@@ -92,7 +95,7 @@ def revision_conditions(
             previous,
         )
     else:
-        available = condition("ResourcesAvailable", "Unknown", "Deploying", previous=previous)
+        available = condition("ResourcesAvailable", "Unknown", "Deploying", deploying, previous)
     if active == "True":
         act = condition("Active", "True", previous=previous)
     else:

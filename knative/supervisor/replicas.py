@@ -37,6 +37,7 @@ from knserve.knative.supervisor.images import ImageError, resolve
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.port_map import PortError
 from knserve.knative.supervisor.port_map_shim import ReplicaPorts
+from knserve.knative.supervisor.storage_initializer import InitFailure, StorageInitializer
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class Supervisor:
         self._revisions: dict[tuple[str, str], _Revision] = {}
         self._subscribers: list[Callable[[str, str], None]] = []
         self._closing = False
+        # KServe's storage-initializer: a revision's model, fetched before its first replica
+        self.storage = StorageInitializer(self.log_dir, self._notify, self.launcher.records)
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -191,12 +194,14 @@ class Supervisor:
         if rev is None:
             return
         rev.desired = 0
+        self.storage.forget(namespace, revision)
         await asyncio.gather(*(self._stop(rev, r) for r in list(rev.replicas)))
         self._notify(namespace, revision)
 
     async def close(self) -> None:
         self._closing = True
         await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
+        await self.storage.close()
         await self.launcher.close()
 
     # ---- replicas ----------------------------------------------------------------------------
@@ -231,9 +236,22 @@ class Supervisor:
                 K_CONFIGURATION=spec.configuration,
                 K_REVISION=spec.revision,
             )
+            try:  # the init container: the model fetched, /mnt/models mapped to its folder
+                container = await self.storage.container_for(
+                    spec.namespace, spec.revision, spec.container, spec.annotations, env
+                )
+            except InitFailure as exc:  # as a crashing init container: reported, restarted
+                rev.failures += 1
+                rev.terminated, rev.failure = (exc.exit_code, exc.message), exc.message
+                self._notify(spec.namespace, spec.revision)
+                await asyncio.sleep(restart_delay(rev.failures))
+                continue
+            env.update(
+                {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+            )
             try:
-                argv, cwd = resolve(spec.container, env)
-                mapped, note = await self.ports.env(spec.container, replica.port, argv, env)
+                argv, cwd = resolve(container, env)
+                mapped, note = await self.ports.env(container, replica.port, argv, env)
             except (ImageError, PortError) as exc:
                 rev.failure = str(exc)
                 self._notify(spec.namespace, spec.revision)

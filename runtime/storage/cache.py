@@ -27,6 +27,9 @@ log = logging.getLogger("knserve.runtime.storage")
 MIB = 1 << 20
 # One progress line each time this much more has arrived (a large model logs a line per step).
 PROGRESS_STEP = 100 * MIB
+# Told of every chunk fetched, (uri, bytes so far, total or None), from the fetching thread:
+# the storage initializer's progress lines (`python -m knserve.runtime.storage`).
+progress_listeners: list[Callable[[str, int, int | None], None]] = []
 
 
 def default_cache_dir() -> Path:
@@ -96,10 +99,16 @@ class Progress:
         self.done = 0
         self._next = self.step
         self._lock = threading.Lock()
+        for listener in progress_listeners:  # the total is news before the first byte
+            listener(uri, 0, total)
 
     def add(self, n: int) -> None:
         with self._lock:
             self.done += n
+            done = self.done
+        for listener in progress_listeners:
+            listener(self.uri, done, self.total)
+        with self._lock:
             if self.done < self._next:
                 return
             self._next = (self.done // self.step + 1) * self.step
