@@ -338,7 +338,7 @@ class InferenceServiceController:
         namespace = meta["namespace"]
         if event.kind is ISVC:
             self.mark(namespace, meta["name"])
-        elif event.kind is SERVICE:
+        elif event.kind is SERVICE or event.kind is REVISION:  # a revision: model progress
             owner = (meta.get("labels") or {}).get(ISVC_LABEL)
             if owner:
                 self.mark(namespace, owner)

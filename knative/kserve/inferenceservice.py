@@ -41,6 +41,10 @@ KIND = "InferenceService"
 COMPONENTS = ("predictor", "transformer", "explainer")
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 COMPONENT_LABEL = "component"
+# Where KServe's controller puts a component's storage URI for its storage initializer (which
+# fetches it into /mnt/models), and the container env that names it on custom containers.
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+STORAGE_URI_ENV = "STORAGE_URI"
 # Annotations that describe the InferenceService object itself and must not leak into revisions.
 _NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -167,10 +171,16 @@ def knative_services(
             container = _predictor_container(comp, meta, runtimes)
         else:
             container = _chained_container(comp, path, name, predictor_host, target)
+        storage_uri = _storage_uri(comp, component, container)
         container["env"] = _merge_env(
             container.get("env") or [], _feature_env(comp, component, name, namespace)
         )
-        services.append(_service(isvc, component, comp, container, rolled_out.get(component)))
+        service = _service(isvc, component, comp, container, rolled_out.get(component))
+        if storage_uri:  # for KServe's storage initializer, which puts the model at /mnt/models
+            service["spec"]["template"]["metadata"]["annotations"][STORAGE_URI_ANNOTATION] = (
+                storage_uri
+            )
+        services.append(service)
     return services
 
 
@@ -313,8 +323,6 @@ def _predictor_container(
     container = copy.deepcopy(dict(base))
     container["name"] = SERVER_CONTAINER
     container["args"] = [render_placeholders(a, meta) for a in container.get("args") or []]
-    if model.get("storageUri"):
-        container["args"].append(f"--storage_uri={model['storageUri']}")
     # The model's own container fields override the runtime's, as in KServe.
     for field in ("image", "command", "workingDir", "resources", "ports", "readinessProbe"):
         if model.get(field):
@@ -322,6 +330,27 @@ def _predictor_container(
     container["args"] += list(model.get("args") or [])
     container["env"] = _merge_env(container.get("env") or [], model.get("env") or [])
     return container
+
+
+def _storage_uri(
+    comp: Mapping[str, Any], component: str, container: Mapping[str, Any]
+) -> str | None:
+    """KServe's `GetStorageUri`: a predictor model's `storageUri`; for custom containers (any
+    component) the main container's `STORAGE_URI` env, which KServe's webhook points at
+    /mnt/models."""
+    model = predictor_model(comp) if component == "predictor" else None
+    if model is not None:
+        return model.get("storageUri") or None
+    uri = next(
+        (e.get("value") for e in container.get("env") or [] if e.get("name") == STORAGE_URI_ENV),
+        None,
+    )
+    problem = storage_uri_error(uri) if uri else None
+    if problem:
+        raise InvalidInferenceService(
+            f"spec.{component}.containers env {STORAGE_URI_ENV}: {problem}"
+        )
+    return uri or None
 
 
 def _chained_container(

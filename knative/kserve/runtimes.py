@@ -52,6 +52,7 @@ def builtin_runtimes() -> list[dict[str, Any]]:
                             "image": RUNTIME_IMAGE,
                             "args": [
                                 "--model_name={{.Name}}",
+                                "--model_dir=/mnt/models",
                                 f"--model_format={model_format}",
                             ],
                             # traffic only once the model is loaded, not when the port opens

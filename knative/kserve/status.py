@@ -20,7 +20,8 @@ Conditions, with KServe's names (`PropagateStatus`, `PropagateCrossComponentStat
 
 `url` is the InferenceService's own host; `address.url` its cluster-local address
 `http://{isvc}.{namespace}.svc.cluster.local` (the local plane's gateway answers it too).
-`modelStatus` is `knative.kserve.model_status`'s.
+`modelStatus` is `knative.kserve.model_status`'s. While the storage initializer fetches the
+model, an Unknown `PredictorReady` carries its progress from the predictor's revision.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def isvc_status(
         ksvc = ksvcs.get(component)
         ready, route, configuration = _CONDITIONS_OF[component]
         conditions[ready] = ready_condition(ksvc)
+        if component == "predictor":
+            conditions[ready] = _with_progress(conditions[ready], predictor_revision)
         for ours, theirs in ((route, "RoutesReady"), (configuration, "ConfigurationsReady")):
             found = _ksvc_condition(ksvc, theirs) if ksvc is not None else None
             if found is not None:  # KServe sets nothing for a condition the ksvc lacks
@@ -187,6 +190,18 @@ def isvc_status(
         spec_failure=spec_failure,
     )
     return status
+
+
+def _with_progress(cond: Condition, revision: Mapping[str, Any] | None) -> Condition:
+    """An Unknown `PredictorReady` with no message takes the deploying revision's (the storage
+    initializer's progress), which Knative's Configuration does not carry up; KServe shows the
+    same stage as modelStatus `Loading`."""
+    if cond[0] != "Unknown" or cond[2] or revision is None:
+        return cond
+    for found in (revision.get("status") or {}).get("conditions") or []:
+        if found.get("type") == "Ready" and found.get("status") == "Unknown":
+            return cond if not found.get("message") else (cond[0], cond[1], found["message"])
+    return cond
 
 
 def _ksvc_condition(ksvc: Mapping[str, Any], ctype: str) -> Condition | None:

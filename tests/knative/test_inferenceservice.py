@@ -63,10 +63,15 @@ def test_sklearn_iris_becomes_one_predictor_service_running_the_builtin_runtime(
     assert container["image"] == "knserve/runtime:latest"
     assert container["args"] == [
         "--model_name=sklearn-iris",
+        "--model_dir=/mnt/models",
         "--model_format=sklearn",
-        "--storage_uri=file:///models/iris",
     ]
     annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
+    # KServe's storage initializer fetches it into /mnt/models; nothing is appended to the args
+    assert (
+        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "file:///models/iris"
+    )
     assert annotations["autoscaling.knative.dev/min-scale"] == "1"  # KServe's default
     assert "autoscaling.knative.dev/max-scale" not in annotations
     assert ksvc["spec"]["traffic"] == [{"tag": "latest", "latestRevision": True, "percent": 100}]
@@ -80,7 +85,7 @@ def test_framework_shorthand_selects_the_runtime_of_that_format(framework: str) 
         "containers"
     ][0]
     assert f"--model_format={framework}" in container["args"]
-    assert "--storage_uri=file:///m" in container["args"]
+    assert "--model_dir=/mnt/models" in container["args"]
 
 
 def test_component_fields_map_to_knative_annotations_and_spec() -> None:

@@ -85,7 +85,13 @@ def test_export_prints_the_knative_service_of_sklearn_iris(tmp_path: Path) -> No
     assert ksvc["metadata"]["namespace"] == "default"
     assert "ownerReferences" not in ksvc["metadata"]  # no uid yet: a cluster would refuse it
     container = ksvc["spec"]["template"]["spec"]["containers"][0]
-    assert "--storage_uri=gs://kfserving-examples/models/sklearn/1.0/model" in container["args"]
+    assert (
+        ksvc["spec"]["template"]["metadata"]["annotations"][
+            "internal.serving.kserve.io/storage-initializer-sourceuri"
+        ]
+        == "gs://kfserving-examples/models/sklearn/1.0/model"
+    )
+    assert "--model_dir=/mnt/models" in container["args"]
 
 
 def test_export_for_kube_gives_cluster_local_predictor_hosts(tmp_path: Path) -> None:

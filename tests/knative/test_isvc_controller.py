@@ -62,8 +62,10 @@ async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservi
     annotations = svc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/min-scale"] == "0"
     assert annotations["autoscaling.knative.dev/max-scale"] == "3"
-    container = svc["spec"]["template"]["spec"]["containers"][0]
-    assert "--storage_uri=file:///models/v1" in container["args"]
+    assert (
+        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "file:///models/v1"
+    )
     assert svc["spec"]["traffic"] == [{"tag": "latest", "latestRevision": True, "percent": 100}]
     conds = conditions(store)
     assert conds["PredictorReady"]["status"] == "Unknown"
@@ -119,9 +121,10 @@ async def test_a_spec_change_updates_the_service_and_is_not_ready_until_observed
     await controller.reconcile(NS, "iris")
     svc = ksvc(store)
     assert svc["metadata"]["generation"] == 2
+    template_annotations = svc["spec"]["template"]["metadata"]["annotations"]
     assert (
-        "--storage_uri=file:///models/v2"
-        in svc["spec"]["template"]["spec"]["containers"][0]["args"]
+        template_annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "file:///models/v2"
     )
     assert (
         svc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
@@ -303,7 +306,7 @@ async def test_a_servingruntime_in_the_namespace_wins_over_the_builtin_one(
     await controller.reconcile(NS, "iris")
     container = ksvc(store)["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "me/sklearn:1"
-    assert container["args"] == ["--model_name=iris", "--storage_uri=file:///models/v1"]
+    assert container["args"] == ["--model_name=iris"]  # the model comes by /mnt/models
 
 
 async def test_a_service_of_the_same_name_that_belongs_to_someone_else_is_left_alone(
