@@ -41,6 +41,7 @@ from knserve.knative.kserve.controller import InferenceServiceController
 from knserve.knative.serving.controller import Controller
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.replicas import Supervisor
+from knserve.runtime.storage import pvc_env_name
 
 log = logging.getLogger("knserve.plane")
 
@@ -59,6 +60,8 @@ class PlaneSettings:
     broker_port: int = 8082  # the broker ingress, /{namespace}/{broker}
     # Knative's config-features flags (knative/apiserver/features.py); read with features.is_enabled().
     features: Mapping[str, str] = field(default_factory=lambda: dict(FEATURE_DEFAULTS))
+    # persistent volume claims as local folders, for storageUri pvc://CLAIM/PATH (`--pvc`)
+    pvc: Mapping[str, Path] = field(default_factory=dict)
 
 
 class Plane:
@@ -76,6 +79,8 @@ class Plane:
                 "http_proxy": proxy,
                 "NO_PROXY": "127.0.0.1,::1",
                 "no_proxy": "127.0.0.1,::1",
+                # read by the storage initializer (and by knserve.runtime given a pvc:// URI)
+                **{pvc_env_name(claim): str(folder) for claim, folder in settings.pvc.items()},
             },
         )
         ingress = (INGRESS_NAMESPACE, INGRESS_NAME)

@@ -8,6 +8,7 @@ Knative would refuse stops `knserve up` with one line and exit status 2.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,21 @@ def configmap_data(path: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the ConfigMap's data must be a mapping of keys to values")
     return data
+
+
+def pvc_mapping(items: Sequence[str]) -> dict[str, Path]:
+    """`--pvc CLAIM=DIR` options as claim -> existing folder."""
+    claims: dict[str, Path] = {}
+    for item in items:
+        claim, sep, folder = item.partition("=")
+        claim = claim.strip()
+        if not sep or not claim or not folder.strip():
+            raise ValueError(f"--pvc {item!r}: write CLAIM=DIR, e.g. --pvc models=/srv/models")
+        path = Path(folder.strip()).expanduser().resolve()
+        if not path.is_dir():
+            raise ValueError(f"--pvc {item!r}: {path} is not a folder; create it or fix the path")
+        claims[claim] = path
+    return claims
 
 
 @click.command("up")
@@ -99,6 +115,13 @@ def configmap_data(path: Path, name: str) -> dict[str, Any]:
 @click.option(
     "--example", is_flag=True, help="serve KServe's sklearn iris example and print how to call it"
 )
+@click.option(
+    "--pvc",
+    "pvcs",
+    multiple=True,
+    metavar="CLAIM=DIR",
+    help="serve storageUri pvc://CLAIM/… from the folder DIR (repeatable)",
+)
 def cli(
     data_dir: Path | None,
     port: int,
@@ -113,6 +136,7 @@ def cli(
     autoscaler_overrides: tuple[str, ...],
     zygote: bool,
     example: bool,
+    pvcs: tuple[str, ...],
 ) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
@@ -137,6 +161,7 @@ def cli(
         features = features_from_map(
             configmap_data(features_config, "config-features") if features_config else {}
         )
+        claims = pvc_mapping(pvcs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
@@ -152,6 +177,7 @@ def cli(
             example,
             broker_port,
             features=features,
+            pvc=claims,
         )
         run_plane(settings)
     except PortUnavailable as exc:
