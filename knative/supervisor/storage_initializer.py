@@ -9,7 +9,8 @@ supervisor asks `StorageInitializer.container_for`, which:
 
 - runs `python -m knserve.runtime.storage URI` (a process, as an init container is: its own
   environment, killable, off the event loop) once per revision; the fetch lands in the shared
-  content-addressed cache, so other revisions naming the same URI find it there;
+  content-addressed cache, so other revisions naming the same URI find it there (a local path
+  or `file://` URI is used in place, without a process);
 - gives it the replica's environment (the plane's, then the container's `env`) with KServe's S3
   annotations (`serving.kserve.io/s3-endpoint`, `s3-usehttps`, `s3-region`, `s3-verifyssl`, …)
   turned into the variables KServe's controller derives from them: on a cluster they sit on a
@@ -40,8 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from knserve.functions.parent_death import dying_with_parent
+from knserve.runtime.storage import StorageError, resolve_model_uri
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,8 @@ class StorageInitializer:
             return dict(container)
         key = (namespace, revision)
         folder = self._folders.get(key)
+        if folder is None and urlparse(uri).scheme in ("", "file"):
+            folder = self._folders[key] = _local(uri)
         if folder is None:
             task = self._fetches.get(key)
             if task is None:
@@ -275,6 +280,14 @@ class StorageInitializer:
             else:
                 last = message
         return last
+
+
+def _local(uri: str) -> Path:
+    """A local path or file:// URI, used in place: a stat, not worth a process."""
+    try:
+        return resolve_model_uri(uri)
+    except StorageError as exc:
+        raise InitFailure(1, f"{CONTAINER_NAME}: {exc}") from None
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

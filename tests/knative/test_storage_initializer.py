@@ -201,3 +201,16 @@ def test_a_revision_without_a_storage_uri_starts_as_it_is(tmp_path: Path) -> Non
     container = {"args": ["--model_dir=/mnt/models"]}
     out = asyncio.run(init.container_for("ns", "r", container, {}, {}))
     assert out == container
+
+
+def test_a_local_path_is_used_in_place_and_a_missing_one_says_so(tmp_path: Path) -> None:
+    init = StorageInitializer(tmp_path / "logs", lambda ns, rev: None)
+    container = {"args": ["--model_dir=/mnt/models"]}
+    out = asyncio.run(init.container_for("ns", "r", container, {SOURCE: f"file://{tmp_path}"}, {}))
+    assert out["args"] == [f"--model_dir={tmp_path}"]
+    with pytest.raises(InitFailure) as missing:
+        asyncio.run(init.container_for("ns", "r2", container, {SOURCE: "/nowhere/model"}, {}))
+    assert missing.value.message == (
+        "storage-initializer: cannot fetch /nowhere/model from the local file system: "
+        "/nowhere/model does not exist; check the path in storageUri"
+    )

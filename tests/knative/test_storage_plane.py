@@ -54,6 +54,45 @@ def test_kserves_quick_start_yaml_serves_from_the_gcs_emulator_unchanged(
     delete(storage_plane, "sklearn-iris")
 
 
+def test_a_serving_runtime_with_kserves_stock_args_gets_the_model_at_mnt_models(
+    storage_plane: LocalPlane, iris: tuple[Any, bytes], tmp_path: Path
+) -> None:
+    # KServe's kserve-sklearnserver container as its stock YAML has it, as a ServingRuntime
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": "stock-sklearnserver", "namespace": "default"},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "version": "1", "autoSelect": False}],
+            "protocolVersions": ["v1", "v2"],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "kserve/sklearnserver:latest",
+                    "args": [
+                        "--model_name={{.Name}}",
+                        "--model_dir=/mnt/models",
+                        "--http_port=8080",
+                    ],
+                }
+            ],
+        },
+    }
+    obj = isvc("iris-stock", "pvc://models/iris")
+    obj["spec"]["predictor"]["model"]["runtime"] = "stock-sklearnserver"
+    path = tmp_path / "stock.yaml"
+    path.write_text(yaml.safe_dump_all([runtime, obj]))
+    result = storage_plane.knserve("apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    storage_plane.wait_ready("inferenceservices", "iris-stock", timeout=180)
+    answers_as_the_model(storage_plane, "iris-stock", iris[0])
+    args = storage_plane.get("ksvc", "iris-stock-predictor")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert args == ["--model_name=iris-stock", "--model_dir=/mnt/models", "--http_port=8080"]
+    delete(storage_plane, "iris-stock")
+
+
 def test_s3_through_moto_with_kserves_endpoint_annotations(
     storage_plane: LocalPlane, stores: dict[str, Any], iris: tuple[Any, bytes], tmp_path: Path
 ) -> None:
