@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from knserve.runtime.app import create_app
 from knserve.runtime.model import Model
@@ -70,6 +72,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model_dir(given: str) -> str:
+    """`--model_dir`, or `$STORAGE_URI` when it is KServe's /mnt/models and nothing filled it:
+    on Knative without KServe's webhook no storage initializer ran, so the server fetches the
+    model itself (knserve's operator gives the URI as KServe's custom containers name theirs)."""
+    uri = os.environ.get("STORAGE_URI")
+    if given == "/mnt/models" and uri and uri != given and not Path(given).exists():
+        return uri
+    return given
+
+
 def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
     # KServe passes extra flags to its servers (--workers, --predictor_host …); ignore what we
     # do not know rather than refusing to start, as KServe's own servers do.
@@ -80,7 +92,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
     if args.model_dir:
         if not args.model_name:
             parser().error("--model-dir needs --model-name (the name clients call the model by)")
-        models = (ModelSpec(args.model_name, args.model_dir, args.model_format),)
+        models = (ModelSpec(args.model_name, _model_dir(args.model_dir), args.model_format),)
     elif not args.model_repository:
         parser().error("give --model-name and --model-dir, or --model-repository")
     try:

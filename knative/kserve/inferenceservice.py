@@ -172,6 +172,13 @@ def knative_services(
         else:
             container = _chained_container(comp, path, name, predictor_host, target)
         storage_uri = _storage_uri(comp, component, container)
+        if storage_uri and target.cluster:
+            # Where no KServe webhook adds the storage initializer (knserve's operator on plain
+            # Knative), knserve.runtime fetches this itself; KServe's webhook, where it runs,
+            # points it at /mnt/models as it does a custom container's.
+            container["env"] = _merge_env(
+                [{"name": STORAGE_URI_ENV, "value": storage_uri}], container.get("env") or []
+            )
         container["env"] = _merge_env(
             container.get("env") or [], _feature_env(comp, component, name, namespace)
         )

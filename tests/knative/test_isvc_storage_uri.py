@@ -100,3 +100,17 @@ def test_an_unknown_predictor_ready_carries_the_revisions_progress() -> None:
     assert by_type["PredictorReady"]["message"] == progress
     assert by_type["Ready"]["message"] == progress  # what `knserve isvc create --wait` prints
     assert status["modelStatus"]["states"]["targetModelState"] == "Loading"  # as KServe says
+
+
+def test_on_a_cluster_the_runtime_also_gets_the_uri_as_kserves_custom_containers_do() -> None:
+    obj = {
+        "metadata": {"name": "m", "namespace": "default"},
+        "spec": {"predictor": {"sklearn": {"storageUri": "gs://b/m"}}},
+    }
+    (cluster,) = knative_services(obj, builtin_runtimes(), Target(cluster=True))
+    (local,) = knative_services(obj, builtin_runtimes())
+    env = cluster["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "STORAGE_URI", "value": "gs://b/m"} in env
+    assert cluster["spec"]["template"]["metadata"]["annotations"][SOURCE] == "gs://b/m"
+    local_env = local["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any(e["name"] == "STORAGE_URI" for e in local_env)  # the plane's initializer runs

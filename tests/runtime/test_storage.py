@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from model_fixtures import train_sklearn_iris
-from net_fixtures import eventually
+from net_fixtures import eventually, model_server
 from storage_fixtures import serve_handler, tar_gz, zip_bytes
 
 from knserve.runtime.formats import detect_format
@@ -310,3 +310,17 @@ def test_a_large_download_logs_its_progress(
         resolve_model_uri(f"{base}/big.bin", cache_dir=tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fetching")]
     assert lines == [f"fetching {base}/big.bin: {n} MiB of 3 MiB" for n in (1, 2, 3)]
+
+
+@pytest.mark.slow
+def test_without_a_storage_initializer_mnt_models_falls_back_to_storage_uri(
+    tmp_path: Path,
+    sklearn_iris_dir: Path,
+    spawn,  # type: ignore[no-untyped-def]
+    port: int,
+) -> None:
+    # Knative without KServe's webhook: the args name /mnt/models, which nothing filled
+    assert not Path("/mnt/models").exists()
+    env = {"STORAGE_URI": f"file://{sklearn_iris_dir}"}
+    proc = model_server(spawn, "iris", "/mnt/models", port, env)
+    proc.wait_http(f"http://127.0.0.1:{port}/v2/models/iris/ready", timeout=90)
