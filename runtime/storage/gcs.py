@@ -77,8 +77,8 @@ def fetch_gcs(uri: str, folder: Path) -> None:
         files: list[Path] = []
         for blob in blobs:
             target = object_target(folder, blob.name, path, uri)
-            blob.download_to_filename(str(target))
-            progress.add(blob.size or 0)
+            with target.open("wb") as fh:
+                blob.download_to_file(_Counted(fh, progress))
             files.append(target)
     except api.NotFound:
         raise fetch_error(
@@ -102,3 +102,20 @@ def fetch_gcs(uri: str, folder: Path) -> None:
 
 def _message(exc: Any) -> str:
     return one_line(getattr(exc, "message", None) or exc)
+
+
+class _Counted:
+    """A file the client writes a blob into, counting each chunk as it arrives (progress
+    within one large blob, not only between blobs)."""
+
+    def __init__(self, fh: Any, progress: Progress) -> None:
+        self._fh = fh
+        self._progress = progress
+
+    def write(self, data: bytes) -> int:
+        written = self._fh.write(data)
+        self._progress.add(len(data))
+        return int(written)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)

@@ -124,3 +124,30 @@ def test_a_key_file_that_does_not_load_is_reported(
     monkeypatch.setenv("API_ENDPOINT_OVERRIDE", "http://127.0.0.1:9")
     with pytest.raises(StorageError, match=r"the key file .*/key\.json does not load \("):
         resolve_model_uri("gs://models/iris", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.usefixtures("emulated")
+def test_progress_is_counted_within_one_large_blob(
+    gcs_emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from knserve.runtime.storage import cache
+
+    data = random.Random(0).randbytes(3 << 20)
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=gcs_emulator),
+    )
+    client.create_bucket("large").blob("model/weights.bin").upload_from_string(data)
+    seen: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(cache, "progress_listeners", [lambda uri, n, t: seen.append((n, t))])
+    folder = resolve_model_uri("gs://large/model", cache_dir=tmp_path)
+    assert (folder / "weights.bin").read_bytes() == data
+    assert seen[0] == (0, len(data)) and seen[-1] == (len(data), len(data))
+    assert any(0 < n < len(data) for n, _ in seen)  # not only once the blob is whole
