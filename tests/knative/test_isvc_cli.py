@@ -84,8 +84,11 @@ def test_export_prints_the_knative_service_of_sklearn_iris(tmp_path: Path) -> No
     assert ksvc["metadata"]["name"] == "sklearn-iris-predictor"
     assert ksvc["metadata"]["namespace"] == "default"
     assert "ownerReferences" not in ksvc["metadata"]  # no uid yet: a cluster would refuse it
-    container = ksvc["spec"]["template"]["spec"]["containers"][0]
-    assert "--storage_uri=gs://kfserving-examples/models/sklearn/1.0/model" in container["args"]
+    template = ksvc["spec"]["template"]
+    assert template["metadata"]["annotations"][
+        "internal.serving.kserve.io/storage-initializer-sourceuri"
+    ] == "gs://kfserving-examples/models/sklearn/1.0/model"
+    assert "--model_dir=/mnt/models" in template["spec"]["containers"][0]["args"]
 
 
 def test_export_for_kube_gives_cluster_local_predictor_hosts(tmp_path: Path) -> None:
@@ -122,8 +125,8 @@ def test_export_uses_servingruntimes_of_the_same_file(tmp_path: Path) -> None:
     ("text", "message"),
     [
         pytest.param(
-            SKLEARN_IRIS.replace("sklearn\n", "tensorflow\n"),
-            "no serving runtime auto-selects model format 'tensorflow'",
+            SKLEARN_IRIS.replace("sklearn\n", "cobol\n"),
+            "no runtime found to support model format 'cobol'",
             id="no-runtime",
         ),
         pytest.param(
