@@ -50,7 +50,10 @@ KIND = "InferenceService"
 COMPONENTS = ("predictor", "transformer", "explainer")
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 COMPONENT_LABEL = "component"
+# Where KServe's controller puts a component's storage URI for its storage initializer (which
+# fetches it into /mnt/models), and the container env that names it on custom containers.
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+STORAGE_URI_ENV = "STORAGE_URI"
 # Annotations that describe the InferenceService object itself and must not leak into revisions
 # (KServe's ServiceAnnotationDisallowedList, for those knserve meets).
 _NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration", "modelFormat")
@@ -179,11 +182,16 @@ def knative_services(
             container, extra = _predictor_container(comp, meta, runtimes)
         else:
             container = _chained_container(comp, path, name, predictor_host, target)
+        storage_uri = _storage_uri(comp, component, container)
         container["env"] = _merge_env(
             container.get("env") or [], _feature_env(comp, component, name, namespace)
         )
-        ksvc = _service(isvc, component, comp, container, rolled_out.get(component), extra)
-        services.append(ksvc)
+        service = _service(isvc, component, comp, container, rolled_out.get(component), extra)
+        if storage_uri:  # for KServe's storage initializer, which puts the model at /mnt/models
+            service["spec"]["template"]["metadata"]["annotations"][STORAGE_URI_ANNOTATION] = (
+                storage_uri
+            )
+        services.append(service)
     return services
 
 
@@ -210,9 +218,6 @@ def _service(
     annotations.update(comp.get("annotations") or {})
     annotations.update(_autoscaling_annotations(comp))
     annotations.update(_internal_annotations(comp))
-    storage_uri = _storage_uri(comp) if component == "predictor" else None
-    if storage_uri:
-        annotations[STORAGE_URI_ANNOTATION] = storage_uri
     template_spec: dict[str, Any] = {"containers": [container]}
     if comp.get("containerConcurrency") is not None:
         template_spec["containerConcurrency"] = int(comp["containerConcurrency"])
@@ -312,11 +317,6 @@ def _feature_env(
     return env
 
 
-def _storage_uri(predictor: Mapping[str, Any]) -> str | None:
-    model = predictor_model(predictor)
-    return None if model is None else model.get("storageUri")
-
-
 def _predictor_container(
     predictor: Mapping[str, Any], meta: Mapping[str, Any], runtimes: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -325,10 +325,11 @@ def _predictor_container(
     model = predictor_model(predictor)
     if model is None:
         return _first_container(predictor, "spec.predictor"), {}
-    meta = copy.deepcopy(dict(meta))
-    meta.setdefault("namespace", "default")
-    labels_before = dict(meta.get("labels") or {})
-    default_before_selection(meta, model)
+    # KServe's defaults and placeholders work on the InferenceService's metadata (a copy here)
+    defaulted: dict[str, Any] = copy.deepcopy(dict(meta))
+    defaulted.setdefault("namespace", "default")
+    labels_before = dict(defaulted.get("labels") or {})
+    default_before_selection(defaulted, model)
     try:
         runtime = select_runtime(model, runtimes)
     except RuntimeNotFound as exc:
@@ -336,7 +337,7 @@ def _predictor_container(
     problem = storage_uri_error(model["storageUri"]) if model.get("storageUri") else None
     if problem:
         raise InvalidInferenceService(f"spec.predictor.model.storageUri: {problem}")
-    default_after_selection(meta, model, runtime)
+    default_after_selection(defaulted, model, runtime)
     containers = runtime.spec.get("containers") or []
     if not containers:
         raise InvalidInferenceService(
@@ -353,11 +354,32 @@ def _predictor_container(
     container["args"] = [*(container.get("args") or []), *(model.get("args") or [])]
     container["env"] = _merge_env(container.get("env") or [], model.get("env") or [])
     try:
-        container = replace_placeholders(container, meta, runtime.name)
+        container = replace_placeholders(container, defaulted, runtime.name)
     except PlaceholderError as exc:
         raise InvalidInferenceService(str(exc)) from None
-    added = {k: v for k, v in (meta.get("labels") or {}).items() if labels_before.get(k) != v}
+    added = {k: v for k, v in (defaulted.get("labels") or {}).items() if labels_before.get(k) != v}
     return container, added
+
+
+def _storage_uri(
+    comp: Mapping[str, Any], component: str, container: Mapping[str, Any]
+) -> str | None:
+    """KServe's `GetStorageUri`: a predictor model's `storageUri`; for custom containers (any
+    component) the main container's `STORAGE_URI` env, which KServe's webhook points at
+    /mnt/models."""
+    model = predictor_model(comp) if component == "predictor" else None
+    if model is not None:
+        return model.get("storageUri") or None
+    uri = next(
+        (e.get("value") for e in container.get("env") or [] if e.get("name") == STORAGE_URI_ENV),
+        None,
+    )
+    problem = storage_uri_error(uri) if uri else None
+    if problem:
+        raise InvalidInferenceService(
+            f"spec.{component}.containers env {STORAGE_URI_ENV}: {problem}"
+        )
+    return uri or None
 
 
 def _chained_container(

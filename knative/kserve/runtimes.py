@@ -174,7 +174,7 @@ def supports_model(model: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
     """`RuntimeSupportsModel`: the runtime lists the model's format (and version, if the model
     gives one); only autoSelect entries count unless the model names its runtime."""
     named = bool(model.get("runtime"))
-    labels = set()
+    labels: set[tuple[Any, str | None]] = set()
     for entry in spec.get("supportedModelFormats") or []:
         if named or entry.get("autoSelect") is True:
             labels.add((entry.get("name"), None))
@@ -214,7 +214,8 @@ def _by_priority(runtimes: list[SupportedRuntime], format_name: str) -> list[Sup
 def _split(
     runtimes: Iterable[Mapping[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    namespaced, cluster = [], []
+    namespaced: list[Mapping[str, Any]] = []
+    cluster: list[Mapping[str, Any]] = []
     for runtime in runtimes:
         (namespaced if runtime.get("kind") == SERVING_RUNTIME else cluster).append(runtime)
     return namespaced, cluster

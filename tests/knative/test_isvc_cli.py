@@ -85,9 +85,12 @@ def test_export_prints_the_knative_service_of_sklearn_iris(tmp_path: Path) -> No
     assert ksvc["metadata"]["namespace"] == "default"
     assert "ownerReferences" not in ksvc["metadata"]  # no uid yet: a cluster would refuse it
     template = ksvc["spec"]["template"]
-    assert template["metadata"]["annotations"][
-        "internal.serving.kserve.io/storage-initializer-sourceuri"
-    ] == "gs://kfserving-examples/models/sklearn/1.0/model"
+    assert (
+        template["metadata"]["annotations"][
+            "internal.serving.kserve.io/storage-initializer-sourceuri"
+        ]
+        == "gs://kfserving-examples/models/sklearn/1.0/model"
+    )
     assert "--model_dir=/mnt/models" in template["spec"]["containers"][0]["args"]
 
 
