@@ -58,6 +58,7 @@ from knserve.knative.kserve.inferenceservice import (
     components_of,
     knative_services,
 )
+from knserve.knative.kserve.runtime_install import install_builtin_runtimes
 from knserve.knative.kserve.runtimes import RuntimeNotFound, merge_runtimes
 from knserve.knative.kserve.status import isvc_status
 
@@ -351,6 +352,7 @@ class InferenceServiceController:
         self._queue.mark((namespace, name))
 
     async def run(self) -> None:
+        install_builtin_runtimes(self.store)
         async with watching(self.store, self._handle, "isvc-controller-watch"):
             for isvc in self.store.list(ISVC):
                 self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])

@@ -90,8 +90,9 @@ def knserve_runtimes() -> list[dict[str, Any]]:
                 "--model_dir=/mnt/models",
                 f"--model_format={model_format}",
             ],
-            # traffic only once the model is loaded, not when the port opens
-            "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+            # traffic only once the model is loaded, not when the port opens; 8080 is the
+            # container's port (Knative's default), which the plane maps to the replica's
+            "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}},
         }
         runtimes.append(
             {

@@ -19,7 +19,12 @@ from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.store import Store
 from knserve.knative.cli import root
 from knserve.knative.kserve.controller import InferenceServiceController
-from knserve.knative.kserve.runtimes import STOCK_DIR
+from knserve.knative.kserve.runtime_install import (
+    BUILTIN_ANNOTATION,
+    install_builtin_runtimes,
+    spec_digest,
+)
+from knserve.knative.kserve.runtimes import STOCK_DIR, builtin_runtimes
 from knserve.knative.kube.client import KubeClient
 from knserve.knative.kube.operator import Reconciler
 
@@ -200,3 +205,36 @@ def test_the_kube_target_applies_and_reads_cluster_runtimes(kube: KubeClient) ->
     ]
     kube.delete(CSR, "", "kserve-predictiveserver")
     assert kube.list(CSR) == []
+
+
+def test_every_built_in_runtime_passes_the_crd_schema_and_kserve_s_admission(store: Store) -> None:
+    for runtime in builtin_runtimes():
+        store.create(CSR, runtime)  # validated, priorities compared with those created before
+    assert len(store.list(CSR)) == len(builtin_runtimes())
+
+
+def test_the_plane_installs_the_built_in_runtimes_once_and_keeps_a_user_s_change(
+    store: Store,
+) -> None:
+    mine = stock("kserve-xgbserver")
+    mine["spec"]["disabled"] = True
+    store.create(CSR, mine)
+    created = install_builtin_runtimes(store)
+    assert "kserve-xgbserver" not in created and "kserve-sklearnserver" in created
+    assert store.get(CSR, "", "kserve-xgbserver")["spec"]["disabled"] is True
+    assert install_builtin_runtimes(store) == []
+    names = {r["metadata"]["name"] for r in store.list(CSR)}
+    assert names == {r["metadata"]["name"] for r in builtin_runtimes()}
+    # one installed by an older knserve is upgraded; one the user edited since is not
+    older = store.get(CSR, "", "kserve-lgbserver")
+    older["spec"]["containers"][0]["image"] = "kserve/lgbserver:v0.20.0"
+    older["metadata"]["annotations"][BUILTIN_ANNOTATION] = spec_digest(older["spec"])
+    store.replace(CSR, older)
+    edited = store.get(CSR, "", "kserve-pmmlserver")
+    edited["spec"]["containers"][0]["args"].append("--workers=2")
+    store.replace(CSR, edited)
+    assert install_builtin_runtimes(store) == ["kserve-lgbserver"]
+    lgb = store.get(CSR, "", "kserve-lgbserver")["spec"]["containers"][0]["image"]
+    assert lgb == "kserve/lgbserver:v0.21.0"
+    pmml = store.get(CSR, "", "kserve-pmmlserver")["spec"]["containers"][0]["args"]
+    assert pmml[-1] == "--workers=2"
