@@ -67,6 +67,10 @@ def test_a_stock_runtime_yaml_applies_unchanged_with_knserve_apply(
     )
     names = [r["metadata"]["name"] for r in control_api.list(CSR)]
     assert names == ["kserve-huggingfaceserver", "kserve-mlserver", "kserve-tritonserver"]
+    deleted = CliRunner().invoke(root, ["delete", "-f", str(path)], env=env)
+    assert deleted.exit_code == 0, deleted.output
+    assert "clusterservingruntimes.serving.kserve.io/kserve-mlserver deleted" in deleted.output
+    assert [r["metadata"]["name"] for r in control_api.list(CSR)] == ["kserve-huggingfaceserver"]
 
 
 def test_cluster_scoped_paths_as_the_api_server_has_them(control_api: Client) -> None:
