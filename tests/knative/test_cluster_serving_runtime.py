@@ -4,6 +4,7 @@ the CLI and the kube target, KServe's admission rules, and the controller reacti
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from isvc_fixtures import ISVC, NS, SERVICE, conditions, iris, ksvc
+from net_fixtures import eventually
 
 from knserve.knative.apiserver.client import Client
 from knserve.knative.apiserver.errors import Invalid, NotFound
@@ -26,7 +28,7 @@ from knserve.knative.kserve.runtime_install import (
 )
 from knserve.knative.kserve.runtimes import STOCK_DIR, builtin_runtimes
 from knserve.knative.kube.client import KubeClient
-from knserve.knative.kube.operator import Reconciler
+from knserve.knative.kube.operator import Reconciler, run
 
 CSR = named("clusterservingruntimes")
 SR = named("servingruntimes")
@@ -242,3 +244,35 @@ def test_the_plane_installs_the_built_in_runtimes_once_and_keeps_a_user_s_change
     assert lgb == "kserve/lgbserver:v0.21.0"
     pmml = store.get(CSR, "", "kserve-pmmlserver")["spec"]["containers"][0]["args"]
     assert pmml[-1] == "--workers=2"
+
+
+@pytest.mark.slow
+def test_the_kopf_operator_reconciles_again_when_a_cluster_runtime_changes(
+    kube: KubeClient, kubeconfig: Path
+) -> None:
+    operator_client = KubeClient.from_kubeconfig(kubeconfig)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=run,
+        args=(operator_client,),
+        kwargs={"posting": False, "stop_flag": stop, "ready_flag": ready, "clusterwide": True},
+        name="kopf-operator",
+    )
+    thread.start()
+    try:
+        assert ready.wait(15)
+        kube.apply(iris())
+
+        def image() -> str | None:
+            found = kube.find(SERVICE, "default", "iris-predictor")
+            return found["spec"]["template"]["spec"]["containers"][0]["image"] if found else None
+
+        assert eventually(image) == "kserve/sklearnserver:v0.21.0"
+        mine = stock("kserve-sklearnserver")
+        mine["spec"]["containers"][0]["image"] = "kserve/sklearnserver:mine"
+        kube.apply(mine)  # a ClusterServingRuntime event: every InferenceService again
+        eventually(lambda: image() == "kserve/sklearnserver:mine")
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
