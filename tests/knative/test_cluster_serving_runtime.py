@@ -276,3 +276,16 @@ def test_the_kopf_operator_reconciles_again_when_a_cluster_runtime_changes(
         stop.set()
         thread.join(20)
     assert not thread.is_alive()
+
+
+def test_export_selects_among_the_file_s_cluster_runtimes(tmp_path: Path) -> None:
+    mine = stock("kserve-sklearnserver")
+    mine["spec"]["containers"][0]["image"] = "registry.example/sklearnserver:mine"
+    path = tmp_path / "objects.yaml"
+    path.write_text(yaml.safe_dump_all([mine, iris()]))
+    result = CliRunner().invoke(root, ["export", "-f", str(path), "--target", "kube"])
+    assert result.exit_code == 0, result.output
+    (exported,) = yaml.safe_load_all(result.output)
+    container = exported["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/sklearnserver:mine"
+    assert container["args"] == ["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"]
