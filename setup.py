@@ -35,6 +35,7 @@ setup(
         "knserve.scaffolds": ["templates/**/*", "templates/**/.*"],
         "knserve.knative": ["crds/*.yaml", "deploy/*"],
         "knserve.knative.supervisor": ["*.c"],
+        "knserve.knative.kserve": ["stock_runtimes/*.yaml"],
         "knserve.eventing": ["crds/*.yaml"],
         "knserve.functions": ["*.json"],
     },

@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-format",
         "--model_format",
+        # KServe's predictiveserver names the format so (`--framework={{.Annotations.modelFormat}}`)
+        "--framework",
         dest="model_format",
         help="sklearn, xgboost, lightgbm, onnx, pytorch or custom (detected when absent)",
     )

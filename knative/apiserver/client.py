@@ -85,13 +85,13 @@ class Client:
         return self._call("GET", self._path(kind, namespace), params=params)["items"]
 
     def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        namespace = obj.setdefault("metadata", {}).setdefault("namespace", "default")
+        namespace = in_scope(kind, obj)
         return self._call("POST", self._path(kind, namespace), json=obj)
 
     def replace(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         return self._call(
-            "PUT", self._path(kind, meta.get("namespace", "default"), meta["name"]), json=obj
+            "PUT", self._path(kind, kind.scope(meta.get("namespace")), meta["name"]), json=obj
         )
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -111,9 +111,9 @@ class Client:
         """Create the object, or replace its spec (and labels/annotations) if it exists."""
         kind = kind_of(obj)
         meta = obj.setdefault("metadata", {})
-        meta["namespace"] = namespace or meta.get("namespace") or "default"
+        scope = in_scope(kind, obj, namespace)
         try:
-            current = self.get(kind, meta["namespace"], meta["name"])
+            current = self.get(kind, scope, meta["name"])
         except NotFound:
             return "created", self.create(kind, obj)
         merged = {**current, **{k: v for k, v in obj.items() if k not in ("metadata", "status")}}
@@ -124,6 +124,18 @@ class Client:
         if merged == current:
             return "unchanged", current
         return "configured", self.replace(kind, merged)
+
+
+def in_scope(kind: Kind, obj: dict[str, Any], namespace: str | None = None) -> str:
+    """Put `obj` in its namespace (in place): `namespace`, else its own, else "default"; a
+    cluster-scoped object loses any namespace it names. Returns the namespace ("" for none)."""
+    meta = obj.setdefault("metadata", {})
+    scope = kind.scope(namespace or meta.get("namespace"))
+    if kind.namespaced:
+        meta["namespace"] = scope
+    else:
+        meta.pop("namespace", None)
+    return scope
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from knserve.knative.apiserver import isvc_validation, validation
+from knserve.knative.apiserver import isvc_validation, runtime_validation, validation
 from knserve.knative.apiserver.schema_validation import schema_errors
 
 if TYPE_CHECKING:
@@ -32,10 +32,17 @@ class Kind:
     plane_checks: list[Callable[[dict[str, Any]], list[str]]] = field(default_factory=list)
     # Rules that read config-autoscaler, as Knative's webhook does (None: the config is unknown).
     config_checks: list[ConfigCheck] = field(default_factory=list)
+    # False for a cluster-scoped kind (ClusterServingRuntime): no namespace, stored under "".
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
+
+    def scope(self, namespace: str | None) -> str:
+        """The namespace an object of this kind lives in: "" for a cluster-scoped kind (whatever
+        was given, as the API server ignores it), else `namespace` or "default"."""
+        return (namespace or "default") if self.namespaced else ""
 
     def errors(
         self,
@@ -182,6 +189,17 @@ register(
         "ServingRuntime",
         "servingruntimes",
         "serving.kserve.io_servingruntimes.yaml",
-        [validation.name_errors],
+        [validation.name_errors, runtime_validation.serving_runtime_errors],
+    )
+)
+register(
+    Kind(
+        "serving.kserve.io",
+        "v1alpha1",
+        "ClusterServingRuntime",
+        "clusterservingruntimes",
+        "serving.kserve.io_clusterservingruntimes.yaml",
+        [validation.name_errors, runtime_validation.serving_runtime_errors],
+        namespaced=False,
     )
 )

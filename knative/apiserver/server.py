@@ -47,6 +47,17 @@ def _kind(request: Request) -> Kind:
             f"the server could not find the requested resource {params['plural']}.{params['group']}/"
             f"{params['version']}; it serves: {served()}"
         )
+    namespace = params.get("namespace")
+    if kind.namespaced != (namespace is not None):
+        # As the API server: a namespaced kind has no cluster-wide item path, a cluster-scoped
+        # kind no path under a namespace (listing a namespaced kind across namespaces is fine).
+        listing = namespace is None and "name" not in params and request.method == "GET"
+        if not listing:
+            where = "under /namespaces/{namespace}/" if kind.namespaced else "without a namespace"
+            raise NotFound(
+                f"{kind.plural}.{kind.group} is "
+                f"{'namespaced' if kind.namespaced else 'cluster-scoped'}: address it {where}"
+            )
     return kind
 
 
@@ -57,9 +68,13 @@ def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Re
     if not isinstance(body, dict):
         raise BadRequest("an apply body must be an object")
     meta = body.setdefault("metadata", {})
+    if not kind.namespaced:
+        meta.pop("namespace", None)
     if meta.get("name", name) != name or meta.get("namespace", namespace) != namespace:
         raise BadRequest("metadata.name and metadata.namespace must match the path")
-    meta["name"], meta["namespace"] = name, namespace
+    meta["name"] = name
+    if kind.namespaced:
+        meta["namespace"] = namespace
     if store.find(kind, namespace, name) is None:
         return _json(store.create(kind, body), 201)
     current = store.get(kind, namespace, name)
@@ -91,7 +106,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             obj = await _body(request)
             if isinstance(obj, dict):
                 meta = obj.setdefault("metadata", {})
-                if isinstance(meta, dict):
+                if isinstance(meta, dict) and kind.namespaced:
                     meta.setdefault("namespace", namespace)
                     if meta.get("namespace") != namespace:
                         raise BadRequest(
@@ -114,7 +129,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
 
     async def item(request: Request) -> Response:
         kind = _kind(request)
-        namespace, name = request.path_params["namespace"], request.path_params["name"]
+        namespace, name = request.path_params.get("namespace", ""), request.path_params["name"]
         subresource = request.path_params.get("subresource")
         if subresource not in (None, "status"):
             raise NotFound(f"{kind.plural} have no subresource {subresource!r} (only status)")
@@ -135,9 +150,13 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
             meta = body.setdefault("metadata", {})
+            if not kind.namespaced:
+                meta.pop("namespace", None)
             if meta.get("name", name) != name or meta.get("namespace", namespace) != namespace:
                 raise BadRequest("metadata.name and metadata.namespace must match the path")
-            meta["name"], meta["namespace"] = name, namespace
+            meta["name"] = name
+            if kind.namespaced:
+                meta["namespace"] = namespace
             return _json(store.replace(kind, body, subresource))
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == APPLY_PATCH and subresource is None:
@@ -183,7 +202,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                     {
                         "name": kind.plural,
                         "singularName": kind.kind.lower(),
-                        "namespaced": True,
+                        "namespaced": kind.namespaced,
                         "kind": kind.kind,
                         "verbs": verbs,
                         "shortNames": list(kind.short_names),
@@ -193,7 +212,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                     {
                         "name": f"{kind.plural}/status",
                         "singularName": "",
-                        "namespaced": True,
+                        "namespaced": kind.namespaced,
                         "kind": kind.kind,
                         "verbs": ["get", "patch", "update"],
                     }
@@ -231,7 +250,18 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             item,
             methods=["GET", "PUT", "PATCH"],
         ),
-        Route("/apis/{group}/{version}/{plural}", collection, methods=["GET"]),
+        # cluster-scoped kinds (and, for GET, a namespaced kind across every namespace)
+        Route("/apis/{group}/{version}/{plural}", collection, methods=["GET", "POST"]),
+        Route(
+            "/apis/{group}/{version}/{plural}/{name}",
+            item,
+            methods=["GET", "PUT", "PATCH", "DELETE"],
+        ),
+        Route(
+            "/apis/{group}/{version}/{plural}/{name}/{subresource}",
+            item,
+            methods=["GET", "PUT", "PATCH"],
+        ),
         *core_routes(store),
     ]
 

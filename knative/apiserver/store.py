@@ -40,6 +40,7 @@ from knserve.knative.apiserver.errors import (
     NotFound,
 )
 from knserve.knative.apiserver.kinds import Kind, by_plural, named
+from knserve.knative.apiserver.runtime_validation import runtime_priority_errors
 from knserve.knative.apiserver.validation import revision_reference_errors
 
 SCHEMA = """
@@ -63,6 +64,11 @@ class Event:
     type: str  # ADDED, MODIFIED, DELETED
     kind: Kind
     object: dict[str, Any]
+
+
+def _in(namespace: str) -> str:
+    """` in namespace x` for a message, nothing for a cluster-scoped object."""
+    return f" in namespace {namespace}" if namespace else ""
 
 
 def now() -> str:
@@ -182,9 +188,7 @@ class Store:
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
         found = self._row(kind, namespace, name)
         if found is None:
-            raise NotFound(
-                f'{kind.plural}.{kind.group} "{name}" not found in namespace {namespace}'
-            )
+            raise NotFound(f'{kind.plural}.{kind.group} "{name}" not found{_in(namespace)}')
         return found
 
     def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -221,9 +225,9 @@ class Store:
         if validate:
             self._validate(kind, obj)
         with self._tx() as db:
-            if self._row(kind, meta["namespace"], meta["name"]) is not None:
+            if self._row(kind, meta.get("namespace", ""), meta["name"]) is not None:
                 raise AlreadyExists(
-                    f'{kind.plural}.{kind.group} "{meta["name"]}" already exists in namespace {meta["namespace"]}'
+                    f'{kind.plural}.{kind.group} "{meta["name"]}" already exists{_in(meta.get("namespace", ""))}'
                 )
             meta["uid"] = str(uuid.uuid4())
             meta["resourceVersion"] = str(self._next_rv(db))
@@ -251,10 +255,10 @@ class Store:
         obj = self._prepare(kind, obj)
         meta = obj["metadata"]
         with self._tx() as db:
-            current = self._row(kind, meta["namespace"], meta["name"])
+            current = self._row(kind, meta.get("namespace", ""), meta["name"])
             if current is None:
                 raise NotFound(
-                    f'{kind.plural}.{kind.group} "{meta["name"]}" not found in namespace {meta["namespace"]}'
+                    f'{kind.plural}.{kind.group} "{meta["name"]}" not found{_in(meta.get("namespace", ""))}'
                 )
             given = meta.get("resourceVersion")
             if given and given != current["metadata"]["resourceVersion"]:
@@ -306,9 +310,7 @@ class Store:
         with self._tx() as db:
             current = self._row(kind, namespace, name)
             if current is None:
-                raise NotFound(
-                    f'{kind.plural}.{kind.group} "{name}" not found in namespace {namespace}'
-                )
+                raise NotFound(f'{kind.plural}.{kind.group} "{name}" not found{_in(namespace)}')
             deleted = self._delete_tree(db, kind, current)
             for _, dobj in deleted:
                 dobj["metadata"]["resourceVersion"] = str(self._next_rv(db))
@@ -320,19 +322,19 @@ class Store:
         meta = obj["metadata"]
         db.execute(
             "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
-            (kind.group, kind.plural, meta["namespace"], meta["name"]),
+            (kind.group, kind.plural, meta.get("namespace", ""), meta["name"]),
         )
         deleted = [(kind, obj)]
         # Cascade: everything an owner reference ties to this uid (Kubernetes' background deletion).
         for grp, plural, body in db.execute(
-            "SELECT grp, plural, body FROM objects WHERE namespace=?", (meta["namespace"],)
+            "SELECT grp, plural, body FROM objects WHERE namespace=?", (meta.get("namespace", ""),)
         ).fetchall():
             child = json.loads(body)
             owners = child["metadata"].get("ownerReferences") or []
             if any(ref.get("uid") == meta["uid"] for ref in owners):
                 child_kind = by_plural(grp, plural)
                 if child_kind is not None and self._row(
-                    child_kind, meta["namespace"], child["metadata"]["name"]
+                    child_kind, meta.get("namespace", ""), child["metadata"]["name"]
                 ):
                     deleted += self._delete_tree(db, child_kind, child)
         return deleted
@@ -350,7 +352,10 @@ class Store:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict) or not meta.get("name"):
             raise Invalid(f"{kind.kind}: metadata.name is required")
-        meta.setdefault("namespace", "default")
+        if kind.namespaced:
+            meta.setdefault("namespace", "default")
+        else:  # as the API server does for a cluster-scoped kind
+            meta.pop("namespace", None)
         return obj
 
     def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
@@ -367,6 +372,10 @@ class Store:
             errors = revision_reference_errors(
                 obj, {r["metadata"]["name"]: r["spec"] for r in revisions}
             )
+        if not errors and kind.plural in ("servingruntimes", "clusterservingruntimes"):
+            # KServe's webhook compares priorities with the other runtimes of the same scope.
+            scope = obj["metadata"].get("namespace") if kind.namespaced else None
+            errors = runtime_priority_errors(obj, self.list(kind, scope))
         if errors:
             name = obj["metadata"]["name"]
             raise Invalid(f'{kind.kind} "{name}" is invalid: ' + "; ".join(errors))
@@ -378,7 +387,7 @@ class Store:
             (
                 kind.group,
                 kind.plural,
-                meta["namespace"],
+                meta.get("namespace", ""),
                 meta["name"],
                 meta["uid"],
                 int(meta["resourceVersion"]),

@@ -59,14 +59,14 @@ def apply_object(
     client: Any, obj: dict[str, Any], namespace: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """kubectl apply of one object: ("created" | "configured" | "unchanged", the object)."""
-    from knserve.knative.apiserver.client import kind_of
+    from knserve.knative.apiserver.client import in_scope, kind_of
 
     kind = kind_of(obj)
     meta = obj.setdefault("metadata", {})
-    meta["namespace"] = namespace or meta.get("namespace") or "default"
+    scope = in_scope(kind, obj, namespace)
     modified = with_last_applied(obj)
     try:
-        current = client.get(kind, meta["namespace"], meta["name"])
+        current = client.get(kind, scope, meta["name"])
     except NotFound:
         return "created", client.create(kind, modified)
     original = last_applied(current)
@@ -80,7 +80,7 @@ def apply_object(
     patch = three_way_merge_patch(original, modified, current)
     if not patch:
         return "unchanged", current
-    return "configured", client.patch(kind, meta["namespace"], meta["name"], patch)
+    return "configured", client.patch(kind, scope, meta["name"], patch)
 
 
 @click.command("delete")
@@ -93,7 +93,7 @@ def delete_cli(filename: Path, namespace: str | None, api: str | None) -> None:
     try:
         for obj in load_documents(filename):
             kind = kind_of(obj)
-            ns = namespace or obj.get("metadata", {}).get("namespace") or "default"
+            ns = kind.scope(namespace or obj.get("metadata", {}).get("namespace"))
             try:
                 client.delete(kind, ns, obj["metadata"]["name"])
                 click.echo(f"{kind.plural}.{kind.group}/{obj['metadata']['name']} deleted")

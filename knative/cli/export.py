@@ -1,7 +1,8 @@
 """`knserve export -f FILE`: the Knative Services the InferenceServices of FILE become.
 
 The translation is the controller's own (`knative.kserve.inferenceservice.knative_services`), with the
-built-in serving runtimes plus any ServingRuntime documents of the same file. `--target kube`
+built-in serving runtimes plus the ServingRuntime (of the InferenceService's namespace) and
+ClusterServingRuntime documents of the same file. `--target kube`
 addresses components by their cluster-local names on port 8080, as on a cluster; `local` by the
 local gateway's hosts. An exported InferenceService has no uid yet, and Kubernetes refuses an
 owner reference without one, so such references are left out: the Services stand on their own.
@@ -32,7 +33,7 @@ def _exported(
     from knserve.knative.kserve.runtimes import merge_runtimes
 
     target = Target(domain=domain, cluster=cluster)
-    runtimes = merge_runtimes(d for d in documents if d.get("kind") == "ServingRuntime")
+    cluster_runtimes = [d for d in documents if d.get("kind") == "ClusterServingRuntime"]
     isvcs = [d for d in documents if d.get("kind") == "InferenceService"]
     if not isvcs:
         found = ", ".join(
@@ -43,6 +44,18 @@ def _exported(
     for isvc in isvcs:
         meta = isvc.setdefault("metadata", {})
         meta["namespace"] = namespace or meta.get("namespace") or "default"
+        runtimes = merge_runtimes(
+            [
+                *(
+                    d
+                    for d in documents
+                    if d.get("kind") == "ServingRuntime"
+                    and (namespace or (d.get("metadata") or {}).get("namespace") or "default")
+                    == meta["namespace"]
+                ),
+                *cluster_runtimes,
+            ]
+        )
         try:
             services = knative_services(isvc, runtimes, target)
         except InvalidInferenceService as exc:

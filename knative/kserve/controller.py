@@ -8,8 +8,9 @@ level-based, comparing what should exist with what does:
   `knative.kserve.inferenceservice` (the same code the kopf operator and `knserve export` use), owned by
   the InferenceService (`controller: true`), so deleting it deletes them; a component removed
   from the spec loses its Service;
-- the predictor's runtime chosen among the namespace's ServingRuntime objects and the built-in
-  table, so adding a ServingRuntime re-reconciles the InferenceServices of its namespace;
+- the predictor's runtime chosen among the namespace's ServingRuntimes, the ClusterServingRuntimes
+  and the built-in ones (`knative.kserve.runtimes`), so a change to a ServingRuntime
+  re-reconciles the InferenceServices of its namespace, and one to a ClusterServingRuntime all;
 - canary traffic from the component's `latestRolledoutRevision`, which the status computation
   (`knative.kserve.status`) derives from the Knative Service's *observed* traffic: a revision is
   rolled out once it is the latest ready one and holds 100 %. That is KServe's memory of where
@@ -46,6 +47,7 @@ from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.naming import CLUSTER_LOCAL_DOMAIN, hostname
 from knserve.knative.apiserver.reconciler import WorkQueue, watching
 from knserve.knative.apiserver.store import Event, Store, now
+from knserve.knative.kserve.engines_available import local_engine_problem
 from knserve.knative.kserve.inferenceservice import (
     COMPONENT_LABEL,
     COMPONENTS,
@@ -56,6 +58,7 @@ from knserve.knative.kserve.inferenceservice import (
     components_of,
     knative_services,
 )
+from knserve.knative.kserve.runtime_install import install_builtin_runtimes
 from knserve.knative.kserve.runtimes import RuntimeNotFound, merge_runtimes
 from knserve.knative.kserve.status import isvc_status
 
@@ -70,8 +73,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-ISVC, SERVICE, SERVING_RUNTIME, REVISION = (
-    named(k) for k in ("inferenceservices", "services", "servingruntimes", "revisions")
+ISVC, SERVICE, SERVING_RUNTIME, CLUSTER_SERVING_RUNTIME, REVISION = (
+    named(k)
+    for k in (
+        "inferenceservices",
+        "services",
+        "servingruntimes",
+        "clusterservingruntimes",
+        "revisions",
+    )
 )
 # KServe's V1 explain verb (`POST /v1/models/{name}:explain`), which its ingress sends to the explainer.
 EXPLAIN_SUFFIX = ":explain"
@@ -231,6 +241,20 @@ def desired_services(
         return [], ReconcileError("InvalidSpec", str(exc), exc.reason)
 
 
+def engine_unavailable(desired: Sequence[Mapping[str, Any]]) -> ReconcileError | None:
+    """`EngineUnavailable` when the predictor's engine cannot run on the local plane
+    (`knative.kserve.engines_available`): Ready False with what to use instead, and KServe's
+    `RuntimeUnhealthy` in the model status. Only the local controller asks; a cluster runs it."""
+    for ksvc in desired:
+        if ksvc["metadata"]["labels"].get(COMPONENT_LABEL) != "predictor":
+            continue
+        for container in ksvc["spec"]["template"]["spec"]["containers"]:
+            problem = local_engine_problem(container)
+            if problem:
+                return ReconcileError("EngineUnavailable", problem, "RuntimeUnhealthy")
+    return None
+
+
 def settled_status(
     isvc: Mapping[str, Any],
     owned: Mapping[str, dict[str, Any]],
@@ -328,6 +352,7 @@ class InferenceServiceController:
         self._queue.mark((namespace, name))
 
     async def run(self) -> None:
+        install_builtin_runtimes(self.store)
         async with watching(self.store, self._handle, "isvc-controller-watch"):
             for isvc in self.store.list(ISVC):
                 self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
@@ -335,8 +360,11 @@ class InferenceServiceController:
 
     async def _handle(self, event: Event) -> None:
         meta = event.object["metadata"]
-        namespace = meta["namespace"]
-        if event.kind is ISVC:
+        namespace = meta.get("namespace", "")
+        if event.kind is CLUSTER_SERVING_RUNTIME:
+            for isvc in self.store.list(ISVC):
+                self.mark(isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+        elif event.kind is ISVC:
             self.mark(namespace, meta["name"])
         elif event.kind is SERVICE or event.kind is REVISION:  # a revision: model progress
             owner = (meta.get("labels") or {}).get(ISVC_LABEL)
@@ -357,8 +385,14 @@ class InferenceServiceController:
         owned = owned_services(
             isvc, self.store.list(SERVICE, namespace, f"{ISVC_LABEL}={meta['name']}")
         )
-        runtimes = merge_runtimes(self.store.list(SERVING_RUNTIME, namespace))
+        runtimes = merge_runtimes(
+            [
+                *self.store.list(SERVING_RUNTIME, namespace),
+                *self.store.list(CLUSTER_SERVING_RUNTIME),
+            ]
+        )
         desired, error = desired_services(isvc, owned, runtimes, self.target)
+        error = error or engine_unavailable(desired)
         if error is None:
             owned, error = self._apply(isvc, owned, desired)
         inspect = revision_to_inspect(owned)

@@ -10,7 +10,11 @@ by the InferenceService, with KServe's mapping of the component fields:
 - `containerConcurrency` → `spec.template.spec.containerConcurrency`, `timeout` →
   `timeoutSeconds` and `responseStartTimeoutSeconds`;
 - `canaryTrafficPercent` → `spec.traffic` (see `component_traffic`);
-- the predictor's model format → a serving runtime's container (`knative.kserve.runtimes`);
+- the predictor's model → a ServingRuntime's or ClusterServingRuntime's container, chosen and
+  defaulted as KServe does (`knative.kserve.runtimes`, `runtime_defaults`) with its placeholders
+  rendered (`placeholders`); its `storageUri` → the storage initializer's annotation
+  (`internal.serving.kserve.io/storage-initializer-sourceuri`), the runtime's args name
+  `/mnt/models` and nothing is appended to them;
 - transformer and explainer → `--model_name`, `--predictor_host` and `PREDICTOR_HOST`, so they
   reach the predictor by its Knative host, as KServe wires them.
 
@@ -34,7 +38,12 @@ from knserve.knative.apiserver.isvc_validation import (
     storage_uri_error,
 )
 from knserve.knative.apiserver.naming import hostname
-from knserve.knative.kserve.runtimes import RuntimeNotFound, render_placeholders, select_runtime
+from knserve.knative.kserve.placeholders import PlaceholderError, replace_placeholders
+from knserve.knative.kserve.runtime_defaults import (
+    default_after_selection,
+    default_before_selection,
+)
+from knserve.knative.kserve.runtimes import RuntimeNotFound, select_runtime
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -45,8 +54,9 @@ COMPONENT_LABEL = "component"
 # fetches it into /mnt/models), and the container env that names it on custom containers.
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 STORAGE_URI_ENV = "STORAGE_URI"
-# Annotations that describe the InferenceService object itself and must not leak into revisions.
-_NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration",)
+# Annotations that describe the InferenceService object itself and must not leak into revisions
+# (KServe's ServiceAnnotationDisallowedList, for those knserve meets).
+_NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration", "modelFormat")
 
 
 class InvalidInferenceService(ValueError):
@@ -167,8 +177,9 @@ def knative_services(
     for component in components_of(isvc):
         comp = spec[component]
         path = f"spec.{component}"
+        extra: dict[str, str] = {}
         if component == "predictor":
-            container = _predictor_container(comp, meta, runtimes)
+            container, extra = _predictor_container(comp, meta, runtimes)
         else:
             container = _chained_container(comp, path, name, predictor_host, target)
         storage_uri = _storage_uri(comp, component, container)
@@ -182,7 +193,7 @@ def knative_services(
         container["env"] = _merge_env(
             container.get("env") or [], _feature_env(comp, component, name, namespace)
         )
-        service = _service(isvc, component, comp, container, rolled_out.get(component))
+        service = _service(isvc, component, comp, container, rolled_out.get(component), extra)
         if storage_uri:  # for KServe's storage initializer, which puts the model at /mnt/models
             service["spec"]["template"]["metadata"]["annotations"][STORAGE_URI_ANNOTATION] = (
                 storage_uri
@@ -197,11 +208,13 @@ def _service(
     comp: Mapping[str, Any],
     container: dict[str, Any],
     rolled_out: str | None,
+    runtime_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     meta = isvc["metadata"]
     name, namespace = meta["name"], meta.get("namespace") or "default"
     labels = {
         **(meta.get("labels") or {}),
+        **(runtime_labels or {}),
         **(comp.get("labels") or {}),
         ISVC_LABEL: name,
         COMPONENT_LABEL: component,
@@ -313,30 +326,46 @@ def _feature_env(
 
 def _predictor_container(
     predictor: Mapping[str, Any], meta: Mapping[str, Any], runtimes: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The predictor's container and the labels KServe's runtime defaults add (`modelClass`,
+    `serviceEnvelope`), which its Knative Service carries as the InferenceService's own."""
     model = predictor_model(predictor)
     if model is None:
-        return _first_container(predictor, "spec.predictor")
-    model_format = model["modelFormat"]["name"]
+        return _first_container(predictor, "spec.predictor"), {}
+    # KServe's defaults and placeholders work on the InferenceService's metadata (a copy here)
+    defaulted: dict[str, Any] = copy.deepcopy(dict(meta))
+    defaulted.setdefault("namespace", "default")
+    labels_before = dict(defaulted.get("labels") or {})
+    default_before_selection(defaulted, model)
     try:
-        runtime = select_runtime(model_format, model.get("runtime"), runtimes)
+        runtime = select_runtime(model, runtimes)
     except RuntimeNotFound as exc:
         raise InvalidInferenceService(f"spec.predictor.model: {exc}", exc.reason) from None
     problem = storage_uri_error(model["storageUri"]) if model.get("storageUri") else None
     if problem:
         raise InvalidInferenceService(f"spec.predictor.model.storageUri: {problem}")
-    containers = runtime["spec"]["containers"]
+    default_after_selection(defaulted, model, runtime)
+    containers = runtime.spec.get("containers") or []
+    if not containers:
+        raise InvalidInferenceService(
+            f"no container configuration found in selected serving runtime {runtime.name!r}"
+        )
     base = next((c for c in containers if c.get("name") == SERVER_CONTAINER), containers[0])
     container = copy.deepcopy(dict(base))
     container["name"] = SERVER_CONTAINER
-    container["args"] = [render_placeholders(a, meta) for a in container.get("args") or []]
-    # The model's own container fields override the runtime's, as in KServe.
+    # The model's own container fields override the runtime's, its args follow the runtime's
+    # and its env merges by name, as KServe merges them.
     for field in ("image", "command", "workingDir", "resources", "ports", "readinessProbe"):
         if model.get(field):
             container[field] = copy.deepcopy(model[field])
-    container["args"] += list(model.get("args") or [])
+    container["args"] = [*(container.get("args") or []), *(model.get("args") or [])]
     container["env"] = _merge_env(container.get("env") or [], model.get("env") or [])
-    return container
+    try:
+        container = replace_placeholders(container, defaulted, runtime.name)
+    except PlaceholderError as exc:
+        raise InvalidInferenceService(str(exc)) from None
+    added = {k: v for k, v in (defaulted.get("labels") or {}).items() if labels_before.get(k) != v}
+    return container, added
 
 
 def _storage_uri(

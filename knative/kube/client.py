@@ -254,13 +254,26 @@ class KubeClient:
             )
         return error
 
-    def _where(self, kind: Kind, namespace: str) -> tuple[str, str, str, str]:
-        return kind.group, kind.version, namespace, kind.plural
+    def _op(
+        self, verb: str, kind: Kind, namespace: str | None, suffix: str = ""
+    ) -> tuple[Any, tuple[str, ...]]:
+        """The custom-objects call for `verb` (get, create, replace, …; `suffix` "_status" for
+        the subresource) and its leading arguments: the namespaced one, or the cluster one for a
+        cluster-scoped kind."""
+        if kind.namespaced:
+            return (
+                getattr(self.custom, f"{verb}_namespaced_custom_object{suffix}"),
+                (kind.group, kind.version, namespace or self.namespace, kind.plural),
+            )
+        return getattr(self.custom, f"{verb}_cluster_custom_object{suffix}"), (
+            kind.group,
+            kind.version,
+            kind.plural,
+        )
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self._call(
-            self.custom.get_namespaced_custom_object, *self._where(kind, namespace), name
-        )
+        call, where = self._op("get", kind, namespace)
+        found: dict[str, Any] = self._call(call, *where, name)
         return found
 
     def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -276,7 +289,7 @@ class KubeClient:
         """Objects of `kind` in `namespace`, or in every namespace when it is None."""
         options = {"label_selector": label_selector} if label_selector else {}
         try:
-            if namespace is None:
+            if namespace is None or not kind.namespaced:
                 found = self._call(
                     self.custom.list_cluster_custom_object,
                     kind.group,
@@ -285,22 +298,24 @@ class KubeClient:
                     **options,
                 )
             else:
-                found = self._call(
-                    self.custom.list_namespaced_custom_object,
-                    *self._where(kind, namespace),
-                    **options,
-                )
+                call, where = self._op("list", kind, namespace)
+                found = self._call(call, *where, **options)
         except ApiError as exc:
             raise self._served(kind, exc) from None
         return list(found.get("items") or [])
 
     def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        namespace = obj.setdefault("metadata", {}).setdefault("namespace", self.namespace)
+        meta = obj.setdefault("metadata", {})
+        if kind.namespaced:
+            meta.setdefault("namespace", self.namespace)
+        else:
+            meta.pop("namespace", None)
         validate(kind, obj)
+        call, where = self._op("create", kind, meta.get("namespace"))
         try:
             created: dict[str, Any] = self._call(
-                self.custom.create_namespaced_custom_object,
-                *self._where(kind, namespace),
+                call,
+                *where,
                 obj,
                 field_manager=self.field_manager,
                 _headers={"Content-Type": JSON},
@@ -312,9 +327,10 @@ class KubeClient:
     def replace(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         validate(kind, obj)
+        call, where = self._op("replace", kind, meta.get("namespace"))
         replaced: dict[str, Any] = self._call(
-            self.custom.replace_namespaced_custom_object,
-            *self._where(kind, meta.get("namespace") or self.namespace),
+            call,
+            *where,
             meta["name"],
             obj,
             field_manager=self.field_manager,
@@ -325,9 +341,10 @@ class KubeClient:
     def replace_status(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the status subresource; a stale `metadata.resourceVersion` is a `Conflict`."""
         meta = obj["metadata"]
+        call, where = self._op("replace", kind, meta.get("namespace"), "_status")
         replaced: dict[str, Any] = self._call(
-            self.custom.replace_namespaced_custom_object_status,
-            *self._where(kind, meta.get("namespace") or self.namespace),
+            call,
+            *where,
             meta["name"],
             obj,
             field_manager=self.field_manager,
@@ -341,9 +358,10 @@ class KubeClient:
 
         current = self.get(kind, namespace, name)
         validate(kind, merge_patch(current, patch))
+        call, where = self._op("patch", kind, namespace)
         patched: dict[str, Any] = self._call(
-            self.custom.patch_namespaced_custom_object,
-            *self._where(kind, namespace),
+            call,
+            *where,
             name,
             patch,
             field_manager=self.field_manager,
@@ -352,7 +370,8 @@ class KubeClient:
         return patched
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
-        self._call(self.custom.delete_namespaced_custom_object, *self._where(kind, namespace), name)
+        call, where = self._op("delete", kind, namespace)
+        self._call(call, *where, name)
 
     def apply(
         self, obj: dict[str, Any], namespace: str | None = None
@@ -364,18 +383,23 @@ class KubeClient:
         """
         kind = kind_of(obj)
         meta = obj.setdefault("metadata", {})
-        meta["namespace"] = namespace or meta.get("namespace") or self.namespace
+        if kind.namespaced:
+            meta["namespace"] = namespace or meta.get("namespace") or self.namespace
+        else:
+            meta.pop("namespace", None)
+        scope = meta.get("namespace", "")
         body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
         for key in _SERVER_OWNED:
             body["metadata"].pop(key, None)
         validate(kind, body)
-        current = self.find(kind, meta["namespace"], meta["name"])
+        current = self.find(kind, scope, meta["name"])
         if self.server_side_apply:
+            call, where = self._op("patch", kind, scope)
             try:
                 # The dict goes out as JSON, which is YAML (the library does so since 25).
                 applied: dict[str, Any] = self._call(
-                    self.custom.patch_namespaced_custom_object,
-                    *self._where(kind, meta["namespace"]),
+                    call,
+                    *where,
                     meta["name"],
                     body,
                     field_manager=self.field_manager,
@@ -394,7 +418,7 @@ class KubeClient:
             else:
                 if applied is None:
                     # the library maps only 200 to a body; an apply that creates answers 201
-                    applied = self.get(kind, meta["namespace"], meta["name"])
+                    applied = self.get(kind, scope, meta["name"])
                 return _action(current, applied), applied
         return self._create_or_replace(kind, body, current)
 

@@ -44,6 +44,7 @@ import kopf
 
 from knserve.knative.apiserver.errors import ApiError, Conflict, Invalid, NotFound
 from knserve.knative.kserve.controller import (
+    CLUSTER_SERVING_RUNTIME,
     ISVC,
     REVISION,
     SERVICE,
@@ -147,10 +148,12 @@ class Reconciler:
             return None
 
     def _runtimes(self, namespace: str) -> list[Mapping[str, Any]]:
-        try:
-            user = self.client.list(SERVING_RUNTIME, namespace)
-        except NotFound:  # the ServingRuntime CRD is not installed: the built-ins only
-            user = []
+        user: list[dict[str, Any]] = []
+        for kind, scope in ((SERVING_RUNTIME, namespace), (CLUSTER_SERVING_RUNTIME, None)):
+            try:
+                user += self.client.list(kind, scope)
+            except NotFound:  # its CRD is not installed (KServe treats that as none)
+                pass
         return merge_runtimes(user)
 
     def _apply(
@@ -227,9 +230,14 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     isvc = (ISVC.group, ISVC.version, ISVC.plural)
     ksvc = (SERVICE.group, SERVICE.version, SERVICE.plural)
     runtimes = (SERVING_RUNTIME.group, SERVING_RUNTIME.version, SERVING_RUNTIME.plural)
+    cluster_runtimes = (
+        CLUSTER_SERVING_RUNTIME.group,
+        CLUSTER_SERVING_RUNTIME.version,
+        CLUSTER_SERVING_RUNTIME.plural,
+    )
 
     # The handlers take what kopf's protocols (kopf.ChangingFn, kopf.WatchingFn) pass: `namespace`
-    # is None only for a cluster-scoped resource, and all three kinds are namespaced.
+    # is None only for a cluster-scoped resource (a ClusterServingRuntime).
     def reconcile(namespace: str | None, name: str) -> None:
         if namespace is None:
             return
@@ -260,6 +268,11 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
             return
         for found in reconciler.client.list(ISVC, namespace):
             reconcile(namespace, found["metadata"]["name"])
+
+    @kopf.on.event(*cluster_runtimes, id="clusterservingruntime", registry=handlers)
+    def cluster_runtime_event(**_: Any) -> None:
+        for found in reconciler.client.list(ISVC):
+            reconcile(found["metadata"]["namespace"], found["metadata"]["name"])
 
     return handlers
 

@@ -26,6 +26,7 @@ RUNTIME_IMAGES = frozenset(
         "kserve/sklearnserver",
         "kserve/xgbserver",
         "kserve/lgbserver",
+        "kserve/predictiveserver",
         "kserve/pytorchserver",
         "kserve/kserve-container",
     }

@@ -50,6 +50,7 @@ _BY_FILE = {
     "model.onnx": "onnx",
     "model.pt": "pytorch",
     "model.pth": "pytorch",
+    "model.pt2": "pytorch",  # a torch.export archive
     "model.py": "custom",
 }
 

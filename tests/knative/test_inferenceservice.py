@@ -18,7 +18,6 @@ from knserve.knative.kserve.runtimes import (
     RuntimeNotFound,
     builtin_runtimes,
     merge_runtimes,
-    render_placeholders,
     select_runtime,
 )
 from knserve.knative.kserve.status import component_status, isvc_status
@@ -60,32 +59,42 @@ def test_sklearn_iris_becomes_one_predictor_service_running_the_builtin_runtime(
     )
     container = ksvc["spec"]["template"]["spec"]["containers"][0]
     assert container["name"] == "kserve-container"
-    assert container["image"] == "knserve/runtime:latest"
+    # KServe's stock kserve-sklearnserver, its args as KServe renders them; the model's URI goes
+    # to the storage initializer, which maps /mnt/models to the downloaded folder
+    assert container["image"] == "kserve/sklearnserver:v0.21.0"
     assert container["args"] == [
         "--model_name=sklearn-iris",
         "--model_dir=/mnt/models",
-        "--model_format=sklearn",
+        "--http_port=8080",
     ]
     annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
-    # KServe's storage initializer fetches it into /mnt/models; nothing is appended to the args
-    assert (
-        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
-        == "file:///models/iris"
+    assert annotations["internal.serving.kserve.io/storage-initializer-sourceuri"] == (
+        "file:///models/iris"
     )
     assert annotations["autoscaling.knative.dev/min-scale"] == "1"  # KServe's default
     assert "autoscaling.knative.dev/max-scale" not in annotations
     assert ksvc["spec"]["traffic"] == [{"tag": "latest", "latestRevision": True, "percent": 100}]
 
 
-@pytest.mark.parametrize("framework", ["sklearn", "xgboost", "lightgbm", "onnx", "pytorch"])
-def test_framework_shorthand_selects_the_runtime_of_that_format(framework: str) -> None:
+@pytest.mark.parametrize(
+    ("framework", "image"),
+    [
+        ("sklearn", "kserve/sklearnserver:v0.21.0"),
+        ("xgboost", "kserve/xgbserver:v0.21.0"),
+        ("lightgbm", "kserve/lgbserver:v0.21.0"),
+        ("onnx", "knserve/runtime:latest"),
+        ("pytorch", "pytorch/torchserve-kfs:0.9.0"),
+    ],
+)
+def test_framework_shorthand_selects_the_runtime_of_that_format(framework: str, image: str) -> None:
     obj = copy.deepcopy(SKLEARN_IRIS)
     obj["spec"]["predictor"] = {framework: {"storageUri": "file:///m"}}
-    container = only(knative_services(obj, builtin_runtimes()))["spec"]["template"]["spec"][
-        "containers"
-    ][0]
-    assert f"--model_format={framework}" in container["args"]
-    assert "--model_dir=/mnt/models" in container["args"]
+    ksvc = only(knative_services(obj, builtin_runtimes()))
+    container = ksvc["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == image
+    assert not any("storage_uri" in a for a in container["args"])  # nothing appended
+    annotations = ksvc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["internal.serving.kserve.io/storage-initializer-sourceuri"] == "file:///m"
 
 
 def test_component_fields_map_to_knative_annotations_and_spec() -> None:
@@ -161,8 +170,8 @@ def test_invalid_components_are_refused_with_the_field_and_fix(
 
 
 def test_unknown_model_format_lists_the_formats_that_are_served() -> None:
-    obj = isvc(model={"modelFormat": {"name": "tensorflow"}, "storageUri": "file:///m"})
-    with pytest.raises(InvalidInferenceService, match=r"tensorflow.*formats served: .*sklearn"):
+    obj = isvc(model={"modelFormat": {"name": "cobol"}, "storageUri": "file:///m"})
+    with pytest.raises(InvalidInferenceService, match=r"cobol.*auto-selected: .*sklearn"):
         knative_services(obj, builtin_runtimes())
 
 
@@ -335,6 +344,7 @@ def test_isvc_status_is_ready_only_when_every_component_is() -> None:
 
 def test_runtime_selection_prefers_user_runtimes_and_names_the_choices() -> None:
     user = {
+        "kind": "ServingRuntime",
         "metadata": {"name": "my-sklearn"},
         "spec": {
             "supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": 5}],
@@ -342,20 +352,13 @@ def test_runtime_selection_prefers_user_runtimes_and_names_the_choices() -> None
         },
     }
     runtimes = merge_runtimes([user])
-    assert select_runtime("sklearn", None, runtimes)["metadata"]["name"] == "my-sklearn"
-    assert select_runtime("sklearn", "kserve-sklearnserver", runtimes)["spec"]["containers"]
+    sklearn = {"modelFormat": {"name": "sklearn"}}
+    assert select_runtime(sklearn, runtimes).name == "my-sklearn"
+    assert select_runtime({**sklearn, "runtime": "kserve-sklearnserver"}, runtimes).cluster
     with pytest.raises(RuntimeNotFound, match="available: .*kserve-sklearnserver"):
-        select_runtime("sklearn", "nope", runtimes)
+        select_runtime({**sklearn, "runtime": "nope"}, runtimes)
     with pytest.raises(RuntimeNotFound, match="does not support model format 'onnx'"):
-        select_runtime("onnx", "my-sklearn", runtimes)
-
-
-def test_placeholders_render_against_metadata() -> None:
-    meta = {"name": "iris", "namespace": "ml"}
-    assert render_placeholders("--model_name={{.Name}}@{{ .Namespace }}", meta) == (
-        "--model_name=iris@ml"
-    )
-    assert render_placeholders("{{.Unknown}}", meta) == "{{.Unknown}}"
+        select_runtime({"modelFormat": {"name": "onnx"}, "runtime": "my-sklearn"}, runtimes)
 
 
 def test_predictor_model_defaults_the_format_from_the_framework_key() -> None:

@@ -84,14 +84,14 @@ def test_export_prints_the_knative_service_of_sklearn_iris(tmp_path: Path) -> No
     assert ksvc["metadata"]["name"] == "sklearn-iris-predictor"
     assert ksvc["metadata"]["namespace"] == "default"
     assert "ownerReferences" not in ksvc["metadata"]  # no uid yet: a cluster would refuse it
-    container = ksvc["spec"]["template"]["spec"]["containers"][0]
+    template = ksvc["spec"]["template"]
     assert (
-        ksvc["spec"]["template"]["metadata"]["annotations"][
+        template["metadata"]["annotations"][
             "internal.serving.kserve.io/storage-initializer-sourceuri"
         ]
         == "gs://kfserving-examples/models/sklearn/1.0/model"
     )
-    assert "--model_dir=/mnt/models" in container["args"]
+    assert "--model_dir=/mnt/models" in template["spec"]["containers"][0]["args"]
 
 
 def test_export_for_kube_gives_cluster_local_predictor_hosts(tmp_path: Path) -> None:
@@ -128,8 +128,8 @@ def test_export_uses_servingruntimes_of_the_same_file(tmp_path: Path) -> None:
     ("text", "message"),
     [
         pytest.param(
-            SKLEARN_IRIS.replace("sklearn\n", "tensorflow\n"),
-            "no serving runtime auto-selects model format 'tensorflow'",
+            SKLEARN_IRIS.replace("sklearn\n", "cobol\n"),
+            "no runtime found to support model format 'cobol'",
             id="no-runtime",
         ),
         pytest.param(

@@ -42,6 +42,7 @@ from knserve.knative.kserve.controller import (
     isvc_routes,
     resolve_isvc_route,
 )
+from knserve.knative.kserve.inferenceservice import STORAGE_URI_ANNOTATION as STORAGE_URI
 
 
 async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservice(
@@ -62,10 +63,9 @@ async def test_a_predictor_becomes_a_knative_service_owned_by_the_inferenceservi
     annotations = svc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/min-scale"] == "0"
     assert annotations["autoscaling.knative.dev/max-scale"] == "3"
-    assert (
-        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
-        == "file:///models/v1"
-    )
+    container = svc["spec"]["template"]["spec"]["containers"][0]
+    assert "--model_dir=/mnt/models" in container["args"]
+    assert annotations[STORAGE_URI] == "file:///models/v1"
     assert svc["spec"]["traffic"] == [{"tag": "latest", "latestRevision": True, "percent": 100}]
     conds = conditions(store)
     assert conds["PredictorReady"]["status"] == "Unknown"
@@ -121,11 +121,7 @@ async def test_a_spec_change_updates_the_service_and_is_not_ready_until_observed
     await controller.reconcile(NS, "iris")
     svc = ksvc(store)
     assert svc["metadata"]["generation"] == 2
-    template_annotations = svc["spec"]["template"]["metadata"]["annotations"]
-    assert (
-        template_annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
-        == "file:///models/v2"
-    )
+    assert svc["spec"]["template"]["metadata"]["annotations"][STORAGE_URI] == "file:///models/v2"
     assert (
         svc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
         == "2"
@@ -224,8 +220,8 @@ async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
     ("predictor", "message"),
     [
         pytest.param(
-            {"model": {"modelFormat": {"name": "tensorflow"}, "storageUri": "s3://m"}},
-            "no serving runtime auto-selects model format 'tensorflow'",
+            {"model": {"modelFormat": {"name": "cobol"}, "storageUri": "s3://m"}},
+            "no runtime found to support model format 'cobol'",
             id="no-runtime",
         ),
         pytest.param(
@@ -236,7 +232,7 @@ async def test_deleting_the_inferenceservice_deletes_its_services_and_routes(
                     "storageUri": "s3://m",
                 }
             },
-            "no serving runtime named 'nope'",
+            "no ServingRuntime or ClusterServingRuntime named 'nope'",
             id="unknown-runtime",
         ),
         pytest.param(
@@ -267,9 +263,7 @@ async def test_an_invalid_update_leaves_the_serving_revision_alone(
 ) -> None:
     await rolled_out_v1(store, controller)
     before = ksvc(store)
-    update(
-        store, lambda spec: spec["predictor"]["model"].update(modelFormat={"name": "tensorflow"})
-    )
+    update(store, lambda spec: spec["predictor"]["model"].update(modelFormat={"name": "cobol"}))
     await controller.reconcile(NS, "iris")
     assert ksvc(store) == before
     got = status(store)
@@ -306,7 +300,7 @@ async def test_a_servingruntime_in_the_namespace_wins_over_the_builtin_one(
     await controller.reconcile(NS, "iris")
     container = ksvc(store)["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "me/sklearn:1"
-    assert container["args"] == ["--model_name=iris"]  # the model comes by /mnt/models
+    assert container["args"] == ["--model_name=iris"]  # nothing appended to a runtime's args
 
 
 async def test_a_service_of_the_same_name_that_belongs_to_someone_else_is_left_alone(

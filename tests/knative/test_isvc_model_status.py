@@ -116,8 +116,11 @@ async def test_a_model_that_fails_to_load_is_the_model_status_with_its_exit_code
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
+        pytest.param({"modelFormat": {"name": "cobol"}}, "NoSupportingRuntime", id="no-runtime"),
         pytest.param(
-            {"modelFormat": {"name": "tensorflow"}}, "NoSupportingRuntime", id="no-runtime"
+            {"modelFormat": {"name": "tensorrt"}, "protocolVersion": "v2"},
+            "RuntimeUnhealthy",
+            id="engine-unavailable",
         ),
         pytest.param(
             {"modelFormat": {"name": "sklearn"}, "runtime": "nope"},

@@ -185,7 +185,7 @@ def test_an_untranslatable_inferenceservice_is_not_ready_with_the_reason(kube: K
     assert status is not None
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert "no serving runtime auto-selects model format 'cobol'" in ready["message"]
+    assert "no runtime found to support model format 'cobol'" in ready["message"]
     assert kube.list(SERVICES, "default") == []
 
 
@@ -244,7 +244,7 @@ def test_without_the_servingruntime_crd_the_built_in_runtimes_serve(
     kube.apply(iris())
     Reconciler(kube).reconcile("default", "iris")
     container = kube.get(SERVICES, "default", "iris-predictor")["spec"]["template"]["spec"]
-    assert "--model_format=sklearn" in container["containers"][0]["args"]
+    assert container["containers"][0]["image"] == "kserve/sklearnserver:v0.21.0"
 
 
 def test_a_deleted_inferenceservice_reconciles_to_nothing(kube: KubeClient) -> None:
