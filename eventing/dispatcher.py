@@ -14,7 +14,9 @@ never holds up another trigger, because each trigger has its own slots.
 One attempt and what follows it:
 
 * the event goes out in binary mode (structured if ``spec.delivery.format`` is ``json``) without
-  ``knativebrokerttl``, which is the broker's business, with ``Prefer: reply``;
+  ``knativebrokerttl``, which is the broker's business, with ``Prefer: reply``, and with the
+  trace of its distributed-tracing extension as HTTP headers (``traceparent`` …): with tracing on,
+  each attempt is a ``delivery attempt`` span, a child of the event's, and the subscriber's parent;
 * :meth:`DeliverySpec.decide <knserve.eventing.backoff.DeliverySpec.decide>` reads the answer: a
   2xx is delivered; a retryable failure is marked in the log with its due time (durable, so a
   restart keeps the back-off); anything else, or the last retry, goes to the dead-letter sink;
@@ -56,6 +58,8 @@ from knserve.eventing.eventlog import EventLog, StoredEvent
 from knserve.eventing.filters import Predicate
 from knserve.eventing.ingress import MAX_BODY_BYTES, TTL, Rejected, decode
 from knserve.eventing.message_sender import Answer, LeanSender, MessageSender
+from knserve.runtime.tracecontext import child_headers, parse_traceparent
+from knserve.runtime.tracing import tracer
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -166,6 +170,7 @@ class Dispatcher:
         self.sender = MessageSender(client, sender, self.clock, default_timeout)
         self.concurrency = concurrency
         self.on_outcome, self.compact_interval = on_outcome, compact_interval
+        self.tracer = tracer("knserve-broker")  # None unless OTEL_* variables ask for traces
         self._triggers: dict[str, _Trigger] = {}
         self._by_broker: dict[tuple[str, str], set[str]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
@@ -350,7 +355,35 @@ class Dispatcher:
 
     async def _deliver(self, trigger: _Trigger, sub: _Subscription, event: StoredEvent) -> None:
         attributes = {k: v for k, v in event.attributes.items() if k != TTL}
-        answer = await self.sender.send(sub.subscriber_url, attributes, event.data, sub.delivery)
+        parent = None
+        if "traceparent" in attributes:
+            parent = parse_traceparent(
+                str(attributes["traceparent"]), str(attributes.get("tracestate", ""))
+            )
+        spans, span, trace = self.tracer, None, None
+        if spans is not None:
+            span, context = spans.start(
+                "delivery attempt",
+                parent,
+                kind="client",
+                attributes={
+                    "knative.trigger": trigger.key,
+                    "url.full": sub.subscriber_url,
+                    "knserve.attempt": event.attempts + 1,
+                },
+            )
+            trace = dict(child_headers(context, context.span_id))
+        elif parent is not None:
+            trace = dict(child_headers(parent, parent.span_id))
+        answer = await self.sender.send(
+            sub.subscriber_url, attributes, event.data, sub.delivery, trace
+        )
+        if span is not None:
+            if answer.status is not None:
+                span.set_attribute("http.response.status_code", answer.status)
+            if answer.status is None or not 200 <= answer.status < 300:
+                spans.fail(span, answer.body[:200].decode(errors="replace"))  # type: ignore[union-attr]
+            span.end()
         status, replied = answer.status, False
         if status is not None and 200 <= status < 300 and is_cloudevent(answer.headers):
             try:

@@ -19,6 +19,9 @@ RFC 3339 UTC time of acceptance (replacing any the sender set), and loop protect
 ``knativebrokerttl``: absent, it is set to 255; present, it is decremented, and an event whose
 TTL is then 0 or less is refused with 400. The dispatcher strips the TTL from what it sends to a
 subscriber and puts the delivered event's TTL on the reply, so a reply loop dies after 255 hops.
+An event that comes without CloudEvents' distributed-tracing extension gets it from the request
+(`traceparent`, `tracestate`, or B3), so its deliveries continue the sender's trace; with tracing
+on (`knserve.runtime.tracing`) the commit is an `ingress commit` span, the event's parent.
 A duplicate (same ``source``, ``id`` and ``type`` within the log's retention window) is answered
 202 but stored once. All attribute values are kept in their canonical string form (as binary mode
 carries them), so trigger filters see strings whichever mode the event came in.
@@ -41,6 +44,8 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from knserve.eventing.eventlog import EventLog
+from knserve.runtime.tracecontext import extract, traceparent
+from knserve.runtime.tracing import Tracer, tracer
 
 __all__ = [
     "ARRIVAL_TIME",
@@ -253,6 +258,7 @@ class Ingress:
     ) -> None:
         self.log, self.broker_exists, self.on_accepted = log, broker_exists, on_accepted
         self.max_body_bytes, self.clock = max_body_bytes, clock
+        self.tracer: Tracer | None = tracer("knserve-broker")  # None unless OTEL_* ask for it
 
     def accept(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
         """Stamp decoded events (TTL, arrival time) and store them in one transaction; returns
@@ -321,14 +327,33 @@ class Ingress:
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large(int(declared))
         events = decode(headers, await self._read(receive))
+        context = extract(headers.get)
+        span = None
+        if self.tracer is not None:
+            attributes = {"messaging.destination.name": f"{namespace}/{broker}"}
+            span, context = self.tracer.start(
+                "ingress commit", context, kind="server", attributes=attributes
+            )
+        if context is not None:
+            parent = traceparent(context.trace_id, context.span_id, context.sampled)
+            for event in events:
+                if "traceparent" not in event:
+                    event["traceparent"] = parent
+                    if context.state:
+                        event["tracestate"] = context.state
         try:
             self.accept(namespace, broker, events)
         except sqlite3.Error as exc:
             logger.exception("the event log could not store events for %s/%s", namespace, broker)
+            if span is not None and self.tracer is not None:
+                self.tracer.fail(span, f"the event log could not store the event: {exc}")
             return (
                 503,
                 f"the event log could not store the event ({exc}); it was not accepted, send it again",
             )
+        finally:
+            if span is not None:
+                span.end()
         return 202, ""
 
     async def _read(self, receive: Receive) -> bytes:

@@ -59,13 +59,21 @@ class MessageSender:
         self.default_timeout = default_timeout
 
     async def send(
-        self, url: str, attributes: Mapping[str, Any], data: bytes | None, delivery: DeliverySpec
+        self,
+        url: str,
+        attributes: Mapping[str, Any],
+        data: bytes | None,
+        delivery: DeliverySpec,
+        trace: Mapping[str, str] | None = None,
     ) -> Answer:
-        """POST the event to ``url`` as ``delivery`` says (format, timeout): the answer, or why
-        there was none (status None, the reason in the body)."""
+        """POST the event to ``url`` as ``delivery`` says (format, timeout), with the ``trace``
+        headers (``traceparent`` …): the answer, or why there was none (status None, the reason
+        in the body)."""
         encode = to_structured if delivery.format == "json" else to_binary
         headers, body = encode(attributes, data)
         headers["prefer"] = "reply"
+        if trace:
+            headers.update(trace)
         timeout = delivery.timeout or self.default_timeout
         lean = self.lean
         request = lean.prepare(url, headers, body) if lean is not None else None

@@ -29,6 +29,7 @@ import uvicorn
 
 from knserve.eventing.broker import INGRESS_NAME, INGRESS_NAMESPACE, BrokerPlane
 from knserve.knative.activator.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.traffic import RouteSpec, TrafficTarget
 from knserve.knative.apiserver.features import DEFAULTS as FEATURE_DEFAULTS
 from knserve.knative.apiserver.features import TAG_HEADER_BASED_ROUTING, is_enabled
@@ -42,6 +43,7 @@ from knserve.knative.serving.controller import Controller
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.replicas import Supervisor
 from knserve.runtime.storage import pvc_env_name
+from knserve.runtime.tracing import flush_all, tracer
 
 log = logging.getLogger("knserve.plane")
 
@@ -62,6 +64,9 @@ class PlaneSettings:
     features: Mapping[str, str] = field(default_factory=lambda: dict(FEATURE_DEFAULTS))
     # persistent volume claims as local folders, for storageUri pvc://CLAIM/PATH (`--pvc`)
     pvc: Mapping[str, Path] = field(default_factory=dict)
+    # The gateway's access log, a line per request (Knative's logging.enable-request-log).
+    access_log: bool = False
+    log_format: str = "text"  # the plane's and its replicas' (knserve.runtime.logformat)
 
 
 class Plane:
@@ -81,6 +86,7 @@ class Plane:
                 "no_proxy": "127.0.0.1,::1",
                 # read by the storage initializer (and by knserve.runtime given a pvc:// URI)
                 **{pvc_env_name(claim): str(folder) for claim, folder in settings.pvc.items()},
+                "KNSERVE_LOG_FORMAT": settings.log_format,
             },
         )
         ingress = (INGRESS_NAMESPACE, INGRESS_NAME)
@@ -91,6 +97,7 @@ class Plane:
             settings.domain,
             hold_unready=True,
             tag_header_routing=is_enabled(settings.features, TAG_HEADER_BASED_ROUTING),
+            telemetry=Telemetry(tracer("knserve-gateway"), settings.access_log),
         )
         # Knative's broker-ingress name, served by the plane's ingress behind the gateway.
         self.gateway.set_revision(*ingress, container_concurrency=0, timeout_seconds=300)
@@ -193,6 +200,7 @@ class Plane:
                 await api_task
             for sock in api_sockets:
                 sock.close()
+            await asyncio.to_thread(flush_all)  # the spans of the last requests
             self.store.close()
             (s.data_dir / "plane.json").unlink(missing_ok=True)
 

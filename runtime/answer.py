@@ -99,6 +99,8 @@ async def _predictor_v1(
     m.preprocess.observe(t1 - t0)
     m.predict.observe(t2 - t1)
     m.postprocess.observe(t3 - t2)
+    if served.tracer is not None:
+        served.record_steps(t0, t1, t2, t3)
     return body, []
 
 
@@ -153,6 +155,8 @@ async def _predictor_v2(
     m.preprocess.observe(t1 - t0)
     m.predict.observe(t2 - t1)
     m.postprocess.observe(t3 - t2)
+    if served.tracer is not None:
+        served.record_steps(t0, t1, t2, t3)
     return body, binary_headers(header_length)
 
 

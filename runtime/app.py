@@ -38,6 +38,7 @@ from knserve.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from knserve.runtime.metrics import Metrics
 from knserve.runtime.model import Model
 from knserve.runtime.payload_logger import LoggerConfig, PayloadLogger
+from knserve.runtime.propagation import enter
 from knserve.runtime.protocols import cloudevents as ce
 from knserve.runtime.repository import READY, ModelRepository, ServedModel
 from knserve.runtime.request_path import (
@@ -49,6 +50,7 @@ from knserve.runtime.request_path import (
     tensor_spec,
 )
 from knserve.runtime.settings import RuntimeSettings
+from knserve.runtime.tracing import perf_ns, runtime_service, tracer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class InferenceApp:
                 )
             )
         self.metrics.add_counters(self._feature_counters)
+        self.tracer = tracer(runtime_service())  # None unless OTEL_* variables ask for traces
         self._loading: asyncio.Task[None] | None = None
         # Told the repository's `load_failures` once loading ends with some (`server.run` stops).
         self.on_load_failure: Callable[[list[str]], None] | None = None
@@ -150,6 +153,8 @@ class InferenceApp:
         await self.repository.close()
         if self.logger is not None:
             await self.logger.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.flush)
 
     # ---- routing --------------------------------------------------------------------------
 
@@ -206,9 +211,19 @@ class InferenceApp:
         start = time.perf_counter()
         served = self.repository.get(name)  # 404 / 503 before reading the body
         status = 200
+        span: Any = None
         try:
             body = await read_body(receive, self.settings.max_body_bytes)
             headers = headers_of(scope)
+            inbound = enter(headers, served.name)
+            if self.tracer is not None:
+                span, inbound.span = self.tracer.start(
+                    f"{protocol} {name}",
+                    inbound.context,
+                    kind="server",
+                    start_ns=perf_ns(start),
+                    attributes={"knserve.model": name, "url.path": scope["path"]},
+                )
             request = Request(body, headers, protocol)
             if ce.is_cloudevent(headers):
                 request.cloudevent = ce.decode(headers, body)
@@ -236,6 +251,11 @@ class InferenceApp:
             )
         finally:
             served.metrics.request(protocol, status, time.perf_counter() - start)
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    self.tracer.fail(span, f"status {status}")  # type: ignore[union-attr]
+                span.end()
 
     async def _infer(self, served: ServedModel, request: Request) -> tuple[bytes, list[Any]]:
         """Run one request through a model; returns the response body and extra headers."""

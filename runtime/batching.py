@@ -40,6 +40,7 @@ with a loop whose clock jumps to the next timer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ class _Pending:
     rows: int
     parameters: Hashable
     future: asyncio.Future[list[Rows]]
+    started: float = 0.0  # perf_counter() when its batch's predict began
 
 
 @dataclass(slots=True)
@@ -112,6 +114,8 @@ class Batcher:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout is {timeout}, it must be more than 0 seconds (or none)")
         self._predict = predict
+        # Told (submitted, predict began) after each request, when tracing records batch waits.
+        self.waited: Callable[[float, float], None] | None = None
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.timeout = timeout
@@ -137,16 +141,21 @@ class Batcher:
             self._go(key, _Batch([pending], rows))
         else:
             self._add(loop, key, pending)
+        submitted = time.perf_counter() if self.waited is not None else 0.0
         if self.timeout is None:
-            return await pending.future
-        try:
-            # a request given up on is skipped when its batch runs (its future is cancelled)
-            return await asyncio.wait_for(pending.future, self.timeout)
-        except TimeoutError:
-            raise BatchTimeout(
-                f"the request waited over the batcher's timeout of {self.timeout:g}s for its "
-                "batch's prediction; raise the timeout or lower max_batch_size/max_latency"
-            ) from None
+            outputs = await pending.future
+        else:
+            try:
+                # a request given up on is skipped when its batch runs (its future is cancelled)
+                outputs = await asyncio.wait_for(pending.future, self.timeout)
+            except TimeoutError:
+                raise BatchTimeout(
+                    f"the request waited over the batcher's timeout of {self.timeout:g}s for its "
+                    "batch's prediction; raise the timeout or lower max_batch_size/max_latency"
+                ) from None
+        if self.waited is not None:
+            self.waited(submitted, pending.started)
+        return outputs
 
     def _add(self, loop: asyncio.AbstractEventLoop, key: Hashable, pending: _Pending) -> None:
         batch = self._open.get(key)
@@ -203,6 +212,9 @@ class Batcher:
         live = [r for r in requests if not r.future.done()]  # a caller may have given up
         if not live:
             return
+        started = time.perf_counter()
+        for request in live:
+            request.started = started
         self._batches += 1
         rows = sum(r.rows for r in live)
         self._rows += rows

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 
 from knserve.runtime.errors import UpstreamError
+from knserve.runtime.propagation import propagation_headers
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -405,9 +406,13 @@ def http_predict(
         return np.asarray(chosen["data"], dtype=float).reshape(chosen["shape"])
 
     def _post(x: np.ndarray) -> httpx.Response:
+        # The explained request's id and trace go on to the predictor, as KServe's do.
+        headers = propagation_headers()
         if protocol == "v1":
             return http.post(
-                f"{base}/v1/models/{model_name}:predict", json={"instances": x.tolist()}
+                f"{base}/v1/models/{model_name}:predict",
+                json={"instances": x.tolist()},
+                headers=headers,
             )
         else:
             body = {
@@ -422,6 +427,6 @@ def http_predict(
             }
             if output:
                 body["outputs"] = [{"name": output}]
-            return http.post(f"{base}/v2/models/{model_name}/infer", json=body)
+            return http.post(f"{base}/v2/models/{model_name}/infer", json=body, headers=headers)
 
     return predict

@@ -16,6 +16,9 @@ it. A sink that answers with an error status is up, and is not backed off from.
 Events follow KServe's: type `org.kubeflow.serving.inference.request` or `.response`, the
 inference id as `ce-id` (the same for the request and its response), the raw body as data, and
 the extensions `inferenceservicename`, `namespace`, `component`, `endpoint` plus `modelname`.
+Each event carries the request's trace on: as HTTP headers (`traceparent`, B3, `x-request-id`,
+`knserve.runtime.propagation`) and as CloudEvents' distributed-tracing extension attributes
+(`ce-traceparent`, `ce-tracestate`), so a sink or a broker behind it continues the same trace.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+
+from knserve.runtime.propagation import propagation_headers
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ class _Event:
     body: bytes
     content_type: str
     time: str
+    trace: dict[str, str]  # the request's propagation headers
 
 
 class PayloadLogger:
@@ -137,7 +143,8 @@ class PayloadLogger:
             return
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         try:
-            self._queue.put_nowait(_Event(ce_type, ce_id, model, body, content_type, now))
+            event = _Event(ce_type, ce_id, model, body, content_type, now, propagation_headers())
+            self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self._dropped += 1
             return
@@ -179,7 +186,11 @@ class PayloadLogger:
             "ce-endpoint": cfg.endpoint,
             "ce-modelname": event.model,
             "content-type": event.content_type or "application/json",
+            **event.trace,
         }
+        for name in ("traceparent", "tracestate"):
+            if name in event.trace:
+                headers[f"ce-{name}"] = event.trace[name]
         assert self._client is not None  # set in start()
         try:
             response = await self._client.post(cfg.url, content=event.body, headers=headers)

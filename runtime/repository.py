@@ -15,6 +15,7 @@ offload policy and thread pool, its metrics, and its optional batcher and respon
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import importlib.util
 import inspect
@@ -40,8 +41,10 @@ from knserve.runtime.formats import (
 from knserve.runtime.metrics import Metrics, ModelMetrics
 from knserve.runtime.model import Model, PredictorModel, as_model, overrides
 from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
+from knserve.runtime.propagation import current
 from knserve.runtime.settings import ModelSpec, RuntimeSettings
 from knserve.runtime.storage import StorageError, resolve_model_uri
+from knserve.runtime.tracing import Tracer, perf_ns, runtime_service, tracer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class ServedModel:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.predict_threads, thread_name_prefix=f"predict-{model.name}"
         )
+        # Spans of the steps (None unless OTEL_* variables ask for traces).
+        self.tracer: Tracer | None = tracer(runtime_service())
         # Hooks a subclass does not override are None: the request path skips them for free.
         self.preprocess = self._wrap("preprocess") if overrides(model, "preprocess") else None
         self.predict = self._wrap("predict")
@@ -81,6 +86,8 @@ class ServedModel:
                 settings.max_latency_ms / 1000,
                 settings.batch_timeout_s,
             )
+            if self.tracer is not None:
+                self.batcher.waited = self._batch_waited
         self.cache: ResponseCache[Any] | None = (
             ResponseCache(settings.cache_entries, settings.cache_ttl_s)
             if settings.cache_entries > 0
@@ -91,12 +98,54 @@ class ServedModel:
     def _wrap(self, hook: str) -> Hook:
         fn = getattr(self.model, hook)
         if inspect.iscoroutinefunction(fn):
-            return fn
+            call: Hook = fn
+        else:
 
-        async def call(*args: Any) -> Any:
-            return await self.run_sync(fn, *args)
+            async def call(*args: Any) -> Any:
+                return await self.run_sync(fn, *args)
 
-        return call
+        return call if self.tracer is None else self._traced(hook, call)
+
+    def _traced(self, hook: str, call: Hook) -> Hook:
+        """`call` inside a span named for the hook, a child of the request's span, which calls
+        made from the hook (a transformer's to its predictor) are children of in turn."""
+        spans = self.tracer
+        assert spans is not None
+
+        async def traced(*args: Any) -> Any:
+            inbound = current()
+            parent = inbound.span if inbound is not None else None
+            if inbound is None or parent is None:  # a batch: no one request's
+                return await call(*args)
+            span, inbound.span = spans.start(hook, parent, attributes={"knserve.model": self.name})
+            try:
+                return await call(*args)
+            except Exception as exc:
+                spans.fail(span, f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                inbound.span = parent
+                span.end()
+
+        return traced
+
+    def record_steps(self, t0: float, t1: float, t2: float, t3: float) -> None:
+        """The spans of a framework model's steps, timed already by the request path:
+        preprocess (decoding) from t0 to t1, predict to t2, postprocess (encoding) to t3."""
+        inbound = current()
+        if self.tracer is None or inbound is None or inbound.span is None:
+            return
+        for step, start, end in (
+            ("preprocess", t0, t1),
+            ("predict", t1, t2),
+            ("postprocess", t2, t3),
+        ):
+            self.tracer.record(step, inbound.span, perf_ns(start), perf_ns(end))
+
+    def _batch_waited(self, submitted: float, started: float) -> None:
+        inbound = current()
+        if self.tracer is not None and inbound is not None and inbound.span is not None:
+            self.tracer.record("batch wait", inbound.span, perf_ns(submitted), perf_ns(started))
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a synchronous call inline or on this model's threads, as the policy decides."""
@@ -115,7 +164,9 @@ class ServedModel:
             finally:
                 policy.record(time.perf_counter() - start)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+        # The request's context goes along, so the hook sees it (`propagation_headers`, logs).
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, timed)
 
     def predict_arrays(
         self, arrays: list[np.ndarray], outputs: Sequence[str] | None

@@ -72,13 +72,14 @@ REASONS = {
 }
 
 
-def error_response(status: int, message: str, keep_alive: bool) -> bytes:
-    """A complete plain-text HTTP/1.1 response carrying `message`."""
+def error_response(status: int, message: str, keep_alive: bool, request_id: bytes = b"") -> bytes:
+    """A complete plain-text HTTP/1.1 response carrying `message` (and the request's id)."""
     body = message.encode() + b"\n"
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error")),
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
+            b"x-request-id: %s\r\n" % request_id if request_id else b"",
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",
             body,
@@ -100,9 +101,11 @@ class Exchange:
         "keep_alive",
         "last_byte",
         "pending",
+        "record",
         "replica",
         "request_chunked",
         "request_done",
+        "request_id",
         "response_chunked",
         "response_started",
         "retried",
@@ -132,6 +135,8 @@ class Exchange:
         self.request_chunked = False
         self.request_done = False
         self.pending: list[bytes] = []
+        self.request_id = b""  # its x-request-id, the client's or the gateway's, sent back too
+        self.record: Any = None  # the telemetry's RequestRecord, when tracing or access logging
         self.upstream: UpstreamConnection | None = None
         self.replica: Any = None  # the gateway's Replica once assigned
         self.revision: Any = None  # the gateway's revision state once routed
@@ -201,6 +206,8 @@ class Exchange:
         # The timer stays: timeoutSeconds and idleTimeoutSeconds go on bounding the body, and a
         # WebSocket's whole life, as Knative's timeout handler bounds a hijacked connection.
         self.response_started = True
+        if self.record is not None:
+            self.record.status = status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         if status == 101:
             self.tunnel = True
@@ -211,13 +218,18 @@ class Exchange:
             self.client.flush()
             return
         has_length = False
+        request_id = self.request_id
         for name, value in headers:
             lower = name.lower()
             if lower in HOP_BY_HOP:
                 continue
             if lower == b"content-length":
                 has_length = True
+            elif lower == b"x-request-id":
+                request_id = b""  # the replica's own answer stands
             parts += (name, b": ", value, b"\r\n")
+        if request_id:
+            parts += (b"x-request-id: ", request_id, b"\r\n")
         if not (self.is_head or status in _NO_BODY_STATUS or has_length):
             if self.version == "1.1":
                 self.response_chunked = True
@@ -241,6 +253,8 @@ class Exchange:
     def response_body(self, body: bytes) -> None:
         if self.state:
             return
+        if self.record is not None:
+            self.record.sent += len(body)
         if self.response_chunked:
             self.client.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
@@ -273,6 +287,8 @@ class Exchange:
         if self.state:
             return
         self._drop_upstream()
+        if self.record is not None and not self.response_started:
+            self.record.status = status
         self._finish(None)
         if self.response_started:
             transport = self.client.transport
@@ -287,7 +303,7 @@ class Exchange:
         # The rest of an unread request body is read and dropped, so the connection stays usable.
         self.client.resume_reading(PAUSE_PENDING)
         self.pending = []
-        self.client.out.append(error_response(status, message, self.keep_alive))
+        self.client.out.append(error_response(status, message, self.keep_alive, self.request_id))
         self.client.exchange_done(self)
 
     def upstream_lost(self, upstream: UpstreamConnection, exc: Exception | None) -> None:
@@ -340,6 +356,8 @@ class Exchange:
 
     def _finish(self, upstream: UpstreamConnection | None) -> None:
         self.state = 1
+        if self.record is not None:
+            self.client.telemetry.finished(self)
         # Flow control belonged to this exchange; the next one starts unpaused.
         self.client.resume_reading(PAUSE_BACKPRESSURE)
         if self.timer is not None:

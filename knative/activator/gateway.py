@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
 from knserve.knative.activator.proxy import ClientProtocol
+from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.throttler import (
     HOLD_POLL_SECONDS,
     ConnectDone,
@@ -138,8 +139,11 @@ class Gateway:
         hold_unready: bool = False,
         on_demand: Callable[[str, str], None] | None = None,
         tag_header_routing: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.source = endpoints
+        # Request ids and trace headers always; spans and the access log when configured.
+        self.telemetry = telemetry or Telemetry()
         self.domain = domain
         self.routes = RouteTable(domain)
         self.hold_unready = hold_unready

@@ -27,6 +27,7 @@ from knserve.knative.activator.exchange import (
     Exchange,
     error_response,
 )
+from knserve.knative.activator.telemetry import FORWARDED, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 class Dispatcher(Protocol):
     """What the proxy needs from the gateway: somewhere to send a parsed request."""
 
+    telemetry: Telemetry  # request ids, trace headers, spans, the access log
+
     def dispatch(self, exchange: Exchange) -> None: ...
 
 
@@ -49,6 +52,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def __init__(self, dispatcher: Dispatcher, connections: set[ClientProtocol]) -> None:
         self.dispatcher = dispatcher
+        self.telemetry = dispatcher.telemetry
         self.connections = connections
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
@@ -136,6 +140,7 @@ class ClientProtocol(asyncio.Protocol):
         proto = True
         expect = False
         host_index = 0
+        traced: list[tuple[bytes, bytes]] = []
         for name, value in self.headers:
             lower = name.lower()
             if lower in HOP_BY_HOP:
@@ -162,6 +167,9 @@ class ClientProtocol(asyncio.Protocol):
             elif lower == b"expect":
                 expect = value.lower() == b"100-continue"
                 continue
+            elif lower in FORWARDED:  # the request id and trace context: the gateway writes them
+                traced.append((lower, value))
+                continue
             parts += (name, b": ", value, b"\r\n")
         if self.url[:1] != b"/" and self.url[:7].lower() == b"http://":
             parts[2] = self._origin_form(self.url, exchange)
@@ -169,6 +177,7 @@ class ClientProtocol(asyncio.Protocol):
                 parts[host_index] = exchange.host
             else:
                 parts += (b"host: ", exchange.host, b"\r\n")
+        parts.append(self.telemetry.forward(exchange, traced))
         if exchange.request_chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts += (b"x-forwarded-for: ", forwarded_for, b"\r\nforwarded: ", forwarded)

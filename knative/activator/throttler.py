@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
+from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.timeouts import RequestTimeouts
 from knserve.knative.activator.upstream import UpstreamConnection
 
@@ -75,6 +76,7 @@ class Activator(Protocol):
     callback, and a way to open a connection to a replica."""
 
     source: EndpointSource
+    telemetry: Telemetry
     hold_unready: bool
     on_demand: Callable[[str, str], None] | None
     active: int
@@ -175,6 +177,8 @@ class RevisionThrottler:
             self._assign(exchange, replica)
         elif self.ready or gateway.hold_unready:
             self.queue.append(exchange)
+            if exchange.record is not None:
+                gateway.telemetry.queued(exchange.record, not self.ready)
             if not self.ready:
                 self._hold()
         else:
@@ -231,6 +235,8 @@ class RevisionThrottler:
 
     def _assign(self, exchange: Exchange, replica: Replica) -> None:
         exchange.replica = replica
+        if exchange.record is not None:
+            self.gateway.telemetry.assigned(exchange.record, self.namespace, self.name)
         replica.in_flight += 1
         idle = replica.idle
         while idle:

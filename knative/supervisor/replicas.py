@@ -235,6 +235,9 @@ class Supervisor:
                 K_SERVICE=spec.service,
                 K_CONFIGURATION=spec.configuration,
                 K_REVISION=spec.revision,
+                # The downward API's names: logs and spans say which replica wrote them.
+                POD_NAMESPACE=env.get("POD_NAMESPACE") or spec.namespace,
+                POD_NAME=f"{spec.revision}-{replica.index}",
             )
             try:  # the init container: the model fetched, /mnt/models mapped to its folder
                 container = await self.storage.container_for(

@@ -3,6 +3,8 @@
 `preprocess` turns the caller's request into the predictor's, `predict` forwards it over HTTP to
 the predictor at PREDICTOR_HOST (V1, or V2 with PREDICTOR_PROTOCOL=v2), and `postprocess` turns
 the answer into the caller's. Here: measurements in millimetres in, iris species names out.
+The call carries the request's `x-request-id` and trace on (`propagation_headers`), so the
+predictor's spans and log lines join the transformer's.
 """
 
 import os
@@ -11,6 +13,7 @@ import httpx
 import numpy as np
 
 from knserve.runtime import Model
+from knserve.runtime.propagation import propagation_headers
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 
@@ -37,11 +40,17 @@ class Transformer(Model):
         if self.protocol == "v2":
             body = {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
                                 "data": rows.ravel().tolist()}]}
-            response = await self.client.post(f"{base}/v2/models/{self.predictor_model}/infer", json=body)
+            response = await self.client.post(
+                f"{base}/v2/models/{self.predictor_model}/infer",
+                json=body,
+                headers=propagation_headers(),
+            )
             response.raise_for_status()
             return response.json()["outputs"][0]["data"]
         response = await self.client.post(
-            f"{base}/v1/models/{self.predictor_model}:predict", json={"instances": rows.tolist()}
+            f"{base}/v1/models/{self.predictor_model}:predict",
+            json={"instances": rows.tolist()},
+            headers=propagation_headers(),
         )
         response.raise_for_status()
         return response.json()["predictions"]
