@@ -7,19 +7,11 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-from plane_fixtures import LocalPlane, apply, is_ready
+from plane_fixtures import LocalPlane, apply, built_function, is_ready
 
 pytestmark = pytest.mark.slow
 
 HOST = "iris.default.localhost"
-
-
-def built_function(plane: LocalPlane, template: str, folder: Path) -> str:
-    created = plane.knserve("func", "create", "-t", template, folder.name, "--path", str(folder))
-    assert created.returncode == 0, created.stderr
-    built = plane.knserve("func", "build", "--path", str(folder))
-    assert built.returncode == 0, built.stderr
-    return built.stdout.split()[0]  # the image reference
 
 
 def test_transformer_predictor_and_explainer_behind_the_inferenceservice_host(

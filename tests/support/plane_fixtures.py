@@ -51,6 +51,15 @@ def apply(plane: LocalPlane, tmp_path: Path, *docs: dict[str, Any]) -> str:
     return result.stdout
 
 
+def built_function(plane: LocalPlane, template: str, folder: Path) -> str:
+    """A function made from `template` in `folder` and built; its image reference."""
+    created = plane.knserve("func", "create", "-t", template, folder.name, "--path", str(folder))
+    assert created.returncode == 0, created.stderr
+    built = plane.knserve("func", "build", "--path", str(folder))
+    assert built.returncode == 0, built.stderr
+    return built.stdout.split()[0]
+
+
 class LocalPlane:
     """One `knserve up` started by a test; `restart()` stops and starts it on the same data dir."""
 
