@@ -30,6 +30,8 @@ from typing import Any
 from knserve.functions import funcyaml
 from knserve.runtime.asgi import Receive, Scope, Send, read_body, send_json
 from knserve.runtime.errors import PayloadTooLarge
+from knserve.runtime.logformat import configure_logging
+from knserve.runtime.propagation import enter, propagation_headers
 
 log = logging.getLogger("knserve.functions.host")
 
@@ -107,7 +109,13 @@ class FunctionHost:
             )
         elif self.runtime_app is not None:
             await self.runtime_app(scope, receive, send)
-        elif self.invoke == "cloudevent":
+            return
+        # The request's id and trace, for the function's own calls and log lines.
+        enter(
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+            self.name,
+        )
+        if self.invoke == "cloudevent":
             await self._cloudevent(scope, receive, send)
         else:
             await self.instance.handle(scope, receive, send)
@@ -182,6 +190,10 @@ class FunctionHost:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
+        # The reply continues the request's trace (CloudEvents' distributed-tracing extension).
+        for name, value in propagation_headers().items():
+            if name in ("traceparent", "tracestate") and answer.get(name) is None:
+                answer[name] = value
         mode = getattr(self.instance, "response_mode", "structured")
         out_headers, data = (to_binary if mode == "binary" else to_structured)(answer)
         pairs = [(k.lower().encode(), str(v).encode()) for k, v in out_headers.items()]
@@ -205,11 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     # InferenceService's name. Its other flags (--predictor_host …) are also in the environment,
     # where the function reads them, so they are accepted and ignored.
     parser.add_argument("--model_name", "--model-name", dest="model_name")
+    parser.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     args, _unknown = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KNSERVE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        chosen = configure_logging(os.environ.get("KNSERVE_LOG_LEVEL", "INFO"), args.log_format)
+    except ValueError as exc:
+        parser.error(str(exc))
     port = args.port or int(os.environ.get("PORT", "8080"))
     import uvicorn
 
@@ -224,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        log_config=None if chosen == "json" else uvicorn.config.LOGGING_CONFIG,
     )
 
 

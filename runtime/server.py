@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from knserve.runtime.app import create_app
+from knserve.runtime.logformat import configure_logging
 from knserve.runtime.model import Model
 from knserve.runtime.settings import ModelSpec, RuntimeSettings, settings_from_env
 
@@ -71,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", dest="log_level", choices=["critical", "error", "warning", "info", "debug"]
     )
+    p.add_argument(
+        "--log-format", dest="log_format", choices=["text", "json"], help="json: one object a line"
+    )
     return p
 
 
@@ -111,6 +115,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
             logger_url=args.logger_url,
             logger_mode=args.logger_mode,
             log_level=args.log_level,
+            log_format=args.log_format,
         )
     except (ValueError, FileNotFoundError) as exc:
         parser().error(str(exc))
@@ -122,9 +127,7 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
     model it was started with fails to load (module docstring)."""
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    json_logs = configure_logging(settings.log_level, settings.log_format) == "json"
     app = create_app(settings, list(models))
     failures: list[str] = []
     config = uvicorn.Config(
@@ -136,6 +139,8 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
         lifespan="on",
         access_log=False,  # a log line per request costs more than the request (KServe's default)
         log_level=settings.log_level,
+        # JSON lines: uvicorn's own records go through the root logger's JSON handler too.
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         timeout_keep_alive=75,  # longer than common proxies' idle timeouts, so they close first
     )
     server = uvicorn.Server(config)

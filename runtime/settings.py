@@ -53,6 +53,7 @@ class RuntimeSettings:
     inference_service: str = ""
     namespace: str = ""
     log_level: str = "warning"
+    log_format: str = "text"  # text, or json: one object per line (knserve.runtime.logformat)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,8 @@ class RuntimeSettings:
             )
         if self.cache_entries < 0:
             raise ValueError(f"cache_entries is {self.cache_entries}, it must be 0 (off) or more")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log format is {self.log_format!r}, it must be text or json")
         if self.logger_mode not in ("all", "request", "response"):
             raise ValueError(
                 f"logger mode is {self.logger_mode!r}, it must be all, request or response"
@@ -91,6 +94,7 @@ _ENV = {
     "KNSERVE_OFFLOAD_THRESHOLD_MS": ("offload_threshold_ms", float),
     "KNSERVE_PREDICT_THREADS": ("predict_threads", int),
     "KNSERVE_LOG_LEVEL": ("log_level", str),
+    "KNSERVE_LOG_FORMAT": ("log_format", str),
     "INFERENCE_SERVICE_NAME": ("inference_service", str),
     "POD_NAMESPACE": ("namespace", str),
 }

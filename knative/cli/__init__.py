@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inferenceservice": ("isvc", "InferenceServices: create, list, describe, delete."),
     "isvc": ("isvc", "Alias of inferenceservice."),
     "export": ("export", "Print the Knative objects an InferenceService becomes."),
+    "logs": ("logs", "Print the logs of an InferenceService's, Service's or Revision's replicas."),
 }
 
 

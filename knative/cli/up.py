@@ -63,6 +63,16 @@ def pvc_mapping(items: Sequence[str]) -> dict[str, Path]:
     return claims
 
 
+def request_log_enabled(data: dict[str, Any]) -> bool:
+    """Knative's config-observability `logging.enable-request-log` ("true"/"false", off unset)."""
+    value = str(data.get("logging.enable-request-log", "false")).strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(
+            f"config-observability logging.enable-request-log is {value!r}; write true or false"
+        )
+    return value == "true"
+
+
 @click.command("up")
 @click.option(
     "--data-dir",
@@ -122,6 +132,24 @@ def pvc_mapping(items: Sequence[str]) -> dict[str, Path]:
     metavar="CLAIM=DIR",
     help="serve storageUri pvc://CLAIM/… from the folder DIR (repeatable)",
 )
+@click.option(
+    "--log-format",
+    envvar="KNSERVE_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line, for the plane and its replicas (for ELK, Loki …)",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="the gateway's access log, a line per request (default: the observability config, off)",
+)
+@click.option(
+    "--observability-config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Knative's config-observability ConfigMap YAML, e.g. logging.enable-request-log: true",
+)
 def cli(
     data_dir: Path | None,
     port: int,
@@ -137,6 +165,9 @@ def cli(
     zygote: bool,
     example: bool,
     pvcs: tuple[str, ...],
+    log_format: str,
+    access_log: bool | None,
+    observability_config: Path | None,
 ) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
@@ -144,10 +175,6 @@ def cli(
     from knserve.knative.apiserver.features import features_from_map
     from knserve.knative.plane import PlaneSettings, PortUnavailable, run_plane
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
     try:
         values: dict[str, Any] = {}
         if autoscaler_config is not None:
@@ -162,8 +189,18 @@ def cli(
             configmap_data(features_config, "config-features") if features_config else {}
         )
         claims = pvc_mapping(pvcs)
+        if access_log is None:
+            access_log = request_log_enabled(
+                configmap_data(observability_config, "config-observability")
+                if observability_config
+                else {}
+            )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    from knserve.runtime.logformat import configure_logging
+
+    configure_logging(log_level, log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
     try:
         settings = PlaneSettings(
             data_dir or default_data_dir(),
@@ -178,6 +215,8 @@ def cli(
             broker_port,
             features=features,
             pvc=claims,
+            access_log=access_log,
+            log_format=log_format,
         )
         run_plane(settings)
     except PortUnavailable as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_fixtures import BROKER, broker, ready, trigger
-from net_fixtures import ServerProcess, eventually
+from net_fixtures import ServerProcess
 from otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from plane_fixtures import FAST_AUTOSCALER, LocalPlane, apply, built_function
 
@@ -72,14 +72,7 @@ def test_a_request_through_transformer_and_a_predictor_at_zero_is_one_trace(
     }
     apply(plane, tmp_path, isvc)
     plane.wait_ready("inferenceservices", "iris", timeout=180)
-    # the autoscaler (1 s ticks, 6 s window) takes the idle predictor to zero; its metrics are
-    # the only signal
-    eventually(
-        lambda: plane.metrics().get("iris-predictor-00001", {}).get("actual_pods") == 0,
-        45,
-        lambda: f"the predictor never scaled to zero: {plane.metrics()}",
-        interval=0.2,
-    )
+    plane.wait_scaled_to_zero("iris-predictor-00001")  # the autoscaler ticks every second
 
     response = plane.call(
         "iris.default.localhost",
