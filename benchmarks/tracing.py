@@ -6,9 +6,10 @@ The gateway (one process, uvloop) routes to one model server replica (`python -m
 scikit-learn's iris LogisticRegression trained here) on core 0; wrk posts a V2 JSON request on
 core 1. "off" runs both with no `OTEL_*` variables; "on" gives both `OTEL_EXPORTER_OTLP_ENDPOINT`,
 an OTLP/HTTP sink in this process that takes every export (so each request makes a gateway
-`route` span and the server's request, preprocess, predict and postprocess spans). Off and on
-alternate for `--rounds`, to spread the machine's noise over both; the table shows each run and
-the ratio of the medians.
+`route` span and the server's request, preprocess, predict and postprocess spans); "on 10%" also
+sets `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with 0.1, so the gateway samples one trace in
+ten and the server follows its decision. The modes alternate for `--rounds`, to spread the
+machine's noise over all; the table shows each run and the ratios of the medians.
 
 Tracing off still reads and writes the request id and trace headers; the cost of that path is
 measured apart (`off_path_us`: the gateway's `Telemetry.forward` and the server's
@@ -37,6 +38,8 @@ from benchmarks.gateway import _wait_port, cpu_seconds, run_wrk
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "iris.default.localhost"
+# Every trace sampled (OpenTelemetry's default), and one in ten, decided at the gateway.
+MODES = ("off", "on", "on 10%")
 BODY = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP64","data":[6.8,2.8,4.8,1.4]}]}'
 
 
@@ -115,12 +118,27 @@ def off_path_us() -> float:
     return min(timeit.repeat(one, number=count, repeat=3)) / count * 1e6
 
 
+def _wait_ready(port: int, timeout: float = 60.0) -> None:
+    """Until the model has loaded (the server listens before it has)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)  # polling another process's readiness; nothing to await
+    raise RuntimeError(f"the model server on port {port} was not ready after {timeout}s")
+
+
 def run_mode(
     mode: str, model_dir: Path, sink: Sink, conc: int, duration: float
 ) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    if mode == "on":
+    if mode != "off":
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+    if mode == "on 10%":
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
     runtime_port, gateway_port = free_port(), free_port()
     runtime = subprocess.Popen(
         [
@@ -159,6 +177,7 @@ def run_mode(
     try:
         _wait_port(runtime_port, 60)
         _wait_port(gateway_port)
+        _wait_ready(runtime_port)
         script = Path(tempfile.mkdtemp()) / "post.lua"
         script.write_text(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -195,22 +214,23 @@ def main(argv: list[str]) -> None:
         print(
             f"{'mode':<5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'errors':>6}"
         )
-        results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
         for _ in range(args.rounds):
-            for mode in ("off", "on"):
+            for mode in MODES:
                 row = run_mode(mode, model_dir, sink, args.conc, args.duration)
                 results[mode].append(row)
                 print(
-                    f"{mode:<5} {row['rps']:>9.0f} {row['p50']:>8.3f} {row['p99']:>8.3f} "
+                    f"{mode:<7} {row['rps']:>9.0f} {row['p50']:>8.3f} {row['p99']:>8.3f} "
                     f"{row['cpu_us']:>11.1f} {row['errors'] + row['socket_errors']:>6.0f}",
                     flush=True,
                 )
                 time.sleep(0.5)  # the ports of the last run close before the next binds
     off = statistics.median(r["rps"] for r in results["off"])
-    on = statistics.median(r["rps"] for r in results["on"])
     cpu = statistics.median(r["cpu_us"] for r in results["off"])
+    for mode in MODES[1:]:
+        on = statistics.median(r["rps"] for r in results[mode])
+        print(f"tracing {mode} / off: {on / off:.3f} of the requests/s ({1 - on / off:.1%} cost)")
     path = off_path_us()
-    print(f"tracing on / off: {on / off:.3f} of the requests/s ({1 - on / off:+.1%} cost)")
     print(
         f"tracing off: {path:.2f} us per request for ids and trace headers, "
         f"{path / cpu:.2%} of the {cpu:.0f} us of CPU a request takes"

@@ -19,6 +19,7 @@ id (fields of the record too, for the JSON log format).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,14 @@ access_log = logging.getLogger("knserve.access")
 FORWARDED = frozenset(name.encode() for name in (*TRACE_HEADERS, REQUEST_ID))
 _REQUEST_ID = REQUEST_ID.encode()
 _TRACEPARENT = b"traceparent"
+_getrandbits = random.getrandbits
+# A UUID4 request id and a traceparent whose trace id is the same 128 random bits (its
+# version and variant digits aside), the parent id the next 64.
+_W3C, _SAMPLED = b"\r\ntraceparent: 00-", b"-01\r\n"
+_VARIANT = {
+    ord(digit): b"89ab"[int(digit, 16) & 3 : (int(digit, 16) & 3) + 1]
+    for digit in "0123456789abcdef"
+}
 
 
 class RequestRecord:
@@ -79,6 +88,12 @@ class Telemetry:
     def forward(self, exchange: Exchange, found: list[tuple[bytes, bytes]]) -> bytes:
         """The id and trace header lines to forward for `exchange`, given the ones the client sent
         (`found`); sets its `request_id` and, when recording, its `record`."""
+        if not found and not self.recording:
+            # The common case, in one formatting: a new id and a new trace from one random number.
+            h = _getrandbits(192).to_bytes(24, "big").hex().encode()
+            request_id = b"-".join((h[:8], h[8:12], b"4" + h[13:16], _VARIANT[h[16]] + h[17:20]))
+            exchange.request_id = request_id = request_id + b"-" + h[20:32]
+            return b"".join((b"x-request-id: ", request_id, _W3C, h[:32], b"-", h[32:], _SAMPLED))
         request_id = b""
         traced = False
         for name, value in found:

@@ -192,3 +192,15 @@ async def test_a_request_to_a_revision_at_zero_has_its_activation_span(
     activation = by_name["activation"]
     assert activation.end_ns - activation.start_ns >= 150_000_000  # the 200 ms the replica took
     spans.shutdown()
+
+
+async def test_a_trace_the_sampler_leaves_out_is_marked_so_and_never_exported(
+    otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    spans = otlp_tracer(otlp_receiver, monkeypatch)
+    (response,), _ = await through_gateway({"host": HOST}, telemetry=Telemetry(spans))
+    assert received(response.text)["traceparent"].endswith("-00")  # the replica records nothing
+    spans.flush()
+    assert otlp_receiver.spans == [] and otlp_receiver.requests == 0
+    spans.shutdown()
