@@ -71,13 +71,24 @@ class PredictorClient:
         )
 
     def _http(self) -> httpx.AsyncClient:
-        # made on first use: an AsyncClient belongs to the event loop that serves the requests
+        # Made on first use: an AsyncClient belongs to the event loop that serves the requests.
+        # No transport of its own, so $HTTP_PROXY holds: on the plane it routes the predictor's
+        # `{isvc}-predictor.{namespace}.localhost` through the gateway.
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                transport=httpx.AsyncHTTPTransport(retries=self._retries),
-            )
+            self._client = httpx.AsyncClient(timeout=self._timeout)
         return self._client
+
+    async def _post(self, data: bytes, headers: dict[str, str]) -> httpx.Response:
+        # KServe's `predictor_request_retries`: connection failures are retried, answers are not
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._http().post(self.url, content=data, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt == self._retries:
+                    raise UpstreamError(
+                        f"cannot reach the predictor at {self.url}: {exc!r}"
+                    ) from None
+        raise AssertionError("unreachable")
 
     async def predict(
         self,
@@ -97,10 +108,7 @@ class PredictorClient:
                 out["content-type"] = "application/octet-stream"
         if not isinstance(data, bytes):
             data = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
-        try:
-            response = await self._http().post(self.url, content=data, headers=out)
-        except httpx.TransportError as exc:
-            raise UpstreamError(f"cannot reach the predictor at {self.url}: {exc!r}") from None
+        response = await self._post(data, out)
         if not response.is_success:
             raise UpstreamError(
                 f"the predictor at {self.url} answered {response.status_code}: "
