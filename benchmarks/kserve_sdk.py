@@ -13,7 +13,8 @@ each server pinned to core 0, one process):
   log per request), gRPC off, bound to loopback (tests/support/kserve_sdk/kserve_loopback.py);
 * kserve-quiet: the same with `--enable_latency_logging=false --configure_logging=false`.
 
-Prints req/s, p50 and p99 per target and the ratios knserve-hosted / KServe (V1 and V2).
+Prints req/s, p50, p99 and server CPU per request per target, and the req/s ratios
+knserve-hosted / KServe (V1 and V2).
 Needs kserve in this environment (the test extra has it) and wrk.
 """
 
@@ -64,12 +65,13 @@ def targets(model_dir: Path) -> list[str]:
 
 
 def report(summary: dict[tuple[str, int], dict[str, float]], concs: list[int]) -> None:
-    print("\n| target | conc | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    # server CPU per request moves less than req/s when other work shares the machine
+    print("\n| target | conc | req/s | p50 ms | p99 ms | server CPU µs/req | errors |")
+    print("|---|---|---|---|---|---|---|")
     for (target, c), s in sorted(summary.items()):
         print(
             f"| {target} | {c} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | "
-            f"{s['errors']:.0f} |"
+            f"{s['cpu']:.0f} | {s['errors']:.0f} |"
         )
     print("\n| ratio (req/s), knserve-hosted ÷ | " + " | ".join(f"c={c}" for c in concs) + " |")
     print("|---|" + "---|" * len(concs))
