@@ -65,6 +65,8 @@ def test_the_dashboard_shows_the_example_and_its_traffic_plot_updates(
         assert shown.returncode == 0, shown.stderr
         url = shown.stdout.strip()
         assert url == f"{plane.api}/dashboard"
+        # what `make up` prints on startup says the same
+        assert f"dashboard: {url} (or `knserve dashboard`)" in plane.log()
 
         browser.get(url)
         wait = WebDriverWait(browser, 30, poll_frequency=0.2)
