@@ -91,6 +91,7 @@ class Exchange:
 
     __slots__ = (
         "arrived",
+        "assigned",
         "client",
         "clock",
         "has_body",
@@ -109,6 +110,7 @@ class Exchange:
         "revision",
         "safe",
         "state",
+        "status",
         "tag",
         "timer",
         "tunnel",
@@ -137,6 +139,8 @@ class Exchange:
         self.revision: Any = None  # the gateway's revision state once routed
         self.timer: asyncio.TimerHandle | None = None
         self.arrived = 0.0  # loop time the revision admitted it; its timeouts count from here
+        self.assigned = 0.0  # loop time a replica was picked for it
+        self.status = 0  # the response's status code, once there is one (for metrics)
         # The loop's clock while the revision has an idleTimeoutSeconds: replica reads stamp
         # `last_byte` with it. None otherwise, so the common case costs one test per read.
         self.clock: Callable[[], float] | None = None
@@ -201,6 +205,7 @@ class Exchange:
         # The timer stays: timeoutSeconds and idleTimeoutSeconds go on bounding the body, and a
         # WebSocket's whole life, as Knative's timeout handler bounds a hijacked connection.
         self.response_started = True
+        self.status = status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         if status == 101:
             self.tunnel = True
@@ -272,6 +277,8 @@ class Exchange:
         """Answer with the gateway's own error, or cut the client off if the response has begun."""
         if self.state:
             return
+        if not self.response_started:
+            self.status = status
         self._drop_upstream()
         self._finish(None)
         if self.response_started:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inferenceservice": ("isvc", "InferenceServices: create, list, describe, delete."),
     "isvc": ("isvc", "Alias of inferenceservice."),
     "export": ("export", "Print the Knative objects an InferenceService becomes."),
+    "dashboard": ("dashboard", "Print (and open) the plane's dashboard URL."),
 }
 
 

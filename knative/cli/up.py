@@ -122,6 +122,12 @@ def pvc_mapping(items: Sequence[str]) -> dict[str, Path]:
     metavar="CLAIM=DIR",
     help="serve storageUri pvc://CLAIM/… from the folder DIR (repeatable)",
 )
+@click.option(
+    "--prometheus",
+    "prometheus_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write a Prometheus config that discovers every replica and the plane (http_sd) to FILE",
+)
 def cli(
     data_dir: Path | None,
     port: int,
@@ -137,6 +143,7 @@ def cli(
     zygote: bool,
     example: bool,
     pvcs: tuple[str, ...],
+    prometheus_file: Path | None,
 ) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
@@ -179,6 +186,11 @@ def cli(
             features=features,
             pvc=claims,
         )
+        if prometheus_file is not None:
+            from knserve.knative.monitoring.scrape_config import write_scrape_config
+
+            write_scrape_config(prometheus_file, f"http://{host}:{api_port}", token)
+            print(f"Prometheus config: prometheus --config.file {prometheus_file}", flush=True)
         run_plane(settings)
     except PortUnavailable as exc:
         raise ConfigError(str(exc)) from None  # one line, exit status 2, nothing started

@@ -69,13 +69,7 @@ def test_async_inference_wakes_a_scaled_to_zero_predictor_and_the_answer_comes_b
         ),
     )
     plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
-    # the autoscaler's tick is 1 s; its metrics are the only signal
-    eventually(
-        lambda: plane.metrics().get(predictor, {}).get("actual_pods") == 0,
-        45,
-        lambda: f"never scaled to zero: {plane.metrics()}",
-        interval=0.2,
-    )
+    plane.wait_scaled_to_zero(predictor, timeout=45)
     served_before = plane.metrics()[predictor].get("requests_total", 0)
 
     send(plane, "req-v1", request_type, {"instances": [SETOSA]}, protocol="v1")
