@@ -33,7 +33,7 @@ setup(
     package_dir=package_dir,
     package_data={
         "knserve.scaffolds": ["templates/**/*", "templates/**/.*"],
-        "knserve.knative": ["crds/*.yaml", "deploy/*"],
+        "knserve.knative": ["crds/*.yaml", "deploy/*", "monitoring/*.html"],
         "knserve.knative.supervisor": ["*.c"],
         "knserve.knative.kserve": ["stock_runtimes/*.yaml"],
         "knserve.eventing": ["crds/*.yaml"],

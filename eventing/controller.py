@@ -106,6 +106,10 @@ class EventingController:
         from the store's events, so the ingress's hot path does no query."""
         return (namespace, name) in self._brokers
 
+    def triggers(self) -> list[tuple[str, str, str]]:
+        """(namespace, trigger name, key) of every trigger handed to the dispatcher (for metrics)."""
+        return [(namespace, name, key) for (namespace, name), key in self._keys.items()]
+
     # ---- the loop ------------------------------------------------------------------------------
 
     def mark(self, kind: Kind, namespace: str, name: str) -> None:

@@ -236,6 +236,11 @@ class Dispatcher:
         trigger = self._triggers.get(key)
         return replace(trigger.stats) if trigger is not None else TriggerStats()
 
+    def broker_of(self, key: str) -> str | None:
+        """The broker a known trigger takes its events from."""
+        trigger = self._triggers.get(key)
+        return trigger.broker if trigger is not None else None
+
     async def close(self) -> None:
         """Stop every loop and delivery; what they had claimed is due again (for the next run)."""
         if self._housekeeping is not None:

@@ -259,6 +259,7 @@ class Ingress:
         self.log, self.broker_exists, self.on_accepted = log, broker_exists, on_accepted
         self.max_body_bytes, self.clock = max_body_bytes, clock
         self.tracer: Tracer | None = tracer("knserve-broker")  # None unless OTEL_* ask for it
+        self.accepted: dict[tuple[str, str], int] = {}  # (namespace, broker) -> events stored
 
     def accept(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
         """Stamp decoded events (TTL, arrival time) and store them in one transaction; returns
@@ -269,6 +270,9 @@ class Ingress:
             event[TTL] = str(_ttl(event.get(TTL), where))
             event[ARRIVAL_TIME] = arrival
         stored = sum(self.log.append_many(namespace, broker, events)) if events else 0
+        if stored:
+            key = (namespace, broker)
+            self.accepted[key] = self.accepted.get(key, 0) + stored
         if stored and self.on_accepted is not None:
             try:
                 self.on_accepted(namespace, broker)

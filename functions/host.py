@@ -170,9 +170,12 @@ class FunctionHost:
         await send_json(send, 200 if ok else 503, {"ready": ok, "reason": reason})
 
     async def _cloudevent(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from cloudevents.v1.conversion import to_binary, to_structured
-        from cloudevents.v1.exceptions import GenericException
-        from cloudevents.v1.http import from_http
+        from knserve.runtime.protocols.cloudevents_sdk import (
+            GenericException,
+            from_http,
+            to_binary,
+            to_structured,
+        )
 
         try:
             body = await read_body(receive)

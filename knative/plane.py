@@ -28,7 +28,9 @@ from pathlib import Path
 import uvicorn
 
 from knserve.eventing.broker import INGRESS_NAME, INGRESS_NAMESPACE, BrokerPlane
+from knserve.eventing.metrics import BrokerCollector
 from knserve.knative.activator.gateway import Gateway, SupervisorEndpoints
+from knserve.knative.activator.request_metrics import GatewayCollector
 from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.traffic import RouteSpec, TrafficTarget
 from knserve.knative.apiserver.features import DEFAULTS as FEATURE_DEFAULTS
@@ -36,10 +38,15 @@ from knserve.knative.apiserver.features import TAG_HEADER_BASED_ROUTING, is_enab
 from knserve.knative.apiserver.server import EmbeddedServer, create_app
 from knserve.knative.apiserver.store import Store
 from knserve.knative.autoscaler.kpa import AutoscalerConfig
-from knserve.knative.autoscaler.metrics import metrics_route
+from knserve.knative.autoscaler.metrics import PlaneCollector
 from knserve.knative.autoscaler.multiscaler import Multiscaler
 from knserve.knative.kserve.controller import InferenceServiceController
-from knserve.knative.serving.controller import Controller
+from knserve.knative.monitoring.dashboard import dashboard_routes, run_sampler
+from knserve.knative.monitoring.plane_metrics import metrics_routes
+from knserve.knative.monitoring.samples import Reading, SampleRing
+from knserve.knative.monitoring.targets import targets_route
+from knserve.knative.serving.controller import REVISION, Controller
+from knserve.knative.serving.resources import CONFIGURATION_LABEL, SERVICE_LABEL
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.replicas import Supervisor
 from knserve.runtime.storage import pvc_env_name
@@ -125,12 +132,54 @@ class Plane:
                 f"binding the control API to {settings.host} needs --token (a bearer token)"
             )
         app = create_app(self.store, token)
-        app.routes.insert(0, metrics_route(self.scaler, self.supervisor, self.gateway))
+        self.samples = SampleRing()  # the dashboard's recent traffic
+        broker = self.broker
+        app.routes[:0] = [
+            *metrics_routes(
+                {
+                    "autoscaler": [PlaneCollector(self.scaler, self.supervisor, self.gateway)],
+                    "activator": [GatewayCollector(self.gateway, self._service_of)],
+                    "broker": [
+                        BrokerCollector(broker.ingress, broker.controller, broker.dispatcher)
+                    ],
+                }
+            ),
+            targets_route(self.store, self.supervisor, f"{settings.host}:{settings.api_port}"),
+            *dashboard_routes(self.store, self._replicas, self.samples),
+        ]
         self.api = EmbeddedServer(
             uvicorn.Config(
                 app, host=settings.host, port=settings.api_port, log_level="warning", lifespan="off"
             )
         )
+
+    def _service_of(self, namespace: str, revision: str) -> tuple[str, str]:
+        """A revision's Service and Configuration names, from its labels (for metrics)."""
+        found = self.store.find(REVISION, namespace, revision) or {}
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        return labels.get(SERVICE_LABEL, ""), labels.get(CONFIGURATION_LABEL, "")
+
+    def _replicas(self, namespace: str, revision: str) -> tuple[int, int]:
+        """A revision's (desired, ready) replicas, as the supervisor has them."""
+        status = self.supervisor.status(namespace, revision)
+        return status.desired, status.ready
+
+    def _readings(self) -> dict[str, Reading]:
+        """Every revision's counters now, for the dashboard's samples."""
+        readings = {}
+        for state in self.gateway.throttlers():
+            if (state.namespace, state.name) == (INGRESS_NAMESPACE, INGRESS_NAME):
+                continue  # the plane's own broker ingress, not a user's revision
+            desired, ready = self._replicas(state.namespace, state.name)
+            tallies = state.requests.values()
+            readings[f"{state.namespace}/{state.name}"] = Reading(
+                state.requests_total,
+                sum(t.count for t in tallies),
+                sum(t.sum_ms for t in tallies),
+                desired,
+                ready,
+            )
+        return readings
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -147,6 +196,7 @@ class Plane:
                 ("isvc-controller", self.isvc_controller.run()),
                 ("controller", self.controller.run()),
                 ("multiscaler", self.scaler.run()),
+                ("dashboard-sampler", run_sampler(self.samples, self._readings)),
             ):
                 tasks.append(asyncio.create_task(work, name=name))
             if s.example:
@@ -180,6 +230,10 @@ class Plane:
             )
             print(
                 f"knserve is up: gateway http://{s.host}:{s.port}  control API http://{s.host}:{s.api_port}",
+                flush=True,
+            )
+            print(
+                f"dashboard: http://{s.host}:{s.api_port}/dashboard (or `knserve dashboard`)",
                 flush=True,
             )
             await stop.wait()

@@ -24,6 +24,8 @@ import orjson
 
 from knserve.runtime.errors import InvalidInput, NotImplementedByModel
 from knserve.runtime.formats.base import FramePredictor, Predictor
+from knserve.runtime.kserve_model import KServeModel
+from knserve.runtime.kserve_model import answer as kserve_answer
 from knserve.runtime.protocols import v1, v2
 from knserve.runtime.protocols.dataframe import is_named, v1_frame
 from knserve.runtime.repository import ServedModel
@@ -59,6 +61,8 @@ async def answer_of(served: ServedModel, request: Request) -> tuple[bytes, list[
 def from_model(served: ServedModel, request: Request) -> Awaitable[tuple[bytes, list[Any]]]:
     """The model's answer: the coroutine of the path that computes it, returned rather than
     awaited here, so a request suspends through one coroutine level less."""
+    if served.predictor is None and isinstance(served.model, KServeModel):
+        return kserve_answer(served, request)  # KServe's own request path, explain included
     if request.protocol == "explain":
         return _explained(served, request)
     if served.predictor is None:

@@ -51,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
         help="sklearn, xgboost, lightgbm, onnx, pytorch or custom (detected when absent)",
     )
     p.add_argument(
+        "--kserve-model",
+        dest="kserve_model",
+        help="a KServe SDK model file (model.py calling kserve.ModelServer().start([...])) to host "
+        "unedited; the other arguments are also the file's (knserve.runtime.kserve_host)",
+    )
+    p.add_argument(
         "--model-repository",
         "--model_repository",
         dest="model_repository",
@@ -100,26 +106,30 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
             parser().error("--model-dir needs --model-name (the name clients call the model by)")
         models = (ModelSpec(args.model_name, _model_dir(args.model_dir), args.model_format),)
     elif not args.model_repository:
-        parser().error("give --model-name and --model-dir, or --model-repository")
+        parser().error("give --model-name and --model-dir, --model-repository, or --kserve-model")
     try:
-        return settings_from_env(
-            models=models,
-            model_repository=args.model_repository,
-            port=args.port,
-            host=args.host,
-            offload=args.offload,
-            max_batch_size=args.max_batch_size,
-            max_latency_ms=args.max_latency_ms,
-            cache_entries=args.cache_entries,
-            cache_ttl_s=args.cache_ttl_s,
-            logger_url=args.logger_url,
-            logger_mode=args.logger_mode,
-            log_level=args.log_level,
-            log_format=args.log_format,
-        )
+        return settings_from_env(None, models=models, **runtime_options(args))
     except (ValueError, FileNotFoundError) as exc:
         parser().error(str(exc))
         raise  # unreachable: error() exits
+
+
+def runtime_options(args: argparse.Namespace) -> dict[str, object]:
+    """The `RuntimeSettings` the parsed flags set, models aside."""
+    return dict(
+        model_repository=args.model_repository,
+        port=args.port,
+        host=args.host,
+        offload=args.offload,
+        max_batch_size=args.max_batch_size,
+        max_latency_ms=args.max_latency_ms,
+        cache_entries=args.cache_entries,
+        cache_ttl_s=args.cache_ttl_s,
+        logger_url=args.logger_url,
+        logger_mode=args.logger_mode,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
 
 
 def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
@@ -170,6 +180,11 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    if parser().parse_known_args(argv)[0].kserve_model:
+        from knserve.runtime.kserve_host import main as host_kserve_file
+
+        host_kserve_file(argv)
+        return
     settings = settings_from_args(argv)
     try:
         run(settings)

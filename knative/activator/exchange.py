@@ -92,6 +92,7 @@ class Exchange:
 
     __slots__ = (
         "arrived",
+        "assigned",
         "client",
         "clock",
         "has_body",
@@ -112,6 +113,7 @@ class Exchange:
         "revision",
         "safe",
         "state",
+        "status",
         "tag",
         "timer",
         "tunnel",
@@ -142,6 +144,8 @@ class Exchange:
         self.revision: Any = None  # the gateway's revision state once routed
         self.timer: asyncio.TimerHandle | None = None
         self.arrived = 0.0  # loop time the revision admitted it; its timeouts count from here
+        self.assigned = 0.0  # loop time a replica was picked for it
+        self.status = 0  # the response's status code, once there is one (for metrics)
         # The loop's clock while the revision has an idleTimeoutSeconds: replica reads stamp
         # `last_byte` with it. None otherwise, so the common case costs one test per read.
         self.clock: Callable[[], float] | None = None
@@ -208,6 +212,7 @@ class Exchange:
         self.response_started = True
         if self.record is not None:
             self.record.status = status
+        self.status = status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         if status == 101:
             self.tunnel = True
@@ -286,6 +291,8 @@ class Exchange:
         """Answer with the gateway's own error, or cut the client off if the response has begun."""
         if self.state:
             return
+        if not self.response_started:
+            self.status = status
         self._drop_upstream()
         if self.record is not None and not self.response_started:
             self.record.status = status

@@ -276,6 +276,10 @@ class Gateway:
         state = self._revisions.get((namespace, revision))
         return state.stats() if state is not None else RevisionStats(0, 0)
 
+    def throttlers(self) -> list[RevisionThrottler]:
+        """Every revision the gateway serves, with its counters (read by metrics at scrape time)."""
+        return list(self._revisions.values())
+
     # -- serving ------------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (use port 0 for any free port; see `port`)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
+from knserve.knative.activator.request_metrics import StatusTallies, record
 from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.timeouts import RequestTimeouts
 from knserve.knative.activator.upstream import UpstreamConnection
@@ -111,13 +112,15 @@ class RevisionStats:
 class Replica:
     """One ready endpoint of a revision and its idle connections."""
 
-    __slots__ = ("endpoint", "idle", "in_flight", "removed")
+    __slots__ = ("endpoint", "idle", "in_flight", "removed", "served")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self.in_flight = 0
         self.idle: list[UpstreamConnection] = []
         self.removed = False
+        # Knative's queue-proxy metrics of this replica (knative/activator/request_metrics.py)
+        self.served = StatusTallies()
 
     def forget(self, connection: UpstreamConnection) -> None:
         with contextlib.suppress(ValueError):
@@ -153,6 +156,8 @@ class RevisionThrottler:
         self.in_flight = 0
         self.requests_total = 0
         self.integral = 0.0
+        self.requests = StatusTallies()  # Knative's activator metrics (request_metrics.py)
+        self.cold_starts = 0
         self.changed_at = gateway.loop_time()
         self.poll: asyncio.TimerHandle | None = None
         self.appeared = asyncio.Event()
@@ -176,6 +181,8 @@ class RevisionThrottler:
         if replica is not None:
             self._assign(exchange, replica)
         elif self.ready or gateway.hold_unready:
+            if not self.ready and not self.queue:
+                self.cold_starts += 1  # the first request held until a replica starts
             self.queue.append(exchange)
             if exchange.record is not None:
                 gateway.telemetry.queued(exchange.record, not self.ready)
@@ -237,6 +244,7 @@ class RevisionThrottler:
         exchange.replica = replica
         if exchange.record is not None:
             self.gateway.telemetry.assigned(exchange.record, self.namespace, self.name)
+        exchange.assigned = self.gateway.loop.time()
         replica.in_flight += 1
         idle = replica.idle
         while idle:
@@ -310,6 +318,7 @@ class RevisionThrottler:
     # -- completion ---------------------------------------------------------------------------
     def release(self, exchange: Exchange, connection: UpstreamConnection | None) -> None:
         """`exchange` is over; free its slot, pool `connection` (if reusable), start the next."""
+        record(self, exchange, self.gateway.loop.time())
         self._count(-1)
         gateway = self.gateway
         gateway.active -= 1

@@ -12,12 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector, CollectorRegistry
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from prometheus_client.registry import Collector
 
 LABELS = ["namespace", "revision"]
 
@@ -70,14 +66,3 @@ class PlaneCollector(Collector):
         )
         ticks.add_metric([], float(self.scaler.ticks))
         yield ticks
-
-
-def metrics_route(scaler: Any, supervisor: Any, gateway: Any) -> Route:
-    """A Starlette route serving the plane's metrics in Prometheus' text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PlaneCollector(scaler, supervisor, gateway))
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return Route("/metrics", metrics, methods=["GET"])

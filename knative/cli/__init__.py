@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "isvc": ("isvc", "Alias of inferenceservice."),
     "export": ("export", "Print the Knative objects an InferenceService becomes."),
     "logs": ("logs", "Print the logs of an InferenceService's, Service's or Revision's replicas."),
+    "dashboard": ("dashboard", "Print (and open) the plane's dashboard URL."),
 }
 
 

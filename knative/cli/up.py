@@ -150,6 +150,12 @@ def request_log_enabled(data: dict[str, Any]) -> bool:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Knative's config-observability ConfigMap YAML, e.g. logging.enable-request-log: true",
 )
+@click.option(
+    "--prometheus",
+    "prometheus_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write a Prometheus config that discovers every replica and the plane (http_sd) to FILE",
+)
 def cli(
     data_dir: Path | None,
     port: int,
@@ -168,6 +174,7 @@ def cli(
     log_format: str,
     access_log: bool | None,
     observability_config: Path | None,
+    prometheus_file: Path | None,
 ) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
@@ -218,6 +225,11 @@ def cli(
             access_log=access_log,
             log_format=log_format,
         )
+        if prometheus_file is not None:
+            from knserve.knative.monitoring.scrape_config import write_scrape_config
+
+            write_scrape_config(prometheus_file, f"http://{host}:{api_port}", token)
+            print(f"Prometheus config: prometheus --config.file {prometheus_file}", flush=True)
         run_plane(settings)
     except PortUnavailable as exc:
         raise ConfigError(str(exc)) from None  # one line, exit status 2, nothing started

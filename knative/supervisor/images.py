@@ -6,7 +6,9 @@ unknown variable is left as written). Without a command, the image decides:
 
 - `knserve/runtime` and KServe's model server images (`kserve/sklearnserver`, `xgbserver`,
   `lgbserver`, `pytorchserver`, with any registry and tag) run `python -m knserve.runtime` with the
-  container's args, which accepts KServe's flags;
+  container's args, which accepts KServe's flags. A single-framework image serves only its
+  framework, as KServe's does (an xgbserver given a scikit-learn file fails to load it), so it
+  runs with that `--model_format` unless the args name one;
 - an image built by `knserve func build` (`knserve.local/…@sha256:…`) runs that function in its
   environment;
 - anything else cannot run without containers, and the error says what to use instead.
@@ -31,6 +33,15 @@ RUNTIME_IMAGES = frozenset(
         "kserve/kserve-container",
     }
 )
+
+# KServe's single-framework server images and the one format each loads.
+_IMAGE_FORMATS = {
+    "kserve/sklearnserver": "sklearn",
+    "kserve/xgbserver": "xgboost",
+    "kserve/lgbserver": "lightgbm",
+    "kserve/pytorchserver": "pytorch",
+}
+_FORMAT_FLAGS = ("--model_format", "--model-format", "--framework")
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -72,6 +83,9 @@ def resolve(container: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[
         return command + args, workdir
     image = container.get("image") or ""
     if image_name(image) in RUNTIME_IMAGES:
+        fmt = _IMAGE_FORMATS.get(image_name(image))
+        if fmt and not any(a.split("=", 1)[0] in _FORMAT_FLAGS for a in args):
+            args = [f"--model_format={fmt}", *args]
         return [sys.executable, "-m", "knserve.runtime", *args], workdir
     from knserve.functions.errors import FunctionError
     from knserve.functions.images import command_for_image

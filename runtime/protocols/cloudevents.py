@@ -23,11 +23,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cloudevents.v1.conversion import to_binary, to_structured
-from cloudevents.v1.exceptions import GenericException
-from cloudevents.v1.http import CloudEvent, from_http
 
 from knserve.runtime.errors import InvalidInput
+from knserve.runtime.protocols.cloudevents_sdk import (
+    CloudEvent,
+    GenericException,
+    from_http,
+    to_binary,
+    to_structured,
+)
 
 RESPONSE_TYPE = "io.kserve.inference.response"
 REQUEST_ID, REQUEST_SOURCE = "kserverequestid", "kserverequestsource"

@@ -69,7 +69,7 @@ def test_async_inference_wakes_a_scaled_to_zero_predictor_and_the_answer_comes_b
         ),
     )
     plane.wait_ready("inferenceservices", "sklearn-iris", timeout=60)
-    plane.wait_scaled_to_zero(predictor)  # the autoscaler ticks every second
+    plane.wait_scaled_to_zero(predictor, timeout=45)
     served_before = plane.metrics()[predictor].get("requests_total", 0)
 
     send(plane, "req-v1", request_type, {"instances": [SETOSA]}, protocol="v1")

@@ -66,10 +66,28 @@ def test_kserve_model_server_images_run_the_knserve_runtime_with_their_args() ->
         sys.executable,
         "-m",
         "knserve.runtime",
+        "--model_format=sklearn",  # a single-framework server loads only its framework
         "--model_name=iris",
         "--http_port=8080",
     ]
     assert cwd is None
+
+
+@pytest.mark.parametrize(
+    ("image", "args", "expected"),
+    [
+        ("kserve/xgbserver:v0.21.0", [], ["--model_format=xgboost"]),
+        ("docker.io/kserve/lgbserver:v0.21.0", [], ["--model_format=lightgbm"]),
+        ("kserve/sklearnserver", ["--model_format=custom"], ["--model_format=custom"]),
+        ("kserve/predictiveserver:v0.21.0", ["--framework=xgboost"], ["--framework=xgboost"]),
+        ("knserve/runtime:latest", [], []),
+    ],
+)
+def test_a_single_framework_image_serves_only_its_framework(
+    image: str, args: list[str], expected: list[str]
+) -> None:
+    argv, _ = resolve({"image": image, "args": args}, ENV)
+    assert argv[3:] == expected
 
 
 def test_an_image_that_cannot_run_here_says_what_to_use() -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from cloudevents.v1.conversion import to_binary, to_structured
-from cloudevents.v1.http import CloudEvent, from_http
 from model_fixtures import train_sklearn_iris
 from runtime_fixtures import model_settings, serving
 
 from knserve.runtime.protocols.cloudevents import reply_id
+from knserve.runtime.protocols.cloudevents_sdk import (
+    CloudEvent,
+    from_http,
+    to_binary,
+    to_structured,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import asyncio
 import numpy as np
 import orjson
 import pytest
-from cloudevents.v1.conversion import to_binary
-from cloudevents.v1.http import CloudEvent, from_http
 from model_fixtures import train_sklearn_iris
 from net_fixtures import serve_in_loop
 from runtime_fixtures import model_settings, serving
 
 from knserve.runtime.asgi import read_body
+from knserve.runtime.protocols.cloudevents_sdk import CloudEvent, from_http, to_binary
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from cloudevents.v1.http import from_http
 from net_fixtures import free_port, serve_in_loop
 
 from knserve.runtime.asgi import read_body
@@ -22,6 +21,7 @@ from knserve.runtime.payload_logger import (
     LoggerConfig,
     PayloadLogger,
 )
+from knserve.runtime.protocols.cloudevents_sdk import from_http
 
 
 class Sink:

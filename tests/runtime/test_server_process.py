@@ -89,7 +89,7 @@ def test_missing_arguments_are_explained() -> None:
         [sys.executable, "-m", "knserve.runtime"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert "--model-name and --model-dir, or --model-repository" in result.stderr
+    assert "--model-name and --model-dir, --model-repository, or --kserve-model" in result.stderr
 
 
 @pytest.mark.slow

@@ -185,9 +185,9 @@ class LocalPlane:
                     out.setdefault(sample.labels["revision"], {})[name] = sample.value
         return out
 
-    def wait_scaled_to_zero(self, revision: str, timeout: float = 45.0) -> None:
-        """Wait until the autoscaler has taken `revision` to zero replicas (its metrics are the
-        only signal)."""
+    def wait_scaled_to_zero(self, revision: str, timeout: float = 60.0) -> None:
+        """Wait until the revision has no ready replica (from /metrics)."""
+        # the autoscaler's tick is 1 s; its metrics are the only signal
         eventually(
             lambda: self.metrics().get(revision, {}).get("actual_pods") == 0,
             timeout,

@@ -5,7 +5,10 @@ not a CloudEvent gets 400) and calls `handle(event)`. Returning a CloudEvent ans
 in structured mode, or binary when `response_mode = "binary"`; returning None answers 204.
 """
 
-from cloudevents.v1.http import CloudEvent
+try:  # CloudEvents SDK 2.x
+    from cloudevents.v1.http import CloudEvent
+except ImportError:  # 1.x (e.g. beside kserve, which pins cloudevents<2)
+    from cloudevents.http import CloudEvent
 
 
 def new():

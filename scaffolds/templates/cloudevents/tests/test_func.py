@@ -1,6 +1,9 @@
 import asyncio
 
-from cloudevents.v1.http import CloudEvent
+try:  # CloudEvents SDK 2.x
+    from cloudevents.v1.http import CloudEvent
+except ImportError:  # 1.x (e.g. beside kserve, which pins cloudevents<2)
+    from cloudevents.http import CloudEvent
 
 from function import new
 
