@@ -42,13 +42,69 @@ from knserve.knative.kserve.graph_chain import (
     chain_triggers,
 )
 
-__all__ = ["InferenceGraphController"]
+__all__ = ["InferenceGraphController", "desired_router", "trigger_plan"]
 
 log = logging.getLogger(__name__)
 
 GRAPH, ISVC, SERVICE, TRIGGER, BROKER = (
     named(k) for k in ("inferencegraphs", "inferenceservices", "services", "triggers", "brokers")
 )
+
+
+def desired_router(
+    graph: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    isvcs: Mapping[str, Mapping[str, Any] | None],
+    broker: Mapping[str, Any] | None,
+    propagate_headers: Sequence[str] = (),
+) -> tuple[dict[str, Any] | None, GraphNotReady | None]:
+    """The router's Knative Service the graph wants, or why it cannot have one now: the
+    decision the local controller and the kopf operator share. `current` is the namespace's
+    Service of the graph's name, `isvcs` the InferenceServices its steps name (None: missing),
+    `broker` an async graph's Broker."""
+    name = graph["metadata"]["name"]
+    if current is not None and not controlled_by(current, graph):
+        return None, GraphNotReady(
+            "ServiceConflict",
+            f"Knative Service {name!r} already exists and is not owned by InferenceGraph "
+            f"{name!r}; delete it or rename the graph",
+        )
+    try:
+        resolved = resolve_steps(graph, isvcs)
+        env = _chain_env(graph, broker)
+    except GraphNotReady as exc:
+        return None, exc
+    return router_service(graph, resolved, list(propagate_headers), env=env), None
+
+
+def _chain_env(graph: Mapping[str, Any], broker: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """An async graph's router environment: its broker must exist and have an address."""
+    broker_name = async_broker(graph)
+    if broker_name is None:
+        return []
+    url = (((broker or {}).get("status") or {}).get("address") or {}).get("url")
+    if not url:
+        raise GraphNotReady(
+            "BrokerNotReady",
+            f"Broker {broker_name!r} of annotation knserve.dev/async-broker "
+            + ("has no address yet" if broker else "does not exist; create it"),
+        )
+    return chain_env(graph, url)
+
+
+def trigger_plan(
+    graph: Mapping[str, Any], existing: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The Triggers to apply and the names of the graph's Triggers to delete, from those of
+    its label (`existing`)."""
+    wanted = chain_triggers(graph)
+    names = {t["metadata"]["name"] for t in wanted}
+    stale = [
+        t["metadata"]["name"]
+        for t in existing
+        if controlled_by(t, graph) and t["metadata"]["name"] not in names
+    ]
+    return wanted, stale
 
 
 class InferenceGraphController:
@@ -95,44 +151,19 @@ class InferenceGraphController:
         if graph is None:  # deleted: the store cascaded to its router and Triggers
             return
         current = self.store.find(SERVICE, namespace, name)
-        if current is not None and not controlled_by(current, graph):
-            conflict = GraphNotReady(
-                "ServiceConflict",
-                f"Knative Service {name!r} already exists and is not owned by InferenceGraph "
-                f"{name!r}; delete it or rename the graph",
-            )
-            self.store.write_status(GRAPH, graph, graph_status(graph, None, conflict))
-            return
         isvcs = {
             ref: self.store.find(ISVC, namespace, ref) for ref in sorted(referenced_services(graph))
         }
-        problem: GraphNotReady | None = None
-        try:
-            resolved = resolve_steps(graph, isvcs)
-            env = self._chain_env(graph)
-        except GraphNotReady as exc:
-            problem = exc
-        else:
-            desired = router_service(graph, resolved, self.propagate_headers, env=env)
+        broker_name = async_broker(graph)
+        broker = self.store.find(BROKER, namespace, broker_name) if broker_name else None
+        desired, problem = desired_router(graph, current, isvcs, broker, self.propagate_headers)
+        if desired is not None:
             current = self._write(current, desired)
             self._sync_triggers(graph)
+        elif problem is not None and problem.reason == "ServiceConflict":
+            current = None  # someone else's Service says nothing about this graph
         status = graph_status(graph, current, problem, chain_status_annotations(graph))
         self.store.write_status(GRAPH, graph, status)
-
-    def _chain_env(self, graph: Mapping[str, Any]) -> list[dict[str, str]]:
-        """An async graph's router environment: its broker must exist and have an address."""
-        broker_name = async_broker(graph)
-        if broker_name is None:
-            return []
-        broker = self.store.find(BROKER, graph["metadata"]["namespace"], broker_name)
-        url = (((broker or {}).get("status") or {}).get("address") or {}).get("url")
-        if not url:
-            raise GraphNotReady(
-                "BrokerNotReady",
-                f"Broker {broker_name!r} of annotation knserve.dev/async-broker "
-                + ("has no address yet" if broker else "does not exist; create it"),
-            )
-        return chain_env(graph, url)
 
     def _write(self, current: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:
         if current is None:
@@ -152,18 +183,14 @@ class InferenceGraphController:
     def _sync_triggers(self, graph: Mapping[str, Any]) -> None:
         meta = graph["metadata"]
         namespace = meta["namespace"]
-        wanted = {t["metadata"]["name"]: t for t in chain_triggers(graph)}
-        existing = {
-            t["metadata"]["name"]: t
-            for t in self.store.list(TRIGGER, namespace, f"{GRAPH_LABEL}={meta['name']}")
-            if controlled_by(t, graph)
-        }
-        for trigger_name, trigger in wanted.items():
-            found = existing.get(trigger_name) or self.store.find(TRIGGER, namespace, trigger_name)
+        existing = self.store.list(TRIGGER, namespace, f"{GRAPH_LABEL}={meta['name']}")
+        wanted, stale = trigger_plan(graph, existing)
+        for trigger in wanted:
+            found = self.store.find(TRIGGER, namespace, trigger["metadata"]["name"])
             if found is None:
                 self.store.create(TRIGGER, trigger)
             elif controlled_by(found, graph) and found.get("spec") != trigger["spec"]:
                 found["spec"] = trigger["spec"]
                 self.store.replace(TRIGGER, found)
-        for trigger_name in existing.keys() - wanted.keys():
+        for trigger_name in stale:
             self.store.delete(TRIGGER, namespace, trigger_name)

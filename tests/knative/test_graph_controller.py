@@ -17,6 +17,8 @@ from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.store import Store
 from knserve.knative.cli.export import cli as export_cli
 from knserve.knative.kserve.graph_controller import InferenceGraphController
+from knserve.knative.kube.client import KubeClient
+from knserve.knative.kube.operator import GraphReconciler
 
 GRAPHS, ISVCS, SERVICES = (named(k) for k in ("inferencegraphs", "inferenceservices", "services"))
 
@@ -262,3 +264,29 @@ def test_export_gives_kserves_router_image_and_resolved_steps(tmp_path: Path) ->
     assert "ownerReferences" not in router["metadata"]
     # and what is exported is a valid Knative Service
     assert named("services").errors(router, local_plane=False) == []
+
+
+# ---- the kopf operator's reconciler on a Kubernetes API ---------------------------------------
+
+
+def test_the_operator_reconciles_a_graph_with_the_same_decision(kube: KubeClient) -> None:
+    kube.apply(isvc("first"))
+    kube.apply(graph(root={"routerType": "Sequence", "steps": [{"serviceName": "first"}]}))
+    reconciler = GraphReconciler(kube)
+    status = reconciler.reconcile("default", "chain")
+    assert status is not None
+    assert status["conditions"][0]["reason"] == "InferenceServiceNotReady"
+    found = kube.get(ISVCS, "default", "first")
+    found["status"] = {"address": {"url": "http://first.default.svc.cluster.local"}}
+    kube.replace_status(ISVCS, found)
+    reconciler.reconcile("default", "chain")
+    router = kube.get(SERVICES, "default", "chain")
+    container = router["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "kserve/router:latest"
+    assert json.loads(container["args"][1])["nodes"]["root"]["steps"][0]["serviceUrl"] == (
+        "http://first.default.svc.cluster.local/v1/models/first:predict"
+    )
+    owner = router["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == kube.get(GRAPHS, "default", "chain")["metadata"]["uid"]
+    conditions = kube.get(GRAPHS, "default", "chain")["status"]["conditions"]
+    assert conditions[0]["type"] == "Ready" and conditions[0]["status"] == "Unknown"
