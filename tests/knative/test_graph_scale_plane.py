@@ -6,27 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from graph_samples import IRIS_INPUT, documents, iris_isvcs, train_tree
+from graph_samples import IRIS_INPUT, SEQUENCE, documents, iris_isvcs, train_tree
 from net_fixtures import eventually
 from plane_fixtures import LocalPlane, apply
 
 pytestmark = pytest.mark.slow
-
-GRAPH = """
-apiVersion: serving.kserve.io/v1alpha1
-kind: InferenceGraph
-metadata:
-  name: idle-chain
-spec:
-  minReplicas: 0
-  nodes:
-    root:
-      routerType: Sequence
-      steps:
-        - serviceName: sklearn-iris
-        - serviceName: xgboost-iris
-          data: $request
-"""
 
 
 def test_the_router_scales_to_zero_and_wakes_on_a_request(
@@ -36,7 +20,10 @@ def test_the_router_scales_to_zero_and_wakes_on_a_request(
     isvcs = iris_isvcs(sklearn_iris_dir, train_tree(tmp_path / "tree"))
     for isvc in isvcs:
         isvc["spec"]["predictor"]["minReplicas"] = 0
-    apply(plane, tmp_path, *isvcs, *documents(GRAPH))
+    [graph] = documents(SEQUENCE)  # KServe's model-chainer sample, allowed to scale to zero
+    graph["metadata"]["name"] = "idle-chain"
+    graph["spec"]["minReplicas"] = 0
+    apply(plane, tmp_path, *isvcs, graph)
     plane.wait_ready("inferencegraphs", "idle-chain", timeout=240)
     first = plane.call("idle-chain.default.localhost", "/", "POST", json=IRIS_INPUT)
     assert (first.status_code, first.json()) == (200, {"predictions": [1, 1]}), first.text
