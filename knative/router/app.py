@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -81,7 +82,6 @@ class RouterApp:
         self,
         spec: Mapping[str, Any],
         propagate: Sequence[re.Pattern[str]] = (),
-        transport: httpx.AsyncBaseTransport | None = None,
         sink: str | None = None,
         graph: tuple[str, str] = ("default", "graph"),
     ) -> None:
@@ -92,16 +92,17 @@ class RouterApp:
         self.propagate = list(propagate)
         timeouts = spec.get("routerTimeouts") or {}
         client_timeout = timeouts.get("serviceClient")
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None if client_timeout is None else float(client_timeout)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            transport=transport,
-            trust_env=transport is None,  # HTTP_PROXY: the plane's gateway
-        )
+        timeout = httpx.Timeout(None if client_timeout is None else float(client_timeout))
+        self.client = httpx.AsyncClient(timeout=timeout)  # HTTP_PROXY: the plane's gateway
+        # Steps go straight to httpx's transports: the client's per-request machinery (auth,
+        # redirects, cookies, event hooks) is a quarter of a call's cost and steps need none.
+        self._timeout = {"timeout": timeout.as_dict()}
+        self._routes = StepTransports()
         self.shutting_down = False
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self._routes.aclose()
 
     def _headers(self, incoming: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
         """The request's headers that a propagation pattern matches, then a JSON content type."""
@@ -118,10 +119,17 @@ class RouterApp:
     async def call(self, step: Step, body: bytes, headers: list[tuple[str, str]]) -> Answer:
         url = step.get("serviceUrl") or ""
         try:
-            response = await self.client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            request = httpx.Request(
+                "POST", url, content=body, headers=headers, extensions=self._timeout
+            )
+            response = await self._routes.for_url(request.url).handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise RoutingError(f'Post "{url}": {exc or type(exc).__name__}') from exc
-        return Answer(response.content, response.status_code)
+        return Answer(content, response.status_code)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -234,6 +242,38 @@ class RouterApp:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class StepTransports:
+    """httpx transports for the steps: through `HTTP_PROXY` (the plane's gateway) unless
+    `NO_PROXY` names the host (`*` for all, a name, or a domain suffix), as httpx's client
+    reads the environment."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        proxy = env.get("HTTP_PROXY") or env.get("http_proxy")
+        no_proxy = env.get("NO_PROXY") or env.get("no_proxy") or ""
+        self.bypass = [h.strip().lstrip(".").lower() for h in no_proxy.split(",") if h.strip()]
+        self.direct = httpx.AsyncHTTPTransport(limits=limits)
+        self.proxied = (
+            httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
+            if proxy and "*" not in self.bypass
+            else None
+        )
+
+    def for_url(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
+        if self.proxied is None or url.scheme != "http":
+            return self.direct
+        host = url.host.lower()
+        if any(host == h or host.endswith("." + h) for h in self.bypass):
+            return self.direct
+        return self.proxied
+
+    async def aclose(self) -> None:
+        await self.direct.aclose()
+        if self.proxied is not None:
+            await self.proxied.aclose()
 
 
 STRUCTURED = b"application/cloudevents+json"

@@ -176,3 +176,27 @@ def test_a_bad_graph_json_stops_the_router_with_a_clear_error(
     process = spawn([sys.executable, "-m", "knserve.knative.router", "--graph-json", "{oops"])
     assert process.proc.wait(30) == 2
     assert "--graph-json" in process.log() and "not JSON" in process.log()
+
+
+async def test_steps_go_through_http_proxy_unless_no_proxy_names_the_host() -> None:
+    from knserve.knative.router.app import StepTransports
+
+    routes = StepTransports(
+        {"HTTP_PROXY": "http://127.0.0.1:8080", "NO_PROXY": "127.0.0.1,::1,.internal"}
+    )
+    try:
+        assert routes.proxied is not None
+        for url, proxied in (
+            ("http://iris.default.svc.cluster.local/v1/models/iris:predict", True),
+            ("http://127.0.0.1:9000/x", False),
+            ("http://[::1]:9000/x", False),
+            ("http://models.internal/x", False),
+            ("https://iris.default.localhost/x", False),
+        ):
+            chosen = routes.for_url(httpx.URL(url))
+            assert (chosen is routes.proxied) is proxied, url
+    finally:
+        await routes.aclose()
+    everything = StepTransports({"HTTP_PROXY": "http://127.0.0.1:8080", "NO_PROXY": "*"})
+    assert everything.proxied is None
+    await everything.aclose()
