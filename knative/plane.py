@@ -41,6 +41,7 @@ from knserve.knative.autoscaler.kpa import AutoscalerConfig
 from knserve.knative.autoscaler.metrics import PlaneCollector
 from knserve.knative.autoscaler.multiscaler import Multiscaler
 from knserve.knative.kserve.controller import InferenceServiceController
+from knserve.knative.kserve.graph_controller import InferenceGraphController
 from knserve.knative.monitoring.dashboard import dashboard_routes, run_sampler
 from knserve.knative.monitoring.plane_metrics import metrics_routes
 from knserve.knative.monitoring.samples import Reading, SampleRing
@@ -118,6 +119,7 @@ class Plane:
         self.isvc_controller = InferenceServiceController(
             self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
         )
+        self.graph_controller = InferenceGraphController(self.store, settings.domain)
         self.broker = BrokerPlane(
             self.store,
             settings.data_dir,
@@ -194,6 +196,7 @@ class Plane:
             broker_task = asyncio.create_task(self.broker.run(stop), name="broker")
             for name, work in (
                 ("isvc-controller", self.isvc_controller.run()),
+                ("graph-controller", self.graph_controller.run()),
                 ("controller", self.controller.run()),
                 ("multiscaler", self.scaler.run()),
                 ("dashboard-sampler", run_sampler(self.samples, self._readings)),

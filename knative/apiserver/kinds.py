@@ -10,7 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from knserve.knative.apiserver import isvc_validation, runtime_validation, validation
+from knserve.knative.apiserver import (
+    graph_validation,
+    isvc_validation,
+    runtime_validation,
+    validation,
+)
 from knserve.knative.apiserver.schema_validation import schema_errors
 
 if TYPE_CHECKING:
@@ -201,5 +206,16 @@ register(
         "serving.kserve.io_clusterservingruntimes.yaml",
         [validation.name_errors, runtime_validation.serving_runtime_errors],
         namespaced=False,
+    )
+)
+register(
+    Kind(
+        "serving.kserve.io",
+        "v1alpha1",
+        "InferenceGraph",
+        "inferencegraphs",
+        "serving.kserve.io_inferencegraphs.yaml",
+        [graph_validation.inference_graph_errors],
+        ("ig",),
     )
 )

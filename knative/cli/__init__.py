@@ -28,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "event": ("event", "Send a CloudEvent to a broker or a URL."),
     "inferenceservice": ("isvc", "InferenceServices: create, list, describe, delete."),
     "isvc": ("isvc", "Alias of inferenceservice."),
-    "export": ("export", "Print the Knative objects an InferenceService becomes."),
+    "inferencegraph": ("graph", "InferenceGraphs: list, describe, delete."),
+    "graph": ("graph", "Alias of inferencegraph."),
+    "ig": ("graph", "Alias of inferencegraph."),
+    "export": ("export", "Print the Knative objects an InferenceService or graph becomes."),
     "logs": ("logs", "Print the logs of an InferenceService's, Service's or Revision's replicas."),
     "dashboard": ("dashboard", "Print (and open) the plane's dashboard URL."),
 }

@@ -1,4 +1,5 @@
-"""`knserve export -f FILE`: the Knative Services the InferenceServices of FILE become.
+"""`knserve export -f FILE`: the Knative Services the InferenceServices (and InferenceGraphs)
+of FILE become.
 
 The translation is the controller's own (`knative.kserve.inferenceservice.knative_services`), with the
 built-in serving runtimes plus the ServingRuntime (of the InferenceService's namespace) and
@@ -6,6 +7,11 @@ ClusterServingRuntime documents of the same file. `--target kube`
 addresses components by their cluster-local names on port 8080, as on a cluster; `local` by the
 local gateway's hosts. An exported InferenceService has no uid yet, and Kubernetes refuses an
 owner reference without one, so such references are left out: the Services stand on their own.
+
+An InferenceGraph becomes its router's Knative Service with KServe's router image
+(`kserve/router`) and `--graph-json`, each `serviceName` step given the URL KServe's controller
+would give it: the InferenceService's cluster-local address plus its predict path (read from the
+InferenceService when the file has it, else protocol v1 and the InferenceService's name).
 """
 
 from __future__ import annotations
@@ -35,11 +41,14 @@ def _exported(
     target = Target(domain=domain, cluster=cluster)
     cluster_runtimes = [d for d in documents if d.get("kind") == "ClusterServingRuntime"]
     isvcs = [d for d in documents if d.get("kind") == "InferenceService"]
-    if not isvcs:
+    graphs = [d for d in documents if d.get("kind") == "InferenceGraph"]
+    if not isvcs and not graphs:
         found = ", ".join(
             f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in documents
         )
-        raise click.ClickException(f"no InferenceService in the file (found: {found or 'nothing'})")
+        raise click.ClickException(
+            f"no InferenceService or InferenceGraph in the file (found: {found or 'nothing'})"
+        )
     out = []
     for isvc in isvcs:
         meta = isvc.setdefault("metadata", {})
@@ -67,7 +76,34 @@ def _exported(
             else:
                 ksvc["metadata"].pop("ownerReferences", None)
         out += services
-    return out
+    return out + [_graph_router(graph, isvcs, namespace) for graph in graphs]
+
+
+def _graph_router(
+    graph: dict[str, Any], isvcs: Sequence[dict[str, Any]], namespace: str | None
+) -> dict[str, Any]:
+    from knserve.knative.apiserver.naming import CLUSTER_LOCAL_DOMAIN, hostname
+    from knserve.knative.kserve.graph import (
+        GraphNotReady,
+        referenced_services,
+        resolve_steps,
+        router_service,
+    )
+
+    meta = graph.setdefault("metadata", {})
+    ns = meta["namespace"] = namespace or meta.get("namespace") or "default"
+    in_file = {i["metadata"]["name"]: i for i in isvcs if i["metadata"].get("namespace") == ns}
+    addressed = {}
+    for name in referenced_services(graph):
+        isvc = in_file.get(name) or {"metadata": {"name": name}, "spec": {}}
+        address = {"url": f"http://{hostname(name, ns, CLUSTER_LOCAL_DOMAIN)}"}
+        addressed[name] = {**isvc, "status": {"address": address}}
+    try:
+        ksvc = router_service(graph, resolve_steps(graph, addressed))
+    except GraphNotReady as exc:  # not reached: every step was given an address
+        raise click.ClickException(f"InferenceGraph {meta.get('name')!r}: {exc}") from None
+    ksvc["metadata"].pop("ownerReferences", None)
+    return ksvc
 
 
 @click.command("export")
@@ -77,7 +113,7 @@ def _exported(
     "filename",
     required=True,
     type=click.Path(path_type=Path, allow_dash=True, exists=True, dir_okay=False),
-    help="YAML with InferenceServices (and optionally ServingRuntimes); - for stdin",
+    help="YAML with InferenceServices, InferenceGraphs (and ServingRuntimes); - for stdin",
 )
 @click.option(
     "--target",
@@ -90,7 +126,7 @@ def _exported(
 @click.option("-n", "--namespace", help="namespace for objects that name none (default: default)")
 @click.option("-o", "--output", type=OUTPUT, default="yaml", show_default=True)
 def cli(filename: Path, target: str, domain: str, namespace: str | None, output: str) -> None:
-    """Print the Knative Services the InferenceServices in FILE become."""
+    """Print the Knative Services the InferenceServices and InferenceGraphs in FILE become."""
     import yaml
 
     from knserve.knative.apiserver.client import load_documents

@@ -28,6 +28,11 @@ kopf keeps its bookkeeping (which handlers ran, the last handled spec) in annota
 KServe's clients read. Deleting an InferenceService needs no handler and no finalizer: the
 Knative Services' owner references let Kubernetes' garbage collector remove them.
 
+InferenceGraphs (`serving.kserve.io/v1alpha1`) are reconciled beside them by `GraphReconciler`,
+with the local controller's decision (`knative.kserve.graph_controller.desired_router`): the
+router's Knative Service with KServe's router image, steps resolved from the InferenceServices'
+addresses, the graph's status; an InferenceService event reconciles the graphs that name it.
+
 kopf and `KubeClient` log in with the same credentials (the `login` handler hands kopf the
 kubeconfig context, or the pod's service account, that the client was built from).
 """
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import click
@@ -56,6 +61,15 @@ from knserve.knative.kserve.controller import (
     revision_to_inspect,
     settled_status,
 )
+from knserve.knative.kserve.graph import GRAPH_LABEL, graph_status, referenced_services
+from knserve.knative.kserve.graph_chain import async_broker, chain_status_annotations
+from knserve.knative.kserve.graph_controller import (
+    BROKER,
+    GRAPH,
+    TRIGGER,
+    desired_router,
+    trigger_plan,
+)
 from knserve.knative.kserve.inferenceservice import (
     ISVC_LABEL,
     Target,
@@ -66,6 +80,7 @@ from knserve.knative.kube.client import KubeClient
 __all__ = [
     "ANNOTATION_PREFIX",
     "CLUSTER",
+    "GraphReconciler",
     "Reconciler",
     "main",
     "operator_settings",
@@ -185,6 +200,50 @@ class Reconciler:
         return result, error
 
 
+class GraphReconciler:
+    """Reconciles InferenceGraphs into router Knative Services through a `KubeClient`."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def reconcile(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The graph's router, Triggers and status brought up to date; its status, or None."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return self._reconcile(namespace, name)
+            except Conflict:
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+        return None  # not reached: the loop returns or raises
+
+    def _reconcile(self, namespace: str, name: str) -> dict[str, Any] | None:
+        graph = self.client.find(GRAPH, namespace, name)
+        if graph is None or graph["metadata"].get("deletionTimestamp"):
+            return None  # the garbage collector removes its router
+        graph = _without_bookkeeping(graph)
+        current = self.client.find(SERVICE, namespace, name)
+        isvcs = {ref: self.client.find(ISVC, namespace, ref) for ref in referenced_services(graph)}
+        broker_name = async_broker(graph)
+        broker = self.client.find(BROKER, namespace, broker_name) if broker_name else None
+        desired, problem = desired_router(graph, current, isvcs, broker)
+        if desired is not None:
+            _, current = self.client.apply(desired)
+            existing = self.client.list(TRIGGER, namespace, f"{GRAPH_LABEL}={name}")
+            wanted, stale = trigger_plan(graph, existing)
+            for trigger in wanted:
+                self.client.apply(trigger)
+            for stale_name in stale:
+                self.client.delete(TRIGGER, namespace, stale_name)
+        elif problem is not None and problem.reason == "ServiceConflict":
+            current = None
+        status = graph_status(graph, current, problem, chain_status_annotations(graph))
+        found = self.client.get(GRAPH, namespace, name)
+        if found.get("status") != status:
+            found["status"] = status
+            self.client.replace_status(GRAPH, found)
+        return status
+
+
 def _without_bookkeeping(isvc: Mapping[str, Any]) -> dict[str, Any]:
     """The InferenceService without kopf's annotations, which the translation would otherwise
     copy into every revision template (and roll out a new revision when kopf writes them)."""
@@ -224,9 +283,12 @@ def operator_settings(*, posting: bool = True, scanning: bool = True) -> kopf.Op
     return settings
 
 
-def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
+def registry(
+    reconciler: Reconciler, graphs: GraphReconciler | None = None
+) -> kopf.OperatorRegistry:
     """The operator's handlers, registered on a registry of their own (nothing at import)."""
     handlers = kopf.OperatorRegistry()
+    graph_reconciler = graphs or GraphReconciler(reconciler.client)
     isvc = (ISVC.group, ISVC.version, ISVC.plural)
     ksvc = (SERVICE.group, SERVICE.version, SERVICE.plural)
     runtimes = (SERVING_RUNTIME.group, SERVING_RUNTIME.version, SERVING_RUNTIME.plural)
@@ -238,13 +300,21 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
 
     # The handlers take what kopf's protocols (kopf.ChangingFn, kopf.WatchingFn) pass: `namespace`
     # is None only for a cluster-scoped resource (a ClusterServingRuntime).
-    def reconcile(namespace: str | None, name: str) -> None:
-        if namespace is None:
-            return
-        try:
-            reconciler.reconcile(namespace, name)
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=RETRY_DELAY) from None
+    def retried(reconcile_one: Callable[[str, str], object]) -> Callable[[str | None, str], None]:
+        def reconcile_or_retry(namespace: str | None, name: str) -> None:
+            if namespace is None:
+                return
+            try:
+                reconcile_one(namespace, name)
+            except ApiError as exc:
+                raise kopf.TemporaryError(
+                    f"{exc.reason}: {exc.message}", delay=RETRY_DELAY
+                ) from None
+
+        return reconcile_or_retry
+
+    reconcile = retried(reconciler.reconcile)
+    reconcile_graph = retried(graph_reconciler.reconcile)
 
     @kopf.on.login(id="login", registry=handlers)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -261,6 +331,30 @@ def registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     )
     def ksvc_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         reconcile(namespace, labels[ISVC_LABEL])
+
+    ig = (GRAPH.group, GRAPH.version, GRAPH.plural)
+
+    @kopf.on.create(*ig, id="reconcile-graph", registry=handlers)
+    @kopf.on.update(*ig, id="reconcile-graph", registry=handlers)
+    @kopf.on.resume(*ig, id="reconcile-graph", registry=handlers)
+    def graph_changed(*, namespace: str | None, name: str, **_: Any) -> None:
+        reconcile_graph(namespace, name)
+
+    @kopf.on.event(*ksvc, id="graph-router", labels={GRAPH_LABEL: kopf.PRESENT}, registry=handlers)
+    def router_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        reconcile_graph(namespace, labels[GRAPH_LABEL])
+
+    @kopf.on.event(*isvc, id="graph-steps", registry=handlers)
+    def step_event(*, namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return
+        try:
+            graphs = reconciler.client.list(GRAPH, namespace)
+        except NotFound:  # the InferenceGraph CRD is not installed
+            return
+        for found in graphs:
+            if name in referenced_services(found):
+                reconcile_graph(namespace, found["metadata"]["name"])
 
     @kopf.on.event(*runtimes, id="servingruntime", registry=handlers)
     def runtime_event(*, namespace: str | None, **_: Any) -> None:

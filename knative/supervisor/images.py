@@ -9,6 +9,8 @@ unknown variable is left as written). Without a command, the image decides:
   container's args, which accepts KServe's flags. A single-framework image serves only its
   framework, as KServe's does (an xgbserver given a scikit-learn file fails to load it), so it
   runs with that `--model_format` unless the args name one;
+- KServe's InferenceGraph router image (`kserve/router`) runs knserve's router,
+  `python -m knserve.knative.router`, with the container's args (`--graph-json …`);
 - an image built by `knserve func build` (`knserve.local/…@sha256:…`) runs that function in its
   environment;
 - anything else cannot run without containers, and the error says what to use instead.
@@ -42,6 +44,7 @@ _IMAGE_FORMATS = {
     "kserve/pytorchserver": "pytorch",
 }
 _FORMAT_FLAGS = ("--model_format", "--model-format", "--framework")
+ROUTER_IMAGE = "kserve/router"
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -87,6 +90,8 @@ def resolve(container: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[
         if fmt and not any(a.split("=", 1)[0] in _FORMAT_FLAGS for a in args):
             args = [f"--model_format={fmt}", *args]
         return [sys.executable, "-m", "knserve.runtime", *args], workdir
+    if image_name(image) == ROUTER_IMAGE:
+        return [sys.executable, "-m", "knserve.knative.router", *args], workdir
     from knserve.functions.errors import FunctionError
     from knserve.functions.images import command_for_image
 
