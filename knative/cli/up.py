@@ -63,6 +63,17 @@ def pvc_mapping(items: Sequence[str]) -> dict[str, Path]:
     return claims
 
 
+def _show_engine_builds() -> None:
+    """An engine's first start builds its environment (minutes): its progress is printed as
+    plain lines, whatever the log level."""
+    progress = logging.StreamHandler()
+    progress.setFormatter(logging.Formatter("building %(message)s"))
+    builds = logging.getLogger("knserve.knative.supervisor.engine_env")
+    builds.addHandler(progress)
+    builds.setLevel(logging.INFO)
+    builds.propagate = False
+
+
 @click.command("up")
 @click.option(
     "--data-dir",
@@ -155,6 +166,7 @@ def cli(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
+    _show_engine_builds()
     try:
         values: dict[str, Any] = {}
         if autoscaler_config is not None:
