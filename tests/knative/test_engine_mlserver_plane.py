@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from net_fixtures import free_port
 from plane_fixtures import LocalPlane, apply
 
 from knserve.knative.supervisor.engine_env import build, built
@@ -70,13 +69,13 @@ def wine_model(mlserver_env: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def mlserver_service(name: str, model_dir: Path) -> dict[str, Any]:
-    """A Knative Service running kserve-mlserver's image with the env KServe's defaulting adds
-    (model name, URI, class). Its own command starts the image's `mlserver` (found on the image's
-    PATH) on the replica's $PORT, with gRPC and metrics on free ports."""
+    """The Knative Service KServe makes of an mlflow InferenceService on kserve-mlserver: the
+    runtime's container, its env unchanged (MLServer on 8080, gRPC on 9000, metrics on its
+    default 8082: the plane maps them), and the env KServe's defaulting adds."""
     env = {
         "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_mlflow.MLflowRuntime",
-        "MLSERVER_GRPC_PORT": str(free_port()),
-        "MLSERVER_METRICS_PORT": str(free_port()),
+        "MLSERVER_HTTP_PORT": "8080",
+        "MLSERVER_GRPC_PORT": "9000",
         "MLSERVER_MODEL_NAME": name,
         "MLSERVER_MODEL_URI": str(model_dir),
     }
@@ -91,12 +90,8 @@ def mlserver_service(name: str, model_dir: Path) -> dict[str, Any]:
                         {
                             "name": "kserve-container",
                             "image": MLSERVER_IMAGE,
-                            "command": ["sh", "-c"],
-                            "args": [
-                                'MLSERVER_HTTP_PORT="$PORT" exec mlserver start '
-                                '"$MLSERVER_MODELS_DIR"'
-                            ],
                             "env": [{"name": k, "value": v} for k, v in env.items()],
+                            # Knative's default TCP probe passes while the model still loads
                             "readinessProbe": {"httpGet": {"path": f"/v2/models/{name}/ready"}},
                         }
                     ]
