@@ -90,24 +90,23 @@ async def build(image: EngineImage, progress: Progress = _ignore) -> Path:
     root = environment_dir(image)
     if (root / MANIFEST).is_file():
         return root
-    told = progress
 
-    def progress(message: str) -> None:
+    def tell(message: str) -> None:
         log.info("%s: %s", image.label, message)
-        told(message)
+        progress(message)
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    async with _exclusive(root.with_name(root.name + ".lock"), progress):
+    async with _exclusive(root.with_name(root.name + ".lock"), tell):
         if (root / MANIFEST).is_file():  # built by whoever held the lock
             return root
         started = time.monotonic()
         shutil.rmtree(root, ignore_errors=True)  # a killed build's leftovers
         try:
-            await _assemble(image, root, progress)
+            await _assemble(image, root, tell)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
-        progress(f"built {image.label} in {time.monotonic() - started:.0f}s")
+        tell(f"built {image.label} in {time.monotonic() - started:.0f}s")
     return root
 
 
@@ -167,7 +166,8 @@ async def _run(argv: list[str], what: str, on_line: Progress) -> None:
     try:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
-            if line:
+            # pip's note on each configured index folder that is absent says nothing of the build
+            if line and not line.endswith("is ignored: it is neither a file nor a directory."):
                 tail = [*tail[-(LOG_TAIL_LINES - 1) :], line]
                 on_line(line)
         code = await process.wait()

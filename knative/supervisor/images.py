@@ -50,13 +50,16 @@ _IMAGE_FORMATS = {
 }
 _FORMAT_FLAGS = ("--model_format", "--model-format", "--framework")
 
-# Engines' images that cannot run on the local plane, and what to use instead.
+# Engines' images that cannot run on the local plane, and what to use instead. TorchServe itself
+# runs here (torchserve and torch from the package index, Java 17), but the kfs image's entrypoint
+# serves KServe's protocol through a wrapper, on 8080 in front of TorchServe, that ships only in
+# that image; and TorchServe keeps one pid file per machine, so replicas would need a TMPDIR each.
 UNAVAILABLE_IMAGES = {
     "pytorch/torchserve-kfs": (
         "TorchServe's KServe image (pytorch/torchserve-kfs) cannot run on the local plane: its "
-        "entrypoint's KServe wrapper ships only inside that image, not on the package index; "
-        "save the model as TorchScript (.pt) or torch.export (.pt2) and serve it with "
-        "knserve's runtime (image kserve/pytorchserver, modelFormat pytorch)"
+        "KServe wrapper, which serves port 8080 in front of TorchServe, ships only inside the "
+        "image; save the model as TorchScript (.pt) or torch.export (.pt2) and serve it with "
+        "knserve's runtime (runtime knserve-pytorch, or image kserve/pytorchserver)"
     ),
 }
 

@@ -10,7 +10,13 @@ import pytest
 
 from knserve.knative.supervisor.engine_env import environment_dir
 from knserve.knative.supervisor.engines import MLSERVER, EngineImage, engine_image, image_tag
-from knserve.knative.supervisor.images import engine_of, image_name, resolve, with_image_env
+from knserve.knative.supervisor.images import (
+    ImageError,
+    engine_of,
+    image_name,
+    resolve,
+    with_image_env,
+)
 
 KSERVE_MLSERVER_IMAGE = "docker.io/seldonio/mlserver:1.7.1"
 
@@ -115,3 +121,14 @@ def test_args_replace_the_images_cmd_and_a_command_replaces_both() -> None:
     assert resolve(args, {"MODELS": "/m"})[0] == ["mlserver", "start", "/m"]
     command = kserve_mlserver_container(command=["mlserver"], args=["infer", "-u", "x"])
     assert resolve(command, {})[0] == ["mlserver", "infer", "-u", "x"]
+
+
+def test_torchserves_kserve_image_says_why_not_and_what_to_use() -> None:
+    container = {
+        "image": "pytorch/torchserve-kfs:0.9.0",
+        "args": ["torchserve", "--start", "--model-store=/mnt/models/model-store"],
+    }
+    with pytest.raises(ImageError, match=r"torchserve-kfs\) cannot run on the local plane") as err:
+        resolve(container, {})
+    assert "knserve-pytorch" in str(err.value)
+    assert ".pt2" in str(err.value)
