@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from net_fixtures import eventually
 from plane_fixtures import LocalPlane, apply
 
 from knserve.knative.supervisor.engine_env import build, built
@@ -68,33 +69,19 @@ def wine_model(mlserver_env: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return folder, json.loads(saved.stdout)
 
 
-def mlserver_service(name: str, model_dir: Path) -> dict[str, Any]:
-    """The Knative Service KServe makes of an mlflow InferenceService on kserve-mlserver: the
-    runtime's container, its env unchanged (MLServer on 8080, gRPC on 9000, metrics on its
-    default 8082: the plane maps them), and the env KServe's defaulting adds."""
-    env = {
-        "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_mlflow.MLflowRuntime",
-        "MLSERVER_HTTP_PORT": "8080",
-        "MLSERVER_GRPC_PORT": "9000",
-        "MLSERVER_MODEL_NAME": name,
-        "MLSERVER_MODEL_URI": str(model_dir),
-    }
+def mlflow_isvc(name: str, model_dir: Path) -> dict[str, Any]:
+    """KServe's documented InferenceService for an MLflow model (V2 protocol, as its example
+    names it): modelFormat mlflow selects kserve-mlserver."""
     return {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "kserve-container",
-                            "image": MLSERVER_IMAGE,
-                            "env": [{"name": k, "value": v} for k, v in env.items()],
-                            # Knative's default TCP probe passes while the model still loads
-                            "readinessProbe": {"httpGet": {"path": f"/v2/models/{name}/ready"}},
-                        }
-                    ]
+            "predictor": {
+                "model": {
+                    "modelFormat": {"name": "mlflow"},
+                    "protocolVersion": "v2",
+                    "storageUri": f"file://{model_dir}",
                 }
             }
         },
@@ -117,14 +104,29 @@ def v2_infer(plane: LocalPlane, host: str, name: str, rows: list[list[float]]) -
     return response.json()
 
 
-def test_an_mlflow_model_answers_v2_through_mlserver(
+def test_an_mlflow_model_answers_v2_through_kserve_mlserver(
     plane: LocalPlane, tmp_path: Path, wine_model: tuple[Path, dict]
 ) -> None:
     folder, expected = wine_model
-    apply(plane, tmp_path, mlserver_service("wine", folder))
+    apply(plane, tmp_path, mlflow_isvc("wine", folder))
     started = time.monotonic()
-    plane.wait_ready("services", "wine", timeout=300)
-    print(f"mlserver revision ready in {time.monotonic() - started:.1f}s")
-    answer = v2_infer(plane, "wine.default.localhost", "wine", expected["rows"])
+    isvc = plane.wait_ready("inferenceservices", "wine", timeout=300)
+    host = isvc["status"]["url"].removeprefix("http://")
+    # kserve-mlserver has no readiness probe: Knative's TCP probe passes while MLServer still
+    # loads the model, so a client asks the model's readiness, as on a cluster
+    eventually(
+        lambda: plane.call(host, "/v2/models/wine/ready").status_code == 200,
+        120,
+        lambda: f"the model never became ready:\n{plane.log()}",
+    )
+    print(f"mlserver predictor ready in {time.monotonic() - started:.1f}s")
+    revision = plane.get("services", "wine-predictor")["status"]["latestReadyRevisionName"]
+    container = plane.get("revisions", revision)["spec"]["containers"][0]
+    assert container["image"] == MLSERVER_IMAGE  # the runtime's container, env unchanged
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLSERVER_HTTP_PORT"] == "8080"
+    assert env["MLSERVER_MODEL_URI"] == "/mnt/models"
+    assert env["MLSERVER_MODEL_IMPLEMENTATION"] == "mlserver_mlflow.MLflowRuntime"
+    answer = v2_infer(plane, host, "wine", expected["rows"])
     assert answer["model_name"] == "wine"
     assert [o["data"] for o in answer["outputs"]] == [expected["predictions"]]
