@@ -73,6 +73,17 @@ def request_log_enabled(data: dict[str, Any]) -> bool:
     return value == "true"
 
 
+def _show_engine_builds() -> None:
+    """An engine's first start builds its environment (minutes): its progress is printed as
+    plain lines, whatever the log level."""
+    progress = logging.StreamHandler()
+    progress.setFormatter(logging.Formatter("building %(message)s"))
+    builds = logging.getLogger("knserve.knative.supervisor.engine_env")
+    builds.addHandler(progress)
+    builds.setLevel(logging.INFO)
+    builds.propagate = False
+
+
 @click.command("up")
 @click.option(
     "--data-dir",
@@ -208,6 +219,7 @@ def cli(
 
     configure_logging(log_level, log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe otherwise
+    _show_engine_builds()
     try:
         settings = PlaneSettings(
             data_dir or default_data_dir(),

@@ -288,6 +288,7 @@ class Controller:
             active=active,
             active_reason=reason,
             deploying=fetching.message() if fetching else None,
+            waiting=status.waiting,
         )
         new_status: dict[str, Any] = {
             "observedGeneration": rev["metadata"]["generation"],

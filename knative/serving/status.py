@@ -56,6 +56,7 @@ def revision_conditions(
     active: str,
     active_reason: str = "",
     deploying: str | None = None,
+    waiting: tuple[str, str] | None = None,
 ) -> Conditions:
     """Ready, ContainerHealthy, ResourcesAvailable and Active of a Revision.
 
@@ -65,6 +66,8 @@ def revision_conditions(
     crashing pod's LastTerminationState). `active`: the PA's Active status and reason.
     `deploying`: what the revision waits for while it deploys (the storage initializer's
     progress), the message of its Unknown conditions.
+    `waiting`: (reason, message) of a replica that cannot start yet (a container Waiting, such
+    as `BuildingEngine` while an engine's environment is built, as a pod pulls its image).
     """
     if failure is not None and failure.exit_code is not None:
         # ExitCodeReason and RevisionContainerExitingMessage, as Knative words them
@@ -82,6 +85,8 @@ def revision_conditions(
         )
     elif initialized:
         healthy = condition("ContainerHealthy", "True", previous=previous)
+    elif waiting is not None:
+        healthy = condition("ContainerHealthy", "Unknown", *waiting, previous)
     else:
         healthy = condition("ContainerHealthy", "Unknown", "Deploying", deploying, previous)
     if initialized:
@@ -94,6 +99,8 @@ def revision_conditions(
             "Initial scale was never achieved",
             previous,
         )
+    elif waiting is not None:
+        available = condition("ResourcesAvailable", "Unknown", *waiting, previous)
     else:
         available = condition("ResourcesAvailable", "Unknown", "Deploying", deploying, previous)
     if active == "True":

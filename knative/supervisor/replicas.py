@@ -33,7 +33,9 @@ from typing import Any
 
 import httpx
 
-from knserve.knative.supervisor.images import ImageError, resolve
+from knserve.knative.supervisor.engine_env import EngineBuildError, EngineBuilds
+from knserve.knative.supervisor.engines import EngineImage
+from knserve.knative.supervisor.images import ImageError, engine_of, resolve, with_image_env
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.port_map import PortError
 from knserve.knative.supervisor.port_map_shim import ReplicaPorts
@@ -65,6 +67,8 @@ class ReplicaStatus:
     # (exit code, termination message) of the last replica that exited unasked, as the kubelet
     # reports a container's last termination state; None once a replica is ready again
     terminated: tuple[int, str] | None = None
+    # (reason, message) while no replica can start yet: an engine's environment being built
+    waiting: tuple[str, str] | None = None
 
 
 # The kubelet's limits on a termination message read from the log (FallbackToLogsOnError).
@@ -114,6 +118,7 @@ class _Revision:
         self.replicas: list[_Replica] = []
         self.failure: str | None = None
         self.terminated: tuple[int, str] | None = None
+        self.waiting: tuple[str, str] | None = None
         self.failures = 0
         self.next_index = 0
 
@@ -145,6 +150,7 @@ class Supervisor:
         self._closing = False
         # KServe's storage-initializer: a revision's model, fetched before its first replica
         self.storage = StorageInitializer(self.log_dir, self._notify, self.launcher.records)
+        self.engines = EngineBuilds()
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -162,6 +168,7 @@ class Supervisor:
             tuple(f"{self.host}:{r.port}" for r in ready),
             rev.failure,
             rev.terminated,
+            rev.waiting,
         )
 
     def pids(self, namespace: str, revision: str) -> list[int]:
@@ -202,6 +209,7 @@ class Supervisor:
         self._closing = True
         await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
         await self.storage.close()
+        await self.engines.close()
         await self.launcher.close()
 
     # ---- replicas ----------------------------------------------------------------------------
@@ -218,9 +226,15 @@ class Supervisor:
         """Start, probe and watch one replica; restart it with back-off while it is wanted."""
         spec = rev.spec
         while not replica.stopping and not self._closing:
+            container = with_image_env(spec.container)
+            engine = engine_of(container)
+            if engine is not None and not await self._engine_built(rev, engine):
+                rev.failures += 1
+                await asyncio.sleep(restart_delay(rev.failures))
+                continue
             replica.port = _free_port(self.host)
             env = {**os.environ, **self.extra_env}
-            for entry in spec.container.get("env") or []:
+            for entry in container.get("env") or []:
                 if "value" in entry:
                     env[entry["name"]] = str(entry["value"])
                 elif entry.get("valueFrom"):
@@ -241,7 +255,7 @@ class Supervisor:
             )
             try:  # the init container: the model fetched, /mnt/models mapped to its folder
                 container = await self.storage.container_for(
-                    spec.namespace, spec.revision, spec.container, spec.annotations, env
+                    spec.namespace, spec.revision, container, spec.annotations, env
                 )
             except InitFailure as exc:  # as a crashing init container: reported, restarted
                 rev.failures += 1
@@ -322,6 +336,34 @@ class Supervisor:
             )
             self._notify(spec.namespace, spec.revision)
             await asyncio.sleep(restart_delay(rev.failures))
+
+    async def _engine_built(self, rev: _Revision, engine: EngineImage) -> bool:
+        """Wait for the engine's environment (building it on its first use on this machine),
+        the revision's status saying so meanwhile; False, with the failure, if it cannot be."""
+        spec = rev.spec
+        last_told = 0.0
+
+        def progress(message: str) -> None:
+            nonlocal last_told
+            rev.waiting = (
+                "BuildingEngine",
+                f"building the environment of {engine.label} "
+                f"(its first start on this machine): {message}",
+            )
+            # pip reports each package: the status need not change faster than once a second
+            if time.monotonic() - last_told >= 1.0:
+                last_told = time.monotonic()
+                self._notify(spec.namespace, spec.revision)
+
+        try:
+            await self.engines.environment(engine, progress)
+        except EngineBuildError as exc:
+            rev.failure = f"the environment of {engine.label} could not be built: {exc}"
+            return False
+        finally:
+            rev.waiting = None
+            self._notify(spec.namespace, spec.revision)
+        return True
 
     async def _probe_until_ready(self, spec: RevisionProcessSpec, replica: _Replica) -> bool:
         probe = spec.container.get("readinessProbe") or {}
