@@ -1,7 +1,8 @@
 """Serving engines the local plane cannot run, told before a replica tries.
 
 Some runtimes' images have no local equivalent: NVIDIA's Triton (and with it TensorRT engines),
-TensorFlow Serving, vLLM, OpenVINO, and KServe's paddle, PMML and Hugging Face servers. On a
+TensorFlow Serving, vLLM, OpenVINO, KServe's paddle, PMML and Hugging Face servers, and
+TorchServe's KServe image (knserve.knative.supervisor.images.UNAVAILABLE_IMAGES). On a
 cluster they run as their images; on the plane an InferenceService whose predictor needs one is
 `Ready=False` with reason `EngineUnavailable` and a message that says what to use instead,
 rather than a replica that fails to start. `knserve export --target kube` still exports it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from knserve.knative.supervisor.images import image_name
+from knserve.knative.supervisor.images import UNAVAILABLE_IMAGES, image_name
 
 ONNX_INSTEAD = "export the model to ONNX and name runtime knserve-onnxruntime"
 # image name (registry and tag dropped) -> (engine, what to use instead)
@@ -47,6 +48,8 @@ _NOT_HERE: dict[str, tuple[str, str]] = {
 def local_engine_problem(container: Mapping[str, Any]) -> str | None:
     """Why the local plane cannot run `container`'s engine (and what to use instead), or None."""
     image = container.get("image") or ""
+    if image and image_name(image) in UNAVAILABLE_IMAGES:  # the supervisor would refuse it too
+        return UNAVAILABLE_IMAGES[image_name(image)]
     found = _NOT_HERE.get(image_name(image)) if image else None
     if found is None:
         return None

@@ -182,6 +182,25 @@ async def test_an_engine_that_cannot_run_here_is_a_clear_condition(
     assert container["args"][:2] == ["tritonserver", "--model-store=/mnt/models"]
 
 
+async def test_a_pytorch_model_selects_torchserve_as_kserve_does_and_says_what_to_use(
+    store: Store, controller: InferenceServiceController
+) -> None:
+    store.create(ISVC, iris(model={"modelFormat": {"name": "pytorch"}, "storageUri": "gs://m/p"}))
+    await controller.reconcile(NS, "iris")
+    ready = conditions(store)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "EngineUnavailable")
+    assert "pytorch/torchserve-kfs" in ready["message"]
+    assert "knserve-pytorch" in ready["message"]  # what to use instead
+    assert store.list(SERVICE, NS) == []
+    # naming knserve's runtime serves TorchScript and .pt2 with the same YAML otherwise
+    obj = store.get(ISVC, NS, "iris")
+    obj["spec"]["predictor"]["model"]["runtime"] = "knserve-pytorch"
+    store.replace(ISVC, obj)
+    await controller.reconcile(NS, "iris")
+    (svc,) = store.list(SERVICE, NS)
+    assert svc["spec"]["template"]["spec"]["containers"][0]["image"].startswith("knserve/runtime")
+
+
 def test_the_kube_target_applies_and_reads_cluster_runtimes(kube: KubeClient) -> None:
     mine = stock("kserve-predictiveserver")
     mine["spec"]["containers"][0]["args"][-1] = "--nthread=2"  # tells the cluster's from ours
