@@ -134,7 +134,7 @@ def test_export_uses_servingruntimes_of_the_same_file(tmp_path: Path) -> None:
         ),
         pytest.param(
             RUNTIME,
-            "no InferenceService in the file (found: ServingRuntime/my-sklearn)",
+            "no InferenceService or InferenceGraph in the file (found: ServingRuntime/my-sklearn)",
             id="no-isvc",
         ),
         pytest.param("a: [", "is not valid YAML", id="bad-yaml"),
