@@ -62,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
         dest="model_repository",
         help="serve one model per sub-folder of this folder",
     )
+    p.add_argument(
+        "--model-config",
+        dest="model_config",
+        help="KServe's multi-model config (models.json): load its models (also $KNSERVE_MODEL_CONFIG)",
+    )
     p.add_argument("--http-port", "--http_port", dest="port", type=int)
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -101,17 +106,32 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
     if unknown:
         logging.getLogger(__name__).info("ignoring arguments: %s", " ".join(unknown))
     models: tuple[ModelSpec, ...] = ()
-    if args.model_dir:
+    model_config = args.model_config or os.environ.get("KNSERVE_MODEL_CONFIG") or None
+    if args.model_dir and not (model_config and _no_model_in(args.model_dir)):
         if not args.model_name:
             parser().error("--model-dir needs --model-name (the name clients call the model by)")
         models = (ModelSpec(args.model_name, _model_dir(args.model_dir), args.model_format),)
-    elif not args.model_repository:
+    elif not args.model_repository and not model_config:
         parser().error("give --model-name and --model-dir, --model-repository, or --kserve-model")
     try:
-        return settings_from_env(None, models=models, **runtime_options(args))
+        return settings_from_env(
+            None, models=models, model_config=model_config, **runtime_options(args)
+        )
     except (ValueError, FileNotFoundError) as exc:
         parser().error(str(exc))
         raise  # unreachable: error() exits
+
+
+def _no_model_in(model_dir: str) -> bool:
+    """Whether `--model_dir` names a local folder with no model file: a multi-model server's
+    `/mnt/models`, which KServe's servers then serve as a model repository (its TrainedModels
+    come from the model config), as they do when `model.load()` finds nothing there."""
+    if "://" in model_dir:
+        return False
+    folder = Path(model_dir)
+    return not folder.exists() or (
+        folder.is_dir() and not any(p.is_file() for p in folder.iterdir())
+    )
 
 
 def runtime_options(args: argparse.Namespace) -> dict[str, object]:
