@@ -3,7 +3,9 @@ conditions as KServe writes them, and admission."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +189,38 @@ def test_admission_checks_the_schema_and_kserves_webhook_rules() -> None:
     errors = kind.errors(bad)
     assert any(e.startswith("metadata.name:") for e in errors)
     assert any(e.startswith("spec.model.storageUri:") and "ftp://x/y" in e for e in errors)
+
+
+def test_export_mounts_the_model_config_of_the_files_trained_models(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from knserve.knative.cli.export import cli as export_cli
+
+    parent = isvc("1Gi")
+    del parent["status"]
+    other = tm("other")
+    other["spec"]["inferenceService"] = "elsewhere"
+    docs = [parent, tm("a", "512Mi"), tm("b", "600Mi"), tm("c", "512Mi"), other]
+    path = tmp_path / "mms.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    result = CliRunner().invoke(export_cli, ["-f", str(path), "--target", "kube"])
+    assert result.exit_code == 0, result.output
+    ksvc, config_map = yaml.safe_load_all(result.output)
+    assert config_map["kind"] == "ConfigMap"
+    assert config_map["metadata"] == {"name": "modelconfig-mms-0", "namespace": "default"}
+    # the capacity rule: a and c fit in 1Gi, b does not; other belongs to another server
+    listed = json.loads(config_map["data"]["models.json"])
+    assert [e["modelName"] for e in listed] == ["a", "c"]
+    assert listed[0]["modelSpec"] == {
+        "storageUri": "gs://models/a", "framework": "sklearn", "memory": "512Mi"
+    }  # fmt: skip
+    template = ksvc["spec"]["template"]["spec"]
+    assert template["volumes"] == [
+        {"name": "model-config", "configMap": {"name": "modelconfig-mms-0"}}
+    ]
+    container = template["containers"][0]
+    assert container["volumeMounts"] == [
+        {"name": "model-config", "mountPath": "/mnt/configs", "readOnly": True}
+    ]
+    assert {"name": "KNSERVE_MODEL_CONFIG", "value": "/mnt/configs/models.json"} in container["env"]

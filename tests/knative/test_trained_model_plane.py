@@ -11,8 +11,6 @@ import pytest
 from net_fixtures import eventually
 from plane_fixtures import LocalPlane, apply
 
-from knserve.knative.apiserver.kinds import by_name
-
 pytestmark = pytest.mark.slow
 
 HOST = "mms.default.localhost"
@@ -131,7 +129,15 @@ def test_ten_trained_models_in_one_server_through_scale_to_zero(
     every_model_answers_its_own(plane)
 
     # deleting a TrainedModel unloads it from the running server; the others stay
-    plane.client.delete(by_name("trainedmodels"), "default", "m3")
+    listed = plane.knserve("tm", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {*(f"m{i}" for i in range(COUNT)), "bad", "big"}
+    assert "ModelLoadFailed" in rows["bad"] and f"http://{HOST}/v1/models/m3:predict" in rows["m3"]
+    described = plane.knserve("tm", "describe", "big")
+    assert "MemoryResourceNotAvailable" in described.stdout, described.stdout
+    deleted = plane.knserve("tm", "delete", "m3")
+    assert "TrainedModel 'm3' successfully deleted" in deleted.stdout, deleted.stderr
     eventually(
         lambda: (
             plane.call(
