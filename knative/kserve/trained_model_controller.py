@@ -65,8 +65,15 @@ __all__ = ["MODEL_CONFIG_ENV", "TrainedModelController"]
 
 log = logging.getLogger(__name__)
 
-TRAINED_MODEL, ISVC, REVISION, SERVING_RUNTIME = (
-    named(k) for k in ("trainedmodels", "inferenceservices", "revisions", "servingruntimes")
+TRAINED_MODEL, ISVC, REVISION, SERVING_RUNTIME, CLUSTER_SERVING_RUNTIME = (
+    named(k)
+    for k in (
+        "trainedmodels",
+        "inferenceservices",
+        "revisions",
+        "servingruntimes",
+        "clusterservingruntimes",
+    )
 )
 MODEL_CONFIG_ENV = "KNSERVE_MODEL_CONFIG"
 LOAD_TIMEOUT = 300.0  # a load downloads the model first
@@ -93,10 +100,10 @@ def runtime_formats(
     if model is None:
         return None
     try:
-        runtime = select_runtime(model["modelFormat"]["name"], model.get("runtime"), runtimes)
+        runtime = select_runtime(model, runtimes)
     except RuntimeNotFound:
         return []
-    return [e["name"] for e in runtime.get("spec", {}).get("supportedModelFormats", [])]
+    return [e["name"] for e in runtime.spec.get("supportedModelFormats", [])]
 
 
 class TrainedModelController:
@@ -143,7 +150,7 @@ class TrainedModelController:
 
     async def _handle(self, event: Event) -> None:
         meta = event.object["metadata"]
-        namespace = meta["namespace"]
+        namespace = meta.get("namespace", "")
         if event.kind is TRAINED_MODEL:
             self.mark(namespace, _parent(event.object))
         elif event.kind is ISVC:
@@ -151,9 +158,10 @@ class TrainedModelController:
                 self._isvc_deleted(namespace, meta["name"])
             else:
                 self.mark(namespace, meta["name"])
-        elif event.kind is SERVING_RUNTIME:
-            for tm in self.store.list(TRAINED_MODEL, namespace):
-                self.mark(namespace, _parent(tm))
+        elif event.kind is SERVING_RUNTIME or event.kind is CLUSTER_SERVING_RUNTIME:
+            cluster = event.kind is CLUSTER_SERVING_RUNTIME
+            for tm in self.store.list(TRAINED_MODEL, None if cluster else namespace):
+                self.mark(tm["metadata"]["namespace"], _parent(tm))
 
     def _replica_changed(self, namespace: str, revision: str) -> None:
         rev = self.store.find(REVISION, namespace, revision)
@@ -184,7 +192,13 @@ class TrainedModelController:
             return
         fits = allocate(tms, predictor_memory_limit(isvc))
         tms = [self._label(tm, isvc_name, fits[tm["metadata"]["name"]]) for tm in tms]
-        formats = runtime_formats(isvc, merge_runtimes(self.store.list(SERVING_RUNTIME, namespace)))
+        runtimes = merge_runtimes(
+            [
+                *self.store.list(SERVING_RUNTIME, namespace),
+                *self.store.list(CLUSTER_SERVING_RUNTIME),
+            ]
+        )
+        formats = runtime_formats(isvc, runtimes)
         mms = is_mms_predictor((isvc.get("spec") or {}).get("predictor") or {})
         path = self.config_path(namespace, model_config_name(isvc_name))
         before = _read_entries(path)

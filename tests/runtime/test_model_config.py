@@ -5,12 +5,16 @@ model failing alone."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from net_fixtures import ServerProcess, eventually, free_port
 from runtime_fixtures import serving
 
 from knserve.runtime.model_config import ModelConfigError, parse_model_config, read_model_config
@@ -143,3 +147,29 @@ def test_without_model_dir_repository_or_config_the_server_says_what_to_give() -
     )
     assert result.returncode == 2
     assert "give --model-name and --model-dir, --model-repository" in result.stderr
+
+
+def test_a_multi_model_server_listens_only_once_its_models_are_tried(
+    tmp_path: Path, spawn: Callable[..., ServerProcess]
+) -> None:
+    """Knative's default probe (a stock runtime declares none) is a TCP connect: the port must
+    not open before the TrainedModels are in, or a new replica would take traffic without them."""
+    train_offset_iris(tmp_path / "a", 0)
+    config = tmp_path / "models.json"
+    write(config, entry("a", str(tmp_path / "a")), entry("bad", str(tmp_path / "nowhere")))
+    port = free_port()
+    server = spawn(
+        [sys.executable, "-m", "knserve.runtime", f"--http_port={port}", f"--model-config={config}"]
+    )
+
+    def connects() -> bool:
+        assert server.proc.poll() is None, server.log()
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    eventually(connects, 60, "the server never listened")
+    # the first moment it accepts a connection, it is ready and holds the model
+    url = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{url}/v2/health/ready", trust_env=False).status_code == 200
+    answer = httpx.post(f"{url}/v1/models/a:predict", json={"instances": [SETOSA]}, trust_env=False)
+    assert answer.json() == {"predictions": [0]}
