@@ -1,7 +1,10 @@
 """Running the model server: command-line arguments and uvicorn.
 
 `python -m knserve.runtime --model-name iris --model-dir ./model` serves one model;
-`--model-repository DIR` serves one model per sub-folder. KServe's spellings (`--model_name`,
+`--model-repository DIR` serves one model per sub-folder; `--model-config models.json` (or
+`$KNSERVE_MODEL_CONFIG`) serves the TrainedModels of KServe's multi-model config, with which an
+empty `--model_dir` (a multi-model runtime's `/mnt/models`) names no model of its own, as KServe's
+servers then start with none (runtime/model_config.py). KServe's spellings (`--model_name`,
 `--model_dir`, `--http_port`, `--storage_uri`) are accepted so existing manifests and scripts work.
 The port comes from `--http-port`, else `$PORT` (Knative's contract), else 8080.
 
@@ -10,7 +13,7 @@ to load stops it with exit status 1, its reason as the last line on stderr
 (`knserve.runtime: model iris failed to load: …`), as KServe's model server exits: on Knative
 the crashed container's last words become the Revision's message and the InferenceService's
 `modelStatus.lastFailureInfo`. A model of a `--model-repository` folder that fails is reported
-(503, the repository index) while the others go on serving.
+(503, the repository index) while the others go on serving; so is a TrainedModel.
 """
 
 from __future__ import annotations
