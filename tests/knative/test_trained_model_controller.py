@@ -74,8 +74,9 @@ async def test_the_config_file_labels_and_statuses(tmp_path: Path, store: Store)
     assert ready_reason(store, "x") == "FrameworkNotSupported"
     labels = store.get(TM, "default", "a")["metadata"]["labels"]
     assert labels == {"inferenceservice": "mms", "serving.kserve.io/trainedmodel-allocated": "mms"}
-    assert "serving.kserve.io/trainedmodel-allocated" not in (
-        store.get(TM, "default", "b")["metadata"]["labels"]
+    assert (
+        "serving.kserve.io/trainedmodel-allocated"
+        not in (store.get(TM, "default", "b")["metadata"]["labels"])
     )
     assert store.get(TM, "default", "a")["status"]["url"] == (
         "http://mms.default.localhost/v1/models/a:predict"
