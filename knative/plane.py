@@ -42,6 +42,7 @@ from knserve.knative.autoscaler.metrics import PlaneCollector
 from knserve.knative.autoscaler.multiscaler import Multiscaler
 from knserve.knative.kserve.controller import InferenceServiceController
 from knserve.knative.kserve.graph_controller import InferenceGraphController
+from knserve.knative.kserve.trained_model_controller import TrainedModelController
 from knserve.knative.monitoring.dashboard import dashboard_routes, run_sampler
 from knserve.knative.monitoring.plane_metrics import metrics_routes
 from knserve.knative.monitoring.samples import Reading, SampleRing
@@ -113,8 +114,16 @@ class Plane:
         self.supervisor.subscribe(self.gateway.endpoints_changed)
         self.scaler = Multiscaler(self.supervisor, self.gateway, settings.autoscaler)
         self.gateway.on_demand = self.scaler.on_demand  # the activator wakes revisions at zero
+        self.trained_models = TrainedModelController(
+            self.store, self.supervisor, settings.data_dir / "modelconfig"
+        )
         self.controller = Controller(
-            self.store, self.supervisor, self.gateway, self.scaler, settings.domain
+            self.store,
+            self.supervisor,
+            self.gateway,
+            self.scaler,
+            settings.domain,
+            replica_hooks=[self.trained_models.replica_spec],
         )
         self.isvc_controller = InferenceServiceController(
             self.store, settings.domain, routes_changed=self.gateway.set_isvc_routes
@@ -198,6 +207,7 @@ class Plane:
                 ("isvc-controller", self.isvc_controller.run()),
                 ("graph-controller", self.graph_controller.run()),
                 ("controller", self.controller.run()),
+                ("trainedmodel-controller", self.trained_models.run()),
                 ("multiscaler", self.scaler.run()),
                 ("dashboard-sampler", run_sampler(self.samples, self._readings)),
             ):

@@ -128,11 +128,16 @@ class InferenceApp:
                 return
 
     async def startup(self, wait: bool = False) -> None:
-        """Start loading every model (in the background unless `wait`) and the payload logger."""
+        """Start loading every model (in the background unless `wait`) and the payload logger.
+
+        A multi-model server (a model config) loads before it listens, as KServe's agent loads
+        its ConfigMap's models before the pod serves: whatever probe the runtime declares (a
+        stock runtime declares none, so Knative's is a TCP connect), a replica takes traffic
+        only once it holds every TrainedModel."""
         if self.logger is not None:
             await self.logger.start()
         self._loading = asyncio.create_task(self._load(), name="load-models")
-        if wait:
+        if wait or self.settings.model_config:
             await self._loading
 
     async def _load(self) -> None:

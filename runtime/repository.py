@@ -40,6 +40,7 @@ from knserve.runtime.formats import (
 )
 from knserve.runtime.metrics import Metrics, ModelMetrics
 from knserve.runtime.model import Model, PredictorModel, as_model, overrides
+from knserve.runtime.model_config import read_model_config
 from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
 from knserve.runtime.propagation import current
 from knserve.runtime.settings import ModelSpec, RuntimeSettings
@@ -221,10 +222,14 @@ class ServedModel:
 
 
 class _Entry:
-    __slots__ = ("model", "reason", "required", "served", "spec", "state")
+    __slots__ = ("configured", "model", "reason", "required", "served", "spec", "state")
 
     def __init__(
-        self, spec: ModelSpec | None, model: Model | None = None, required: bool = True
+        self,
+        spec: ModelSpec | None,
+        model: Model | None = None,
+        required: bool = True,
+        configured: bool = False,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -233,6 +238,13 @@ class _Entry:
         self.reason = ""
         # named when the server started (not found in a repository folder): it must load
         self.required = required
+        # listed by the model config (a TrainedModel): it may fail alone, and goes when unlisted
+        self.configured = configured
+
+    @property
+    def settled(self) -> bool:
+        """Loaded, failed, or unloaded on purpose: no longer on its way to loading."""
+        return self.state in (READY, FAILED) or (self.state == UNAVAILABLE and bool(self.reason))
 
 
 class ModelRepository:
@@ -247,6 +259,9 @@ class ModelRepository:
             self.add_spec(spec)
         if settings.model_repository:
             self.scan(Path(settings.model_repository))
+        if settings.model_config:
+            for spec in read_model_config(settings.model_config).values():
+                self._entries.setdefault(spec.name, _Entry(spec, required=False, configured=True))
 
     def add_spec(self, spec: ModelSpec) -> None:
         self._entries[spec.name] = _Entry(spec)
@@ -276,8 +291,19 @@ class ModelRepository:
         gc.collect()
         gc.freeze()
 
+    def _configured(self, name: str) -> ModelSpec | None:
+        """The model config's current spec for `name` (re-read: the controller may have just
+        added it), or None."""
+        if not self.settings.model_config:
+            return None
+        return read_model_config(self.settings.model_config).get(name)
+
     async def load(self, name: str) -> None:
         entry = self._entries.get(name)
+        spec = self._configured(name) if entry is None or entry.configured else None
+        if spec is not None and (entry is None or entry.spec != spec):
+            # a new TrainedModel, or one whose storageUri or framework changed
+            entry = self._entries[name] = _Entry(spec, required=False, configured=True)
         if entry is None and self.settings.model_repository:
             folder = Path(self.settings.model_repository) / name
             if folder.is_dir():
@@ -334,9 +360,15 @@ class ModelRepository:
             raise ModelNotFound(self._not_found(name))
         served, entry.served = entry.served, None
         entry.state, entry.reason = UNAVAILABLE, "unloaded"
+        if entry.spec is not None:
+            entry.model = None  # loaded again from its files; a Python API model is kept
+        if entry.configured and self._configured(name) is None:
+            del self._entries[name]  # its TrainedModel is gone: 404 from now on
         if served is not None:
             await served.close()
             served.model.unload()
+            del served
+            gc.collect()  # frozen at start or not, the model's arrays go now, not eventually
         self._refresh_gauge()
 
     def get(self, name: str) -> ServedModel:
@@ -368,7 +400,13 @@ class ModelRepository:
         ]
 
     def all_ready(self) -> bool:
-        return bool(self._entries) and all(e.state == READY for e in self._entries.values())
+        """Every model ready, except that a model config's models need only have been tried:
+        one TrainedModel that fails to load fails alone (its reason in the index and its 503s),
+        as KServe's agent goes on with the others. A multi-model server may hold none yet."""
+        entries = self._entries.values()
+        if not self._entries and not self.settings.model_config:
+            return False
+        return all(e.settled if e.configured else e.state == READY for e in entries)
 
     def index(self) -> list[dict[str, Any]]:
         out = []

@@ -1,7 +1,10 @@
 """Running the model server: command-line arguments and uvicorn.
 
 `python -m knserve.runtime --model-name iris --model-dir ./model` serves one model;
-`--model-repository DIR` serves one model per sub-folder. KServe's spellings (`--model_name`,
+`--model-repository DIR` serves one model per sub-folder; `--model-config models.json` (or
+`$KNSERVE_MODEL_CONFIG`) serves the TrainedModels of KServe's multi-model config, with which an
+empty `--model_dir` (a multi-model runtime's `/mnt/models`) names no model of its own, as KServe's
+servers then start with none (runtime/model_config.py). KServe's spellings (`--model_name`,
 `--model_dir`, `--http_port`, `--storage_uri`) are accepted so existing manifests and scripts work.
 The port comes from `--http-port`, else `$PORT` (Knative's contract), else 8080.
 
@@ -10,7 +13,7 @@ to load stops it with exit status 1, its reason as the last line on stderr
 (`knserve.runtime: model iris failed to load: …`), as KServe's model server exits: on Knative
 the crashed container's last words become the Revision's message and the InferenceService's
 `modelStatus.lastFailureInfo`. A model of a `--model-repository` folder that fails is reported
-(503, the repository index) while the others go on serving.
+(503, the repository index) while the others go on serving; so is a TrainedModel.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
         dest="model_repository",
         help="serve one model per sub-folder of this folder",
     )
+    p.add_argument(
+        "--model-config",
+        dest="model_config",
+        help="KServe's multi-model config (models.json): load its models (also $KNSERVE_MODEL_CONFIG)",
+    )
     p.add_argument("--http-port", "--http_port", dest="port", type=int)
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -101,17 +109,32 @@ def settings_from_args(argv: Sequence[str] | None = None) -> RuntimeSettings:
     if unknown:
         logging.getLogger(__name__).info("ignoring arguments: %s", " ".join(unknown))
     models: tuple[ModelSpec, ...] = ()
-    if args.model_dir:
+    model_config = args.model_config or os.environ.get("KNSERVE_MODEL_CONFIG") or None
+    if args.model_dir and not (model_config and _no_model_in(args.model_dir)):
         if not args.model_name:
             parser().error("--model-dir needs --model-name (the name clients call the model by)")
         models = (ModelSpec(args.model_name, _model_dir(args.model_dir), args.model_format),)
-    elif not args.model_repository:
+    elif not args.model_repository and not model_config:
         parser().error("give --model-name and --model-dir, --model-repository, or --kserve-model")
     try:
-        return settings_from_env(None, models=models, **runtime_options(args))
+        return settings_from_env(
+            None, models=models, model_config=model_config, **runtime_options(args)
+        )
     except (ValueError, FileNotFoundError) as exc:
         parser().error(str(exc))
         raise  # unreachable: error() exits
+
+
+def _no_model_in(model_dir: str) -> bool:
+    """Whether `--model_dir` names a local folder with no model file: a multi-model server's
+    `/mnt/models`, which KServe's servers then serve as a model repository (its TrainedModels
+    come from the model config), as they do when `model.load()` finds nothing there."""
+    if "://" in model_dir:
+        return False
+    folder = Path(model_dir)
+    return not folder.exists() or (
+        folder.is_dir() and not any(p.is_file() for p in folder.iterdir())
+    )
 
 
 def runtime_options(args: argparse.Namespace) -> dict[str, object]:

@@ -29,6 +29,9 @@ class RuntimeSettings:
     port: int = 8080
     models: tuple[ModelSpec, ...] = ()
     model_repository: str | None = None
+    # KServe's multi-model config (`models.json` of the `modelconfig-{isvc}-0` ConfigMap): the
+    # TrainedModels this server loads before it is ready, and where a repository load finds them.
+    model_config: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES  # larger bodies get 413
     # Where a synchronous predict runs: auto (measure, see offload.py), always (thread), never.
     offload: str = "auto"
@@ -95,6 +98,7 @@ _ENV = {
     "KNSERVE_PREDICT_THREADS": ("predict_threads", int),
     "KNSERVE_LOG_LEVEL": ("log_level", str),
     "KNSERVE_LOG_FORMAT": ("log_format", str),
+    "KNSERVE_MODEL_CONFIG": ("model_config", str),
     "INFERENCE_SERVICE_NAME": ("inference_service", str),
     "POD_NAMESPACE": ("namespace", str),
 }

@@ -14,6 +14,7 @@ from knserve.knative.apiserver import (
     graph_validation,
     isvc_validation,
     runtime_validation,
+    trained_model_validation,
     validation,
 )
 from knserve.knative.apiserver.schema_validation import schema_errors
@@ -217,5 +218,16 @@ register(
         "serving.kserve.io_inferencegraphs.yaml",
         [graph_validation.inference_graph_errors],
         ("ig",),
+    )
+)
+register(
+    Kind(
+        "serving.kserve.io",
+        "v1alpha1",
+        "TrainedModel",
+        "trainedmodels",
+        "serving.kserve.io_trainedmodels.yaml",
+        [trained_model_validation.trained_model_errors],
+        ("tm",),
     )
 )

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ig": ("graph", "Alias of inferencegraph."),
     "export": ("export", "Print the Knative objects an InferenceService or graph becomes."),
     "logs": ("logs", "Print the logs of an InferenceService's, Service's or Revision's replicas."),
+    "trainedmodel": ("trainedmodel", "TrainedModels: list, describe, delete."),
+    "tm": ("trainedmodel", "Alias of trainedmodel."),
     "dashboard": ("dashboard", "Print (and open) the plane's dashboard URL."),
 }
 

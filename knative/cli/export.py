@@ -1,6 +1,10 @@
 """`knserve export -f FILE`: the Knative Services the InferenceServices (and InferenceGraphs)
 of FILE become.
 
+A multi-model InferenceService (no storageUri) also becomes the ConfigMap `modelconfig-{isvc}-0`
+listing the file's TrainedModels for it, mounted on its predictor (see
+`knative.kserve.trained_model.exported_model_config`).
+
 The translation is the controller's own (`knative.kserve.inferenceservice.knative_services`), with the
 built-in serving runtimes plus the ServingRuntime (of the InferenceService's namespace) and
 ClusterServingRuntime documents of the same file. `--target kube`
@@ -69,13 +73,14 @@ def _exported(
             services = knative_services(isvc, runtimes, target)
         except InvalidInferenceService as exc:
             raise click.ClickException(f"InferenceService {meta.get('name')!r}: {exc}") from None
+        trained = _trained_models(isvc, services, documents, runtimes)
         for ksvc in services:
             owners = [r for r in ksvc["metadata"].get("ownerReferences") or [] if r.get("uid")]
             if owners:
                 ksvc["metadata"]["ownerReferences"] = owners
             else:
                 ksvc["metadata"].pop("ownerReferences", None)
-        out += services
+        out += services + trained
     return out + [_graph_router(graph, isvcs, namespace) for graph in graphs]
 
 
@@ -104,6 +109,29 @@ def _graph_router(
         raise click.ClickException(f"InferenceGraph {meta.get('name')!r}: {exc}") from None
     ksvc["metadata"].pop("ownerReferences", None)
     return ksvc
+
+
+def _trained_models(
+    isvc: dict[str, Any],
+    services: list[dict[str, Any]],
+    documents: Sequence[dict[str, Any]],
+    runtimes: Sequence[Any],
+) -> list[dict[str, Any]]:
+    """A multi-model InferenceService's TrainedModels (of the same file): the ConfigMap KServe's
+    controller would keep, mounted on the predictor for knserve's runtime to load at start."""
+    from knserve.knative.kserve.trained_model import (
+        AGENT_ANNOTATION,
+        config_entries,
+        exported_model_config,
+    )
+    from knserve.knative.kserve.trained_model_controller import runtime_formats
+
+    predictor = services[0]
+    if AGENT_ANNOTATION not in predictor["spec"]["template"]["metadata"]["annotations"]:
+        return []
+    tms = [d for d in documents if d.get("kind") == "TrainedModel"]
+    entries = config_entries(isvc, tms, runtime_formats(isvc, runtimes))
+    return [exported_model_config(isvc, predictor, entries)]
 
 
 @click.command("export")

@@ -44,6 +44,7 @@ from knserve.knative.kserve.runtime_defaults import (
     default_before_selection,
 )
 from knserve.knative.kserve.runtimes import RuntimeNotFound, select_runtime
+from knserve.knative.kserve.trained_model import agent_annotations
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -197,6 +198,10 @@ def knative_services(
         if storage_uri:  # for KServe's storage initializer, which puts the model at /mnt/models
             service["spec"]["template"]["metadata"]["annotations"][STORAGE_URI_ANNOTATION] = (
                 storage_uri
+            )
+        if component == "predictor":  # a multi-model server: KServe's agent loads TrainedModels
+            service["spec"]["template"]["metadata"]["annotations"].update(
+                agent_annotations(name, comp)
             )
         services.append(service)
     return services

@@ -26,6 +26,7 @@ before checks again before it scales it, so nothing starts it again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from knserve.knative.activator.port import DataPlane
@@ -111,8 +112,12 @@ class Controller:
         gateway: DataPlane,
         scaler: Multiscaler,
         domain: str = "localhost",
+        replica_hooks: Sequence[Callable[[RevisionProcessSpec], RevisionProcessSpec]] = (),
     ) -> None:
         self.store = store
+        # the plane's pod webhooks: what a revision's replicas get beyond its spec (KServe's
+        # agent injector hands a multi-model server its model config)
+        self.replica_hooks = tuple(replica_hooks)
         self.supervisor = supervisor
         self.gateway = gateway
         self.scaler = scaler
@@ -242,6 +247,8 @@ class Controller:
             if self.store.find(REVISION, namespace, rname) is None:
                 continue  # deleted while this reconcile awaited: its DELETED event stopped it
             spec = _process_spec(rev, name)
+            for hook in self.replica_hooks:
+                spec = hook(spec)
             self.gateway.set_revision(
                 namespace,
                 rname,
