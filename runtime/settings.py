@@ -125,7 +125,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
             values[name] = value
     if env.get(PORT_MAP_ENV):
         port = values.get("port", RuntimeSettings.port)
-        values["port"] = plane_port(port, env) if isinstance(port, int) else port
+        values["port"] = plane_port(port, env, free=True) if isinstance(port, int) else port
         grpc_port = values.get("grpc_port")
         if isinstance(grpc_port, int):
             values["grpc_port"] = plane_port(grpc_port, env, free=True)
@@ -156,4 +156,7 @@ def plane_port(port: int, env: Mapping[str, str], free: bool = False) -> int:
     real = rest.partition(",")[0]
     if declared.isdigit() and real.isdigit() and int(declared) == port:
         return int(real)
-    return 0 if free else port
+    low, _, high = rest.partition("keep=")[2].partition("-")
+    if not free or (low.isdigit() and high.isdigit() and int(low) <= port <= int(high)):
+        return port  # a port the kernel gave ($PORT itself): no other replica holds it
+    return 0

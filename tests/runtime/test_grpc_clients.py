@@ -117,3 +117,32 @@ def test_grpc_calls_are_counted_in_the_runtime_metrics(served) -> None:  # type:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'knserve_requests_total{code="200",model_name="iris",protocol="grpc"} 1.0' in text
     assert 'knserve_requests_total{code="400",model_name="iris",protocol="grpc"} 1.0' in text
+
+
+@pytest.mark.slow
+def test_grpc_health_v1_says_serving_once_models_are_ready(served) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address, _, _, _ = served
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpc_port_under_the_plane_port_map() -> None:
+    from knserve.runtime.settings import settings_from_env
+
+    # a grpc-v2 predictor declares 8081 (named h2c): gRPC is served on the replica's port and
+    # KServe's --http_port=8080 moves to a free one
+    h2c = {"KNSERVE_PORT_MAP": "8081=40001,keep=32768-60999"}
+    s = settings_from_env(h2c, port=8080)
+    assert (s.grpc_port, s.port) == (40001, 0)
+    # an HTTP revision: no gRPC unless asked, and an asked-for fixed gRPC port gets a free one
+    http = {"KNSERVE_PORT_MAP": "8080=40002,keep=32768-60999"}
+    assert settings_from_env(http, port=8080).grpc_port is None
+    assert settings_from_env(http, port=8080, grpc_port=8081).grpc_port == 0
+    # outside the plane: exactly what was asked
+    assert settings_from_env({}, grpc_port=9000).grpc_port == 9000
