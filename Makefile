@@ -12,7 +12,7 @@ UP_EXTRAS ?= sklearn
 TEST_EXTRAS ?= test
 PYTEST_ARGS ?=
 
-.PHONY: up test check fmt bench venv clean
+.PHONY: up test check fmt bench venv clean grpc-stubs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,7 @@ bench: $(VENV)/.installed-$(TEST_EXTRAS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+## grpc-stubs: regenerate runtime/grpc_v2's Python stubs from its .proto files (grpcio-tools).
+grpc-stubs: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(BIN)/python -m knserve.runtime.grpc_v2.generate

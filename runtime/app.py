@@ -48,13 +48,14 @@ from knserve.runtime.request_path import (
     model_name,
     model_route,
     tensor_spec,
+    v2_json,
 )
 from knserve.runtime.settings import RuntimeSettings
 from knserve.runtime.tracing import perf_ns, runtime_service, tracer
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = ["model_repository", "binary_tensor_data", "cloudevents", "metrics"]
+EXTENSIONS = ["model_repository", "binary_tensor_data", "cloudevents", "metrics"]
 
 try:
     SERVER_VERSION = version("knserve")
@@ -91,6 +92,7 @@ class InferenceApp:
         self.metrics.add_counters(self._feature_counters)
         self.tracer = tracer(runtime_service())  # None unless OTEL_* variables ask for traces
         self._loading: asyncio.Task[None] | None = None
+        self.grpc: Any = None  # knserve.runtime.grpc_server.GRPCServer when settings.grpc_port
         # Told the repository's `load_failures` once loading ends with some (`server.run` stops).
         self.on_load_failure: Callable[[list[str]], None] | None = None
         self._get = {
@@ -136,12 +138,20 @@ class InferenceApp:
         only once it holds every TrainedModel."""
         if self.logger is not None:
             await self.logger.start()
+        if self.settings.grpc_port is not None:
+            from knserve.runtime.grpc_server import GRPCServer
+
+            self.grpc = GRPCServer(self, self.settings.host, self.settings.grpc_port)
+            port = await self.grpc.start()
+            print(f"knserve.runtime serving gRPC on {self.settings.host}:{port}", flush=True)
         self._loading = asyncio.create_task(self._load(), name="load-models")
         if wait or self.settings.model_config:
             await self._loading
 
     async def _load(self) -> None:
         await self.repository.load_all()
+        if self.grpc is not None:
+            await self.grpc.set_serving()
         failures = self.repository.load_failures()
         if failures and self.on_load_failure is not None:
             self.on_load_failure(failures)
@@ -155,6 +165,8 @@ class InferenceApp:
             self._loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.repository.close()
         if self.logger is not None:
             await self.logger.close()
@@ -268,7 +280,8 @@ class InferenceApp:
         inference_id = ""
         if logger is not None:
             inference_id = inference_id_of(request)
-            raw = request.body if isinstance(request.body, bytes) else orjson.dumps(request.body)
+            body = request.body
+            raw = body if isinstance(body, bytes) else orjson.dumps(body, default=v2_json)
             logger.log_request(inference_id, served.name, raw, "application/json")
         answer = await answer_of(served, request)
         if logger is not None:  # a cached answer is logged too: the audit trail has every response
@@ -289,7 +302,7 @@ class InferenceApp:
 
     async def _server_metadata(self, send: Send) -> None:
         await send_json(
-            send, 200, {"name": "knserve", "version": SERVER_VERSION, "extensions": _EXTENSIONS}
+            send, 200, {"name": "knserve", "version": SERVER_VERSION, "extensions": EXTENSIONS}
         )
 
     async def _v1_list(self, send: Send) -> None:

@@ -83,6 +83,8 @@ def parse_json(body: Any, parse: Callable[[bytes], dict[str, Any]]) -> dict[str,
 
 
 def decode_v2(request: Request, name: str) -> v2.InferRequest:
+    if isinstance(request.body, v2.InferRequest):  # a gRPC request, decoded from protobuf
+        return request.body
     if isinstance(request.body, dict):
         return v2.decode_payload(request.body, name)
     header = request.headers.get("inference-header-content-length")
@@ -189,10 +191,33 @@ def cache_key_of(served: ServedModel, request: Request) -> tuple[str, Any]:
         except orjson.JSONDecodeError:
             body = body.decode("latin-1")
     request_id = None
-    if isinstance(body, dict):
+    if isinstance(body, v2.InferRequest):  # gRPC: its tensors' bytes are what it asks
+        request_id, body = body.id, v2_json(body, raw=True)
+    elif isinstance(body, dict):
         request_id = body.get("id")
         body = {k: v for k, v in body.items() if k != "id"}
     return cache_key(served.name, served.model.version, [request.protocol, body]), request_id
+
+
+def v2_json(request: Any, raw: bool = False) -> dict[str, Any]:
+    """A decoded V2 request (one that came over gRPC) in V2's JSON form, for the payload logger
+    and KServe's own request path; with `raw`, tensors as hex of their bytes (a cache key)."""
+    if not isinstance(request, v2.InferRequest):
+        raise TypeError(f"{type(request).__name__} is not JSON serialisable")
+    inputs = []
+    for i in request.inputs:
+        data: Any = i.data.tobytes().hex() if raw and i.data.dtype.kind != "O" else i.data
+        if isinstance(data, np.ndarray):
+            data = v2.json_data(data)
+        inputs.append({"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": data})
+    body: dict[str, Any] = {"inputs": inputs}
+    if request.id is not None and not raw:
+        body["id"] = request.id
+    if request.parameters:
+        body["parameters"] = request.parameters
+    if request.outputs:
+        body["outputs"] = [{"name": o.name, "parameters": o.parameters} for o in request.outputs]
+    return body
 
 
 def with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, list[Any]]:

@@ -71,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
         help="KServe's multi-model config (models.json): load its models (also $KNSERVE_MODEL_CONFIG)",
     )
     p.add_argument("--http-port", "--http_port", dest="port", type=int)
+    p.add_argument(
+        "--grpc-port",
+        "--grpc_port",
+        dest="grpc_port",
+        type=int,
+        help="serve the V2 protocol over gRPC on this port too (KServe's is 8081; on the plane "
+        "it is served when the container declares 8081)",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--offload",
@@ -142,6 +150,7 @@ def runtime_options(args: argparse.Namespace) -> dict[str, object]:
     return dict(
         model_repository=args.model_repository,
         port=args.port,
+        grpc_port=args.grpc_port,
         host=args.host,
         offload=args.offload,
         max_batch_size=args.max_batch_size,

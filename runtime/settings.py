@@ -27,6 +27,9 @@ class RuntimeSettings:
     host: str = "127.0.0.1"
     # Knative's contract: the container listens on $PORT (8080 when unset).
     port: int = 8080
+    # The Open Inference Protocol over gRPC (knserve.runtime.grpc_server); None: REST only.
+    # KServe's servers serve it on 8081; `--grpc-port` turns it on (plane_grpc_port).
+    grpc_port: int | None = None
     models: tuple[ModelSpec, ...] = ()
     model_repository: str | None = None
     # KServe's multi-model config (`models.json` of the `modelconfig-{isvc}-0` ConfigMap): the
@@ -62,8 +65,10 @@ class RuntimeSettings:
     def __post_init__(self) -> None:
         if self.offload not in ("auto", "always", "never"):
             raise ValueError(f"offload is {self.offload!r}, it must be auto, always or never")
-        if not 0 < self.port < 65536:
+        if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is not a TCP port (1-65535)")
+        if self.grpc_port is not None and not 0 <= self.grpc_port < 65536:
+            raise ValueError(f"grpc port {self.grpc_port} is not a TCP port (1-65535)")
         if self.max_batch_size < 0:
             raise ValueError(f"max_batch_size is {self.max_batch_size}, it must be 0 (off) or more")
         if self.max_latency_ms < 0:
@@ -85,6 +90,7 @@ class RuntimeSettings:
 # environment variable -> (field, parser)
 _ENV = {
     "PORT": ("port", int),
+    "KNSERVE_GRPC_PORT": ("grpc_port", int),
     "KNSERVE_MAX_BATCH_SIZE": ("max_batch_size", int),
     "KNSERVE_MAX_LATENCY_MS": ("max_latency_ms", float),
     "KNSERVE_BATCH_TIMEOUT_S": ("batch_timeout_s", float),
@@ -123,21 +129,38 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
             values[name] = value
     if env.get(PORT_MAP_ENV):
         port = values.get("port", RuntimeSettings.port)
-        values["port"] = plane_port(port, env) if isinstance(port, int) else port
+        values["port"] = plane_port(port, env, free=True) if isinstance(port, int) else port
+        grpc_port = values.get("grpc_port")
+        if isinstance(grpc_port, int):
+            values["grpc_port"] = plane_port(grpc_port, env, free=True)
+        elif plane_port(GRPC_PORT, env, free=True):
+            # the container declares KServe's gRPC port (a grpc-v2 predictor's port named h2c):
+            # serve gRPC there, as KServe's servers serve it on 8081 unless told otherwise
+            values["grpc_port"] = plane_port(GRPC_PORT, env)
+        if values.get("grpc_port") == values["port"]:
+            # the declared port is gRPC's (a port named h2c): HTTP takes a free port beside it
+            values["port"] = 0
         if values.get("host") not in (None, "127.0.0.1", "::1", "localhost"):
             values["host"] = "127.0.0.1"  # the local plane serves on loopback only
     return RuntimeSettings(**values)  # type: ignore[arg-type]
 
 
+# KServe's gRPC port (its servers' `--grpc_port` default).
+GRPC_PORT = 8081
+
 # The local plane's port map (knserve.knative.supervisor.port_map): `DECLARED=REAL,keep=LOW-HIGH`.
 PORT_MAP_ENV = "KNSERVE_PORT_MAP"
 
 
-def plane_port(port: int, env: Mapping[str, str]) -> int:
+def plane_port(port: int, env: Mapping[str, str], free: bool = False) -> int:
     """The port to serve on for `port` under the local plane's port map: the container's declared
-    port (KServe's `--http_port=8080`) is the replica's own port, as in a pod it would be."""
+    port (KServe's `--http_port=8080`) is the replica's own port, as in a pod it would be. With
+    `free`, any other fixed port is 0 (a free one), as the plane's shim maps it."""
     declared, _, rest = env.get(PORT_MAP_ENV, "").partition("=")
     real = rest.partition(",")[0]
     if declared.isdigit() and real.isdigit() and int(declared) == port:
         return int(real)
-    return port
+    low, _, high = rest.partition("keep=")[2].partition("-")
+    if not free or (low.isdigit() and high.isdigit() and int(low) <= port <= int(high)):
+        return port  # a port the kernel gave ($PORT itself): no other replica holds it
+    return 0
