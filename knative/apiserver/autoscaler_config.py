@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knserve.knative.apiserver.autoscaling_annotations import (
+    HPA,
     KPA,
     PREFIX,
     TARGET_MIN,
@@ -22,6 +23,7 @@ from knserve.knative.apiserver.autoscaling_annotations import (
     go_float,
     go_int,
     lookup,
+    pod_autoscaler_class,
 )
 from knserve.knative.apiserver.durations import format_duration, parse_duration
 
@@ -58,6 +60,9 @@ class AutoscalerConfig:
     pod_autoscaler_class: str = KPA  # the class of a revision without a class annotation
     max_scale_limit: int = 0  # the largest max-scale an annotation may ask for; 0 = no limit
     activator_capacity: float = 100.0  # accepted for fidelity: the plane has one gateway
+    # The HPA class's default scale-down stabilization: kube-controller-manager's
+    # --horizontal-pod-autoscaler-downscale-stabilization (a cluster's, not config-autoscaler's).
+    hpa_downscale_stabilization: float = 300.0
 
     def __post_init__(self) -> None:
         # Knative's config-autoscaler rules, so a bad global configuration fails at startup.
@@ -97,6 +102,7 @@ class AutoscalerConfig:
             "target_burst_capacity must be >= 0 or -1",
         )
         need(self.tick_interval > 0, "tick_interval must be > 0")
+        need(self.hpa_downscale_stabilization >= 0, "hpa_downscale_stabilization must be >= 0")
 
     @property
     def target_total(self) -> float:
@@ -144,7 +150,10 @@ class AutoscalerConfig:
         errors = annotation_errors(annotations, None, "metadata.annotations")
         if errors:
             raise ValueError("; ".join(errors))
+        hpa = pod_autoscaler_class(annotations, base) == HPA
         for name, (field, kind) in _ANNOTATION_FIELDS.items():
+            if hpa and name in ("metric", "target"):
+                continue  # the HPA's own (cpu or memory): knative.autoscaler.hpa_spec reads them
             found = lookup(annotations, name)
             if found is not None:
                 new[field] = _VALUE[kind](found[1])
@@ -179,7 +188,8 @@ _ANNOTATION_FIELDS: dict[str, tuple[str, str]] = {
 _VALUE: dict[str, Any] = {"str": str, "int": int, "float": float, "duration": parse_duration}
 
 # config-autoscaler key -> (AutoscalerConfig field, value kind): every key of Knative's
-# NewConfigFromMap (pkg/autoscaler/config/config.go), plus the plane's own tick-interval.
+# NewConfigFromMap (pkg/autoscaler/config/config.go), plus the plane's own tick-interval and the
+# HPA's downscale stabilization (on a cluster, a kube-controller-manager flag of that name).
 CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "pod-autoscaler-class": ("pod_autoscaler_class", "str"),
     "enable-scale-to-zero": ("enable_scale_to_zero", "bool"),
@@ -202,6 +212,10 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "scale-to-zero-grace-period": ("scale_to_zero_grace_period", "duration"),
     "scale-to-zero-pod-retention-period": ("scale_to_zero_pod_retention_period", "duration"),
     "tick-interval": ("tick_interval", "duration"),
+    "horizontal-pod-autoscaler-downscale-stabilization": (
+        "hpa_downscale_stabilization",
+        "duration",
+    ),
 }
 _GO_BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 
@@ -347,9 +361,9 @@ def _config_errors(c: dict[str, Any]) -> list[str]:
         ),
         # Beyond Knative: what the local plane cannot run.
         (
-            c["pod_autoscaler_class"] == KPA,
+            c["pod_autoscaler_class"] in (KPA, HPA),
             f"pod-autoscaler-class {c['pod_autoscaler_class']!r}: the local plane scales with "
-            f"Knative's KPA only; use {KPA}",
+            f"Knative's KPA or HPA; use {KPA} or {HPA}",
         ),
         (
             110 <= c["panic_threshold_percentage"] <= 1000,

@@ -25,6 +25,7 @@ GROUP = "autoscaling.knative.dev"
 PREFIX = GROUP + "/"
 KPA = "kpa.autoscaling.knative.dev"
 HPA = "hpa.autoscaling.knative.dev"
+HPA_METRICS = ("cpu", "memory")  # what the local plane's HPA measures
 WINDOW_MIN, WINDOW_MAX = 6.0, 3600.0  # Knative's bounds on the stable window and delays
 TARGET_MIN = 0.01  # Knative's floor on any target, so desired = observed / target stays finite
 _INT32_MAX = 2**31 - 1
@@ -267,6 +268,14 @@ def _metric(m: Mapping[str, str], config: AutoscalerConfig | None, errs: _Errors
         errs.invalid(metric, PREFIX + "metric", f"{KPA} scales on concurrency or rps")
     elif cls == HPA and not metric:
         errs.invalid(metric, PREFIX + "metric", f"{HPA} needs a metric such as cpu or memory")
+    elif cls == HPA and config is not None and metric not in HPA_METRICS:
+        # Beyond Knative (which leaves custom metrics to the cluster's metrics adapter): the
+        # local plane measures its replicas' CPU and memory only.
+        errs.invalid(
+            metric,
+            PREFIX + "metric",
+            "the local plane's HPA scales on cpu or memory; custom metrics need a cluster",
+        )
 
 
 def _algorithm(m: Mapping[str, str], errs: _Errors) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from knserve.knative.apiserver.autoscaling_annotations import (
+    HPA,
     KPA,
     annotation_errors,
     lookup,
@@ -173,8 +174,8 @@ def route_autoscaling_errors(obj: dict[str, Any], config: AutoscalerConfig | Non
 
 
 def kpa_only_errors(obj: dict[str, Any]) -> list[str]:
-    """The local plane's own limit: one autoscaler, Knative's KPA. On a cluster the HPA class (or
-    a custom one) scales the revision; here nothing would, so the object would never serve."""
+    """The local plane's own limit: Knative's two autoscalers, the KPA and the HPA class. On a
+    cluster a custom class scales the revision; here nothing would, so it would never serve."""
     meta = obj.get("metadata")
     path = "metadata.annotations"
     if obj.get("kind") != "Revision":
@@ -183,9 +184,9 @@ def kpa_only_errors(obj: dict[str, Any]) -> list[str]:
             f"spec.template.{path}",
         )
     found = lookup(_annotations(meta), "class")
-    if found is None or found[1] == KPA:
+    if found is None or found[1] in (KPA, HPA):
         return []
     return [
-        f"{path}.{found[0]} is {found[1]!r}; the local plane scales with Knative's KPA only: "
-        f"use {KPA} or leave the annotation out"
+        f"{path}.{found[0]} is {found[1]!r}; the local plane scales with Knative's KPA or HPA: "
+        f"use {KPA} (the default) or {HPA}"
     ]

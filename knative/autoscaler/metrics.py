@@ -1,7 +1,8 @@
 """`/metrics` of the local plane: each revision's replicas, autoscaler state and traffic.
 
 The names follow Knative's autoscaler metrics (`desired_pods`, `actual_pods`, `panic_mode`,
-`stable_request_concurrency`, `excess_burst_capacity`, …) under the `knserve_revision_` prefix, one
+`stable_request_concurrency`, `excess_burst_capacity`, …) plus the replicas' CPU and memory
+and, for the HPA class, its current and target metric under the `knserve_revision_` prefix, one
 series per revision, and `knserve_autoscaler_ticks_total` counts the autoscaler's decision rounds
 (a scraper, or a test, can wait for it to have looked again). They are read at scrape time from the
 multiscaler, the supervisor and the gateway, so nothing is kept twice.
@@ -38,6 +39,10 @@ class PlaneCollector(Collector):
                 ("excess_burst_capacity", "Spare capacity minus target-burst-capacity."),
                 ("activator_in_path", "1 while requests are held or queued by the activator."),
                 ("requests_in_flight", "Requests accepted by the gateway and not yet answered."),
+                ("cpu_millicores", "CPU of the replicas' processes, summed (1000 = one core)."),
+                ("memory_bytes", "Resident memory of the replicas' processes, summed."),
+                ("hpa_current_metric", "HPA class: utilization (%) or average value now."),
+                ("hpa_target_metric", "HPA class: the target utilization (%) or average value."),
             ]
         }
         requests = CounterMetricFamily(
@@ -47,6 +52,13 @@ class PlaneCollector(Collector):
             labels = [namespace, revision]
             status = self.supervisor.status(namespace, revision)
             stats = self.gateway.stats(namespace, revision)
+            usage = self.scaler.usage(namespace, revision)
+            hpa = self.scaler.hpa(namespace, revision)
+            if hpa is not None:
+                current = hpa.last.current_metric if hpa.last else None
+                if current is not None:
+                    gauges["hpa_current_metric"].add_metric(labels, current)
+                gauges["hpa_target_metric"].add_metric(labels, hpa.spec.metric.value)
             for name, value in [
                 ("desired_pods", decision.desired_pods),
                 ("actual_pods", status.ready),
@@ -56,6 +68,8 @@ class PlaneCollector(Collector):
                 ("excess_burst_capacity", decision.excess_burst_capacity),
                 ("activator_in_path", int(decision.activator_in_path)),
                 ("requests_in_flight", stats.in_flight),
+                ("cpu_millicores", usage.cpu),
+                ("memory_bytes", usage.memory),
             ]:
                 gauges[name].add_metric(labels, float(value))
             requests.add_metric(labels, float(stats.requests_total))

@@ -11,6 +11,12 @@ change between ticks (the supervisor says so), its PodAutoscaler status — Acti
 initial-scale was reached — is brought up to date at once, as the KPA reconciles on every
 endpoints change, so a Revision becomes Ready when its pods do, not at the next tick.
 
+A revision of Knative's HPA class (`autoscaling.knative.dev/class: hpa.autoscaling.knative.dev`)
+gets an `HPAScaler` instead of the KPA: every second its replicas' CPU and memory are read from
+/proc (`ResourceSampler`, the metrics-server's part), and every tick Kubernetes' HPA algorithm
+decides on them; it never scales to zero. Every tracked revision's CPU and memory are sampled, so
+`/metrics` shows them for either class.
+
 Decisions are kept for status and `/metrics`: desired replicas, panic, the observed stable and
 panic values, excess burst capacity, whether the activator is in the path, Active and
 initialization; `ticks` counts decision rounds, so a test can wait for the autoscaler to have
@@ -24,11 +30,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from knserve.knative.activator.port import TrafficStats
+from knserve.knative.autoscaler.hpa_scaler import HPAScaler
+from knserve.knative.autoscaler.hpa_spec import hpa_spec, is_hpa_class
 from knserve.knative.autoscaler.kpa import Autoscaler, AutoscalerConfig, ScaleDecision
+from knserve.knative.autoscaler.resource_usage import ResourceSampler, requests
 from knserve.knative.supervisor.replicas import RevisionProcessSpec, Supervisor
 
 log = logging.getLogger(__name__)
@@ -36,14 +45,24 @@ log = logging.getLogger(__name__)
 SAMPLE_INTERVAL = 1.0  # the KPA's metric windows are bucketed per second
 
 
+@dataclass(frozen=True)
+class ResourceUsage:
+    """A revision's replicas' CPU (millicores, summed) and memory (RSS bytes, summed) now."""
+
+    cpu: float = 0.0
+    memory: float = 0.0
+
+
 @dataclass
 class _Tracked:
     spec: RevisionProcessSpec
-    autoscaler: Autoscaler
+    autoscaler: Autoscaler | HPAScaler
     decision: ScaleDecision | None = None
     last_total: int = 0
     last_integral: float = 0.0
     last_sample: float = 0.0
+    sampler: ResourceSampler = field(default_factory=ResourceSampler)
+    usage: ResourceUsage = field(default_factory=ResourceUsage)
 
 
 class Multiscaler:
@@ -83,10 +102,17 @@ class Multiscaler:
         config = AutoscalerConfig.from_annotations(
             spec.annotations, self.config, spec.container_concurrency
         )
+        requests(spec.container)  # a bad resources quantity fails here, on the Service's status
+        scaler: Autoscaler | HPAScaler
+        if is_hpa_class(spec.annotations, self.config):
+            hpa = hpa_spec(spec.annotations, self.config)
+            scaler = HPAScaler(hpa, self.clock, config.initial_scale)
+        else:
+            scaler = Autoscaler(config, self.clock)
         stats = self.gateway.stats(spec.namespace, spec.revision)
         tracked = _Tracked(
             spec,
-            Autoscaler(config, self.clock),
+            scaler,
             last_total=stats.requests_total,
             last_integral=stats.concurrency_seconds,
             last_sample=self.clock(),
@@ -109,6 +135,17 @@ class Multiscaler:
         tracked = self._tracked.get((namespace, revision))
         return tracked.decision if tracked else None
 
+    def usage(self, namespace: str, revision: str) -> ResourceUsage:
+        """The revision's CPU and memory at the last sample (zero when not tracked)."""
+        tracked = self._tracked.get((namespace, revision))
+        return tracked.usage if tracked else ResourceUsage()
+
+    def hpa(self, namespace: str, revision: str) -> HPAScaler | None:
+        """The revision's HPA, when it is of the HPA class."""
+        tracked = self._tracked.get((namespace, revision))
+        scaler = tracked.autoscaler if tracked else None
+        return scaler if isinstance(scaler, HPAScaler) else None
+
     def decisions(self) -> dict[tuple[str, str], ScaleDecision]:
         return {k: t.decision for k, t in self._tracked.items() if t.decision is not None}
 
@@ -117,8 +154,8 @@ class Multiscaler:
     def on_demand(self, namespace: str, revision: str) -> None:
         """A request waits for a revision with no ready replica: scale it up now if it is at zero."""
         tracked = self._tracked.get((namespace, revision))
-        if tracked is None:
-            return
+        if tracked is None or isinstance(tracked.autoscaler, HPAScaler):
+            return  # an HPA never scales to zero: its replicas are starting already
         if self.supervisor.status(namespace, revision).desired > 0:
             return  # already starting: the held request goes to the first ready replica
         stats = self.gateway.stats(namespace, revision)
@@ -135,7 +172,12 @@ class Multiscaler:
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)  # a periodic loop: the interval is the event
             for tracked in list(self._tracked.values()):
-                self._sample(tracked)
+                try:
+                    self._sample(tracked)
+                except Exception:  # one revision's bad sample must not stop the others' scaling
+                    log.exception(
+                        "sampling %s/%s failed", tracked.spec.namespace, tracked.spec.revision
+                    )
             if self.clock() >= next_tick:
                 next_tick += self.config.tick_interval
                 self.ticks += 1
@@ -157,6 +199,14 @@ class Multiscaler:
         spec = tracked.spec
         stats = self.gateway.stats(spec.namespace, spec.revision)
         now = self.clock()
+        replicas = self.supervisor.replica_states(spec.namespace, spec.revision)
+        pods = tracked.sampler.sample(replicas, spec.container, now)
+        tracked.usage = ResourceUsage(
+            sum(p.usage or 0.0 for p in pods["cpu"]), sum(p.usage or 0.0 for p in pods["memory"])
+        )
+        if isinstance(tracked.autoscaler, HPAScaler):
+            tracked.autoscaler.pods = pods[tracked.autoscaler.resource]
+            return
         elapsed = max(now - tracked.last_sample, 1e-6)
         if tracked.autoscaler.config.metric == "rps":
             value = (stats.requests_total - tracked.last_total) / elapsed

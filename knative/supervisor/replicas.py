@@ -175,6 +175,16 @@ class Supervisor:
         rev = self._revisions.get((namespace, revision))
         return [r.process.pid for r in rev.replicas if r.process] if rev else []
 
+    def replica_states(self, namespace: str, revision: str) -> list[tuple[int | None, bool]]:
+        """(pid, ready) of each replica not being stopped; pid None until its process runs
+        (a Pending pod, to the HPA)."""
+        rev = self._revisions.get((namespace, revision))
+        live = [r for r in rev.replicas if not r.stopping] if rev else []
+        return [
+            (r.process.pid if r.process and r.process.returncode is None else None, r.ready)
+            for r in live
+        ]
+
     async def ensure(self, spec: RevisionProcessSpec, replicas: int) -> None:
         key = (spec.namespace, spec.revision)
         rev = self._revisions.get(key)

@@ -203,8 +203,8 @@ def test_every_knative_key_is_read() -> None:
         ),
         ({"min-scale": "3", "max-scale": "2"}, "min-scale (3) must be less than max-scale (2)"),
         (
-            {"pod-autoscaler-class": "hpa.autoscaling.knative.dev"},
-            "pod-autoscaler-class 'hpa.autoscaling.knative.dev': the local plane scales with Knative's KPA only",
+            {"pod-autoscaler-class": "keda.autoscaling.example.com"},
+            "pod-autoscaler-class 'keda.autoscaling.example.com': the local plane scales with Knative's KPA or HPA",
         ),
         (
             {"enable-scale-to-zero": "maybe"},

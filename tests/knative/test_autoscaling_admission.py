@@ -287,14 +287,16 @@ async def test_rules_that_read_config_autoscaler_read_the_planes(tmp_path: Path)
 
 async def test_the_local_plane_refuses_an_autoscaler_class_it_cannot_run(api: Api) -> None:
     hpa = {P + "class": "hpa.autoscaling.knative.dev", P + "metric": "cpu"}
-    refused = await api.refused(KSVC, service(hpa))
+    await api.accepted(KSVC, service(hpa))  # Knative's HPA class runs on the plane
+    custom = {P + "class": "keda.autoscaling.example.com"}
+    refused = await api.refused(KSVC, service(custom, "b"))
     assert (
-        f"{T}class is 'hpa.autoscaling.knative.dev'; the local plane scales with Knative's KPA "
-        "only" in refused
+        f"{T}class is 'keda.autoscaling.example.com'; the local plane scales with Knative's KPA "
+        "or HPA" in refused
     )
-    # A cluster runs the HPA: the kube target's client-side check lets it through.
+    # A cluster runs other classes: the kube target's client-side check lets it through.
     kind = by_name("services")
-    assert kind is not None and kind.errors(service(hpa), local_plane=False) == []
+    assert kind is not None and kind.errors(service(custom), local_plane=False) == []
 
 
 def test_the_kube_targets_check_skips_the_rules_that_need_the_clusters_config() -> None:
