@@ -15,7 +15,11 @@ refuses, with these messages:
   a non-zero max (minReplicas defaults to 1), a logger mode other than all, request or response;
 - the autoscaler's rules: with Knative's KPA `scaleMetric` must be concurrency or rps and an rps
   `scaleTarget` at least 1, and `deploymentStrategy` is for raw deployments only; with the HPA
-  class, cpu or memory and a cpu target of 1-100 %;
+  (Knative's HPA class, or RawDeployment's default `autoscalerClass: hpa`), cpu or memory and a
+  cpu target of 1-100 %;
+- beyond KServe, what knserve cannot honour is refused rather than ignored: a deploymentMode
+  other than Serverless/Knative or RawDeployment/Standard, and in raw mode
+  `canaryTrafficPercent` (KServe ignores it there) and `autoscalerClass: keda`;
 - a transformer container collocated in the predictor that sets `STORAGE_URI`; `storageUri`
   together with `storageUris`.
 
@@ -59,6 +63,8 @@ AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
 AUTOSCALER_CLASSES = ("hpa", "external", "keda", "none")
 KNATIVE_CLASS_ANNOTATION = "autoscaling.knative.dev/class"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+RAW_MODES = ("RawDeployment", "Standard")  # RawDeployment is the name before KServe 0.15
+DEPLOYMENT_MODES = ("Serverless", "Knative", *RAW_MODES)
 SERVER_CONTAINER = "kserve-container"
 TRANSFORMER_CONTAINER = "transformer-container"
 
@@ -125,6 +131,12 @@ def inference_service_errors(obj: dict[str, Any]) -> list[str]:
         errors.append(
             f"metadata.annotations[{AUTOSCALER_CLASS_ANNOTATION}]: [{autoscaler}] is "
             f"not a supported autoscaler class type (use {', '.join(AUTOSCALER_CLASSES)})"
+        )
+    mode = annotations.get(DEPLOYMENT_MODE_ANNOTATION)
+    if mode is not None and mode not in DEPLOYMENT_MODES:
+        errors.append(
+            f"metadata.annotations[{DEPLOYMENT_MODE_ANNOTATION}]: [{mode}] is not a deployment "
+            "mode knserve runs (use Serverless or RawDeployment; ModelMesh is not supported)"
         )
     spec = obj.get("spec") or {}
     predictor = spec.get("predictor") or {}
@@ -218,9 +230,10 @@ def _autoscaling_errors(
     mode = annotations.get(DEPLOYMENT_MODE_ANNOTATION)
     metric = comp.get("scaleMetric")
     target = comp.get("scaleTarget")
-    if mode in ("Standard", "RawDeployment"):
-        if annotations.get(AUTOSCALER_CLASS_ANNOTATION) != "hpa":
-            return []
+    if mode in RAW_MODES:
+        raw = _raw_mode_errors(comp, path, annotations)
+        if raw or annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa") != "hpa":
+            return raw
     elif annotations.get(KNATIVE_CLASS_ANNOTATION) != "hpa.autoscaling.knative.dev":
         if comp.get("deploymentStrategy") is not None:
             return [
@@ -231,7 +244,9 @@ def _autoscaling_errors(
         if metric not in KPA_METRICS:
             return [
                 f"{path}.scaleMetric: [{metric}] is not a supported metric (Knative's "
-                f"autoscaler scales on {' or '.join(KPA_METRICS)})"
+                f"autoscaler scales on {' or '.join(KPA_METRICS)}; for cpu or memory set "
+                f"the annotation {KNATIVE_CLASS_ANNOTATION}: hpa.autoscaling.knative.dev, or "
+                f"{DEPLOYMENT_MODE_ANNOTATION}: RawDeployment)"
             ]
         if metric == "rps" and target is not None and int(target) < 1:
             return [f"{path}.scaleTarget: the target for rps should be greater than 1"]
@@ -251,6 +266,25 @@ def _autoscaling_errors(
         if metric == "memory" and int(target) < 1:
             return [f"{path}.scaleTarget: the target memory should be greater than 1 MiB"]
     return []
+
+
+def _raw_mode_errors(
+    comp: Mapping[str, Any], path: str, annotations: Mapping[str, str]
+) -> list[str]:
+    """Beyond KServe's webhook: what raw mode would silently skip, or knserve cannot run or
+    export, refused with the reason."""
+    errors = []
+    if comp.get("canaryTrafficPercent") is not None:
+        errors.append(
+            f"{path}.canaryTrafficPercent: RawDeployment mode has no revisions to split traffic "
+            "between (KServe ignores it there); remove it, or use the Serverless mode for a canary"
+        )
+    if annotations.get(AUTOSCALER_CLASS_ANNOTATION) == "keda":
+        errors.append(
+            f"metadata.annotations[{AUTOSCALER_CLASS_ANNOTATION}]: [keda] needs KEDA on a "
+            "cluster; knserve runs and exports RawDeployment with hpa, external or none"
+        )
+    return errors
 
 
 def _collocation_errors(predictor: Mapping[str, Any]) -> list[str]:

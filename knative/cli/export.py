@@ -5,6 +5,9 @@ A multi-model InferenceService (no storageUri) also becomes the ConfigMap `model
 listing the file's TrainedModels for it, mounted on its predictor (see
 `knative.kserve.trained_model.exported_model_config`).
 
+An InferenceService in RawDeployment (Standard) mode becomes what KServe makes of it instead: per
+component a Deployment, a Service and a HorizontalPodAutoscaler (`knative.kserve.raw_deployment`).
+
 The translation is the controller's own (`knative.kserve.inferenceservice.knative_services`), with the
 built-in serving runtimes plus the ServingRuntime (of the InferenceService's namespace) and
 ClusterServingRuntime documents of the same file. `--target kube`
@@ -40,6 +43,7 @@ def _exported(
         Target,
         knative_services,
     )
+    from knserve.knative.kserve.raw_deployment import is_raw, raw_objects
     from knserve.knative.kserve.runtimes import merge_runtimes
 
     target = Target(domain=domain, cluster=cluster)
@@ -80,6 +84,15 @@ def _exported(
                 ksvc["metadata"]["ownerReferences"] = owners
             else:
                 ksvc["metadata"].pop("ownerReferences", None)
+        annotations = meta.get("annotations") or {}
+        if is_raw(annotations):  # KServe's Standard mode: Deployment, Service, HPA, no Knative
+            services = [
+                obj
+                for ksvc in services
+                for obj in raw_objects(
+                    ksvc, isvc["spec"][ksvc["metadata"]["labels"]["component"]], annotations
+                )
+            ]
         out += services + trained
     return out + [_graph_router(graph, isvcs, namespace) for graph in graphs]
 

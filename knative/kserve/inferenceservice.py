@@ -6,7 +6,10 @@ by the InferenceService, with KServe's mapping of the component fields:
 
 - `minReplicas` → `autoscaling.knative.dev/min-scale` (default 1, as KServe; 0 allows scale to
   zero), `maxReplicas` → `max-scale` (0 means unbounded, so it is left out), `scaleTarget` →
-  `target`, `scaleMetric` → `metric` (the KPA understands only concurrency and rps);
+  `target`, `scaleMetric` → `metric`; the class is the KPA unless the InferenceService or the
+  component names one (`autoscaling.knative.dev/class: hpa.autoscaling.knative.dev` scales on
+  cpu or memory), kept as it is; in RawDeployment mode, the HPA KServe would make, in Knative's
+  terms (`knative.kserve.raw_deployment`);
 - `containerConcurrency` → `spec.template.spec.containerConcurrency`, `timeout` →
   `timeoutSeconds` and `responseStartTimeoutSeconds`;
 - `canaryTrafficPercent` → `spec.traffic` (see `component_traffic`);
@@ -39,6 +42,7 @@ from knserve.knative.apiserver.isvc_validation import (
 )
 from knserve.knative.apiserver.naming import hostname
 from knserve.knative.kserve.placeholders import PlaceholderError, replace_placeholders
+from knserve.knative.kserve.raw_deployment import is_raw, raw_autoscaling_annotations
 from knserve.knative.kserve.runtime_defaults import (
     default_after_selection,
     default_before_selection,
@@ -228,7 +232,7 @@ def _service(
         k: v for k, v in (meta.get("annotations") or {}).items() if k not in _NOT_PROPAGATED
     }
     annotations.update(comp.get("annotations") or {})
-    annotations.update(_autoscaling_annotations(comp))
+    annotations.update(_autoscaling_annotations(comp, annotations, container))
     annotations.update(_internal_annotations(comp))
     template_spec: dict[str, Any] = {"containers": [container]}
     if comp.get("containerConcurrency") is not None:
@@ -268,9 +272,20 @@ def _service(
     }
 
 
-def _autoscaling_annotations(comp: Mapping[str, Any]) -> dict[str, str]:
+def _autoscaling_annotations(
+    comp: Mapping[str, Any], annotations: Mapping[str, str], container: Mapping[str, Any]
+) -> dict[str, str]:
+    """KServe's SetAutoScalingAnnotations: the KPA unless the user named a class (kept as it is,
+    for the plane and for a cluster); raw mode's HPA in Knative's terms (`raw_deployment`)."""
+    if is_raw(annotations):
+        try:
+            return raw_autoscaling_annotations(comp, annotations, container)
+        except ValueError as exc:
+            raise InvalidInferenceService(str(exc)) from None
     prefix = "autoscaling.knative.dev/"
-    out = {f"{prefix}class": "kpa.autoscaling.knative.dev"}
+    out = {}
+    if f"{prefix}class" not in annotations:
+        out[f"{prefix}class"] = "kpa.autoscaling.knative.dev"
     min_replicas = comp.get("minReplicas")
     max_replicas = comp.get("maxReplicas")
     out[f"{prefix}min-scale"] = str(1 if min_replicas is None else int(min_replicas))
