@@ -21,7 +21,12 @@ from typing import Any
 
 from benchmarks._common import free_port
 
-FAST = ["stable-window=6s", "scale-to-zero-grace-period=1s", "tick-interval=1s"]
+FAST = [
+    "stable-window=6s",
+    "scale-to-zero-grace-period=1s",
+    "tick-interval=1s",
+    "horizontal-pod-autoscaler-downscale-stabilization=10s",  # the HPA class; 300 s on a cluster
+]
 _METRIC = re.compile(r'^knserve_revision_(\w+)\{[^}]*revision="([^"]+)"[^}]*\} (\S+)$', re.M)
 ZYGOTE = re.compile(r"zygote ready \(pid (\d+)\)")
 _SPAWN = re.compile(r"^(\S+ \S+) INFO \S+: revision \S+/(\S+) replica \d+: pid (\d+)", re.M)

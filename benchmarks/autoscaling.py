@@ -1,6 +1,7 @@
 """Scale from zero and a step load on the local plane, beside KServe started cold, in one run.
 
     python -m benchmarks autoscaling [--quick] [--runs 20] [--clients 6] [--step-seconds 12]
+                                     [--step-only]
 
 Starts `knserve up` on free loopback ports with Knative's windows shrunk to seconds, deploys a
 scikit-learn iris InferenceService (`minReplicas: 0`) and an `http` function (`knserve func create`
@@ -8,8 +9,10 @@ scikit-learn iris InferenceService (`minReplicas: 0`) and an `http` function (`k
 zero (`actual_pods` 0 on `/metrics` and the old replica's process gone), with the replica's RSS and
 USS. In the same run: KServe's Python model server (the anchors' `kserve_iris.py`) and our
 `knserve.runtime` started cold outside the plane, launch → first 200 on predict, polled every 10 ms.
-Then a step load (0 → N clients → 0) on an echo Service with `target: 1`, sampled every 0.25 s,
-plotted to benchmarks/out/autoscaling_step.png. Numbers are printed, never asserted.
+Then a step load (0 → N clients → 0) on a CPU-burning Service, scaled once by the KPA (`target: 1`)
+and once by Knative's HPA class (CPU, 50 %), sampled every 0.25 s and plotted side by side to
+benchmarks/out/autoscaling_step.png (`--step-only` runs just that). Numbers are printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", type=int, help="cold starts per target (default 20, quick 3)")
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--step-seconds", type=float, help="default 12 (quick 8)")
+    parser.add_argument("--step-only", action="store_true", help="only the KPA/HPA step load")
     args = parser.parse_args(argv)
     runs = args.runs or (3 if args.quick else 20)
     step_seconds = args.step_seconds or (8.0 if args.quick else 12.0)
@@ -132,6 +136,14 @@ def main(argv: list[str]) -> None:
     print(f"work folder {root}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     train_iris(root / "iris")
     plane = Plane(root, env)
+    if args.step_only:
+        try:
+            print(f"knserve up: gateway :{plane.port}, API :{plane.api_port}, autoscaler {FAST}")
+            print("\n== step load")
+            step_load(plane, root, args.clients, step_seconds)
+        finally:
+            plane.close()
+        return
     try:
         print(f"knserve up: gateway :{plane.port}, API :{plane.api_port}, autoscaler {FAST}")
         plane.apply(
