@@ -35,5 +35,5 @@ def parse_quantity(text: object) -> float:
     if suffix in _BINARY:
         return number * _BINARY[suffix]
     if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return number * 10 ** int(suffix[1:])
+        return number * 10.0 ** int(suffix[1:])
     return number * _DECIMAL[suffix]
