@@ -179,7 +179,7 @@ def plot(runs: list[Run], clients: int) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(runs), figsize=(14, 4.8), sharey=True)
     series: list[tuple[int, str, Any, str, float]] = [
-        (1, "clients (load)", "0.6", "-", 1.5),
+        (1, "clients (load)", "0.7", "-", 5.0),
         (2, "requests in flight (gateway)", "tab:blue", "-", 1.2),
         (5, "CPU of the replicas (cores)", "tab:red", "-", 1.5),
         (4, "actual replicas", "tab:green", "-", 3.5),
