@@ -72,14 +72,22 @@ REASONS = {
 }
 
 
-def error_response(status: int, message: str, keep_alive: bool, request_id: bytes = b"") -> bytes:
-    """A complete plain-text HTTP/1.1 response carrying `message` (and the request's id)."""
+def error_response(
+    status: int,
+    message: str,
+    keep_alive: bool,
+    request_id: bytes = b"",
+    retry_after: int | None = None,
+) -> bytes:
+    """A complete plain-text HTTP/1.1 response carrying `message` (and the request's id, and
+    `Retry-After` if given)."""
     body = message.encode() + b"\n"
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error")),
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body),
             b"x-request-id: %s\r\n" % request_id if request_id else b"",
+            b"" if retry_after is None else b"retry-after: %d\r\n" % retry_after,
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",
             body,
@@ -93,6 +101,7 @@ class Exchange:
     __slots__ = (
         "arrived",
         "assigned",
+        "attempts",
         "client",
         "clock",
         "has_body",
@@ -133,6 +142,7 @@ class Exchange:
         self.is_head = False
         self.safe = False  # GET, HEAD or OPTIONS
         self.retried = False
+        self.attempts = 0  # replicas that could not be reached for it (the throttler's retries)
         self.has_body = False
         self.request_chunked = False
         self.request_done = False
@@ -287,7 +297,7 @@ class Exchange:
         self.client.exchange_done(self)
 
     # -- failures -----------------------------------------------------------------------------
-    def respond_error(self, status: int, message: str) -> None:
+    def respond_error(self, status: int, message: str, retry_after: int | None = None) -> None:
         """Answer with the gateway's own error, or cut the client off if the response has begun."""
         if self.state:
             return
@@ -310,7 +320,9 @@ class Exchange:
         # The rest of an unread request body is read and dropped, so the connection stays usable.
         self.client.resume_reading(PAUSE_PENDING)
         self.pending = []
-        self.client.out.append(error_response(status, message, self.keep_alive, self.request_id))
+        self.client.out.append(
+            error_response(status, message, self.keep_alive, self.request_id, retry_after)
+        )
         self.client.exchange_done(self)
 
     def upstream_lost(self, upstream: UpstreamConnection, exc: Exception | None) -> None:

@@ -56,6 +56,7 @@ from knserve.knative.activator.traffic import (
     normalize_host,
 )
 from knserve.knative.activator.upstream import connect_upstream
+from knserve.knative.apiserver.outlier_annotations import OutlierDetection
 
 __all__ = [
     "EndpointSource",
@@ -201,9 +202,11 @@ class Gateway:
         timeout_seconds: int,
         response_start_timeout_seconds: int = 0,
         idle_timeout_seconds: int = 0,
+        outlier_detection: OutlierDetection | None = None,
     ) -> None:
-        """Set a revision's per-replica concurrency limit (0 = none) and its request timeouts:
-        `timeoutSeconds`, `responseStartTimeoutSeconds` and `idleTimeoutSeconds` (0 = none)."""
+        """Set a revision's per-replica concurrency limit (0 = none), its request timeouts:
+        `timeoutSeconds`, `responseStartTimeoutSeconds` and `idleTimeoutSeconds` (0 = none), and
+        its outlier detection (None: Istio's defaults)."""
         if container_concurrency < 0:
             raise ValueError(
                 f"Invalid: revision {namespace}/{revision} containerConcurrency is "
@@ -229,10 +232,10 @@ class Gateway:
         self._deleted.discard((namespace, revision))  # made again under the same name
         state = self._revisions.get((namespace, revision))
         if state is None:
-            self._revisions[(namespace, revision)] = RevisionThrottler(
+            state = self._revisions[(namespace, revision)] = RevisionThrottler(
                 self, namespace, revision, container_concurrency, timeouts
             )
-            return
+        state.outliers.config = outlier_detection or OutlierDetection()
         state.container_concurrency = container_concurrency
         state.timeouts = timeouts
         if state.queue:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from knserve.knative.activator.throttler import RevisionStats
 from knserve.knative.activator.traffic import RouteSpec
+from knserve.knative.apiserver.outlier_annotations import OutlierDetection
 
 
 class DataPlane(Protocol):
@@ -37,8 +38,10 @@ class DataPlane(Protocol):
         timeout_seconds: int,
         response_start_timeout_seconds: int = 0,
         idle_timeout_seconds: int = 0,
+        outlier_detection: OutlierDetection | None = None,
     ) -> None:
-        """A revision's per-replica concurrency limit (0 = none) and request timeouts."""
+        """A revision's per-replica concurrency limit (0 = none), request timeouts and outlier
+        detection (None: Istio's defaults)."""
         ...
 
     def remove_revision(self, namespace: str, revision: str) -> None:

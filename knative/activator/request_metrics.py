@@ -19,7 +19,11 @@ response has no code and is not counted (its time is in the autoscaler's concurr
 The hot path only adds to plain numbers on the throttler and the replica (`record`, about a
 microsecond of CPU); Prometheus' families are built from them when someone scrapes (`GatewayCollector`).
 Also here, beside them: `knserve_revision_cold_starts_total`, requests that found no replica ready
-and were held while one started.
+and were held while one started; `knserve_revision_requests_rejected_total` by `reason`, requests
+the gateway answered 503 at once (`queue_full`: beyond the breakers' queue, knserve.knative.activator.
+breaker; `all_ejected`: every replica out by outlier detection); and
+`knserve_revision_outlier_ejections_total` and `knserve_revision_outlier_ejected`, replicas ejected
+so far and out now (knserve.knative.activator.outlier).
 """
 
 from __future__ import annotations
@@ -162,6 +166,21 @@ class GatewayCollector:
             "Requests held by the gateway while no replica of the revision was ready.",
             "counter",
         )
+        rejected = Metric(
+            "knserve_revision_requests_rejected",
+            "Requests answered 503 at once: the queue was full, or every replica was ejected.",
+            "counter",
+        )
+        ejections = Metric(
+            "knserve_revision_outlier_ejections",
+            "Replicas ejected by outlier detection after consecutive errors.",
+            "counter",
+        )
+        ejected = Metric(
+            "knserve_revision_outlier_ejected",
+            "Replicas out of rotation by outlier detection now.",
+            "gauge",
+        )
         for state in self.gateway.throttlers():
             namespace, name = state.namespace, state.name
             service, configuration = self.service_of(namespace, name)
@@ -176,10 +195,26 @@ class GatewayCollector:
                 {"namespace": namespace, "revision": name},
                 state.cold_starts,
             )
+            where = {"namespace": namespace, "revision": name}
+            for reason, count in (
+                ("queue_full", state.queue_full),
+                ("all_ejected", state.all_ejected),
+            ):
+                rejected.add_sample(
+                    "knserve_revision_requests_rejected_total", {**where, "reason": reason}, count
+                )
+            outliers = state.outliers
+            ejections.add_sample(
+                "knserve_revision_outlier_ejections_total", where, outliers.ejections_total
+            )
+            ejected.add_sample("knserve_revision_outlier_ejected", where, outliers.ejected())
         yield from activator.families()
         yield from revision.families()
         yield from app.families()
         yield cold
+        yield rejected
+        yield ejections
+        yield ejected
 
 
 def _merged(tallies: StatusTallies) -> dict[int, Tally]:

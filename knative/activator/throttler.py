@@ -7,11 +7,18 @@ plus what queue-proxy does in front of each container:
 - The ready endpoints come from the gateway's `EndpointSource`, re-read on every request and compared
   with the last set (a tuple comparison), so replicas that appear or go away are seen at once.
 - A request goes to the replica with the fewest requests in flight, ties broken round-robin, over one of
-  that replica's pooled keep-alive connections (a new one when none is idle). A replica that refuses a
-  connection (it died; the supervisor has not said so yet) leaves the rotation for a second and the
-  request, having sent nothing, goes to another replica or waits as if none were ready.
+  that replica's pooled keep-alive connections (a new one when none is idle; a pooled one the
+  replica has closed is dropped unused). A replica that refuses a connection (it died; the
+  supervisor has not said so yet) leaves the rotation for a second and the request, having sent
+  nothing, goes to another replica or waits as if none were ready: the activator's retry, bounded
+  by `MAX_SEND_ATTEMPTS`. A request whose bytes reached a replica is not sent elsewhere (see
+  exchange.py for the one exception, a bodiless request on a connection reset before any answer).
+- Outlier ejection (knserve.knative.activator.outlier): every answer counts toward the replica's
+  consecutive errors; an ejected replica leaves the rotation until its back-off is over.
 - `containerConcurrency` caps each replica's in-flight requests (0 = no cap). Requests beyond every
   replica's cap wait in one FIFO queue and go, in arrival order, to the first replica that frees a slot.
+  The queue is bounded as Knative's breakers bound theirs (knserve.knative.activator.breaker): a
+  request beyond it is answered 503 "pending request queue full" with `Retry-After`, at once.
 - With no ready replica the request is answered 503 with the supervisor's reason, or, when the gateway
   holds unready revisions (the activator's mode), queued until a replica appears: `endpoints_changed`
   wakes it, and a 50 ms poll of the source covers a source that never calls it.
@@ -25,16 +32,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
 
+from knserve.knative.activator.activator_port import (
+    Activator,
+    Clock,
+    ConnectDone,
+    EndpointSource,
+    Replica,
+    RevisionStats,
+)
+from knserve.knative.activator.breaker import (
+    RETRY_AFTER_SECONDS,
+    queue_depth,
+    queue_full_message,
+)
 from knserve.knative.activator.exchange import Exchange
+from knserve.knative.activator.outlier import CONNECTION_FAILURE, OutlierDetector
 from knserve.knative.activator.request_metrics import StatusTallies, record
-from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.timeouts import RequestTimeouts
 from knserve.knative.activator.upstream import UpstreamConnection
+
+__all__ = [
+    "Activator",
+    "Clock",
+    "ConnectDone",
+    "EndpointSource",
+    "Replica",
+    "RevisionStats",
+    "RevisionThrottler",
+]
+
+log = logging.getLogger(__name__)
 
 # Idle connections kept per replica; more than the highest useful concurrency is wasted sockets.
 MAX_IDLE_PER_REPLICA = 512
@@ -43,93 +74,9 @@ HOLD_POLL_SECONDS = 0.05
 # How long a replica that refused a connection stays out of rotation, unless the source replaces it;
 # the supervisor notices a dead process well within this.
 UNREACHABLE_SECONDS = 1.0
-
-
-class EndpointSource(Protocol):
-    """Where the gateway learns a revision's ready replicas (the supervisor)."""
-
-    def endpoints(self, namespace: str, revision: str) -> Sequence[str]:
-        """Ready replicas of the revision as "host:port"."""
-        ...
-
-
-class Clock(Protocol):
-    """The clock and timers a throttler keeps time with: the gateway's event loop."""
-
-    def time(self) -> float: ...
-
-    def call_at(
-        self, when: float, callback: Callable[..., object], *args: Any
-    ) -> asyncio.TimerHandle: ...
-
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: Any
-    ) -> asyncio.TimerHandle: ...
-
-
-ConnectDone = Callable[[UpstreamConnection | None, BaseException | None], None]
-
-
-class Activator(Protocol):
-    """What a throttler uses of the gateway that holds it, and nothing more: its clock and timers,
-    where endpoints come from, whether to hold requests while no replica is ready (and whom to
-    wake), the count of requests in flight across revisions that closing waits on, the timeout
-    callback, and a way to open a connection to a replica."""
-
-    source: EndpointSource
-    telemetry: Telemetry
-    hold_unready: bool
-    on_demand: Callable[[str, str], None] | None
-    active: int
-    draining: asyncio.Event | None
-
-    @property
-    def loop(self) -> Clock: ...
-
-    def loop_time(self) -> float:
-        """The clock's time (0 before the gateway starts)."""
-        ...
-
-    def timed_out(self, exchange: Exchange) -> None:
-        """`exchange`'s timer fired."""
-        ...
-
-    def connect(self, pool: Replica, endpoint: str, done: ConnectDone) -> None:
-        """Open a connection to `endpoint` for `pool` and call `done(connection, error)`."""
-        ...
-
-
-@dataclass(frozen=True)
-class RevisionStats:
-    """A revision's traffic as the autoscaler reads it."""
-
-    in_flight: int  # requests accepted and not yet answered, queued ones included
-    requests_total: int  # monotonic count of requests routed to the revision
-    queued: int = 0  # of in_flight, those waiting for a replica slot or a replica
-    concurrency_seconds: float = 0.0  # integral of in_flight over time (loop clock), monotonic
-
-
-class Replica:
-    """One ready endpoint of a revision and its idle connections."""
-
-    __slots__ = ("endpoint", "idle", "in_flight", "removed", "served")
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.in_flight = 0
-        self.idle: list[UpstreamConnection] = []
-        self.removed = False
-        # Knative's queue-proxy metrics of this replica (knative/activator/request_metrics.py)
-        self.served = StatusTallies()
-
-    def forget(self, connection: UpstreamConnection) -> None:
-        with contextlib.suppress(ValueError):
-            self.idle.remove(connection)
-
-    def close_idle(self) -> None:
-        for connection in self.idle:
-            connection.transport.close()
-        self.idle.clear()
+# Replicas a request may find unreachable before it is answered 502: each one leaves the rotation,
+# so this bounds the retries when many replicas go at once (a plane shutting down).
+MAX_SEND_ATTEMPTS = 3
 
 
 class RevisionThrottler:
@@ -158,6 +105,9 @@ class RevisionThrottler:
         self.integral = 0.0
         self.requests = StatusTallies()  # Knative's activator metrics (request_metrics.py)
         self.cold_starts = 0
+        self.queue_full = 0  # requests answered 503 because the queue was at its bound
+        self.all_ejected = 0  # requests answered 503 because every replica was ejected
+        self.outliers = OutlierDetector()
         self.changed_at = gateway.loop_time()
         self.poll: asyncio.TimerHandle | None = None
         self.appeared = asyncio.Event()
@@ -180,7 +130,14 @@ class RevisionThrottler:
         replica = self._pick()
         if replica is not None:
             self._assign(exchange, replica)
+        elif not self.ready and self.outliers.ejected():
+            self.all_ejected += 1  # as Envoy's "no healthy upstream": nothing to wait in line for
+            self._reject_all_ejected(exchange)
         elif self.ready or gateway.hold_unready:
+            if len(self.queue) >= queue_depth(self.container_concurrency, len(self.ready)):
+                self.queue_full += 1  # Knative's breakers: beyond their queues, 503 at once
+                exchange.respond_error(503, self._queue_full_message(), RETRY_AFTER_SECONDS)
+                return
             if not self.ready and not self.queue:
                 self.cold_starts += 1  # the first request held until a replica starts
             self.queue.append(exchange)
@@ -204,17 +161,21 @@ class RevisionThrottler:
             return
         self.endpoints = endpoints
         replicas = {}
+        outliers = self.outliers
+        outliers.retain(endpoints)
         for endpoint in endpoints:
             replica = self.replicas.get(endpoint)
             replicas[endpoint] = (
-                replica if replica is not None and not replica.removed else Replica(endpoint)
+                replica
+                if replica is not None and not replica.removed
+                else Replica(endpoint, outliers.is_ejected(endpoint))
             )
         for endpoint, replica in self.replicas.items():
             if endpoint not in replicas:
                 replica.removed = True
                 replica.close_idle()
         self.replicas = replicas
-        self.ready = list(replicas.values())
+        self.ready = [replica for replica in replicas.values() if not replica.ejected]
         if self.ready:
             self.appeared.set()
             self.appeared = asyncio.Event()
@@ -249,9 +210,10 @@ class RevisionThrottler:
         idle = replica.idle
         while idle:
             connection = idle.pop()
-            if not connection.closed:
+            if not connection.closed and not connection.dropped():
                 exchange.attach(connection)
                 return
+            connection.transport.close()
         self._connect(exchange, replica)
 
     def _connect(self, exchange: Exchange, replica: Replica) -> None:
@@ -277,6 +239,7 @@ class RevisionThrottler:
         """
         replica.in_flight -= 1
         exchange.replica = None
+        self._observe(replica, CONNECTION_FAILURE)
         if not replica.removed:
             replica.removed = True
             replica.close_idle()
@@ -285,6 +248,14 @@ class RevisionThrottler:
             self.gateway.loop.call_later(UNREACHABLE_SECONDS, self._readmit, replica)
         if self.deleted is not None:  # no replica of it will come
             exchange.respond_error(404, self.deleted)
+            return
+        exchange.attempts += 1
+        if exchange.attempts >= MAX_SEND_ATTEMPTS:
+            exchange.respond_error(
+                502,
+                f"Revision {self.namespace}/{self.name}: {exchange.attempts} replicas could not "
+                f"be reached, the last {replica.endpoint}: {error}",
+            )
             return
         target = self._pick()
         if target is not None:
@@ -303,9 +274,55 @@ class RevisionThrottler:
     def _readmit(self, replica: Replica) -> None:
         if self.replicas.get(replica.endpoint) is replica and replica.removed:
             replica.removed = False
+            if not replica.ejected:
+                self.ready.append(replica)
+            if self.queue:
+                self._drain()
+
+    # -- outlier ejection ---------------------------------------------------------------------
+    def _observe(self, replica: Replica, status: int) -> None:
+        """Count `replica`'s answer toward outlier detection; eject it if that trips it."""
+        now = self.gateway.loop.time()
+        until = self.outliers.observe(replica.endpoint, status, now, len(self.replicas))
+        if until is None:
+            return
+        replica.ejected = True
+        with contextlib.suppress(ValueError):
+            self.ready.remove(replica)
+        log.warning(
+            "revision %s/%s replica %s ejected for %.1fs by outlier detection (last status %s)",
+            self.namespace,
+            self.name,
+            replica.endpoint,
+            until - now,
+            status or "connection failure",
+        )
+        self.gateway.loop.call_at(until, self._rejoin, replica.endpoint)
+
+    def _rejoin(self, endpoint: str) -> None:
+        # A timer may fire a hair early (clock resolution); the ejection is over all the same.
+        if not self.outliers.rejoin(endpoint, self.gateway.loop.time() + 0.01):
+            return
+        replica = self.replicas.get(endpoint)
+        if replica is None or not replica.ejected:
+            return
+        replica.ejected = False
+        log.info("revision %s/%s replica %s rejoins", self.namespace, self.name, endpoint)
+        if not replica.removed:
             self.ready.append(replica)
             if self.queue:
                 self._drain()
+
+    def _reject_all_ejected(self, exchange: Exchange) -> None:
+        rejoin = self.outliers.next_rejoin() or 0.0
+        wait = max(1, math.ceil(rejoin - self.gateway.loop.time()))
+        exchange.respond_error(
+            503,
+            f"no healthy upstream: every ready replica of Revision {self.namespace}/{self.name} "
+            f"is ejected by outlier detection after consecutive errors; the first rejoins in "
+            f"{wait}s. `knserve revision describe {self.name} -n {self.namespace}` shows its replicas",
+            wait,
+        )
 
     def unreachable(self, exchange: Exchange, error: BaseException | None) -> None:
         """`exchange`'s replica reset it before answering even on a new connection."""
@@ -333,6 +350,8 @@ class RevisionThrottler:
             return
         exchange.replica = None
         replica.in_flight -= 1
+        if exchange.status:  # 0: the client went away before any answer
+            self._observe(replica, exchange.status)
         if connection is not None:
             self._park(replica, connection)
         if self.queue and not replica.removed:
@@ -385,6 +404,11 @@ class RevisionThrottler:
             f"Revision {self.namespace}/{self.name} has no ready replica{self.replica_status()}. "
             f"See `knserve revision describe {self.name} -n {self.namespace}`; "
             "the request can be retried once a replica is ready"
+        )
+
+    def _queue_full_message(self) -> str:
+        return queue_full_message(
+            self.namespace, self.name, len(self.queue), self.container_concurrency, len(self.ready)
         )
 
     # -- counters -----------------------------------------------------------------------------

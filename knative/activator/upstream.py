@@ -16,6 +16,7 @@ told the connection was lost, which cuts its client off.
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,6 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reading_paused = False
         self.tunnel = False  # switched protocols (101): never parsed or pooled again
         self.until_close = False  # the response's body ends when the replica closes the connection
+        self.fd = -1
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -65,6 +67,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+
+    def dropped(self) -> bool:
+        """Whether the replica closed this idle connection (or wrote to it unasked) in a way the
+        loop has not processed yet: an idle connection has nothing to read. Checked before a
+        pooled connection carries a request, so a request is not written to a replica that has
+        gone (killed, or closing idle connections) and then lost with it."""
+        if self.fd < 0:
+            return False
+        poller = select.poll()  # not select(): descriptors above 1023 are common under load
+        poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -122,7 +122,11 @@ register(
         "service.yaml",
         [validation.service_errors],
         ("ksvc", "kservice"),
-        [validation.one_container_errors, validation.kpa_only_errors],
+        [
+            validation.one_container_errors,
+            validation.kpa_only_errors,
+            validation.template_outlier_errors,
+        ],
         [validation.template_autoscaling_errors],
     )
 )
@@ -135,7 +139,7 @@ register(
         "configuration.yaml",
         [validation.name_errors],
         ("config", "cfg"),
-        [validation.kpa_only_errors],
+        [validation.kpa_only_errors, validation.template_outlier_errors],
         [validation.template_autoscaling_errors],
     )
 )
@@ -148,7 +152,7 @@ register(
         "revision.yaml",
         [validation.name_errors],
         ("rev",),
-        [validation.kpa_only_errors],
+        [validation.kpa_only_errors, validation.revision_outlier_errors],
         [validation.revision_autoscaling_errors],
     )
 )

@@ -16,6 +16,7 @@ from knserve.knative.apiserver.autoscaling_annotations import (
     no_autoscaling_annotation_errors,
 )
 from knserve.knative.apiserver.naming import is_dns1035_label, is_dns1123_label
+from knserve.knative.apiserver.outlier_annotations import outlier_annotation_errors
 
 if TYPE_CHECKING:
     from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig
@@ -148,6 +149,18 @@ def route_errors(obj: dict[str, Any]) -> list[str]:
 def _annotations(meta: Any) -> dict[str, str]:
     found = (meta or {}).get("annotations") if isinstance(meta, dict) else None
     return found if isinstance(found, dict) else {}
+
+
+def template_outlier_errors(obj: dict[str, Any]) -> list[str]:
+    """The outlier detection annotations of a Service's or Configuration's revision template."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    path = "spec.template.metadata.annotations"
+    return outlier_annotation_errors(_annotations(template.get("metadata")), path)
+
+
+def revision_outlier_errors(obj: dict[str, Any]) -> list[str]:
+    """A Revision's outlier detection annotations."""
+    return outlier_annotation_errors(_annotations(obj.get("metadata")), "metadata.annotations")
 
 
 def template_autoscaling_errors(obj: dict[str, Any], config: AutoscalerConfig | None) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 from knserve.knative.activator.port import DataPlane
 from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.naming import revision_name
+from knserve.knative.apiserver.outlier_annotations import OutlierDetection
 from knserve.knative.apiserver.reconciler import WorkQueue, mark_failed, watching
 from knserve.knative.apiserver.store import Event, Store
 from knserve.knative.autoscaler.multiscaler import Multiscaler
@@ -100,6 +101,16 @@ def _process_spec(rev: dict[str, Any], service: str) -> RevisionProcessSpec:
         int(rev["spec"].get("timeoutSeconds") or DEFAULT_TIMEOUT),
         rev["metadata"].get("annotations") or {},
     )
+
+
+def _outlier_detection(rev: dict[str, Any]) -> OutlierDetection:
+    """The Revision's outlier detection annotations (admission refuses bad ones; a Revision stored
+    before that check gets the defaults, with a warning)."""
+    try:
+        return OutlierDetection.from_annotations(rev["metadata"].get("annotations") or {})
+    except ValueError as exc:
+        log.warning("revision %s: %s; using the defaults", rev["metadata"]["name"], exc)
+        return OutlierDetection()
 
 
 class Controller:
@@ -256,6 +267,7 @@ class Controller:
                 spec.timeout_seconds,
                 int(rev["spec"].get("responseStartTimeoutSeconds") or 0),
                 int(rev["spec"].get("idleTimeoutSeconds") or 0),
+                _outlier_detection(rev),
             )
             if rname in wanted:
                 await self.scaler.track(spec)
