@@ -39,6 +39,7 @@ from knserve.knative.supervisor.images import ImageError, engine_of, resolve, wi
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.port_map import PortError
 from knserve.knative.supervisor.port_map_shim import ReplicaPorts
+from knserve.knative.supervisor.probes import Probe, until_failing
 from knserve.knative.supervisor.storage_initializer import InitFailure, StorageInitializer
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class _Replica:
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self.log_path: Path | None = None
+        self.replaced: str | None = None  # why the supervisor ended it (a failing probe)
 
 
 class _Revision:
@@ -321,6 +323,7 @@ class Supervisor:
                 rev.failure = rev.terminated = None
                 rev.failures = 0
                 self._notify(spec.namespace, spec.revision)
+                await self._watch_probes(rev, replica, container, exited)
             else:
                 probing.cancel()
             code = await exited
@@ -333,10 +336,9 @@ class Supervisor:
             rev.failures += 1
             ran = time.monotonic() - started
             rev.terminated = termination(code, replica.log_path)
-            rev.failure = (
-                f"container exited with code {code} after {ran:.1f}s; last log lines:\n"
-                + self._tail(replica)
-            )
+            why = replica.replaced or f"container exited with code {code} after {ran:.1f}s"
+            replica.replaced = None
+            rev.failure = f"{why}; last log lines:\n" + self._tail(replica)
             log.warning(
                 "revision %s/%s replica %d exited (%s)",
                 spec.namespace,
@@ -400,12 +402,56 @@ class Supervisor:
                 await asyncio.sleep(self.probe_interval)
         return False
 
+    async def _watch_probes(
+        self,
+        rev: _Revision,
+        replica: _Replica,
+        container: dict[str, Any],
+        exited: asyncio.Task[int],
+    ) -> None:
+        """While the ready replica runs, probe it as the kubelet does (knserve.knative.supervisor.
+        probes); one that keeps failing leaves the endpoints and is ended, to be replaced."""
+        probes = [
+            probe
+            for probe in (Probe.of(container, "readiness"), Probe.of(container, "liveness"))
+            if probe is not None
+        ]
+        watch = asyncio.create_task(until_failing(self.host, replica.port, probes))
+        try:
+            done, _ = await asyncio.wait({exited, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if watch not in done or replica.stopping:
+            return
+        failed = watch.result()
+        replica.replaced = failed.failure()
+        log.warning(
+            "revision %s/%s replica %d: %s",
+            rev.spec.namespace,
+            rev.spec.revision,
+            replica.index,
+            replica.replaced,
+        )
+        replica.ready = False
+        self._notify(rev.spec.namespace, rev.spec.revision)  # leave the endpoints first
+        await self._terminate(replica)
+
     async def _stop(self, rev: _Revision, replica: _Replica) -> None:
         replica.stopping = True
         was_ready = replica.ready
         replica.ready = False
         if was_ready:
             self._notify(rev.spec.namespace, rev.spec.revision)  # leave the endpoints first
+        await self._terminate(replica)
+        if replica.task is not None:
+            replica.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replica.task
+        if replica in rev.replicas:
+            rev.replicas.remove(replica)
+
+    async def _terminate(self, replica: _Replica) -> None:
+        """SIGTERM the replica's process group, SIGKILL it after the grace period."""
         process = replica.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -416,12 +462,6 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
-        if replica.task is not None:
-            replica.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await replica.task
-        if replica in rev.replicas:
-            rev.replicas.remove(replica)
 
     def _tail(self, replica: _Replica) -> str:
         if replica.log_path is None or not replica.log_path.exists():
