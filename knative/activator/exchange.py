@@ -20,7 +20,10 @@ replica answers 101 both connections become a byte tunnel until either side clos
 counts as in flight all the while, as a WebSocket does in Knative. Any other answer ends both connections.
 
 A pooled connection the replica closed while idle can fail the next request before any response byte;
-a request without a body is then sent again once on a new connection, as browsers and proxies do.
+a request without a body is then sent again once on a new connection, as browsers and proxies do. So
+is one with a body if the replica reset the connection (a reset, not a close: the replica closed its
+socket with the request unread, so no model saw it) and the whole request was here when it was sent:
+its bytes are kept until the answer begins. A request the replica may have read is never sent twice.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class Exchange:
         "retried",
         "revision",
         "safe",
+        "sent",
         "state",
         "status",
         "tag",
@@ -142,6 +146,7 @@ class Exchange:
         self.is_head = False
         self.safe = False  # GET, HEAD or OPTIONS
         self.retried = False
+        self.sent: list[bytes] | None = None  # the whole request as written, until the answer
         self.attempts = 0  # replicas that could not be reached for it (the throttler's retries)
         self.has_body = False
         self.request_chunked = False
@@ -173,6 +178,9 @@ class Exchange:
         self.upstream = upstream
         upstream.exchange = self
         upstream.response_bytes = False
+        if self.sent is not None:  # again: the replica reset the connection without reading it
+            upstream.transport.writelines(self.sent)
+            return
         if not self.pending:
             upstream.transport.write(self.head)
             if self.request_done and self.request_chunked:
@@ -187,6 +195,8 @@ class Exchange:
         if self.request_done and self.request_chunked:
             parts.append(_LAST_CHUNK)
         upstream.transport.writelines(parts)
+        if self.request_done:
+            self.sent = parts
         self.pending = []
         self.client.resume_reading(PAUSE_PENDING)
 
@@ -217,6 +227,7 @@ class Exchange:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if self.state:
             return
+        self.sent = None
         # The timer stays: timeoutSeconds and idleTimeoutSeconds go on bounding the body, and a
         # WebSocket's whole life, as Knative's timeout handler bounds a hijacked connection.
         self.response_started = True
@@ -334,7 +345,8 @@ class Exchange:
         # connection that the replica had closed, or a safe request to a replica that died with the
         # connection still in its listen backlog (the replaced-replica case).
         retry = upstream.served or self.safe
-        if retry and not upstream.response_bytes and not self.has_body:
+        unread = self.sent is not None and isinstance(exc, ConnectionResetError)
+        if not upstream.response_bytes and (unread or (retry and not self.has_body)):
             if not self.retried:
                 self.retried = True
                 self.revision.reconnect(self)

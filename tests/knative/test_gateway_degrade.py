@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_fixtures import HOST, event_loop_policy
+from gateway_fixtures import HOST, event_loop_policy, raw_upstream
 from net_fixtures import ServerProcess, free_port
 from replica_fixtures import serve, wait_until
 
@@ -171,3 +171,51 @@ async def test_a_replica_killed_mid_load_loses_only_its_in_flight_requests(
     # the rest were answered, and since the kill only by the replica left
     assert len(results) - len(failed) == Counter(code for code, _ in results)[200]
     assert all(f'"pid": {first.pid}' in text for _, text in results[-20:])
+
+
+async def test_a_request_that_could_not_be_sent_goes_to_another_replica_at_most_three(
+    gateway, endpoints, client, start_replica
+) -> None:
+    good = await start_replica("a")
+    refusing = f"127.0.0.1:{free_port()}"
+    route(
+        gateway, endpoints, [refusing, good.endpoint], container_concurrency=0, timeout_seconds=30
+    )
+    answers = [await client.get(f"/{i}") for i in range(4)]
+    assert [r.status_code for r in answers] == [200] * 4
+    assert [seen.path for seen in good.seen] == ["/0", "/1", "/2", "/3"]  # each sent once
+    gone = [f"127.0.0.1:{free_port()}" for _ in range(4)]
+    route(gateway, endpoints, gone, container_concurrency=0, timeout_seconds=30)
+    response = await client.get("/")
+    assert response.status_code == 502
+    assert response.text.startswith(
+        "Revision default/iris-1: 3 replicas could not be reached, the last 127.0.0.1:"
+    )
+
+
+async def test_a_pooled_connection_the_replica_closed_is_not_used(gateway, endpoints) -> None:
+    async def answer_then_close(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        await reader.readexactly(length)
+        # keep-alive by its headers, yet closed at once: the close comes with the answer
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        writer.close()
+
+    async with raw_upstream(answer_then_close) as upstream:
+        route(gateway, endpoints, [upstream.endpoint], container_concurrency=0, timeout_seconds=30)
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        post = f"POST /predict HTTP/1.1\r\nHost: {HOST}\r\ncontent-length: 2\r\n\r\n{{}}".encode()
+        # pipelined: the second goes out the moment the first is answered, before the gateway
+        # has seen the replica's close (asyncio: it is dropped unused) or before the replica
+        # closes (uvloop: the replica resets it unread, so it is sent again)
+        writer.write(post + post)
+        raw = b""
+        while raw.count(b"HTTP/1.1 ") < 2 or not raw.endswith(b"ok"):
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, raw
+            raw += chunk
+        writer.close()
+    assert raw.count(b"HTTP/1.1 200 OK\r\n") == 2, raw
+    assert upstream.connections == 2
