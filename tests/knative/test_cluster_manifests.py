@@ -71,6 +71,22 @@ spec:
       modelFormat: {name: sklearn}
       resources: {limits: {memory: 1Gi}}
 ---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: raw
+  namespace: default
+  annotations: {serving.kserve.io/deploymentMode: RawDeployment}
+spec:
+  predictor:
+    minReplicas: 1
+    maxReplicas: 3
+    scaleMetric: cpu
+    scaleTarget: 60
+    model:
+      modelFormat: {name: onnx}
+      storageUri: s3://models/raw
+---
 apiVersion: serving.kserve.io/v1alpha1
 kind: TrainedModel
 metadata: {name: a, namespace: default}
@@ -132,21 +148,33 @@ def test_everything_export_writes_for_a_cluster_validates(tmp_path) -> None:
     path = tmp_path / "all.yaml"
     path.write_text(FILE)
     objects = exported("-f", str(path), "--target", "kube", "--registry", "r.io/x", "--tag", "2.0")
-    kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ConfigMap", "Service", "Service", "Service", "Service"], kinds
+    kinds = sorted(f"{o['apiVersion']} {o['kind']}" for o in objects)
+    assert kinds == [
+        "apps/v1 Deployment",  # raw: KServe's Standard mode
+        "autoscaling/v2 HorizontalPodAutoscaler",
+        "serving.knative.dev/v1 Service",
+        "serving.knative.dev/v1 Service",
+        "serving.knative.dev/v1 Service",
+        "serving.knative.dev/v1 Service",
+        "v1 ConfigMap",  # mms: the multi-model server's model config
+        "v1 Service",
+    ], kinds
     for obj in objects:
-        if obj["apiVersion"] == "v1":  # the multi-model server's model config
-            assert k8s_errors(obj) == []
+        if "knative.dev" not in obj["apiVersion"]:
+            assert k8s_errors(obj) == [], obj["kind"]
         else:
             assert kind_of(obj).errors(obj) == [], obj["metadata"]["name"]
     text = yaml.safe_dump_all(objects)
     assert ":latest" not in text
     images = {
-        c["image"] for o in objects if o["kind"] == "Service"
-        for c in o["spec"]["template"]["spec"]["containers"]
+        c["image"] for o in objects if o["kind"] in ("Service", "Deployment")
+        for c in (o["spec"].get("template") or {"spec": {}})["spec"].get("containers") or []
     }  # fmt: skip
     assert "r.io/x/knserve/runtime:2.0" in images  # digits: knserve-onnxruntime
     assert "ghcr.io/acme/knserve/runtime:1.0" in images  # the file's runtime wins sklearn
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "r.io/x/knserve/runtime:2.0"
 
 
 def test_knserves_own_runtimes_validate_and_name_the_release_image() -> None:
