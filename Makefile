@@ -12,7 +12,7 @@ UP_EXTRAS ?= sklearn
 TEST_EXTRAS ?= test
 PYTEST_ARGS ?=
 
-.PHONY: up test check fmt bench venv clean grpc-stubs
+.PHONY: up test check fmt bench venv clean grpc-stubs images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,10 @@ clean:
 ## grpc-stubs: regenerate runtime/grpc_v2's Python stubs from its .proto files (grpcio-tools).
 grpc-stubs: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/python -m knserve.runtime.grpc_v2.generate
+
+## images: build REGISTRY/knserve/{runtime,function-base,operator}:TAG (TAG defaults to the
+## package version, never latest; RUNTIME_EXTRAS, ENGINE=podman|docker, PUSH=1) with podman or
+## docker, whichever can build; `knserve export --registry --tag` names the same images.
+images:
+	REGISTRY="$(REGISTRY)" TAG="$(TAG)" RUNTIME_EXTRAS="$(RUNTIME_EXTRAS)" ENGINE="$(ENGINE)" \
+		PUSH="$(PUSH)" sh knative/deploy/build-images.sh

@@ -33,6 +33,7 @@ from pathlib import Path
 from knserve.functions import funcyaml
 from knserve.functions.errors import FunctionError
 from knserve.functions.images import env_dir, functions_home, image_ref
+from knserve.knative.apiserver.release_images import FUNCTION_BASE, InvalidRelease, release
 
 EXCLUDED_DIRS = {".func", "__pycache__", ".pytest_cache", ".venv", ".git", "tests", ".ruff_cache"}
 EXCLUDED_FILES = {funcyaml.FILENAME, "Containerfile"}
@@ -187,20 +188,25 @@ def _run(cmd: list[str], what: str) -> None:
         raise FunctionError(f"{what} failed (exit {result.returncode}):\n{tail}")
 
 
+# The base image (knative/deploy/Containerfile.function-base, built by `make images`) has knserve
+# in a virtual environment the non-root user owns, WORKDIR /workspace, PORT and the host's CMD.
 CONTAINERFILE = """\
-# Written by `knserve func build` for the kube target: the function on knserve's runtime image.
-FROM ghcr.io/knserve/runtime:{version}
-WORKDIR /workspace
+# Written by `knserve func build` for the kube target: the function on knserve's function base
+# image (`make images REGISTRY=… TAG=…`; $KNSERVE_REGISTRY and $KNSERVE_TAG name it here).
+FROM {base}
 COPY . /workspace
-RUN pip install --no-cache-dir {deps}
-ENV PORT=8080
-CMD ["python", "-m", "knserve.functions.host", "--path", "/workspace"]
+{install}CMD ["python", "-m", "knserve.functions.host", "--path", "/workspace"]
 """
 
 
 def _write_containerfile(folder: Path) -> None:
-    deps = " ".join(f"'{d}'" for d in dependencies(folder)) or "--upgrade pip"
-    text = CONTAINERFILE.format(version=version("knserve"), deps=deps)
+    try:
+        base = release().image(FUNCTION_BASE)
+    except InvalidRelease as exc:
+        raise FunctionError(str(exc)) from None
+    deps = " ".join(f"'{d}'" for d in dependencies(folder))
+    install = f"RUN pip install --no-cache-dir {deps}\n" if deps else ""
+    text = CONTAINERFILE.format(base=base, install=install)
     path = folder / "Containerfile"
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)

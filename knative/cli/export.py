@@ -19,6 +19,11 @@ An InferenceGraph becomes its router's Knative Service with KServe's router imag
 (`kserve/router`) and `--graph-json`, each `serviceName` step given the URL KServe's controller
 would give it: the InferenceService's cluster-local address plus its predict path (read from the
 InferenceService when the file has it, else protocol v1 and the InferenceService's name).
+
+knserve's own runtimes name `{registry}/knserve/runtime:{tag}` (`--registry`, `--tag`, default no
+registry and the package version; `knative.apiserver.release_images`), the image `make images`
+builds; `--operator` prints the operator's install naming the operator image of the same release,
+`--runtimes` knserve's own ClusterServingRuntimes (for a cluster where KServe's controller runs).
 """
 
 from __future__ import annotations
@@ -30,13 +35,24 @@ from typing import Any
 
 import click
 
+from knserve.knative.apiserver.release_images import (
+    REGISTRY_ENV,
+    RUNTIME,
+    TAG_ENV,
+    InvalidRelease,
+    release,
+)
 from knserve.knative.cli.output import OUTPUT
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 
 
 def _exported(
-    documents: Sequence[dict[str, Any]], cluster: bool, domain: str, namespace: str | None
+    documents: Sequence[dict[str, Any]],
+    cluster: bool,
+    domain: str,
+    namespace: str | None,
+    runtime_image: str | None = None,
 ) -> list[dict[str, Any]]:
     from knserve.knative.kserve.inferenceservice import (
         InvalidInferenceService,
@@ -44,7 +60,7 @@ def _exported(
         knative_services,
     )
     from knserve.knative.kserve.raw_deployment import is_raw, raw_objects
-    from knserve.knative.kserve.runtimes import merge_runtimes
+    from knserve.knative.kserve.runtimes import builtin_runtimes, merge_runtimes
 
     target = Target(domain=domain, cluster=cluster)
     cluster_runtimes = [d for d in documents if d.get("kind") == "ClusterServingRuntime"]
@@ -71,7 +87,8 @@ def _exported(
                     == meta["namespace"]
                 ),
                 *cluster_runtimes,
-            ]
+            ],
+            builtin_runtimes(runtime_image),
         )
         try:
             services = knative_services(isvc, runtimes, target)
@@ -152,7 +169,6 @@ def _trained_models(
     "-f",
     "--filename",
     "filename",
-    required=True,
     type=click.Path(path_type=Path, allow_dash=True, exists=True, dir_okay=False),
     help="YAML with InferenceServices, InferenceGraphs (and ServingRuntimes); - for stdin",
 )
@@ -165,18 +181,67 @@ def _trained_models(
 )
 @click.option("--domain", default="localhost", show_default=True, help="the local plane's domain")
 @click.option("-n", "--namespace", help="namespace for objects that name none (default: default)")
+@click.option(
+    "--registry",
+    envvar=REGISTRY_ENV,
+    help=f"registry of knserve's images (`make images REGISTRY=`), e.g. ghcr.io/acme [${REGISTRY_ENV}]",
+)
+@click.option(
+    "--tag",
+    envvar=TAG_ENV,
+    help=f"tag of knserve's images (`make images TAG=`; never latest) [${TAG_ENV}; the version]",
+)
+@click.option(
+    "--operator",
+    is_flag=True,
+    help="print the operator's install (RBAC, Deployment) naming the images instead",
+)
+@click.option(
+    "--runtimes",
+    is_flag=True,
+    help="print knserve's own ClusterServingRuntimes naming the runtime image instead",
+)
 @click.option("-o", "--output", type=OUTPUT, default="yaml", show_default=True)
-def cli(filename: Path, target: str, domain: str, namespace: str | None, output: str) -> None:
-    """Print the Knative Services the InferenceServices and InferenceGraphs in FILE become."""
+def cli(
+    filename: Path | None,
+    target: str,
+    domain: str,
+    namespace: str | None,
+    registry: str | None,
+    tag: str | None,
+    operator: bool,
+    runtimes: bool,
+    output: str,
+) -> None:
+    """Print the Knative Services the InferenceServices and InferenceGraphs in FILE become
+    (knserve's runtimes named as `make images REGISTRY=… TAG=…` builds them), or with
+    --operator the operator's own install, with --runtimes knserve's ClusterServingRuntimes."""
     import yaml
 
     from knserve.knative.apiserver.client import load_documents
 
     try:
-        documents = load_documents(filename)
-    except yaml.YAMLError as exc:
-        raise click.ClickException(f"{filename} is not valid YAML: {exc}") from None
-    services = _exported(documents, target == "kube", domain, namespace)
+        rel = release(registry, tag)
+    except InvalidRelease as exc:
+        raise click.ClickException(str(exc)) from None
+    if operator:
+        from knserve.knative.kube.manifests import operator_manifests
+
+        services = operator_manifests(rel)
+    elif runtimes:
+        from knserve.knative.kserve.runtimes import knserve_runtimes
+
+        services = knserve_runtimes(rel.image(RUNTIME))
+    elif filename is None:
+        raise click.UsageError(
+            "give -f FILE (InferenceServices, InferenceGraphs), --operator or --runtimes"
+        )
+    else:
+        try:
+            documents = load_documents(filename)
+        except yaml.YAMLError as exc:
+            raise click.ClickException(f"{filename} is not valid YAML: {exc}") from None
+        services = _exported(documents, target == "kube", domain, namespace, rel.image(RUNTIME))
     if output == "json":
         click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": services}, indent=2))
         return

@@ -47,7 +47,8 @@ API_VERSION = "serving.kserve.io/v1alpha1"
 KIND = "InferenceGraph"
 GRAPH_LABEL = "serving.kserve.io/inferencegraph"
 WORKLOAD_KIND_LABEL = "serving.kserve.io/kind"
-ROUTER_IMAGE = "kserve/router:latest"  # KServe's inferenceservice-config `router.image`
+# KServe's inferenceservice-config `router.image`, of the KServe release the stock runtimes are from
+ROUTER_IMAGE = "kserve/router:v0.21.0"
 ROUTER_PORT = 8080
 READINESS_PATH = "/readyz"
 PROPAGATE_HEADERS = "PROPAGATE_HEADERS"

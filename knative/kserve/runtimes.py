@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-RUNTIME_IMAGE = "knserve/runtime:latest"
+from knserve.knative.apiserver.release_images import RUNTIME, release
+
 SERVING_RUNTIME = "ServingRuntime"
 CLUSTER_SERVING_RUNTIME = "ClusterServingRuntime"
 STOCK_DIR = Path(__file__).parent / "stock_runtimes"
@@ -69,8 +70,10 @@ def stock_runtimes() -> list[dict[str, Any]]:
     return copy.deepcopy(list(_stock()))
 
 
-def knserve_runtimes() -> list[dict[str, Any]]:
-    """knserve's own ClusterServingRuntimes, one per format of knserve.runtime KServe lacks."""
+def knserve_runtimes(image: str | None = None) -> list[dict[str, Any]]:
+    """knserve's own ClusterServingRuntimes, one per format of knserve.runtime KServe lacks, on
+    `image` (default: the release's runtime image, `knserve/runtime:{version}`)."""
+    image = image or release().image(RUNTIME)
     runtimes = []
     for name, model_format, entries in _KNSERVE_RUNTIMES:
         formats = []
@@ -84,7 +87,7 @@ def knserve_runtimes() -> list[dict[str, Any]]:
             formats.append(entry)
         container = {
             "name": "kserve-container",
-            "image": RUNTIME_IMAGE,
+            "image": image,
             "args": [
                 "--model_name={{.Name}}",
                 "--model_dir=/mnt/models",
@@ -109,9 +112,9 @@ def knserve_runtimes() -> list[dict[str, Any]]:
     return runtimes
 
 
-def builtin_runtimes() -> list[dict[str, Any]]:
-    """Every built-in ClusterServingRuntime: KServe's stock ones, then knserve's own."""
-    return stock_runtimes() + knserve_runtimes()
+def builtin_runtimes(image: str | None = None) -> list[dict[str, Any]]:
+    """Every built-in ClusterServingRuntime: KServe's stock ones, then knserve's own (on `image`)."""
+    return stock_runtimes() + knserve_runtimes(image)
 
 
 def merge_runtimes(

@@ -16,6 +16,7 @@ from knserve.knative.apiserver.errors import Invalid
 from knserve.knative.apiserver.kinds import named
 from knserve.knative.apiserver.store import Store
 from knserve.knative.cli.export import cli as export_cli
+from knserve.knative.kserve.graph import ROUTER_IMAGE
 from knserve.knative.kserve.graph_controller import InferenceGraphController
 from knserve.knative.kube.client import KubeClient
 from knserve.knative.kube.operator import GraphReconciler
@@ -171,7 +172,7 @@ async def test_the_graph_waits_for_its_inferenceservices_then_gets_its_router(
     template = ksvc["spec"]["template"]
     assert template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
     container = template["spec"]["containers"][0]
-    assert container["image"] == "kserve/router:latest"
+    assert container["image"] == ROUTER_IMAGE
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/readyz",
         "port": 8080,
@@ -254,7 +255,7 @@ def test_export_gives_kserves_router_image_and_resolved_steps(tmp_path: Path) ->
     items = json.loads(result.output)["items"]
     router = next(i for i in items if i["metadata"]["name"] == "chain")
     container = router["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "kserve/router:latest"
+    assert container["image"] == ROUTER_IMAGE
     spec = json.loads(container["args"][1])
     urls = [s["serviceUrl"] for s in spec["nodes"]["root"]["steps"]]
     assert urls == [
@@ -282,7 +283,7 @@ def test_the_operator_reconciles_a_graph_with_the_same_decision(kube: KubeClient
     reconciler.reconcile("default", "chain")
     router = kube.get(SERVICES, "default", "chain")
     container = router["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "kserve/router:latest"
+    assert container["image"] == ROUTER_IMAGE
     assert json.loads(container["args"][1])["nodes"]["root"]["steps"][0]["serviceUrl"] == (
         "http://first.default.svc.cluster.local/v1/models/first:predict"
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from knserve.knative.apiserver.release_images import package_version
 from knserve.knative.kserve.inferenceservice import (
     InvalidInferenceService,
     Target,
@@ -82,7 +83,7 @@ def test_sklearn_iris_becomes_one_predictor_service_running_the_builtin_runtime(
         ("sklearn", "kserve/sklearnserver:v0.21.0"),
         ("xgboost", "kserve/xgbserver:v0.21.0"),
         ("lightgbm", "kserve/lgbserver:v0.21.0"),
-        ("onnx", "knserve/runtime:latest"),
+        ("onnx", f"knserve/runtime:{package_version()}"),
         ("pytorch", "pytorch/torchserve-kfs:0.9.0"),
     ],
 )
