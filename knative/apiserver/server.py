@@ -27,12 +27,18 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from knserve.knative.apiserver.core import core_routes
+from knserve.knative.apiserver.discovery import group_list, resource_list, version_info
 from knserve.knative.apiserver.errors import ApiError, BadRequest, Expired, NotFound
-from knserve.knative.apiserver.kinds import KINDS, Kind, by_plural, served
+from knserve.knative.apiserver.kinds import Kind, by_plural, served
+from knserve.knative.apiserver.openapi import v2_document, v3_document, v3_root
+from knserve.knative.apiserver.pagination import page
+from knserve.knative.apiserver.patches import json_patched
 from knserve.knative.apiserver.store import Store, selects
+from knserve.knative.apiserver.tables import table, table_version
 
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -112,17 +118,36 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                         raise BadRequest(
                             f"metadata.namespace {meta['namespace']!r} does not match the path's namespace {namespace!r}"
                         )
-            return _json(store.create(kind, obj), 201)
+            with _dry_run(store, request):
+                return _json(store.create(kind, obj), 201)
         labels = request.query_params.get("labelSelector")
         fields = request.query_params.get("fieldSelector")
         if request.query_params.get("watch") in ("true", "1"):
-            return _watch(store, kind, namespace, selects(labels, fields), request.query_params)
-        items = store.list(kind, namespace, labels, fields)
+            return _watch(
+                store,
+                kind,
+                namespace,
+                selects(labels, fields),
+                request.query_params,
+                table_version(request.headers.get("accept", "")),
+            )
+        rv = str(store.resource_version())
+        items, meta = page(
+            store.list(kind, namespace, labels, fields),
+            _int_param(request.query_params, "limit"),
+            request.query_params.get("continue"),
+            rv,
+        )
+        as_table = table_version(request.headers.get("accept", ""))
+        if as_table:
+            shown = table(kind, items, as_table, rv, request.query_params.get("includeObject", ""))
+            shown["metadata"] = meta
+            return _json(shown)
         return _json(
             {
                 "apiVersion": kind.api_version,
                 "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": str(store.resource_version())},
+                "metadata": meta,
                 "items": items,
             }
         )
@@ -134,9 +159,16 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         if subresource not in (None, "status"):
             raise NotFound(f"{kind.plural} have no subresource {subresource!r} (only status)")
         if request.method == "GET":
-            return _json(store.get(kind, namespace, name))
+            found = store.get(kind, namespace, name)
+            as_table = table_version(request.headers.get("accept", ""))
+            if as_table and subresource is None:
+                rv = found["metadata"]["resourceVersion"]
+                include = request.query_params.get("includeObject", "")
+                return _json(table(kind, [found], as_table, rv, include))
+            return _json(found)
         if request.method == "DELETE":
-            store.delete(kind, namespace, name)
+            with _dry_run(store, request):
+                store.delete(kind, namespace, name)
             return _json(
                 {
                     "kind": "Status",
@@ -146,6 +178,17 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 }
             )
         body = await _body(request)
+        with _dry_run(store, request):
+            return _write(request, kind, namespace, name, subresource, body)
+
+    def _write(
+        request: Request,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        subresource: str | None,
+        body: Any,
+    ) -> Response:
         if request.method == "PUT":
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
@@ -161,71 +204,48 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == APPLY_PATCH and subresource is None:
             return _apply(store, kind, namespace, name, body)
+        if content_type == JSON_PATCH:
+            patched = json_patched(store.get(kind, namespace, name), body)
+            return _json(store.replace(kind, patched, subresource))
         if content_type not in (MERGE_PATCH, "application/json"):
+            # the API server's words for a custom resource, whose types have no patch strategy
             raise ApiUnsupported(
-                f"PATCH supports {MERGE_PATCH} (JSON merge patch) and {APPLY_PATCH} (server-side "
-                f"apply); got {content_type or 'no content type'}"
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH} (got {content_type or 'none'}; "
+                "custom resources take no strategic merge patch: use kubectl patch --type=merge)"
             )
         return _json(store.patch(kind, namespace, name, body, subresource))
 
     async def discovery(request: Request) -> Response:
-        groups: dict[str, set[str]] = {}
-        for kind in KINDS.values():
-            groups.setdefault(kind.group, set()).add(kind.version)
-        return _json(
-            {
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [
-                    {
-                        "name": g,
-                        "versions": [
-                            {"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)
-                        ],
-                        "preferredVersion": {
-                            "groupVersion": f"{g}/{sorted(vs)[0]}",
-                            "version": sorted(vs)[0],
-                        },
-                    }
-                    for g, vs in sorted(groups.items())
-                ],
-            }
-        )
+        return _json(group_list())
 
     async def group_version(request: Request) -> Response:
         group, version = request.path_params["group"], request.path_params["version"]
-        resources = []
-        for kind in KINDS.values():
-            if kind.group == group and kind.version == version:
-                verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-                resources.append(
-                    {
-                        "name": kind.plural,
-                        "singularName": kind.kind.lower(),
-                        "namespaced": kind.namespaced,
-                        "kind": kind.kind,
-                        "verbs": verbs,
-                        "shortNames": list(kind.short_names),
-                    }
-                )
-                resources.append(
-                    {
-                        "name": f"{kind.plural}/status",
-                        "singularName": "",
-                        "namespaced": kind.namespaced,
-                        "kind": kind.kind,
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-        if not resources:
+        resources = resource_list(group, version)
+        if resources is None:
             raise NotFound(f"no API group version {group}/{version}; the plane serves: {served()}")
-        return _json(
-            {
-                "kind": "APIResourceList",
-                "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}",
-                "resources": resources,
-            }
+        return _json(resources)
+
+    async def version(request: Request) -> Response:
+        return _json(version_info())
+
+    async def openapi_v2(request: Request) -> Response:
+        return Response(v2_document(), media_type="application/json")
+
+    async def openapi_v3(request: Request) -> Response:
+        return _json(v3_root())
+
+    async def openapi_v3_group(request: Request) -> Response:
+        group, version = request.path_params["group"], request.path_params["version"]
+        if resource_list(group, version) is None:
+            raise NotFound(
+                f"no OpenAPI document for {group}/{version}; the plane serves: {served()}"
+            )
+        return Response(
+            v3_document(group, version),
+            media_type="application/json",
+            # the URL carries the content's hash, so a client may keep it as long as it likes
+            headers={"Cache-Control": "public, immutable"},
         )
 
     async def healthz(request: Request) -> Response:
@@ -233,6 +253,10 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
 
     routes = [
         Route("/healthz", healthz),
+        Route("/version", version),
+        Route("/openapi/v2", openapi_v2),
+        Route("/openapi/v3", openapi_v3),
+        Route("/openapi/v3/apis/{group}/{version}", openapi_v3_group),
         Route("/apis", discovery),
         Route("/apis/{group}/{version}", group_version),
         Route(
@@ -292,6 +316,16 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     return app
 
 
+def _dry_run(store: Store, request: Request) -> contextlib.AbstractContextManager[None]:
+    """`dryRun=All`: the write is checked and answered, and nothing is stored."""
+    values = request.query_params.getlist("dryRun")
+    if not values:
+        return contextlib.nullcontext()
+    if values != ["All"]:
+        raise BadRequest(f'dryRun: Unsupported value: "{values[0]}": supported values: "All"')
+    return store.dry_run()
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn serving one part of the plane: without its signal handlers, because the plane owns
     SIGINT/SIGTERM and stops every part; uvicorn's would stop only this one and swallow the signal."""
@@ -315,6 +349,7 @@ def _watch(
     namespace: str | None,
     matches: Callable[[dict[str, Any]], bool],
     params: Mapping[str, str],
+    as_table: str | None = None,
 ) -> Response:
     """Newline-delimited watch events, as Kubernetes sends them.
 
@@ -331,20 +366,30 @@ def _watch(
         gone = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
         return StreamingResponse(iter([gone]), media_type="application/json")
     existing = [] if since else [o for o in store.list(kind, namespace) if matches(o)]
+    include = params.get("includeObject", "")
+
+    def event(kind_of_event: str, obj: dict[str, Any]) -> bytes:
+        # `kubectl get -w` watches for Tables: each event's object is a one-row Table
+        shown = (
+            table(kind, [obj], as_table, obj["metadata"]["resourceVersion"], include)
+            if as_table
+            else obj
+        )
+        return orjson.dumps({"type": kind_of_event, "object": shown}) + b"\n"
 
     async def events() -> AsyncIterator[bytes]:
         try:
             for obj in existing:
-                yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
+                yield event("ADDED", obj)
             async with asyncio.timeout(timeout or None):
                 while True:
-                    event = await queue.get()
-                    meta = event.object["metadata"]
-                    if event.kind is not kind or (namespace and meta["namespace"] != namespace):
+                    change = await queue.get()
+                    meta = change.object["metadata"]
+                    if change.kind is not kind or (namespace and meta["namespace"] != namespace):
                         continue
-                    if not matches(event.object):
+                    if not matches(change.object):
                         continue
-                    yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
+                    yield event(change.type, change.object)
         except TimeoutError:
             return  # timeoutSeconds: the stream ends normally and the client watches again
         finally:
