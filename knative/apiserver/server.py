@@ -167,7 +167,9 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 return _json(table(kind, [found], as_table, rv, include))
             return _json(found)
         if request.method == "DELETE":
-            with _dry_run(store, request):
+            # kubectl sends DeleteOptions (dryRun, propagationPolicy) as the body
+            options = await _body(request) if await request.body() else {}
+            with _dry_run(store, request, options):
                 store.delete(kind, namespace, name)
             return _json(
                 {
@@ -316,9 +318,14 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     return app
 
 
-def _dry_run(store: Store, request: Request) -> contextlib.AbstractContextManager[None]:
-    """`dryRun=All`: the write is checked and answered, and nothing is stored."""
+def _dry_run(
+    store: Store, request: Request, options: Any = None
+) -> contextlib.AbstractContextManager[None]:
+    """`dryRun=All` (a query parameter, or a DeleteOptions field): the write is checked and
+    answered, and nothing is stored."""
     values = request.query_params.getlist("dryRun")
+    if not values and isinstance(options, dict):
+        values = list(options.get("dryRun") or [])
     if not values:
         return contextlib.nullcontext()
     if values != ["All"]:
