@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from knserve.knative.apiserver import field_managers
 from knserve.knative.apiserver.core import core_routes
 from knserve.knative.apiserver.discovery import group_list, resource_list, version_info
 from knserve.knative.apiserver.errors import ApiError, BadRequest, Expired, NotFound
@@ -33,7 +34,7 @@ from knserve.knative.apiserver.kinds import Kind, by_plural, served
 from knserve.knative.apiserver.openapi import v2_document, v3_document, v3_root
 from knserve.knative.apiserver.pagination import page
 from knserve.knative.apiserver.patches import json_patched
-from knserve.knative.apiserver.store import Store, selects
+from knserve.knative.apiserver.store import Store, merge_patch, selects
 from knserve.knative.apiserver.tables import table, table_version
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -67,12 +68,16 @@ def _kind(request: Request) -> Kind:
     return kind
 
 
-def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Response:
-    """Server-side apply, simplified for one field manager: create the object, or replace its
-    spec with the applied one (a field left out is removed, as apply removes fields its manager
-    no longer sets) and merge the applied labels, annotations and owner references."""
+def _apply(
+    store: Store, kind: Kind, namespace: str, name: str, body: Any, params: Mapping[str, str]
+) -> Response:
+    """Server-side apply: create the object, or merge the applied fields into it, tracking each
+    field manager's fields (`field_managers`), a 409 on another manager's field unless forced."""
     if not isinstance(body, dict):
         raise BadRequest("an apply body must be an object")
+    manager = params.get("fieldManager")
+    if not manager:
+        raise BadRequest("fieldManager: Required value: is required for apply patch")
     meta = body.setdefault("metadata", {})
     if not kind.namespaced:
         meta.pop("namespace", None)
@@ -81,17 +86,27 @@ def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Re
     meta["name"] = name
     if kind.namespaced:
         meta["namespace"] = namespace
-    if store.find(kind, namespace, name) is None:
-        return _json(store.create(kind, body), 201)
-    current = store.get(kind, namespace, name)
-    updated = {**current, **{k: v for k, v in body.items() if k not in ("metadata", "status")}}
-    cmeta = updated["metadata"] = dict(current["metadata"])
-    for key in ("labels", "annotations"):
-        if key in meta:
-            cmeta[key] = {**(cmeta.get(key) or {}), **meta[key]}
-    if "ownerReferences" in meta:
-        cmeta["ownerReferences"] = meta["ownerReferences"]
-    return _json(store.replace(kind, updated))
+    force = params.get("force") in ("true", "1")
+    current = store.find(kind, namespace, name)
+    result = field_managers.apply(current, body, manager, kind.api_version, force)
+    if current is None:
+        return _json(store.create(kind, result), 201)
+    return _json(store.replace(kind, result))
+
+
+def _with_owner(
+    current: dict[str, Any], updated: dict[str, Any], kind: Kind, manager: str | None
+) -> dict[str, Any]:
+    """`updated` with managedFields: kept as they were when the request leaves them out (as the
+    API server does), and with `manager` owning what it changed."""
+    meta = updated.setdefault("metadata", {})
+    if "managedFields" not in meta and "managedFields" in current.get("metadata", {}):
+        meta["managedFields"] = current["metadata"]["managedFields"]
+    if manager:
+        meta["managedFields"] = field_managers.record_update(
+            current, updated, manager, kind.api_version
+        )
+    return updated
 
 
 async def _body(request: Request) -> Any:
@@ -118,6 +133,11 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                         raise BadRequest(
                             f"metadata.namespace {meta['namespace']!r} does not match the path's namespace {namespace!r}"
                         )
+            manager = request.query_params.get("fieldManager")
+            if manager and isinstance(obj, dict):
+                obj.setdefault("metadata", {})["managedFields"] = field_managers.record_update(
+                    {}, obj, manager, kind.api_version
+                )
             with _dry_run(store, request):
                 return _json(store.create(kind, obj), 201)
         labels = request.query_params.get("labelSelector")
@@ -191,6 +211,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         subresource: str | None,
         body: Any,
     ) -> Response:
+        manager = request.query_params.get("fieldManager") if subresource is None else None
         if request.method == "PUT":
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
@@ -202,12 +223,16 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             meta["name"] = name
             if kind.namespaced:
                 meta["namespace"] = namespace
-            return _json(store.replace(kind, body, subresource))
+            current = store.get(kind, namespace, name)
+            return _json(
+                store.replace(kind, _with_owner(current, body, kind, manager), subresource)
+            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == APPLY_PATCH and subresource is None:
-            return _apply(store, kind, namespace, name, body)
+            return _apply(store, kind, namespace, name, body, request.query_params)
         if content_type == JSON_PATCH:
-            patched = json_patched(store.get(kind, namespace, name), body)
+            current = store.get(kind, namespace, name)
+            patched = _with_owner(current, json_patched(current, body), kind, manager)
             return _json(store.replace(kind, patched, subresource))
         if content_type not in (MERGE_PATCH, "application/json"):
             # the API server's words for a custom resource, whose types have no patch strategy
@@ -216,7 +241,15 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH} (got {content_type or 'none'}; "
                 "custom resources take no strategic merge patch: use kubectl patch --type=merge)"
             )
-        return _json(store.patch(kind, namespace, name, body, subresource))
+        if not isinstance(body, dict):
+            raise BadRequest("a merge patch must be a JSON object")
+        current = store.get(kind, namespace, name)
+        merged = merge_patch(current, body)
+        # a patch may carry a resourceVersion (optimistic concurrency); otherwise it applies as is
+        merged["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get(
+            "resourceVersion", current["metadata"]["resourceVersion"]
+        )
+        return _json(store.replace(kind, _with_owner(current, merged, kind, manager), subresource))
 
     async def discovery(request: Request) -> Response:
         return _json(group_list())

@@ -132,3 +132,56 @@ def test_get_watch_prints_changes_as_rows(kubectl_api: tuple[Kubectl, Store]) ->
     finally:
         watching.kill()
         watching.communicate()
+
+
+def test_server_side_apply_tracks_managers_and_conflicts(
+    kubectl_api: tuple[Kubectl, Store],
+) -> None:
+    kubectl, store = kubectl_api
+    applied = kubectl.apply(service(team="ml", tier="gold"), extra=("--server-side",))
+    assert "service.serving.knative.dev/hello serverside-applied" in applied
+    entries = store.get(KSVC, "default", "hello")["metadata"]["managedFields"]
+    assert [(e["manager"], e["operation"]) for e in entries] == [("kubectl", "Apply")]
+    assert entries[0]["fieldsV1"]["f:metadata"]["f:labels"] == {"f:team": {}, "f:tier": {}}
+    # the same manager leaving a field out removes it
+    kubectl.apply(service(team="ml"), extra=("--server-side",))
+    assert store.get(KSVC, "default", "hello")["metadata"]["labels"] == {"team": "ml"}
+    # another manager changing kubectl's field: 409 with Kubernetes' message, nothing stored
+    other = ("--server-side", "--field-manager=ops")
+    refused = kubectl.run(
+        "apply", *other, "-f", "-", stdin=yaml.safe_dump(service(team="web")), check=False
+    )
+    assert refused.returncode != 0
+    assert (
+        'Apply failed with 1 conflict: conflict with "kubectl" using serving.knative.dev/v1: '
+        ".metadata.labels.team" in refused.stderr
+    )
+    assert store.get(KSVC, "default", "hello")["metadata"]["labels"] == {"team": "ml"}
+    # the same value is shared ownership, not a conflict; --force-conflicts takes the field
+    kubectl.apply(service(team="ml"), extra=other)
+    kubectl.apply(service(team="web"), extra=(*other, "--force-conflicts"))
+    stored = store.get(KSVC, "default", "hello")
+    assert stored["metadata"]["labels"] == {"team": "web"}
+    owners = {e["manager"]: e["fieldsV1"] for e in stored["metadata"]["managedFields"]}
+    assert "f:labels" not in owners["kubectl"].get("f:metadata", {})
+    assert owners["ops"]["f:metadata"]["f:labels"] == {"f:team": {}}
+    hidden = kubectl.run("get", "ksvc", "hello", "-o", "yaml").stdout
+    assert "managedFields" not in hidden  # kubectl hides them unless asked
+
+
+def test_updates_with_a_field_manager_own_what_they_changed(
+    kubectl_api: tuple[Kubectl, Store],
+) -> None:
+    kubectl, store = kubectl_api
+    kubectl.apply(service(team="ml"))  # client-side: the manager kubectl-client-side-apply
+    kubectl.run("label", "ksvc", "hello", "owner=me")
+    stored = store.get(KSVC, "default", "hello")
+    owners = {e["manager"]: e for e in stored["metadata"]["managedFields"]}
+    assert owners["kubectl-label"]["fieldsV1"] == {"f:metadata": {"f:labels": {"f:owner": {}}}}
+    assert owners["kubectl-client-side-apply"]["operation"] == "Update"
+    # a server-side apply over the label another manager set conflicts with that manager
+    ssa = service(team="ml", owner="you")
+    refused = kubectl.run(
+        "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(ssa), check=False
+    )
+    assert 'conflict with "kubectl-label"' in refused.stderr, refused.stderr
