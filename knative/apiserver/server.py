@@ -34,7 +34,7 @@ from knserve.knative.apiserver.kinds import Kind, by_plural, served
 from knserve.knative.apiserver.openapi import v2_document, v3_document, v3_root
 from knserve.knative.apiserver.pagination import page
 from knserve.knative.apiserver.patches import json_patched
-from knserve.knative.apiserver.store import Store, merge_patch, selects
+from knserve.knative.apiserver.store import Store, merge_patched, selects
 from knserve.knative.apiserver.tables import table, table_version
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -241,14 +241,8 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH} (got {content_type or 'none'}; "
                 "custom resources take no strategic merge patch: use kubectl patch --type=merge)"
             )
-        if not isinstance(body, dict):
-            raise BadRequest("a merge patch must be a JSON object")
         current = store.get(kind, namespace, name)
-        merged = merge_patch(current, body)
-        # a patch may carry a resourceVersion (optimistic concurrency); otherwise it applies as is
-        merged["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get(
-            "resourceVersion", current["metadata"]["resourceVersion"]
-        )
+        merged = merge_patched(current, body)
         return _json(store.replace(kind, _with_owner(current, merged, kind, manager), subresource))
 
     async def discovery(request: Request) -> Response:

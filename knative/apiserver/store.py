@@ -90,6 +90,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def merge_patched(current: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """`current` after the merge patch `patch`, keeping its resourceVersion unless the patch
+    names one (then the write is conditional on it, as the API server does)."""
+    if not isinstance(patch, dict):
+        raise BadRequest("a merge patch must be a JSON object")
+    merged = merge_patch(current, patch)
+    merged["metadata"]["resourceVersion"] = (patch.get("metadata") or {}).get(
+        "resourceVersion", current["metadata"]["resourceVersion"]
+    )
+    return merged
+
+
 _SET_TERM = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\(([^)]*)\)\s*$")
 
 
@@ -322,14 +334,9 @@ class Store:
         patch: dict[str, Any],
         subresource: str | None = None,
     ) -> dict[str, Any]:
-        if not isinstance(patch, dict):
-            raise BadRequest("a merge patch must be a JSON object")
-        current = self.get(kind, namespace, name)
-        merged = merge_patch(current, patch)
-        merged["metadata"]["resourceVersion"] = (patch.get("metadata") or {}).get(
-            "resourceVersion", current["metadata"]["resourceVersion"]
+        return self.replace(
+            kind, merge_patched(self.get(kind, namespace, name), patch), subresource
         )
-        return self.replace(kind, merged, subresource)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
         with self._tx() as db:
