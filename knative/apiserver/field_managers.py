@@ -11,12 +11,14 @@ changed. Fields are leaf paths; lists are atomic, as a CRD's lists without `x-ku
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from knserve.knative.apiserver.errors import Conflict
 from knserve.knative.apiserver.store import now
 
 Path = tuple[str, ...]
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # what the server sets, never owned by a manager
 _SERVER_META = {
     "name",
@@ -141,7 +143,7 @@ def apply(
         for path in sorted(wanted):
             if _owns(theirs, path) and _get(base, path) != _get(applied, path):
                 conflicts.setdefault(entry["manager"], []).append(path)
-    if conflicts and not force:
+    if conflicts and not force and not _upgrades_client_side_apply(base, manager, conflicts):
         raise Conflict(_conflict_message(conflicts, api_version))
     taken = {p for paths in conflicts.values() for p in paths}
     before = next(
@@ -166,6 +168,22 @@ def apply(
     meta = result.setdefault("metadata", {})
     meta["managedFields"] = _rebuild(entries, _entry(manager, "Apply", api_version, wanted), taken)
     return result
+
+
+def _upgrades_client_side_apply(
+    current: dict[str, Any], manager: str, conflicts: dict[str, list[Path]]
+) -> bool:
+    """As the API server: `kubectl apply --server-side` over an object that client-side apply
+    managed takes the fields its last-applied-configuration set without conflicts (only for the
+    manager `kubectl`, so another name opts out)."""
+    annotation = ((current.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if manager != "kubectl" or not annotation:
+        return False
+    try:
+        allowed = leaf_paths(json.loads(annotation))
+    except ValueError:
+        return False
+    return all(_owns(allowed, p) for paths in conflicts.values() for p in paths)
 
 
 def record_update(

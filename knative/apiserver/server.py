@@ -259,6 +259,10 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         return _json(version_info())
 
     async def openapi_v2(request: Request) -> Response:
+        accept = request.headers.get("accept", "*/*")
+        if not any(t in accept for t in ("json", "*/*")):
+            # client-go asks for gnostic's protobuf; 406 tells it only JSON is here
+            raise NotAcceptable(f"/openapi/v2 is served as application/json only (asked: {accept})")
         return Response(v2_document(), media_type="application/json")
 
     async def openapi_v3(request: Request) -> Response:
@@ -371,6 +375,10 @@ class EmbeddedServer(uvicorn.Server):
 
 class ApiUnsupported(ApiError):
     code, reason = 415, "UnsupportedMediaType"
+
+
+class NotAcceptable(ApiError):
+    code, reason = 406, "NotAcceptable"
 
 
 class MethodNotAllowed(ApiError):

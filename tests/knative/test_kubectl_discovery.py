@@ -92,5 +92,7 @@ def test_openapi_documents_are_generated_from_the_crds(
         v2 = http.get("/openapi/v2").json()
         assert v2["swagger"] == "2.0"
         assert "dev.knative.eventing.v1.Trigger" in v2["definitions"]
+        proto = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+        assert http.get("/openapi/v2", headers={"Accept": proto}).status_code == 406
         unknown = http.get("/openapi/v3/apis/nosuch.dev/v1")
         assert unknown.status_code == 404 and "serving.knative.dev/v1" in unknown.json()["message"]

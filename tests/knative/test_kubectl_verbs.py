@@ -185,3 +185,18 @@ def test_updates_with_a_field_manager_own_what_they_changed(
         "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(ssa), check=False
     )
     assert 'conflict with "kubectl-label"' in refused.stderr, refused.stderr
+
+
+def test_server_side_apply_takes_over_from_client_side_apply(
+    kubectl_api: tuple[Kubectl, Store],
+) -> None:
+    kubectl, store = kubectl_api
+    kubectl.apply(service(team="ml"))
+    # as on a cluster: kubectl's first server-side apply takes what the last-applied
+    # configuration set, without conflicts, even where it changes the value
+    upgraded = kubectl.apply(service(team="web"), extra=("--server-side",))
+    assert "serverside-applied" in upgraded
+    stored = store.get(KSVC, "default", "hello")
+    assert stored["metadata"]["labels"] == {"team": "web"}
+    owners = {e["manager"]: e["fieldsV1"] for e in stored["metadata"]["managedFields"]}
+    assert owners["kubectl"]["f:metadata"]["f:labels"] == {"f:team": {}}
