@@ -25,12 +25,13 @@ def open_database(path: str | Path, schema: str, *, fsync: bool = False) -> sqli
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A write transaction that takes the lock at once (no upgrade deadlock), rolled back on error."""
+def transaction(db: sqlite3.Connection, commit: bool = True) -> Iterator[sqlite3.Connection]:
+    """A write transaction that takes the lock at once (no upgrade deadlock), rolled back on error
+    (and at its end when not `commit`: a dry run)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
+    db.execute("COMMIT" if commit else "ROLLBACK")

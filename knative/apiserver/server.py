@@ -26,13 +26,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from knserve.knative.apiserver import field_managers
 from knserve.knative.apiserver.core import core_routes
+from knserve.knative.apiserver.discovery import group_list, resource_list, version_info
 from knserve.knative.apiserver.errors import ApiError, BadRequest, Expired, NotFound
-from knserve.knative.apiserver.kinds import KINDS, Kind, by_plural, served
-from knserve.knative.apiserver.store import Store, selects
+from knserve.knative.apiserver.kinds import Kind, by_plural, served
+from knserve.knative.apiserver.openapi import v2_document, v3_document, v3_root
+from knserve.knative.apiserver.pagination import page
+from knserve.knative.apiserver.patches import json_patched
+from knserve.knative.apiserver.store import Store, merge_patched, selects
+from knserve.knative.apiserver.tables import table, table_version
 
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -61,12 +68,16 @@ def _kind(request: Request) -> Kind:
     return kind
 
 
-def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Response:
-    """Server-side apply, simplified for one field manager: create the object, or replace its
-    spec with the applied one (a field left out is removed, as apply removes fields its manager
-    no longer sets) and merge the applied labels, annotations and owner references."""
+def _apply(
+    store: Store, kind: Kind, namespace: str, name: str, body: Any, params: Mapping[str, str]
+) -> Response:
+    """Server-side apply: create the object, or merge the applied fields into it, tracking each
+    field manager's fields (`field_managers`), a 409 on another manager's field unless forced."""
     if not isinstance(body, dict):
         raise BadRequest("an apply body must be an object")
+    manager = params.get("fieldManager")
+    if not manager:
+        raise BadRequest("fieldManager: Required value: is required for apply patch")
     meta = body.setdefault("metadata", {})
     if not kind.namespaced:
         meta.pop("namespace", None)
@@ -75,17 +86,27 @@ def _apply(store: Store, kind: Kind, namespace: str, name: str, body: Any) -> Re
     meta["name"] = name
     if kind.namespaced:
         meta["namespace"] = namespace
-    if store.find(kind, namespace, name) is None:
-        return _json(store.create(kind, body), 201)
-    current = store.get(kind, namespace, name)
-    updated = {**current, **{k: v for k, v in body.items() if k not in ("metadata", "status")}}
-    cmeta = updated["metadata"] = dict(current["metadata"])
-    for key in ("labels", "annotations"):
-        if key in meta:
-            cmeta[key] = {**(cmeta.get(key) or {}), **meta[key]}
-    if "ownerReferences" in meta:
-        cmeta["ownerReferences"] = meta["ownerReferences"]
-    return _json(store.replace(kind, updated))
+    force = params.get("force") in ("true", "1")
+    current = store.find(kind, namespace, name)
+    result = field_managers.apply(current, body, manager, kind.api_version, force)
+    if current is None:
+        return _json(store.create(kind, result), 201)
+    return _json(store.replace(kind, result))
+
+
+def _with_owner(
+    current: dict[str, Any], updated: dict[str, Any], kind: Kind, manager: str | None
+) -> dict[str, Any]:
+    """`updated` with managedFields: kept as they were when the request leaves them out (as the
+    API server does), and with `manager` owning what it changed."""
+    meta = updated.setdefault("metadata", {})
+    if "managedFields" not in meta and "managedFields" in current.get("metadata", {}):
+        meta["managedFields"] = current["metadata"]["managedFields"]
+    if manager:
+        meta["managedFields"] = field_managers.record_update(
+            current, updated, manager, kind.api_version
+        )
+    return updated
 
 
 async def _body(request: Request) -> Any:
@@ -112,17 +133,41 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                         raise BadRequest(
                             f"metadata.namespace {meta['namespace']!r} does not match the path's namespace {namespace!r}"
                         )
-            return _json(store.create(kind, obj), 201)
+            manager = request.query_params.get("fieldManager")
+            if manager and isinstance(obj, dict):
+                obj.setdefault("metadata", {})["managedFields"] = field_managers.record_update(
+                    {}, obj, manager, kind.api_version
+                )
+            with _dry_run(store, request):
+                return _json(store.create(kind, obj), 201)
         labels = request.query_params.get("labelSelector")
         fields = request.query_params.get("fieldSelector")
         if request.query_params.get("watch") in ("true", "1"):
-            return _watch(store, kind, namespace, selects(labels, fields), request.query_params)
-        items = store.list(kind, namespace, labels, fields)
+            return _watch(
+                store,
+                kind,
+                namespace,
+                selects(labels, fields),
+                request.query_params,
+                table_version(request.headers.get("accept", "")),
+            )
+        rv = str(store.resource_version())
+        items, meta = page(
+            store.list(kind, namespace, labels, fields),
+            _int_param(request.query_params, "limit"),
+            request.query_params.get("continue"),
+            rv,
+        )
+        as_table = table_version(request.headers.get("accept", ""))
+        if as_table:
+            shown = table(kind, items, as_table, rv, request.query_params.get("includeObject", ""))
+            shown["metadata"] = meta
+            return _json(shown)
         return _json(
             {
                 "apiVersion": kind.api_version,
                 "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": str(store.resource_version())},
+                "metadata": meta,
                 "items": items,
             }
         )
@@ -134,9 +179,18 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         if subresource not in (None, "status"):
             raise NotFound(f"{kind.plural} have no subresource {subresource!r} (only status)")
         if request.method == "GET":
-            return _json(store.get(kind, namespace, name))
+            found = store.get(kind, namespace, name)
+            as_table = table_version(request.headers.get("accept", ""))
+            if as_table and subresource is None:
+                rv = found["metadata"]["resourceVersion"]
+                include = request.query_params.get("includeObject", "")
+                return _json(table(kind, [found], as_table, rv, include))
+            return _json(found)
         if request.method == "DELETE":
-            store.delete(kind, namespace, name)
+            # kubectl sends DeleteOptions (dryRun, propagationPolicy) as the body
+            options = await _body(request) if await request.body() else {}
+            with _dry_run(store, request, options):
+                store.delete(kind, namespace, name)
             return _json(
                 {
                     "kind": "Status",
@@ -146,6 +200,18 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
                 }
             )
         body = await _body(request)
+        with _dry_run(store, request):
+            return _write(request, kind, namespace, name, subresource, body)
+
+    def _write(
+        request: Request,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        subresource: str | None,
+        body: Any,
+    ) -> Response:
+        manager = request.query_params.get("fieldManager") if subresource is None else None
         if request.method == "PUT":
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
@@ -157,75 +223,62 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
             meta["name"] = name
             if kind.namespaced:
                 meta["namespace"] = namespace
-            return _json(store.replace(kind, body, subresource))
+            current = store.get(kind, namespace, name)
+            return _json(
+                store.replace(kind, _with_owner(current, body, kind, manager), subresource)
+            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type == APPLY_PATCH and subresource is None:
-            return _apply(store, kind, namespace, name, body)
+            return _apply(store, kind, namespace, name, body, request.query_params)
+        if content_type == JSON_PATCH:
+            current = store.get(kind, namespace, name)
+            patched = _with_owner(current, json_patched(current, body), kind, manager)
+            return _json(store.replace(kind, patched, subresource))
         if content_type not in (MERGE_PATCH, "application/json"):
+            # the API server's words for a custom resource, whose types have no patch strategy
             raise ApiUnsupported(
-                f"PATCH supports {MERGE_PATCH} (JSON merge patch) and {APPLY_PATCH} (server-side "
-                f"apply); got {content_type or 'no content type'}"
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH} (got {content_type or 'none'}; "
+                "custom resources take no strategic merge patch: use kubectl patch --type=merge)"
             )
-        return _json(store.patch(kind, namespace, name, body, subresource))
+        current = store.get(kind, namespace, name)
+        merged = merge_patched(current, body)
+        return _json(store.replace(kind, _with_owner(current, merged, kind, manager), subresource))
 
     async def discovery(request: Request) -> Response:
-        groups: dict[str, set[str]] = {}
-        for kind in KINDS.values():
-            groups.setdefault(kind.group, set()).add(kind.version)
-        return _json(
-            {
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [
-                    {
-                        "name": g,
-                        "versions": [
-                            {"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)
-                        ],
-                        "preferredVersion": {
-                            "groupVersion": f"{g}/{sorted(vs)[0]}",
-                            "version": sorted(vs)[0],
-                        },
-                    }
-                    for g, vs in sorted(groups.items())
-                ],
-            }
-        )
+        return _json(group_list())
 
     async def group_version(request: Request) -> Response:
         group, version = request.path_params["group"], request.path_params["version"]
-        resources = []
-        for kind in KINDS.values():
-            if kind.group == group and kind.version == version:
-                verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-                resources.append(
-                    {
-                        "name": kind.plural,
-                        "singularName": kind.kind.lower(),
-                        "namespaced": kind.namespaced,
-                        "kind": kind.kind,
-                        "verbs": verbs,
-                        "shortNames": list(kind.short_names),
-                    }
-                )
-                resources.append(
-                    {
-                        "name": f"{kind.plural}/status",
-                        "singularName": "",
-                        "namespaced": kind.namespaced,
-                        "kind": kind.kind,
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-        if not resources:
+        resources = resource_list(group, version)
+        if resources is None:
             raise NotFound(f"no API group version {group}/{version}; the plane serves: {served()}")
-        return _json(
-            {
-                "kind": "APIResourceList",
-                "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}",
-                "resources": resources,
-            }
+        return _json(resources)
+
+    async def version(request: Request) -> Response:
+        return _json(version_info())
+
+    async def openapi_v2(request: Request) -> Response:
+        accept = request.headers.get("accept", "*/*")
+        if not any(t in accept for t in ("json", "*/*")):
+            # client-go asks for gnostic's protobuf; 406 tells it only JSON is here
+            raise NotAcceptable(f"/openapi/v2 is served as application/json only (asked: {accept})")
+        return Response(v2_document(), media_type="application/json")
+
+    async def openapi_v3(request: Request) -> Response:
+        return _json(v3_root())
+
+    async def openapi_v3_group(request: Request) -> Response:
+        group, version = request.path_params["group"], request.path_params["version"]
+        if resource_list(group, version) is None:
+            raise NotFound(
+                f"no OpenAPI document for {group}/{version}; the plane serves: {served()}"
+            )
+        return Response(
+            v3_document(group, version),
+            media_type="application/json",
+            # the URL carries the content's hash, so a client may keep it as long as it likes
+            headers={"Cache-Control": "public, immutable"},
         )
 
     async def healthz(request: Request) -> Response:
@@ -233,6 +286,10 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
 
     routes = [
         Route("/healthz", healthz),
+        Route("/version", version),
+        Route("/openapi/v2", openapi_v2),
+        Route("/openapi/v3", openapi_v3),
+        Route("/openapi/v3/apis/{group}/{version}", openapi_v3_group),
         Route("/apis", discovery),
         Route("/apis/{group}/{version}", group_version),
         Route(
@@ -292,6 +349,21 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     return app
 
 
+def _dry_run(
+    store: Store, request: Request, options: Any = None
+) -> contextlib.AbstractContextManager[None]:
+    """`dryRun=All` (a query parameter, or a DeleteOptions field): the write is checked and
+    answered, and nothing is stored."""
+    values = request.query_params.getlist("dryRun")
+    if not values and isinstance(options, dict):
+        values = list(options.get("dryRun") or [])
+    if not values:
+        return contextlib.nullcontext()
+    if values != ["All"]:
+        raise BadRequest(f'dryRun: Unsupported value: "{values[0]}": supported values: "All"')
+    return store.dry_run()
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn serving one part of the plane: without its signal handlers, because the plane owns
     SIGINT/SIGTERM and stops every part; uvicorn's would stop only this one and swallow the signal."""
@@ -305,6 +377,10 @@ class ApiUnsupported(ApiError):
     code, reason = 415, "UnsupportedMediaType"
 
 
+class NotAcceptable(ApiError):
+    code, reason = 406, "NotAcceptable"
+
+
 class MethodNotAllowed(ApiError):
     code, reason = 405, "MethodNotAllowed"
 
@@ -315,6 +391,7 @@ def _watch(
     namespace: str | None,
     matches: Callable[[dict[str, Any]], bool],
     params: Mapping[str, str],
+    as_table: str | None = None,
 ) -> Response:
     """Newline-delimited watch events, as Kubernetes sends them.
 
@@ -331,20 +408,30 @@ def _watch(
         gone = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
         return StreamingResponse(iter([gone]), media_type="application/json")
     existing = [] if since else [o for o in store.list(kind, namespace) if matches(o)]
+    include = params.get("includeObject", "")
+
+    def event(kind_of_event: str, obj: dict[str, Any]) -> bytes:
+        # `kubectl get -w` watches for Tables: each event's object is a one-row Table
+        shown = (
+            table(kind, [obj], as_table, obj["metadata"]["resourceVersion"], include)
+            if as_table
+            else obj
+        )
+        return orjson.dumps({"type": kind_of_event, "object": shown}) + b"\n"
 
     async def events() -> AsyncIterator[bytes]:
         try:
             for obj in existing:
-                yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
+                yield event("ADDED", obj)
             async with asyncio.timeout(timeout or None):
                 while True:
-                    event = await queue.get()
-                    meta = event.object["metadata"]
-                    if event.kind is not kind or (namespace and meta["namespace"] != namespace):
+                    change = await queue.get()
+                    meta = change.object["metadata"]
+                    if change.kind is not kind or (namespace and meta["namespace"] != namespace):
                         continue
-                    if not matches(event.object):
+                    if not matches(change.object):
                         continue
-                    yield orjson.dumps({"type": event.type, "object": event.object}) + b"\n"
+                    yield event(change.type, change.object)
         except TimeoutError:
             return  # timeoutSeconds: the stream ends normally and the client watches again
         finally:

@@ -17,12 +17,14 @@ short, so they run inline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import re
 import sqlite3
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,12 +90,35 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def merge_patched(current: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """`current` after the merge patch `patch`, keeping its resourceVersion unless the patch
+    names one (then the write is conditional on it, as the API server does)."""
+    if not isinstance(patch, dict):
+        raise BadRequest("a merge patch must be a JSON object")
+    merged = merge_patch(current, patch)
+    merged["metadata"]["resourceVersion"] = (patch.get("metadata") or {}).get(
+        "resourceVersion", current["metadata"]["resourceVersion"]
+    )
+    return merged
+
+
+_SET_TERM = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\(([^)]*)\)\s*$")
+
+
 def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
-    """Equality-based label selectors: `a=b,c!=d,e` (exists), `!f` (absent)."""
+    """Label selectors as Kubernetes reads them: `a=b`, `a==b`, `c!=d`, `e` (exists), `!f`
+    (absent), and the set-based `g in (x,y)`, `h notin (x,y)`; terms joined by commas."""
     if not selector:
         return True
-    for term in (t.strip() for t in selector.split(",") if t.strip()):
-        if "!=" in term:
+    # commas inside a set's parentheses do not separate terms
+    for term in (t.strip() for t in re.split(r",(?![^(]*\))", selector) if t.strip()):
+        in_set = _SET_TERM.match(term)
+        if in_set:
+            key, op, values = in_set.groups()
+            members = {v.strip() for v in values.split(",") if v.strip()}
+            if (labels.get(key) in members if key in labels else False) != (op == "in"):
+                return False
+        elif "!=" in term:
             key, value = term.split("!=", 1)
             if labels.get(key.strip()) == value.strip():
                 return False
@@ -102,7 +127,7 @@ def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
             if labels.get(key.strip()) != value.strip():
                 return False
         elif term.startswith("!"):
-            if term[1:] in labels:
+            if term[1:].strip() in labels:
                 return False
         elif term not in labels:
             return False
@@ -162,6 +187,7 @@ class Store:
         self.autoscaler = autoscaler if autoscaler is not None else AutoscalerConfig()
         self._db = open_database(self.path, SCHEMA)  # durable against a crash of the process
         self._watchers: list[asyncio.Queue[Event]] = []
+        self._dry = False
         self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
         # A watch can resume from this resourceVersion or later (events before it are not kept).
         self._history_floor = self.resource_version()
@@ -170,7 +196,18 @@ class Store:
         self._db.close()
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self._db)
+        return transaction(self._db, commit=not self._dry)
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Writes within are checked and computed as usual, then rolled back, and no watcher
+        hears of them: the API's `dryRun=All` (`kubectl diff`, `--dry-run=server`). The store is
+        used from one thread, and a write never awaits, so no other request runs within."""
+        self._dry = True
+        try:
+            yield
+        finally:
+            self._dry = False
 
     def _next_rv(self, db: sqlite3.Connection) -> int:
         db.execute("UPDATE meta SET value = value + 1 WHERE key = 'rv'")
@@ -297,14 +334,9 @@ class Store:
         patch: dict[str, Any],
         subresource: str | None = None,
     ) -> dict[str, Any]:
-        if not isinstance(patch, dict):
-            raise BadRequest("a merge patch must be a JSON object")
-        current = self.get(kind, namespace, name)
-        merged = merge_patch(current, patch)
-        merged["metadata"]["resourceVersion"] = (patch.get("metadata") or {}).get(
-            "resourceVersion", current["metadata"]["resourceVersion"]
+        return self.replace(
+            kind, merge_patched(self.get(kind, namespace, name), patch), subresource
         )
-        return self.replace(kind, merged, subresource)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
         with self._tx() as db:
@@ -420,6 +452,8 @@ class Store:
             self._watchers.remove(queue)
 
     def _notify(self, event_type: str, kind: Kind, obj: dict[str, Any]) -> None:
+        if self._dry:
+            return  # a dry run changed nothing
         event = Event(event_type, kind, copy.deepcopy(obj))
         if len(self._history) == HISTORY:
             self._history_floor = self._history[0][0]  # what falls out can no longer be resumed

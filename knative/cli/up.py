@@ -167,6 +167,13 @@ def _show_engine_builds() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="write a Prometheus config that discovers every replica and the plane (http_sd) to FILE",
 )
+@click.option(
+    "--kubeconfig/--no-kubeconfig",
+    "kubeconfig",
+    default=True,
+    show_default=True,
+    help="merge a context 'knserve' for the control API into $KUBECONFIG (else ~/.kube/config)",
+)
 def cli(
     data_dir: Path | None,
     port: int,
@@ -186,6 +193,7 @@ def cli(
     access_log: bool | None,
     observability_config: Path | None,
     prometheus_file: Path | None,
+    kubeconfig: bool,
 ) -> None:
     """Start the local serving plane: control API, gateway, controller, supervisor, autoscaler."""
     from knserve.knative.apiserver.autoscaler_config import config_from_map
@@ -242,6 +250,16 @@ def cli(
 
             write_scrape_config(prometheus_file, f"http://{host}:{api_port}", token)
             print(f"Prometheus config: prometheus --config.file {prometheus_file}", flush=True)
+        if kubeconfig:
+            from knserve.knative.cli.kubeconfig import CONTEXT, write_context
+
+            api_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            api_host = f"[{api_host}]" if ":" in api_host else api_host
+            written = write_context(f"http://{api_host}:{api_port}", token)
+            print(
+                f"kubectl: context {CONTEXT} in {written} (kubectl --context {CONTEXT} get ksvc)",
+                flush=True,
+            )
         run_plane(settings)
     except PortUnavailable as exc:
         raise ConfigError(str(exc)) from None  # one line, exit status 2, nothing started
