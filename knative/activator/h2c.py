@@ -86,7 +86,7 @@ class H2ClientProtocol(H2Peer):
             received = self.conn.receive_data(data)
         except H2Error as exc:
             logger.debug("closing an HTTP/2 client connection: %s", exc)
-            self.flush()  # h2 queued its GOAWAY
+            self.write_now()  # h2 queued its GOAWAY
             self.transport.close()
             return
         for event in received:
