@@ -37,6 +37,11 @@ WINDOW_SETTINGS: dict[SettingCodes | int, int] = {
     SettingCodes.ENABLE_PUSH: 0,
 }
 
+# What a replica that does not speak HTTP/2 cleartext on its port most likely means.
+NOT_H2 = (
+    "HTTP/2 (gRPC) clients reach only revisions whose container port is named h2c and serves "
+    "HTTP/2 cleartext"
+)
 UpstreamDone = Callable[["H2Upstream | None", "BaseException | None"], None]
 
 
@@ -152,6 +157,7 @@ class H2Upstream(H2Peer):
         self.pool = pool
         self.streams: dict[int, H2Stream] = {}
         self.going_away = False  # GOAWAY received: no new streams
+        self.spoken = False  # the replica has sent its HTTP/2 SETTINGS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -198,7 +204,7 @@ class H2Upstream(H2Peer):
         try:
             received = self.conn.receive_data(data)
         except H2Error as exc:
-            self._fail(f"sent a malformed HTTP/2 frame ({exc}); is its port really h2c?")
+            self._fail(f"sent a malformed HTTP/2 frame ({exc}); {NOT_H2}")
             return
         for event in received:
             self._event(event)
@@ -231,6 +237,7 @@ class H2Upstream(H2Peer):
         elif isinstance(event, events.WindowUpdated):
             self.window_opened(event.stream_id)
         elif isinstance(event, events.RemoteSettingsChanged):
+            self.spoken = True  # an HTTP/2 server's first frame is its SETTINGS
             self.window_opened(0)
             self.pool.room(self)
         elif isinstance(event, events.ConnectionTerminated):
@@ -253,6 +260,9 @@ class H2Upstream(H2Peer):
             return
         self.closed = True
         self.pool.forget(self)
+        if not self.spoken:
+            how = f" ({exc})" if exc is not None else ""
+            exc = ConnectionError(f"closed it without a word of HTTP/2{how}; {NOT_H2}")
         streams = list(self.streams.values())
         self.streams.clear()
         self.outboxes.clear()

@@ -154,3 +154,23 @@ async def test_a_grpc_call_waits_for_a_replica_and_unknown_hosts_get_grpc_codes(
     assert "No route serves host 'nope.default.localhost'" in (raised.value.details() or "")
     assert plain.http_version == "HTTP/2" and plain.status_code == 404
     assert "No route serves host 'nope.localhost'" in plain.text
+
+
+async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_replica) -> None:  # type: ignore[no-untyped-def]
+    replica = await start_replica("http1")
+    endpoints = Endpoints()
+    endpoints.ready[("default", "iris-1")] = (replica.endpoint,)
+    gateway = Gateway(endpoints)
+    await gateway.start("127.0.0.1", 0)
+    try:
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            url = f"http://127.0.0.1:{gateway.port}/"
+            answer = await client.get(url, headers={"Host": HOST})
+            again = await client.get(url, headers={"Host": HOST})  # the gateway is still there
+    finally:
+        await gateway.close()
+    assert answer.status_code == again.status_code == 502
+    assert "closed it without a word of HTTP/2" in answer.text
+    assert "revisions whose container port is named h2c" in answer.text
+    assert gateway.stats("default", "iris-1").in_flight == 0
