@@ -75,14 +75,17 @@ def grpc_runtime(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
 
 
 @pytest.mark.slow
-async def test_triton_and_kserve_grpc_clients_through_the_gateway(grpc_runtime) -> None:  # type: ignore[no-untyped-def]
+async def test_triton_and_kserve_grpc_clients_through_the_gateway_split_by_percent(
+    grpc_runtime,
+) -> None:  # type: ignore[no-untyped-def]
     endpoint, model = grpc_runtime
     endpoints = Endpoints()
-    endpoints.ready[("default", "iris-1")] = (endpoint,)
+    endpoints.ready[("default", "iris-1")] = endpoints.ready[("default", "iris-2")] = (endpoint,)
     gateway = Gateway(endpoints)
     await gateway.start("127.0.0.1", 0)
     try:
-        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        split = (TrafficTarget("iris-1", 50), TrafficTarget("iris-2", 50))
+        gateway.set_route(RouteSpec("default", "iris", split))
         rows = _rows()
         address = f"127.0.0.1:{gateway.port}"
         triton = await drive("triton", address, HOST, rows)
@@ -102,9 +105,11 @@ async def test_triton_and_kserve_grpc_clients_through_the_gateway(grpc_runtime) 
     assert kserve["errors"]["unknown_model"][0] == "NOT_FOUND"
     assert kserve["errors"]["bad_shape"][0] == "INVALID_ARGUMENT"
     assert missing.status_code == 404
-    stats = gateway.stats("default", "iris-1")
-    # every RPC is one request: Triton's 6 health/metadata/index calls and 3 infers, KServe's 3 + 3
-    assert stats.requests_total == 15 and stats.in_flight == 0
+    # every RPC is one request: Triton's 6 health/metadata/index calls and 3 infers, KServe's 3 + 3,
+    # split 50/50 (the split alternates, so 8 and 7)
+    counts = sorted(gateway.stats("default", r).requests_total for r in ("iris-1", "iris-2"))
+    assert counts == [7, 8]
+    assert gateway.stats("default", "iris-1").in_flight == 0
 
 
 @pytest.mark.slow
