@@ -54,6 +54,8 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Knative's header naming the tag a request is for (tag-header-based-routing).
+TAG_HEADER = b"knative-serving-tag"
 _LAST_CHUNK = b"0\r\n\r\n"
 # SO_LINGER on with a zero timeout: closing the socket sends RST and discards what is unsent.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -96,6 +98,13 @@ def error_response(
             body,
         )
     )
+
+
+def peer_forwarded(transport: asyncio.BaseTransport) -> tuple[bytes, bytes]:
+    """The client's address as `X-Forwarded-For` and `Forwarded` name it."""
+    peer = transport.get_extra_info("peername")
+    ip = peer[0] if peer else "unknown"
+    return ip.encode(), (f'for="[{ip}]"' if ":" in ip else f"for={ip}").encode()
 
 
 class Exchange:

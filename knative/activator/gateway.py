@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from knserve.knative.activator.exchange import Exchange
+from knserve.knative.activator.h2c_upstream import H2Upstreams
 from knserve.knative.activator.proxy import ClientProtocol
 from knserve.knative.activator.telemetry import Telemetry
 from knserve.knative.activator.throttler import (
@@ -164,6 +165,7 @@ class Gateway:
         self._connections: set[ClientProtocol] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
+        self.h2_upstreams = H2Upstreams()  # h2c connections to replicas, for HTTP/2 clients
 
     # -- configuration (called by the controller) ---------------------------------------------
     def set_route(self, route: RouteSpec) -> None:
@@ -319,6 +321,7 @@ class Gateway:
             connection.transport.abort()
         for state in self._revisions.values():
             state.close()
+        await self.h2_upstreams.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -24,14 +24,17 @@ import httptools
 from knserve.knative.activator.exchange import (
     HOP_BY_HOP,
     PAUSE_PIPELINE,
+    TAG_HEADER,
     Exchange,
     error_response,
+    peer_forwarded,
 )
+from knserve.knative.activator.h2c import H2ClientProtocol
+from knserve.knative.activator.h2c_upstream import H2Upstreams
 from knserve.knative.activator.telemetry import FORWARDED, Telemetry
 
 logger = logging.getLogger(__name__)
 
-TAG_HEADER = b"knative-serving-tag"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -43,6 +46,7 @@ class Dispatcher(Protocol):
     """What the proxy needs from the gateway: somewhere to send a parsed request."""
 
     telemetry: Telemetry  # request ids, trace headers, spans, the access log
+    h2_upstreams: H2Upstreams  # h2c connections to replicas, for HTTP/2 clients
 
     def dispatch(self, exchange: Exchange) -> None: ...
 
@@ -71,10 +75,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.connections.add(self)
-        peer = transport.get_extra_info("peername")
-        ip = peer[0] if peer else "unknown"
-        self.forwarded_for = ip.encode()
-        self.forwarded = (f'for="[{ip}]"' if ":" in ip else f"for={ip}").encode()
+        self.forwarded_for, self.forwarded = peer_forwarded(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -102,7 +103,16 @@ class ClientProtocol(asyncio.Protocol):
             if offset < len(data):
                 self.tunnel.request_body(data[offset:])
         except httptools.HttpParserError as exc:
+            if data[:4] == b"PRI " and not self.exchanges:
+                self._take_h2c(data)  # llhttp stops at HTTP/2's preface: the h2c front takes over
+                return
             self._reject(400, f"Malformed HTTP request: {exc}")
+
+    def _take_h2c(self, data: bytes) -> None:
+        self.connections.discard(self)
+        self.current = None
+        front = H2ClientProtocol(self.dispatcher, self.connections)
+        front.take_over(self.transport, data)
 
     def _reject(self, status: int, message: str) -> None:
         if self.exchanges:

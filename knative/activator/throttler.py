@@ -226,7 +226,9 @@ class RevisionThrottler:
             else:
                 exchange.attach(connection)
 
-        self.gateway.connect(replica, replica.endpoint, done)
+        # An HTTP/2 stream (knserve.knative.activator.h2c) brings its own shared h2c connections.
+        connect = getattr(exchange, "connect", None) or self.gateway.connect
+        connect(replica, replica.endpoint, done)
 
     def _unreachable(
         self, replica: Replica, exchange: Exchange, error: BaseException | None

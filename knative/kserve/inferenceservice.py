@@ -59,6 +59,10 @@ COMPONENT_LABEL = "component"
 # fetches it into /mnt/models), and the container env that names it on custom containers.
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 STORAGE_URI_ENV = "STORAGE_URI"
+GRPC_V2 = "grpc-v2"
+# The port KServe's servers serve the Open Inference Protocol's gRPC on, named as Knative names
+# a port it carries HTTP/2 cleartext to.
+GRPC_V2_PORT = {"name": "h2c", "containerPort": 8081, "protocol": "TCP"}
 # Annotations that describe the InferenceService object itself and must not leak into revisions
 # (KServe's ServiceAnnotationDisallowedList, for those knserve meets).
 _NOT_PROPAGATED = ("kubectl.kubernetes.io/last-applied-configuration", "modelFormat")
@@ -378,6 +382,10 @@ def _predictor_container(
     for field in ("image", "command", "workingDir", "resources", "ports", "readinessProbe"):
         if model.get(field):
             container[field] = copy.deepcopy(model[field])
+    if model.get("protocolVersion") == GRPC_V2 and not container.get("ports"):
+        # KServe's grpc-v2 predictors declare the gRPC port as Knative needs it to carry HTTP/2
+        # (KServe's docs have users write it); the plane serves gRPC on the declared port.
+        container["ports"] = [copy.deepcopy(GRPC_V2_PORT)]
     container["args"] = [*(container.get("args") or []), *(model.get("args") or [])]
     container["env"] = _merge_env(container.get("env") or [], model.get("env") or [])
     try:
