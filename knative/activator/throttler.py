@@ -35,6 +35,7 @@ import contextlib
 import logging
 import math
 from collections import deque
+from time import monotonic
 
 from knserve.knative.activator.activator_port import (
     Activator,
@@ -122,7 +123,9 @@ class RevisionThrottler:
         exchange.revision = self
         loop = gateway.loop
         timeouts = self.timeouts
-        exchange.arrived = now = loop.time()
+        # monotonic(), not loop.time(): uvloop's clock ticks in whole milliseconds, which would
+        # round a loopback request's latency to 0 (the same clock underneath, so timers agree)
+        exchange.arrived = now = monotonic()
         if timeouts.idle:
             exchange.clock = loop.time
         exchange.timer = loop.call_at(now + timeouts.first, gateway.timed_out, exchange)
@@ -205,7 +208,7 @@ class RevisionThrottler:
         exchange.replica = replica
         if exchange.record is not None:
             self.gateway.telemetry.assigned(exchange.record, self.namespace, self.name)
-        exchange.assigned = self.gateway.loop.time()
+        exchange.assigned = monotonic()
         replica.in_flight += 1
         idle = replica.idle
         while idle:
@@ -337,7 +340,7 @@ class RevisionThrottler:
     # -- completion ---------------------------------------------------------------------------
     def release(self, exchange: Exchange, connection: UpstreamConnection | None) -> None:
         """`exchange` is over; free its slot, pool `connection` (if reusable), start the next."""
-        record(self, exchange, self.gateway.loop.time())
+        record(self, exchange, monotonic())
         self._count(-1)
         gateway = self.gateway
         gateway.active -= 1
