@@ -50,6 +50,7 @@ from knserve.knative.monitoring.targets import targets_route
 from knserve.knative.serving.controller import REVISION, Controller
 from knserve.knative.serving.resources import CONFIGURATION_LABEL, SERVICE_LABEL
 from knserve.knative.supervisor.launcher import Launcher
+from knserve.knative.supervisor.port_map import GATEWAY_ENV
 from knserve.knative.supervisor.replicas import Supervisor
 from knserve.runtime.storage import pvc_env_name
 from knserve.runtime.tracing import flush_all, tracer
@@ -84,6 +85,7 @@ class Plane:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.data_dir / "state.db", autoscaler=settings.autoscaler)
         proxy = f"http://{settings.host}:{settings.port}"
+        loopback = settings.host == "127.0.0.1"  # where the port map shim sends service names
         self.launcher = Launcher(settings.data_dir / "run", use_zygote=settings.zygote)
         self.supervisor = Supervisor(
             settings.data_dir / "logs",
@@ -96,6 +98,9 @@ class Plane:
                 # read by the storage initializer (and by knserve.runtime given a pvc:// URI)
                 **{pvc_env_name(claim): str(folder) for claim, folder in settings.pvc.items()},
                 "KNSERVE_LOG_FORMAT": settings.log_format,
+                # for clients that ignore HTTP_PROXY (KServe's predictor client): the port map
+                # shim resolves the route domain's names to the gateway, as cluster DNS would
+                **({GATEWAY_ENV: f"{settings.domain}={settings.port}"} if loopback else {}),
             },
         )
         ingress = (INGRESS_NAMESPACE, INGRESS_NAME)

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV_NAME = "KNSERVE_PORT_MAP"
+# "DOMAIN=PORT": names under the route domain resolve to the gateway on 127.0.0.1:PORT, and a
+# connect to loopback port 80 reaches it (the shim's part of cluster DNS and a Service's port 80).
+GATEWAY_ENV = "KNSERVE_GATEWAY"
 # Knative's containerPort when a container declares none.
 DEFAULT_CONTAINER_PORT = 8080
 # Linux's default net.ipv4.ip_local_port_range, for when /proc cannot be read.

@@ -11,6 +11,13 @@
  *   - any other fixed port becomes port 0, so the kernel picks a free one;
  *   - every address that is not loopback becomes loopback (the plane serves on loopback only).
  *
+ * In a pod, a client also reaches another service by its cluster DNS name on port 80, as KServe's
+ * predictor client does ("http://{isvc}-predictor.{namespace}"). Such a client may give its HTTP
+ * library a transport of its own and so ignore HTTP_PROXY, so with KNSERVE_GATEWAY ("DOMAIN=PORT",
+ * the plane's route domain and its gateway's port on 127.0.0.1) getaddrinfo() answers names under
+ * DOMAIN with loopback (as RFC 6761 has every *.localhost name do), and connect() to loopback
+ * port 80 reaches the gateway, which routes by the Host header as Knative's ingress does.
+ *
  * The rule is knserve.knative.supervisor.port_map.PortMap.target; without the variable (or with
  * one it cannot read) bind() is untouched. Each bind the map changes is reported on stderr, the
  * replica's log, with the port it really got.
@@ -18,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
+#include <netdb.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -151,4 +159,68 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
         return rc;
     }
     return next_bind(fd, addr, len);
+}
+
+/* KNSERVE_GATEWAY "DOMAIN=PORT": the route domain whose names are the gateway's, and its port */
+static int read_gateway(char *domain, size_t size, unsigned *port) {
+    const char *text = getenv("KNSERVE_GATEWAY");
+    const char *eq = text ? strrchr(text, '=') : NULL;
+    char end;
+    if (eq == NULL || (size_t)(eq - text) >= size || eq == text)
+        return 0;
+    memcpy(domain, text, eq - text);
+    domain[eq - text] = '\0';
+    return sscanf(eq + 1, "%u%c", port, &end) == 1 && *port > 0 && *port < 65536;
+}
+
+static int under_domain(const char *node, const char *domain) {
+    size_t n = strlen(node), d = strlen(domain);
+    if (n > 0 && node[n - 1] == '.')
+        n--; /* a fully qualified name */
+    return n > d + 1 && node[n - d - 1] == '.' && strncasecmp(node + n - d, domain, d) == 0;
+}
+
+typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
+                              struct addrinfo **);
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res) {
+    static getaddrinfo_fn next_getaddrinfo;
+    char domain[256];
+    unsigned port;
+
+    if (next_getaddrinfo == NULL)
+        next_getaddrinfo = (getaddrinfo_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    if (node != NULL && read_gateway(domain, sizeof domain, &port) && under_domain(node, domain)) {
+        struct addrinfo ipv4;
+        if (hints != NULL)
+            ipv4 = *hints;
+        else
+            memset(&ipv4, 0, sizeof ipv4);
+        ipv4.ai_family = AF_INET; /* the gateway listens on 127.0.0.1 */
+        ipv4.ai_flags &= ~AI_CANONNAME;
+        return next_getaddrinfo("127.0.0.1", service, &ipv4, res);
+    }
+    return next_getaddrinfo(node, service, hints, res);
+}
+
+typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    static connect_fn next_connect;
+    char domain[256];
+    unsigned port;
+
+    if (next_connect == NULL)
+        next_connect = (connect_fn)dlsym(RTLD_NEXT, "connect");
+    if (addr != NULL && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in) &&
+        ((const struct sockaddr_in *)addr)->sin_port == htons(80) &&
+        ((const struct sockaddr_in *)addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK) &&
+        read_gateway(domain, sizeof domain, &port)) {
+        struct sockaddr_in in;
+        memcpy(&in, addr, sizeof in);
+        in.sin_port = htons(port);
+        return next_connect(fd, (const struct sockaddr *)&in, sizeof in);
+    }
+    return next_connect(fd, addr, len);
 }

@@ -6,9 +6,9 @@ transformer in front) hosted by knserve's runtime (`image: knserve/runtime`,
 The first is KServe's YAML as documented (`--http_port=8080`, and KServe's server binds gRPC on
 [::]:8081 whatever its arguments say): it needs the plane's port mapping (each replica's fixed
 ports mapped to its own), and fails where that is missing. KServe's own server is not put in
-front as a transformer here: KServe's predictor client gives httpx a transport of its own, so it
-ignores the `HTTP_PROXY` through which the plane routes `{isvc}-predictor.{namespace}.localhost`
-(knserve's runtime forwards through it)."""
+front as a transformer too, reaching `{isvc}-predictor.{namespace}.localhost` through the gateway
+(by `HTTP_PROXY`, which KServe 0.21's client honours; a client that does not is covered by the port
+map shim's name resolution, tests/knative/test_port_map_shim_names.py)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,20 @@ spec:
         args: ["--model_name=custom-model", "--http_port=8080", "--model_dir=MODEL_DIR"]
         workingDir: SDK_DIR
 """
+
+# KServe's custom transformer YAML in front of it, both run by KServe's own server.
+KSERVE_SERVER_CHAIN_YAML = (
+    KSERVE_SERVER_YAML
+    + """
+  transformer:
+    containers:
+      - name: kserve-container
+        image: kserve/custom-transformer:v1
+        command: [python, custom_transformer.py]
+        args: ["--model_name=custom-model", "--http_port=8080", "--predictor_protocol=v2"]
+        workingDir: SDK_DIR
+"""
+)
 
 # The same files hosted by knserve's runtime, with KServe's custom transformer in front.
 KNSERVE_HOSTED_YAML = """
@@ -113,3 +127,16 @@ def test_kserves_custom_model_and_transformer_hosted_by_knserve_on_the_plane(
     v2 = plane.call(HOST, "/v2/models/custom-model/infer", "POST", json=v2_rows())
     assert v2.status_code == 200, v2.text + plane.log()[-3000:]
     assert v2.json()["outputs"][0]["data"] == expected
+
+
+def test_kserves_custom_transformer_run_by_kserves_own_server_reaches_its_predictor(
+    plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path
+) -> None:
+    apply(plane, tmp_path, isvc_of(KSERVE_SERVER_CHAIN_YAML, sklearn_iris_dir))
+    plane.wait_for("inferenceservices", "custom-model", is_ready, timeout=100)
+    expected = joblib.load(sklearn_iris_dir / "model.joblib").predict(ROWS).tolist()
+    named = [dict(zip(FEATURES, r, strict=True)) for r in ROWS]
+    # KServe's client asks http://custom-model-predictor.default.localhost/v2/… (port 80)
+    v1 = plane.call(HOST, "/v1/models/custom-model:predict", "POST", json={"instances": named})
+    assert v1.status_code == 200, v1.text + plane.log()[-3000:]
+    assert v1.json() == {"predictions": [SPECIES[c] for c in expected]}
