@@ -14,9 +14,8 @@ never holds up another trigger, because each trigger has its own slots.
 One attempt and what follows it:
 
 * the event goes out in binary mode (structured if ``spec.delivery.format`` is ``json``) without
-  ``knativebrokerttl``, which is the broker's business, with ``Prefer: reply``, and with the
-  trace of its distributed-tracing extension as HTTP headers (``traceparent`` …): with tracing on,
-  each attempt is a ``delivery attempt`` span, a child of the event's, and the subscriber's parent;
+  ``knativebrokerttl``, which is the broker's business, with ``Prefer: reply`` and the event's
+  trace (:mod:`knserve.eventing.delivery_trace`);
 * :meth:`DeliverySpec.decide <knserve.eventing.backoff.DeliverySpec.decide>` reads the answer: a
   2xx is delivered; a retryable failure is marked in the log with its due time (durable, so a
   restart keeps the back-off); anything else, or the last retry, goes to the dead-letter sink;
@@ -52,13 +51,14 @@ from typing import Any
 
 import httpx
 
+from knserve.eventing import delivery_trace
 from knserve.eventing.backoff import Action, DeliverySpec
+from knserve.eventing.delivery_outcome import Outcome, TriggerStats
 from knserve.eventing.encoding import is_cloudevent
 from knserve.eventing.eventlog import EventLog, StoredEvent
 from knserve.eventing.filters import Predicate
 from knserve.eventing.ingress import MAX_BODY_BYTES, TTL, Rejected, decode
 from knserve.eventing.message_sender import Answer, LeanSender, MessageSender
-from knserve.runtime.tracecontext import child_headers, parse_traceparent
 from knserve.runtime.tracing import tracer
 
 __all__ = [
@@ -88,33 +88,6 @@ ERROR_DATA_MAX_BYTES = 1024  # Knative's cap on the failed body carried in knati
 COMPACT_INTERVAL = 60.0  # seconds between log compactions: deletes fully delivered events
 CLAIM_BATCH = 4  # events claimed per log read, in multiples of the concurrency
 RECOVERY_DELAY = 1.0  # seconds before a loop tries again after an unexpected error (disk full…)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one claimed event (for metrics and tests, through ``on_outcome``)."""
-
-    trigger: str
-    seq: int
-    event_id: str
-    action: Action  # DELIVERED, RETRY (with the delay) or DEAD_LETTER
-    status: int | None  # the subscriber's status; None when there was no answer
-    attempts: int  # attempts made so far, this one included
-    delay: float = 0.0  # seconds until the retry (RETRY only)
-    replied: bool = False  # a reply event went back into the broker
-    dead_lettered: bool = False  # DEAD_LETTER: the sink took it (False: dropped)
-
-
-@dataclass
-class TriggerStats:
-    """Counters for one trigger since this dispatcher started it."""
-
-    delivered: int = 0
-    retried: int = 0
-    dead_lettered: int = 0  # given up on, and the dead-letter sink took it
-    dropped: int = 0  # given up on with no dead-letter sink, or one that kept failing
-    replies: int = 0  # reply events put back into the broker
-    replies_refused: int = 0  # reply events the broker refused (TTL spent, malformed)
 
 
 @dataclass(frozen=True)
@@ -360,35 +333,13 @@ class Dispatcher:
 
     async def _deliver(self, trigger: _Trigger, sub: _Subscription, event: StoredEvent) -> None:
         attributes = {k: v for k, v in event.attributes.items() if k != TTL}
-        parent = None
-        if "traceparent" in attributes:
-            parent = parse_traceparent(
-                str(attributes["traceparent"]), str(attributes.get("tracestate", ""))
-            )
-        spans, span, trace = self.tracer, None, None
-        if spans is not None:
-            span, context = spans.start(
-                "delivery attempt",
-                parent,
-                kind="client",
-                attributes={
-                    "knative.trigger": trigger.key,
-                    "url.full": sub.subscriber_url,
-                    "knserve.attempt": event.attempts + 1,
-                },
-            )
-            trace = dict(child_headers(context, context.span_id))
-        elif parent is not None:
-            trace = dict(child_headers(parent, parent.span_id))
-        answer = await self.sender.send(
-            sub.subscriber_url, attributes, event.data, sub.delivery, trace
+        attempt = delivery_trace.begin(
+            self.tracer, attributes, trigger.key, sub.subscriber_url, event.attempts + 1
         )
-        if span is not None:
-            if answer.status is not None:
-                span.set_attribute("http.response.status_code", answer.status)
-            if answer.status is None or not 200 <= answer.status < 300:
-                spans.fail(span, answer.body[:200].decode(errors="replace"))  # type: ignore[union-attr]
-            span.end()
+        answer = await self.sender.send(
+            sub.subscriber_url, attributes, event.data, sub.delivery, attempt.headers
+        )
+        attempt.end(answer)
         status, replied = answer.status, False
         if status is not None and 200 <= status < 300 and is_cloudevent(answer.headers):
             try:
