@@ -132,10 +132,10 @@ class InferenceApp:
     async def startup(self, wait: bool = False) -> None:
         """Start loading every model (in the background unless `wait`) and the payload logger.
 
-        A multi-model server (a model config) loads before it listens, as KServe's agent loads
-        its ConfigMap's models before the pod serves: whatever probe the runtime declares (a
-        stock runtime declares none, so Knative's is a TCP connect), a replica takes traffic
-        only once it holds every TrainedModel."""
+        A server given its models, and a multi-model server (a model config, as KServe's agent
+        loads its ConfigMap's models before the pod serves), load before they listen: whatever
+        probe the runtime declares (a stock runtime declares none, so Knative's is a TCP
+        connect), a replica takes traffic only once it holds its models."""
         if self.logger is not None:
             await self.logger.start()
         if self.settings.grpc_port is not None:
@@ -145,8 +145,15 @@ class InferenceApp:
             port = await self.grpc.start()
             print(f"knserve.runtime serving gRPC on {self.settings.host}:{port}", flush=True)
         self._loading = asyncio.create_task(self._load(), name="load-models")
-        if wait or self.settings.model_config:
+        # A server given its model (KServe's `--model_dir`, or Model objects) loads it before it
+        # listens, as KServe's servers call load() before start(): a stock runtime declares no
+        # readiness probe, so Knative's TCP probe would otherwise pass before the model loaded.
+        # Only a --model-repository server listens at once (503 per model until it loads).
+        if wait or self.settings.model_config or not self.settings.model_repository:
             await self._loading
+            if not self.settings.model_repository and self.repository.load_failures():
+                # never listen: the lifespan fails, and the server exits with the reason
+                raise RuntimeError("; ".join(self.repository.load_failures()))
 
     async def _load(self) -> None:
         await self.repository.load_all()

@@ -193,7 +193,11 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
 
     app.on_load_failure = give_up
     print(f"knserve.runtime serving on http://{settings.host}:{settings.port}", flush=True)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's exit 3 when startup (the model's load) failed
+        if not failures:
+            raise
     if failures:
         for line in failures:
             print(f"knserve.runtime: {line}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,13 @@ def test_the_dashboard_shows_the_example_and_its_traffic_plot_updates(
 
         stop = threading.Event()
 
-        def predict() -> None:  # bounded: at most 600 predictions, or until the plot shows them
-            for _ in range(600):
-                if stop.is_set():
+        def predict() -> None:
+            # bounded: until the plot shows them, at most 20000 predictions or 60 s. A fixed few
+            # hundred can all fall between two 2 s samples on a quiet machine, and the page may
+            # never fetch the one sample that shows them.
+            deadline = time.monotonic() + 60
+            for _ in range(20000):
+                if stop.is_set() or time.monotonic() > deadline:
                     return
                 plane.call(
                     HOST,
