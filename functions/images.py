@@ -8,11 +8,11 @@ environment, the way a container runtime resolves an image to a root filesystem.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 from knserve.functions.errors import FunctionError
+from knserve.runtime.cache_home import knserve_cache_dir
 
 REGISTRY = "knserve.local"
 _REF = re.compile(r"^knserve\.local/(?P<name>[a-z0-9-]+)@sha256:(?P<digest>[0-9a-f]{64})$")
@@ -20,11 +20,7 @@ _REF = re.compile(r"^knserve\.local/(?P<name>[a-z0-9-]+)@sha256:(?P<digest>[0-9a
 
 def functions_home() -> Path:
     """Where built function environments live ($KNSERVE_FUNCTIONS_HOME overrides)."""
-    override = os.environ.get("KNSERVE_FUNCTIONS_HOME")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "knserve" / "functions"
+    return knserve_cache_dir("functions", "KNSERVE_FUNCTIONS_HOME")
 
 
 def image_ref(name: str, digest: str) -> str:

@@ -37,6 +37,7 @@ from typing import IO
 
 from knserve.functions.parent_death import dying_with_parent
 from knserve.knative.supervisor.engines import EngineImage
+from knserve.runtime.cache_home import knserve_cache_dir
 
 Progress = Callable[[str], None]
 
@@ -53,11 +54,7 @@ class EngineBuildError(RuntimeError):
 
 def engines_home() -> Path:
     """Where engine environments live ($KNSERVE_ENGINES_HOME overrides)."""
-    override = os.environ.get("KNSERVE_ENGINES_HOME")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "knserve" / "engines"
+    return knserve_cache_dir("engines", "KNSERVE_ENGINES_HOME")
 
 
 def base_python() -> str:

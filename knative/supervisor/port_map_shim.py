@@ -29,6 +29,7 @@ from typing import Any
 
 from knserve.knative.supervisor.port_map import ENV_NAME, PortMap, ephemeral_range
 from knserve.knative.supervisor.zygote import forkable
+from knserve.runtime.cache_home import knserve_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ class ShimUnavailable(Exception):
 
 def cache_dir() -> Path:
     """Where built shims are kept: `$XDG_CACHE_HOME/knserve/port-map` (`~/.cache/…`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "knserve" / "port-map"
+    return knserve_cache_dir("port-map")
 
 
 def build(directory: Path, compiler: str | None = None) -> Path:

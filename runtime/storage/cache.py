@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -21,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from knserve.runtime.cache_home import knserve_cache_dir
 
 log = logging.getLogger("knserve.runtime.storage")
 
@@ -34,11 +35,7 @@ progress_listeners: list[Callable[[str, int, int | None], None]] = []
 
 def default_cache_dir() -> Path:
     """`$KNSERVE_MODEL_CACHE`, else `$XDG_CACHE_HOME/knserve/models` (`~/.cache/…`)."""
-    explicit = os.environ.get("KNSERVE_MODEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "knserve" / "models"
+    return knserve_cache_dir("models", "KNSERVE_MODEL_CACHE")
 
 
 def cache_key(uri: str) -> str:
