@@ -51,9 +51,11 @@ fmt: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: the performance runners (numbers and ratios, never assertions).
+## bench: every performance runner in turn, then one table of the headline figures (numbers and
+## ratios, never assertions); BENCH_ARGS="--runs 3" repeats the set, "--only runtime,eventing" picks.
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-$(TEST_EXTRAS)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
