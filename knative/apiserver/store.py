@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import re
 import sqlite3
 import uuid
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig
 from knserve.knative.apiserver.database import open_database, transaction
@@ -134,6 +135,18 @@ def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
     return True
 
 
+def label_equalities(selector: str | None) -> list[tuple[str, str]]:
+    """The `key=value` (and `key==value`) terms of a label selector: what every match has."""
+    found = []
+    for term in (t.strip() for t in re.split(r",(?![^(]*\))", selector or "") if t.strip()):
+        if "!=" in term or _SET_TERM.match(term) or "=" not in term:
+            continue
+        key, value = term.split("==" if "==" in term else "=", 1)
+        if '"' not in key:  # a label key never has one; such a term is left to selector_matches
+            found.append((key.strip(), value.strip()))
+    return found
+
+
 # The fields a field selector may name on a namespaced custom resource, as the API server has it.
 FIELD_LABELS = ("metadata.name", "metadata.namespace")
 
@@ -218,7 +231,7 @@ class Store:
             "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
             (kind.group, kind.plural, namespace, name),
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        return orjson.loads(row[0]) if row else None
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -238,18 +251,18 @@ class Store:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        if namespace is None:
-            rows = self._db.execute(
-                "SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
-                (kind.group, kind.plural),
-            )
-        else:
-            rows = self._db.execute(
-                "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
-                (kind.group, kind.plural, namespace),
-            )
+        where, args = "grp=? AND plural=?", [kind.group, kind.plural]
+        if namespace is not None:
+            where, args = where + " AND namespace=?", [*args, namespace]
+        # `key=value` terms are also checked by SQLite, so the rows of other objects are never
+        # decoded: a controller listing one Service's Revisions costs that, not every Revision.
+        for key, value in label_equalities(label_selector):
+            where += " AND json_extract(body, ?) = ?"
+            args += [f'$.metadata.labels."{key}"', value]
+        order = "name" if namespace is not None else "namespace, name"
+        rows = self._db.execute(f"SELECT body FROM objects WHERE {where} ORDER BY {order}", args)
         matches = selects(label_selector, field_selector)
-        return [o for o in (json.loads(r[0]) for r in rows) if matches(o)]
+        return [o for o in (orjson.loads(r[0]) for r in rows) if matches(o)]
 
     def resource_version(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()[0])
@@ -358,10 +371,12 @@ class Store:
         )
         deleted = [(kind, obj)]
         # Cascade: everything an owner reference ties to this uid (Kubernetes' background deletion).
+        # Only rows whose text holds the owner's uid are decoded (not the whole namespace's).
         for grp, plural, body in db.execute(
-            "SELECT grp, plural, body FROM objects WHERE namespace=?", (meta.get("namespace", ""),)
+            "SELECT grp, plural, body FROM objects WHERE namespace=? AND instr(body, ?) > 0",
+            (meta.get("namespace", ""), meta["uid"]),
         ).fetchall():
-            child = json.loads(body)
+            child = orjson.loads(body)
             owners = child["metadata"].get("ownerReferences") or []
             if any(ref.get("uid") == meta["uid"] for ref in owners):
                 child_kind = by_plural(grp, plural)
@@ -423,7 +438,8 @@ class Store:
                 meta["name"],
                 meta["uid"],
                 int(meta["resourceVersion"]),
-                json.dumps(obj, separators=(",", ":")),
+                # orjson: the store's reads decode every listed body, its writes encode one
+                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode(),
             ),
         )
 
