@@ -481,6 +481,7 @@ def _references(kind: Kind, obj: Mapping[str, Any]) -> set[tuple[str, str, str]]
         for ref in refs
         if isinstance(ref, Mapping)
     }
-    if kind is TRIGGER and field(spec, "broker"):
-        found.add((BROKER.kind, namespace, str(spec["broker"])))
+    broker = field(spec, "broker")
+    if kind is TRIGGER and broker:
+        found.add((BROKER.kind, namespace, str(broker)))
     return found
