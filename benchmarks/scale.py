@@ -1,24 +1,26 @@
 """How the plane's cost grows with the work it holds: 1 -> 20 -> 200 Knative Services.
 
-    python -m benchmarks scale [--quick] [--steps 1,20,200] [--idle 10] [--profile]
+    python -m benchmarks scale [--quick] [--steps 20,200] [--idle 10] [--profile]
 
-One `knserve up` (Knative's default autoscaler settings) grows step by step. At each step it holds
-N Services, a quarter of them with one replica (min-scale = max-scale = 1: at 200, 50 replicas)
-and the rest scaled to zero (initial-scale 0), and 10 x N objects in the store (at 200: 2,000; the
-Services' Configurations, Routes and Revisions, then Triggers on Brokers, 100 per Broker). Then:
+Two `knserve up` planes (Knative's default autoscaler settings) run side by side: a reference
+plane that holds one Service, and a plane that grows step by step. At each step the growing plane
+holds N Services, a quarter of them with one replica (min-scale = max-scale = 1: at 200, 50
+replicas) and the rest scaled to zero (initial-scale 0), and 10 x N objects in the store (at 200:
+2,000; the Services' Configurations, Routes and Revisions, then Triggers on Brokers, 100 per
+Broker). Both planes are then measured in the same moments (interleaved, or over the same window),
+so the ratio N : 1 holds however busy the machine is:
 
-- idle CPU: the plane process's CPU over `--idle` seconds with no traffic, % of one core
-  (its replicas are other processes and not counted); RSS of the plane process;
+- idle CPU: each plane process's CPU over `--idle` seconds with no traffic, % of one core
+  (replicas are other processes and not counted); RSS of each plane process;
 - list: p50 of GET all Services, GET all Revisions, and one Service's Revisions by labelSelector;
 - watch: p50 from a PATCH's response to its MODIFIED event on an open watch of Services;
 - gateway: p50 of keep-alive GETs at concurrency 1 to one replica directly and through the
-  gateway (interleaved blocks), and the p50 the gateway adds;
-- create -> Ready: a new one-replica Service from POST until Ready=True on a watch (3 times;
-  each is deleted again).
+  gateway, in interleaved blocks, and the p50 the gateway adds;
+- create -> Ready: a new one-replica Service from POST until Ready=True on a watch (3 times on
+  each plane, alternating; each is deleted again).
 
-The last column is each figure at the largest step over the first: what grows with the work.
-`--profile` samples the idle plane with py-spy (when on PATH) at the last step and prints where
-its time goes.
+`--profile` samples the growing plane with py-spy (when on PATH) while it idles at the last step
+and prints where its time goes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -38,29 +39,33 @@ from benchmarks._scale_plane import SERVING, ScalePlane, is_ready, service
 from benchmarks._scale_profile import profiling
 
 ROUNDS = 3
+Row = dict[str, float]
 
 
 def p50(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def idle_cpu(plane: ScalePlane, seconds: float) -> float:
-    """Percent of one core the plane used while nothing happened."""
-    before, started = plane.cpu_seconds(), time.monotonic()
+def idle_cpu(planes: list[ScalePlane], seconds: float) -> list[float]:
+    """Percent of one core each plane used over the same window in which nothing happened."""
+    before, started = [p.cpu_seconds() for p in planes], time.monotonic()
     time.sleep(seconds)  # the idle window is the measurement itself
-    return 100 * (plane.cpu_seconds() - before) / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return [100 * (p.cpu_seconds() - b) / elapsed for p, b in zip(planes, before, strict=True)]
 
 
-def list_p50(plane: ScalePlane, path: str, times: int = 15) -> float:
-    return p50([plane.api.request("GET", path)[2] for _ in range(times)])
+def list_p50(planes: list[ScalePlane], path: str, times: int = 15) -> list[float]:
+    samples: list[list[float]] = [[] for _ in planes]
+    for _ in range(times):
+        for plane, out in zip(planes, samples, strict=True):
+            out.append(plane.api.request("GET", path)[2])
+    return [p50(s) for s in samples]
 
 
 def watch_p50(plane: ScalePlane, name: str, times: int = 15) -> float:
     """From a merge-patch's response to the MODIFIED event carrying it, on one open watch."""
     rv = plane.api.must("GET", f"{SERVING}/services")["metadata"]["resourceVersion"]
-    sock = socket.create_connection(("127.0.0.1", plane.api_port))
-    conn = http.client.HTTPConnection("127.0.0.1", plane.api_port)
-    conn.sock = sock
+    conn = http.client.HTTPConnection("127.0.0.1", plane.api_port, timeout=60)
     conn.request("GET", f"{SERVING}/services?watch=true&resourceVersion={rv}")
     stream = conn.getresponse()
     samples = []
@@ -81,26 +86,22 @@ def watch_p50(plane: ScalePlane, name: str, times: int = 15) -> float:
     return p50(samples)
 
 
-def create_to_ready(plane: ScalePlane, step: int) -> float:
-    """p50 seconds (as ms) from POST of a one-replica Service to its Ready event, over ROUNDS."""
-    samples = []
-    for i in range(ROUNDS):
-        name = f"probe-{step}-{i}"
-        rv = plane.api.must("GET", f"{SERVING}/services")["metadata"]["resourceVersion"]
-        conn = http.client.HTTPConnection("127.0.0.1", plane.api_port, timeout=120)
-        conn.request("GET", f"{SERVING}/services?watch=true&resourceVersion={rv}")
-        stream = conn.getresponse()
-        started = time.perf_counter()
-        plane.api.must("POST", f"{SERVING}/services", service(name, plane.root, warm=True))
-        while True:
-            event = json.loads(stream.readline())
-            obj = event["object"]
-            if obj["metadata"]["name"] == name and is_ready(obj):
-                samples.append(time.perf_counter() - started)
-                break
-        conn.close()
-        plane.api.must("DELETE", f"{SERVING}/services/{name}")
-    return p50(samples)
+def create_to_ready(plane: ScalePlane, name: str) -> float:
+    """Seconds from POST of a one-replica Service to its Ready event; the Service is deleted."""
+    rv = plane.api.must("GET", f"{SERVING}/services")["metadata"]["resourceVersion"]
+    conn = http.client.HTTPConnection("127.0.0.1", plane.api_port, timeout=120)
+    conn.request("GET", f"{SERVING}/services?watch=true&resourceVersion={rv}")
+    stream = conn.getresponse()
+    started = time.perf_counter()
+    plane.api.must("POST", f"{SERVING}/services", service(name, plane.root, warm=True))
+    while True:
+        obj = json.loads(stream.readline())["object"]
+        if obj["metadata"]["name"] == name and is_ready(obj):
+            elapsed = time.perf_counter() - started
+            break
+    conn.close()
+    plane.api.must("DELETE", f"{SERVING}/services/{name}")
+    return elapsed
 
 
 def _get_timed(conn: http.client.HTTPConnection, host: str | None) -> float:
@@ -110,27 +111,30 @@ def _get_timed(conn: http.client.HTTPConnection, host: str | None) -> float:
     return time.perf_counter() - started
 
 
-def gateway_p50(plane: ScalePlane, name: str, requests: int) -> tuple[float, float]:
-    """(direct p50, through-gateway p50) in ms, interleaved in blocks of 100."""
-    port = plane.replica_port(f"{name}-00001")
-    direct = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    gateway = http.client.HTTPConnection("127.0.0.1", plane.port, timeout=30)
+def gateway_p50(planes: list[ScalePlane], name: str, requests: int) -> list[tuple[float, float]]:
+    """Per plane, (direct p50, through-gateway p50) in ms, all in interleaved blocks of 100."""
     host = f"{name}.default.localhost"
-    for _ in range(50):  # warm both connections and the gateway's upstream pool
-        _get_timed(direct, None), _get_timed(gateway, host)
-    d, g = [], []
+    pairs = []
+    for plane in planes:
+        port = plane.replica_port(f"{name}-00001")
+        direct = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        gateway = http.client.HTTPConnection("127.0.0.1", plane.port, timeout=30)
+        for _ in range(50):  # warm both connections and the gateway's upstream pool
+            _get_timed(direct, None), _get_timed(gateway, host)
+        pairs.append((direct, gateway, [], []))
     for _ in range(max(1, requests // 100)):
-        d += [_get_timed(direct, None) for _ in range(100)]
-        g += [_get_timed(gateway, host) for _ in range(100)]
-    direct.close()
-    gateway.close()
-    return p50(d), p50(g)
+        for direct, gateway, d, g in pairs:
+            d += [_get_timed(direct, None) for _ in range(100)]
+            g += [_get_timed(gateway, host) for _ in range(100)]
+    for direct, gateway, _, _ in pairs:
+        direct.close()
+        gateway.close()
+    return [(p50(d), p50(g)) for _, _, d, g in pairs]
 
 
 ROWS = [
     ("objects in the store", "objects", "{:.0f}"),
     ("replica processes", "replicas", "{:.0f}"),
-    ("all Services Ready after growing (s)", "settle_s", "{:.1f}"),
     ("plane idle CPU (% of one core)", "idle_cpu", "{:.2f}"),
     ("plane RSS (MiB)", "rss", "{:.0f}"),
     ("list Services p50 (ms)", "list_services", "{:.2f}"),
@@ -145,62 +149,79 @@ ROWS = [
 
 
 def measure(
-    plane: ScalePlane, step: int, objects: int, idle: float, requests: int, profile: bool
-) -> dict[str, float]:
-    started = time.monotonic()
-    plane.grow(step, objects)
-    plane.wait_ready()
-    row: dict[str, float] = {"settle_s": time.monotonic() - started}
-    row["objects"] = plane.object_count()
-    row["replicas"] = (step + 3) // 4
+    ref: ScalePlane, plane: ScalePlane, idle: float, requests: int, profile: str | None
+) -> tuple[Row, Row]:
+    """The reference plane's row and the growing plane's, measured in the same moments."""
+    both = [ref, plane]
+    rows: list[Row] = [{}, {}]
+    for row, p in zip(rows, both, strict=True):
+        row["objects"], row["replicas"] = p.object_count(), (len(p.services) + 3) // 4
     time.sleep(2)  # let the last reconciles and the replicas' first probes pass
-    with profiling(plane.proc.pid, idle, f"{step} services") if profile else nullcontext():
-        row["idle_cpu"] = idle_cpu(plane, idle)
-    row["rss"] = plane.rss_mib()
-    row["list_services"] = list_p50(plane, f"{SERVING}/services")
-    row["list_revisions"] = list_p50(plane, f"{SERVING}/revisions")
+    with profiling(plane.proc.pid, idle, profile) if profile else nullcontext():
+        cpu = idle_cpu(both, idle)
     selector = "labelSelector=serving.knative.dev/service%3Dsvc-0000"
-    row["list_selected"] = list_p50(plane, f"{SERVING}/revisions?{selector}")
-    row["watch"] = watch_p50(plane, "svc-0000")
-    row["direct"], row["through"] = gateway_p50(plane, "svc-0000", requests)
-    row["added"] = row["through"] - row["direct"]
-    row["ready"] = create_to_ready(plane, step)
-    return row
+    lists = [
+        list_p50(both, f"{SERVING}/services"),
+        list_p50(both, f"{SERVING}/revisions"),
+        list_p50(both, f"{SERVING}/revisions?{selector}"),
+    ]
+    for i, row in enumerate(rows):
+        row["idle_cpu"], row["rss"] = cpu[i], both[i].rss_mib()
+        row["list_services"], row["list_revisions"], row["list_selected"] = (x[i] for x in lists)
+    watch: list[list[float]] = [[], []]
+    for _ in range(ROUNDS):  # alternating, so both see the same load
+        for i, p in enumerate(both):
+            watch[i].append(watch_p50(p, "svc-0000", 5))
+    gateway = gateway_p50(both, "svc-0000", requests)
+    ready: list[list[float]] = [[], []]
+    for k in range(ROUNDS):
+        for i, p in enumerate(both):
+            ready[i].append(create_to_ready(p, f"probe-{len(plane.services)}-{k}"))
+    for i, row in enumerate(rows):
+        row["watch"] = statistics.median(watch[i])
+        row["direct"], row["through"] = gateway[i]
+        row["added"] = row["through"] - row["direct"]
+        row["ready"] = p50(ready[i])
+    return rows[0], rows[1]
 
 
-def report(steps: list[int], rows: list[dict[str, float]], load: str) -> None:
+def report(steps: list[int], rows: list[tuple[Row, Row]], load: str) -> None:
     width = max(len(label) for label, _, _ in ROWS)
     print(f"\nscale: the plane's cost as it holds more Services (load when measured: {load})")
-    print(f"{'':{width}}  " + "".join(f"{f'N={s}':>12}" for s in steps) + f"{'last/first':>12}")
+    print("each step beside the reference plane with 1 Service, measured in the same moments")
+    heads = "".join(f"{'1 beside':>10}{f'N={s}':>10}{'ratio':>8}" for s in steps)
+    print(f"{'':{width}}  {heads}")
     for label, key, fmt in ROWS:
-        cells = "".join(f"{fmt.format(r[key]):>12}" for r in rows)
-        first, last = rows[0][key], rows[-1][key]
-        growth = f"{last / first:.2f}x" if first > 0 else "-"
-        print(f"{label:{width}}  {cells}{growth:>12}")
-    first, last, n = rows[0], rows[-1], steps[-1]
+        cells = ""
+        for ref, big in rows:
+            ratio = f"{big[key] / ref[key]:.2f}" if ref[key] > 0 else "-"
+            cells += f"{fmt.format(ref[key]):>10}{fmt.format(big[key]):>10}{ratio:>8}"
+        print(f"{label:{width}}  {cells}")
+    ref, big = rows[-1]
+    n = steps[-1]
+
+    def headline(what: str, key: str, unit: str, fmt: str, goal: str) -> None:
+        ratio = big[key] / ref[key] if ref[key] > 0 else float("inf")
+        print(
+            f"HEADLINE scale {what} at {n} services: {fmt.format(big[key])}{unit} vs"
+            f" {fmt.format(ref[key])}{unit} at 1 = {ratio:.2f} ({goal})"
+        )
+
     print(
-        f"HEADLINE scale idle CPU at {n} services: {last['idle_cpu']:.2f}% of a core"
-        f" vs 2% goal = {last['idle_cpu'] / 2:.2f} (goal < 1)"
+        f"HEADLINE scale idle CPU at {n} services: {big['idle_cpu']:.2f}% of a core"
+        f" vs 2% goal = {big['idle_cpu'] / 2:.2f} (goal < 1; {ref['idle_cpu']:.2f}% at 1)"
     )
-    print(
-        f"HEADLINE scale gateway added p50 with {n} routes: {last['added']:.3f} ms"
-        f" vs {first['added']:.3f} ms with {steps[0]} = {last['added'] / max(first['added'], 1e-6):.2f}"
-        " (goal 1.0)"
-    )
-    print(
-        f"HEADLINE scale watch p50 at {n} services: {last['watch']:.2f} ms vs {first['watch']:.2f}"
-        f" ms at {steps[0]} = {last['watch'] / first['watch']:.2f} (goal ~1)"
-    )
-    print(
-        f"HEADLINE scale create->Ready p50 at {n} services: {last['ready']:.0f} ms vs"
-        f" {first['ready']:.0f} ms at {steps[0]} = {last['ready'] / first['ready']:.2f} (goal ~1)"
-    )
+    headline("gateway added p50", "added", " ms", "{:.3f}", "goal 1.0: same as with one route")
+    headline("list Services p50", "list_services", " ms", "{:.2f}", f"{n} items vs 1")
+    headline("watch event p50", "watch", " ms", "{:.2f}", "goal ~1")
+    headline("create->Ready p50", "ready", " ms", "{:.0f}", "goal ~1")
+    headline("plane RSS", "rss", " MiB", "{:.0f}", "grows with objects held")
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks scale", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="steps 1,10,50, shorter windows")
-    parser.add_argument("--steps", default=None, help="service counts, e.g. 1,20,200")
+    parser.add_argument("--quick", action="store_true", help="steps 10,50, shorter windows")
+    parser.add_argument("--steps", default=None, help="service counts of the growing plane")
     parser.add_argument("--objects-per-service", type=int, default=10)
     parser.add_argument("--idle", type=float, default=None, help="idle window, seconds")
     parser.add_argument("--requests", type=int, default=None, help="gateway GETs per side")
@@ -208,21 +229,30 @@ def main(argv: list[str]) -> None:
         "--profile", action="store_true", help="py-spy the idle plane at the last step"
     )
     args = parser.parse_args(argv)
-    steps = [int(s) for s in (args.steps or ("1,10,50" if args.quick else "1,20,200")).split(",")]
+    steps = [int(s) for s in (args.steps or ("10,50" if args.quick else "20,200")).split(",")]
     idle = args.idle or (4.0 if args.quick else 10.0)
     requests = args.requests or (1000 if args.quick else 3000)
     rows = []
     with tempfile.TemporaryDirectory(prefix="knserve-scale-") as tmp:
-        plane = ScalePlane(Path(tmp))
+        ref = ScalePlane(Path(tmp) / "ref")
+        plane = None
         try:
+            ref.grow(1, args.objects_per_service)
+            plane = ScalePlane(Path(tmp) / "grow")
             for step in steps:
-                print(f"-- {step} services, {step * args.objects_per_service} objects", flush=True)
                 objects = step * args.objects_per_service
-                profile = args.profile and step == steps[-1]
-                rows.append(measure(plane, step, objects, idle, requests, profile))
-                print("   " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()), flush=True)
+                print(f"-- {step} services, {objects} objects", flush=True)
+                started = time.monotonic()
+                plane.grow(step, objects)
+                plane.wait_ready()
+                ref.wait_ready()
+                print(f"   all Ready {time.monotonic() - started:.1f}s after growing", flush=True)
+                profile = f"{step} services" if args.profile and step == steps[-1] else None
+                rows.append(measure(ref, plane, idle, requests, profile))
         finally:
-            plane.close()
+            for p in (plane, ref):
+                if p is not None:
+                    p.close()
     report(steps, rows, " ".join(Path("/proc/loadavg").read_text().split()[:3]))
 
 
