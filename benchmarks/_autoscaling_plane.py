@@ -97,10 +97,10 @@ def stats(values: list[float]) -> str:
 class Plane:
     """`knserve up` in its own process group, with its log, metrics and CLI."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], autoscaler: list[str] = FAST) -> None:
         self.env, self.port, self.api_port = env, free_port(), free_port()
         self.log_path = root / "up.log"
-        scaler = [a for kv in FAST for a in ("--autoscaler", kv)]
+        scaler = [a for kv in autoscaler for a in ("--autoscaler", kv)]
         argv = [
             sys.executable,
             "-m",
@@ -112,6 +112,8 @@ class Plane:
             str(self.port),
             "--api-port",
             str(self.api_port),
+            "--broker-port",
+            str(free_port()),  # not the default 8082, which another plane may hold
             *scaler,
         ]
         with self.log_path.open("wb") as log:

@@ -100,6 +100,10 @@ class EventingController:
         self._brokers = {_id(b) for b in store.list(BROKER)}
         self._applied: dict[str, bytes] = {}  # trigger key -> what set_trigger was last given
         self._keys: dict[tuple[str, str], str] = {}  # (namespace, trigger) -> its key now
+        # (kind, namespace, name) -> the Triggers and Brokers that name it, kept from the store's
+        # events, so a Service's status write is not a scan of every Trigger
+        self._referrers: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
+        self._refers: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
 
     def broker_exists(self, namespace: str, name: str) -> bool:
         """Whether a broker exists (wire to ``Ingress(broker_exists=...)``); kept in memory
@@ -128,10 +132,10 @@ class EventingController:
             for key in self.log.trigger_keys():
                 if key not in wanted:  # its Trigger or Broker was deleted while the plane was down
                     self.log.remove_trigger(key)
-            for obj in brokers:
-                self.mark(BROKER, *_id(obj))
-            for obj in triggers:
-                self.mark(TRIGGER, *_id(obj))
+            for kind, objs in ((BROKER, brokers), (TRIGGER, triggers)):
+                for obj in objs:
+                    self._index(kind, obj, deleted=False)
+                    self.mark(kind, *_id(obj))
             await self._queue.run(self._reconcile, "broker/trigger", self._failed)
 
     def _failed(self, key: tuple[str, str, str], message: str) -> None:
@@ -148,6 +152,8 @@ class EventingController:
     async def _handle(self, event: Event) -> None:
         obj, kind = event.object, event.kind
         namespace, name = _id(obj)
+        if kind in (BROKER, TRIGGER):
+            self._index(kind, obj, deleted=event.type == "DELETED")
         if kind is BROKER:
             if event.type == "DELETED":
                 self._brokers.discard((namespace, name))
@@ -158,9 +164,6 @@ class EventingController:
             else:
                 self._brokers.add((namespace, name))
                 self.mark(BROKER, namespace, name)
-            for trigger in self.store.list(TRIGGER, namespace):
-                if (trigger.get("spec") or {}).get("broker") == name:
-                    self.mark(TRIGGER, namespace, trigger["metadata"]["name"])
         elif kind is TRIGGER:
             if event.type == "DELETED":
                 gone = self._keys.pop((namespace, name), None) or trigger_key(obj)
@@ -169,14 +172,23 @@ class EventingController:
             else:
                 self.mark(TRIGGER, namespace, name)
         if kind in (SERVICE, ISVC, BROKER):
-            # A Trigger or Broker may point at it (subscriber, dead-letter sink).
-            for trigger in self.store.list(TRIGGER, namespace):
-                if _points_at(trigger, kind, namespace, name):
-                    self.mark(TRIGGER, namespace, trigger["metadata"]["name"])
-            if kind is not BROKER:
-                for broker in self.store.list(BROKER, namespace):
-                    if _points_at(broker, kind, namespace, name):
-                        self.mark(BROKER, namespace, broker["metadata"]["name"])
+            # Triggers on it, and Triggers or Brokers pointing at it (subscriber, dead-letter sink)
+            for plural, ns, referrer in list(self._referrers.get((kind.kind, namespace, name), ())):
+                if plural == TRIGGER.plural or kind is not BROKER:
+                    self._queue.mark((plural, ns, referrer))
+
+    def _index(self, kind: Kind, obj: Mapping[str, Any], deleted: bool) -> None:
+        """Keep what a Trigger or Broker refers to in `_referrers` (none once it is deleted)."""
+        key = (kind.plural, *_id(obj))
+        for target in self._refers.pop(key, set()):
+            referrers = self._referrers.get(target, set())
+            referrers.discard(key)
+            if not referrers:
+                self._referrers.pop(target, None)
+        if not deleted:
+            self._refers[key] = targets = _references(kind, obj)
+            for target in targets:
+                self._referrers.setdefault(target, set()).add(key)
 
     # ---- a broker ------------------------------------------------------------------------------
 
@@ -451,19 +463,25 @@ def _id(obj: Mapping[str, Any]) -> tuple[str, str]:
     return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
 
-def _points_at(obj: Mapping[str, Any], kind: Kind, namespace: str, name: str) -> bool:
-    """Whether a Trigger's subscriber or dead-letter sink, or a Broker's sink, refers to it."""
-    spec = obj.get("spec") or {}
+def _references(kind: Kind, obj: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of what a Trigger's broker, subscriber or dead-letter sink, or a
+    Broker's dead-letter sink, refers to."""
+    namespace = obj["metadata"]["namespace"]
+
+    def field(parent: Any, name: str) -> Any:  # stored before admission, it may have any shape
+        return parent.get(name) if isinstance(parent, Mapping) else None
+
+    spec = obj.get("spec")
     refs = [
-        (spec.get("subscriber") or {}).get("ref"),
-        ((spec.get("delivery") or {}).get("deadLetterSink") or {}).get("ref"),
+        field(field(spec, "subscriber"), "ref"),
+        field(field(field(spec, "delivery"), "deadLetterSink"), "ref"),
     ]
-    for ref in refs:
-        if (
-            isinstance(ref, Mapping)
-            and ref.get("kind") == kind.kind
-            and ref.get("name") == name
-            and (ref.get("namespace") or obj["metadata"]["namespace"]) == namespace
-        ):
-            return True
-    return False
+    found = {
+        (str(ref.get("kind")), str(ref.get("namespace") or namespace), str(ref.get("name")))
+        for ref in refs
+        if isinstance(ref, Mapping)
+    }
+    broker = field(spec, "broker")
+    if kind is TRIGGER and broker:
+        found.add((BROKER.kind, namespace, str(broker)))
+    return found

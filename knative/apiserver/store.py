@@ -19,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
-import re
 import sqlite3
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from knserve.knative.apiserver.autoscaler_config import AutoscalerConfig
 from knserve.knative.apiserver.database import open_database, transaction
@@ -43,6 +43,8 @@ from knserve.knative.apiserver.errors import (
 )
 from knserve.knative.apiserver.kinds import Kind, by_plural, named
 from knserve.knative.apiserver.runtime_validation import runtime_priority_errors
+from knserve.knative.apiserver.selectors import label_equalities, selects
+from knserve.knative.apiserver.selectors import selector_matches as selector_matches
 from knserve.knative.apiserver.validation import revision_reference_errors
 
 SCHEMA = """
@@ -52,6 +54,12 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (grp, plural, namespace, name)
 );
 CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
+CREATE TABLE IF NOT EXISTS labels (
+    grp TEXT NOT NULL, plural TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    key TEXT NOT NULL, value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_kv ON labels (grp, plural, key, value, namespace);
+CREATE INDEX IF NOT EXISTS labels_object ON labels (grp, plural, namespace, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('rv', 0);
 """
@@ -102,78 +110,6 @@ def merge_patched(current: dict[str, Any], patch: Any) -> dict[str, Any]:
     return merged
 
 
-_SET_TERM = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\(([^)]*)\)\s*$")
-
-
-def selector_matches(labels: dict[str, str], selector: str | None) -> bool:
-    """Label selectors as Kubernetes reads them: `a=b`, `a==b`, `c!=d`, `e` (exists), `!f`
-    (absent), and the set-based `g in (x,y)`, `h notin (x,y)`; terms joined by commas."""
-    if not selector:
-        return True
-    # commas inside a set's parentheses do not separate terms
-    for term in (t.strip() for t in re.split(r",(?![^(]*\))", selector) if t.strip()):
-        in_set = _SET_TERM.match(term)
-        if in_set:
-            key, op, values = in_set.groups()
-            members = {v.strip() for v in values.split(",") if v.strip()}
-            if (labels.get(key) in members if key in labels else False) != (op == "in"):
-                return False
-        elif "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.split("==" if "==" in term else "=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:].strip() in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
-
-
-# The fields a field selector may name on a namespaced custom resource, as the API server has it.
-FIELD_LABELS = ("metadata.name", "metadata.namespace")
-
-
-def field_selector_terms(selector: str | None) -> list[tuple[str, str, str]]:
-    """Parse a field selector (`metadata.name=hello,metadata.namespace!=x`; `=`, `==`, `!=`)
-    into (field, operator, value) terms; BadRequest with the API server's message otherwise."""
-    terms = []
-    for term in (t.strip() for t in (selector or "").split(",") if t.strip()):
-        for op in ("!=", "==", "="):
-            if op in term:
-                field, value = (part.strip() for part in term.split(op, 1))
-                break
-        else:
-            raise BadRequest(f"invalid selector: '{selector}'; can't understand '{term}'")
-        if field not in FIELD_LABELS:
-            raise BadRequest(
-                f"field label not supported: {field} (custom resources select on "
-                f"{' and '.join(FIELD_LABELS)})"
-            )
-        terms.append((field, "!=" if op == "!=" else "=", value))
-    return terms
-
-
-def selects(
-    label_selector: str | None, field_selector: str | None
-) -> Callable[[dict[str, Any]], bool]:
-    """A predicate for objects that match both selectors (the field selector checked now)."""
-    terms = field_selector_terms(field_selector)
-
-    def matches(obj: dict[str, Any]) -> bool:
-        meta = obj["metadata"]
-        for field, op, value in terms:
-            if (meta.get(field.removeprefix("metadata.")) == value) != (op == "="):
-                return False
-        return selector_matches(meta.get("labels") or {}, label_selector)
-
-    return matches
-
-
 class Store:
     """Objects of every registered kind, in one SQLite file (or in memory with ':memory:').
 
@@ -191,6 +127,7 @@ class Store:
         self._history: deque[tuple[int, Event]] = deque(maxlen=HISTORY)
         # A watch can resume from this resourceVersion or later (events before it are not kept).
         self._history_floor = self.resource_version()
+        self._index_labels()
 
     def close(self) -> None:
         self._db.close()
@@ -218,7 +155,7 @@ class Store:
             "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
             (kind.group, kind.plural, namespace, name),
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        return orjson.loads(row[0]) if row else None
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -238,18 +175,21 @@ class Store:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        if namespace is None:
-            rows = self._db.execute(
-                "SELECT body FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
-                (kind.group, kind.plural),
+        where, args = "grp=? AND plural=?", [kind.group, kind.plural]
+        if namespace is not None:
+            where, args = where + " AND namespace=?", [*args, namespace]
+        # `key=value` terms are looked up in the labels index: a controller listing one
+        # Service's Revisions costs those, not a pass over every Revision.
+        for key, value in label_equalities(label_selector):
+            where += (
+                " AND (namespace, name) IN (SELECT namespace, name FROM labels"
+                " WHERE grp=? AND plural=? AND key=? AND value=?)"
             )
-        else:
-            rows = self._db.execute(
-                "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
-                (kind.group, kind.plural, namespace),
-            )
+            args += [kind.group, kind.plural, key, value]
+        order = "name" if namespace is not None else "namespace, name"
+        rows = self._db.execute(f"SELECT body FROM objects WHERE {where} ORDER BY {order}", args)
         matches = selects(label_selector, field_selector)
-        return [o for o in (json.loads(r[0]) for r in rows) if matches(o)]
+        return [o for o in (orjson.loads(r[0]) for r in rows) if matches(o)]
 
     def resource_version(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()[0])
@@ -352,16 +292,19 @@ class Store:
 
     def _delete_tree(self, db: sqlite3.Connection, kind: Kind, obj: dict[str, Any]) -> Deleted:
         meta = obj["metadata"]
-        db.execute(
-            "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
-            (kind.group, kind.plural, meta.get("namespace", ""), meta["name"]),
-        )
+        for table in ("objects", "labels"):
+            db.execute(
+                f"DELETE FROM {table} WHERE grp=? AND plural=? AND namespace=? AND name=?",
+                (kind.group, kind.plural, meta.get("namespace", ""), meta["name"]),
+            )
         deleted = [(kind, obj)]
         # Cascade: everything an owner reference ties to this uid (Kubernetes' background deletion).
+        # Only rows whose text holds the owner's uid are decoded (not the whole namespace's).
         for grp, plural, body in db.execute(
-            "SELECT grp, plural, body FROM objects WHERE namespace=?", (meta.get("namespace", ""),)
+            "SELECT grp, plural, body FROM objects WHERE namespace=? AND instr(body, ?) > 0",
+            (meta.get("namespace", ""), meta["uid"]),
         ).fetchall():
-            child = json.loads(body)
+            child = orjson.loads(body)
             owners = child["metadata"].get("ownerReferences") or []
             if any(ref.get("uid") == meta["uid"] for ref in owners):
                 child_kind = by_plural(grp, plural)
@@ -423,9 +366,28 @@ class Store:
                 meta["name"],
                 meta["uid"],
                 int(meta["resourceVersion"]),
-                json.dumps(obj, separators=(",", ":")),
+                # orjson: the store's reads decode every listed body, its writes encode one
+                orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode(),
             ),
         )
+        self._write_labels(db, kind.group, kind.plural, meta)
+
+    def _write_labels(self, db: sqlite3.Connection, grp: str, plural: str, meta: Any) -> None:
+        at = (grp, plural, meta.get("namespace", ""), meta["name"])
+        db.execute("DELETE FROM labels WHERE grp=? AND plural=? AND namespace=? AND name=?", at)
+        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+        db.executemany(
+            "INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+            [(*at, str(k), str(v)) for k, v in labels.items()],
+        )
+
+    def _index_labels(self) -> None:
+        """Fill the labels index of a store written before it had one."""
+        if self._db.execute("SELECT 1 FROM labels LIMIT 1").fetchone():
+            return
+        with self._tx() as db:
+            for grp, plural, body in db.execute("SELECT grp, plural, body FROM objects").fetchall():
+                self._write_labels(db, grp, plural, orjson.loads(body)["metadata"])
 
     # ---- watching ----------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class _Tracked:
     last_sample: float = 0.0
     sampler: ResourceSampler = field(default_factory=ResourceSampler)
     usage: ResourceUsage = field(default_factory=ResourceUsage)
+    dormant: bool = False  # at rest at zero: left out of samples and ticks until woken
 
 
 class Multiscaler:
@@ -98,6 +99,7 @@ class Multiscaler:
         tracked = self._tracked.get(key)
         if tracked is not None:
             tracked.spec = spec
+            self._wake(tracked)
             return
         config = AutoscalerConfig.from_annotations(
             spec.annotations, self.config, spec.container_concurrency
@@ -140,6 +142,11 @@ class Multiscaler:
         tracked = self._tracked.get((namespace, revision))
         return tracked.usage if tracked else ResourceUsage()
 
+    def at_rest(self, namespace: str, revision: str) -> bool:
+        """Whether the revision rests at zero: no sample or tick runs for it until it is woken."""
+        tracked = self._tracked.get((namespace, revision))
+        return tracked is not None and tracked.dormant
+
     def hpa(self, namespace: str, revision: str) -> HPAScaler | None:
         """The revision's HPA, when it is of the HPA class."""
         tracked = self._tracked.get((namespace, revision))
@@ -156,6 +163,7 @@ class Multiscaler:
         tracked = self._tracked.get((namespace, revision))
         if tracked is None or isinstance(tracked.autoscaler, HPAScaler):
             return  # an HPA never scales to zero: its replicas are starting already
+        self._wake(tracked)
         if self.supervisor.status(namespace, revision).desired > 0:
             return  # already starting: the held request goes to the first ready replica
         stats = self.gateway.stats(namespace, revision)
@@ -171,7 +179,7 @@ class Multiscaler:
         next_tick = self.clock() + self.config.tick_interval
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)  # a periodic loop: the interval is the event
-            for tracked in list(self._tracked.values()):
+            for tracked in [t for t in self._tracked.values() if not t.dormant]:
                 try:
                     self._sample(tracked)
                 except Exception:  # one revision's bad sample must not stop the others' scaling
@@ -181,7 +189,7 @@ class Multiscaler:
             if self.clock() >= next_tick:
                 next_tick += self.config.tick_interval
                 self.ticks += 1
-                for tracked in list(self._tracked.values()):
+                for tracked in [t for t in self._tracked.values() if not t.dormant]:
                     try:
                         await self._apply(tracked, self._decide(tracked))
                     except Exception:
@@ -224,6 +232,7 @@ class Multiscaler:
         tracked = self._tracked.get((namespace, revision))
         if tracked is None or tracked.decision is None:
             return
+        self._wake(tracked)
         ready = self.supervisor.status(namespace, revision).ready
         self._record(tracked, tracked.autoscaler.observe(ready))
 
@@ -247,6 +256,35 @@ class Multiscaler:
             )
         self._record(tracked, decision)
         await self.supervisor.ensure(spec, decision.desired_pods)
+        tracked.dormant = self._at_rest(tracked, decision)
+
+    def _at_rest(self, tracked: _Tracked, decision: ScaleDecision) -> bool:
+        """Scaled to zero, inactive, nothing running or in flight, empty windows: every tick would
+        decide the same until a request (`on_demand`), a new spec or a replica changes it, so
+        none is run (a plane holding many idle revisions costs nothing per tick for them)."""
+        spec = tracked.spec
+        if (
+            isinstance(tracked.autoscaler, HPAScaler)
+            or decision.desired_pods
+            or decision.active != "False"
+        ):
+            return False
+        if decision.stable_value or decision.panic_value:
+            return False
+        status = self.supervisor.status(spec.namespace, spec.revision)
+        stats = self.gateway.stats(spec.namespace, spec.revision)
+        return not (status.desired or status.ready or stats.in_flight)
+
+    def _wake(self, tracked: _Tracked) -> None:
+        """A dormant revision is sampled and decided again; its next sample covers from now."""
+        if tracked.dormant:
+            tracked.dormant = False
+            stats = self.gateway.stats(tracked.spec.namespace, tracked.spec.revision)
+            tracked.last_total, tracked.last_integral, tracked.last_sample = (
+                stats.requests_total,
+                stats.concurrency_seconds,
+                self.clock(),
+            )
 
     def _record(self, tracked: _Tracked, decision: ScaleDecision) -> None:
         """Keep the decision; tell subscribers if what the Revision's status shows changed."""

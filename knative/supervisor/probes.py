@@ -82,7 +82,9 @@ async def until_failing(host: str, port: int, probes: list[Probe]) -> Probe:
     start = loop.time()
     for probe in probes:
         next_at[probe.kind] = start + probe.period
-    async with httpx.AsyncClient() as client:
+    # Probes are plain HTTP on loopback: a client that loads no CA bundle and reads no proxy
+    # settings costs ~0.5 ms to make, not the ~80 ms (on the plane's loop) of a default one.
+    async with httpx.AsyncClient(verify=False, trust_env=False) as client:
         while True:
             due = min(next_at.values())
             # The kubelet's schedule: probing a process we do not control has no event to await.

@@ -260,6 +260,17 @@ async def test_label_selectors(api) -> None:  # type: ignore[no-untyped-def]
     names = lambda r: [i["metadata"]["name"] for i in r.json()["items"]]  # noqa: E731
     assert names(await client.get(KSVC, params={"labelSelector": "team=ml"})) == ["hello"]
     assert names(await client.get(KSVC, params={"labelSelector": "team!=ml"})) == ["other"]
+    # equality terms are also matched by SQLite (a key with dots and a slash, `==`, with sets)
+    labels = {"example.com/tier": "gpu", "team": "web"}
+    await client.post(KSVC, json=svc(metadata={"name": "third", "labels": labels}))
+    for selector, want in [
+        ("example.com/tier=gpu", ["third"]),
+        ("example.com/tier==gpu,team=web", ["third"]),
+        ("team=web,example.com/tier notin (gpu)", ["other"]),
+        ("team=web, example.com/tier", ["third"]),
+        ("example.com/tier=cpu", []),
+    ]:
+        assert names(await client.get(KSVC, params={"labelSelector": selector})) == want
     assert selector_matches({"a": "1"}, "a,!b") and not selector_matches({"a": "1"}, "!a")
 
 

@@ -12,7 +12,13 @@ import time
 import pytest
 
 from knserve.knative.apiserver.quantity import parse_quantity
-from knserve.knative.autoscaler.resource_usage import ONE_CORE, ResourceSampler, requests
+from knserve.knative.autoscaler.resource_usage import (
+    ONE_CORE,
+    ResourceSampler,
+    _scanned_tree_usage,
+    process_tree_usage,
+    requests,
+)
 
 # A parent that starts a child burning CPU: the replica's usage is the whole tree's.
 TREE = """
@@ -68,6 +74,32 @@ def test_a_replicas_process_tree_is_sampled_for_cpu_and_memory() -> None:
         # a replica failing readiness now is unready, for CPU (its sample is left out)
         third = sampler.sample([(parent.pid, False)], container, time.monotonic() + 1)
         assert not third["cpu"][0].ready
+    finally:
+        for pid in (child, parent.pid):  # only the processes this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait(10)
+
+
+def test_a_tree_walked_down_its_children_is_the_tree_a_scan_of_proc_finds() -> None:
+    """The walk reads only the replicas' processes (cheap with many revisions); it must count
+    what the scan of every process counts: the child's memory with its parent's, gone roots out."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(10)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        walked = process_tree_usage([parent.pid, gone.pid])
+        scanned = _scanned_tree_usage([parent.pid, gone.pid])
+        assert set(walked) == set(scanned) == {parent.pid}
+        alone = process_tree_usage([child])[child][1]
+        # the parent holds the 40 MiB ballast, the child its own interpreter: both are counted
+        assert walked[parent.pid][1] > 40 * 2**20 + alone * 0.8
+        assert abs(walked[parent.pid][1] - scanned[parent.pid][1]) < 8 * 2**20
     finally:
         for pid in (child, parent.pid):  # only the processes this test started
             with contextlib.suppress(ProcessLookupError):
