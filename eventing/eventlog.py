@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,34 +136,51 @@ class EventLog:
     ) -> list[bool]:
         """Store several events in one transaction (all or none); one flag per event, as
         :meth:`append`'s. A duplicate within the batch itself is stored once."""
+        return self.append_groups([(namespace, broker, events)])[0]
+
+    def append_groups(
+        self, groups: Sequence[tuple[str, str, Iterable[Mapping[str, Any]]]]
+    ) -> list[list[bool]]:
+        """Group commit: store the events of several requests, each ``(namespace, broker,
+        events)``, in one transaction (all or none); one list of :meth:`append` flags per group.
+
+        A commit costs far more than a row, so the ingress gathers what arrived meanwhile and
+        commits it at once; every group is durable when this returns, none before.
+        """
         now = self.clock()
-        rows = [_split(event) for event in events]
-        stored = []
+        split = [(ns, broker, [_split(event) for event in events]) for ns, broker, events in groups]
+        flags: list[list[bool]] = []
         with self._tx() as db:
-            for attributes, data in rows:
-                key = (
-                    namespace,
-                    broker,
-                    attributes["source"],
-                    attributes["id"],
-                    attributes["type"],
-                )
-                seen = db.execute(
-                    "SELECT accepted_at FROM seen "
-                    "WHERE namespace=? AND broker=? AND source=? AND id=? AND type=?",
-                    key,
-                ).fetchone()
-                if seen is not None and seen[0] > now - self.retention:
-                    stored.append(False)
-                    continue
-                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?, ?)", (*key, now))
-                db.execute(
+            for namespace, broker, rows in split:
+                stored, new = [], []
+                for attributes, data in rows:
+                    # One statement decides and records: the upsert changes a row only when the
+                    # key is new or its last sighting left the retention window.
+                    fresh = db.execute(
+                        "INSERT INTO seen VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (namespace, broker, source, id, type) "
+                        "DO UPDATE SET accepted_at=excluded.accepted_at "
+                        "WHERE seen.accepted_at <= ?",
+                        (
+                            namespace,
+                            broker,
+                            attributes["source"],
+                            attributes["id"],
+                            attributes["type"],
+                            now,
+                            now - self.retention,
+                        ),
+                    ).rowcount
+                    stored.append(fresh > 0)
+                    if fresh > 0:
+                        new.append((namespace, broker, orjson.dumps(attributes), data, now))
+                db.executemany(
                     "INSERT INTO events (namespace, broker, attributes, data, accepted_at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (namespace, broker, orjson.dumps(attributes), data, now),
+                    new,
                 )
-                stored.append(True)
-        return stored
+                flags.append(stored)
+        return flags
 
     # ---- triggers ------------------------------------------------------------------------------
 
@@ -284,8 +301,15 @@ class EventLog:
 
     def mark_delivered(self, trigger_key: str, seq: int) -> None:
         """The subscriber answered 2xx: this trigger is done with the event."""
-        with self._tx() as db:
-            db.execute("DELETE FROM deliveries WHERE trigger=? AND seq=?", (trigger_key, seq))
+        self.mark_delivered_many([(trigger_key, seq)])
+
+    def mark_delivered_many(self, done: Sequence[tuple[str, int]]) -> list[None]:
+        """Several ``(trigger_key, seq)`` delivered, in one transaction (the dispatcher gathers
+        the deliveries that finish in one loop turn)."""
+        if done:
+            with self._tx() as db:
+                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
+        return [None] * len(done)
 
     def mark_failed(
         self, trigger_key: str, seq: int, attempts: int, next_attempt_at: float

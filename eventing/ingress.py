@@ -44,6 +44,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from knserve.eventing.eventlog import EventLog
+from knserve.eventing.group_commit import GroupCommit
 from knserve.runtime.tracecontext import extract, traceparent
 from knserve.runtime.tracing import Tracer, tracer
 
@@ -76,6 +77,7 @@ _NAME = re.compile(r"[a-z0-9]+")  # CloudEvents 1.0: attribute names are lowerca
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
 )
+_Group = tuple[str, str, Sequence[Mapping[str, Any]]]  # one request's events for the log
 _JSON_TYPE = re.compile(r"(application|text)/([\w.+-]*\+)?json\s*(;.*)?", re.IGNORECASE)
 
 
@@ -260,16 +262,30 @@ class Ingress:
         self.max_body_bytes, self.clock = max_body_bytes, clock
         self.tracer: Tracer | None = tracer("knserve-broker")  # None unless OTEL_* ask for it
         self.accepted: dict[tuple[str, str], int] = {}  # (namespace, broker) -> events stored
+        self.group: GroupCommit[_Group, list[bool]] = GroupCommit(log.append_groups)
 
     def accept(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
-        """Stamp decoded events (TTL, arrival time) and store them in one transaction; returns
-        how many were new. Raises :class:`Rejected` (400) on a spent TTL, storing nothing."""
+        """Stamp decoded events (TTL, arrival time) and store them in one transaction of their
+        own; returns how many were new. Raises :class:`Rejected` (400) on a spent TTL, storing
+        nothing. (Replies take this way; requests share commits through :meth:`commit`.)"""
+        self._stamp(events)
+        return self._stored(namespace, broker, self.log.append_many(namespace, broker, events))
+
+    async def commit(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
+        """:meth:`accept`, in a transaction shared with the other requests ready now (group
+        commit); returns when the events are on disk."""
+        self._stamp(events)
+        return self._stored(namespace, broker, await self.group.add((namespace, broker, events)))
+
+    def _stamp(self, events: Sequence[dict[str, Any]]) -> None:
         arrival = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         for i, event in enumerate(events):
             where = f"event [{i}]: " if len(events) > 1 else ""
             event[TTL] = str(_ttl(event.get(TTL), where))
             event[ARRIVAL_TIME] = arrival
-        stored = sum(self.log.append_many(namespace, broker, events)) if events else 0
+
+    def _stored(self, namespace: str, broker: str, flags: list[bool]) -> int:
+        stored = sum(flags)
         if stored:
             key = (namespace, broker)
             self.accepted[key] = self.accepted.get(key, 0) + stored
@@ -346,7 +362,7 @@ class Ingress:
                     if context.state:
                         event["tracestate"] = context.state
         try:
-            self.accept(namespace, broker, events)
+            await self.commit(namespace, broker, events)
         except sqlite3.Error as exc:
             logger.exception("the event log could not store events for %s/%s", namespace, broker)
             if span is not None and self.tracer is not None:
