@@ -15,6 +15,7 @@ import time
 
 TYPES = 10  # events carry type bench.tick.0 .. bench.tick.9, for triggers to filter on
 
+
 # -- the trivial subscriber ------------------------------------------------------------------------
 def serve_sink(port: int) -> None:
     """Answers every POST with 200 and keeps, per (path, event id), the latency from its
@@ -128,5 +129,3 @@ def run_uvloop(coroutine: object) -> float:
     import uvloop
 
     return uvloop.run(coroutine)  # type: ignore[arg-type,no-any-return]
-
-

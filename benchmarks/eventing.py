@@ -240,7 +240,14 @@ def ceiling(count: int, senders: int) -> float:
     answers at once and stores nothing: what HTTP alone allows here."""
     port = free_port()
     server = subprocess.Popen(
-        [*_taskset(PLANE_CORE), sys.executable, "-m", "benchmarks.eventing", "--serve-sink", str(port)],
+        [
+            *_taskset(PLANE_CORE),
+            sys.executable,
+            "-m",
+            "benchmarks.eventing",
+            "--serve-sink",
+            str(port),
+        ],
         cwd=REPO,
     )
     try:
@@ -252,8 +259,17 @@ def ceiling(count: int, senders: int) -> float:
 
 
 def measure(
-    plane: Plane, sink_url: str, name: str, count: int, conc: int, rate: float | None, *,
-    bare: bool, spy: Path | None = None, triggers: list[dict] | None = None, deliveries: int = 0,
+    plane: Plane,
+    sink_url: str,
+    name: str,
+    count: int,
+    conc: int,
+    rate: float | None,
+    *,
+    bare: bool,
+    spy: Path | None = None,
+    triggers: list[dict] | None = None,
+    deliveries: int = 0,
 ) -> dict[str, object]:
     """One run on fresh brokers: ingress only (`bare`), then end to end with one trigger to the
     sink, or with `triggers` (specs) and `deliveries` expected."""
@@ -343,7 +359,14 @@ def main(argv: list[str]) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="knserve-bench-eventing-"))
     sink_port = free_port()
     sink = subprocess.Popen(
-        [*_taskset(CLIENT_CORE), sys.executable, "-m", "benchmarks.eventing", "--serve-sink", str(sink_port)],
+        [
+            *_taskset(CLIENT_CORE),
+            sys.executable,
+            "-m",
+            "benchmarks.eventing",
+            "--serve-sink",
+            str(sink_port),
+        ],
         cwd=REPO,
     )
     sink_url = f"http://127.0.0.1:{sink_port}/"
@@ -357,7 +380,7 @@ def main(argv: list[str]) -> None:
             f"senders and subscriber on core {CLIENT_CORE}; load {os.getloadavg()[0]:.2f}"
         )
         http_ceiling = ceiling(many, top)
-        for index, conc in enumerate(concs):
+        for conc in concs:
             count = many if conc > 4 else max(1000, many // 10)
             spy = workdir / "spy.txt" if args.profile and conc == top else None
             rows.append(measure(plane, sink_url, f"c{conc}", count, conc, None, bare=True, spy=spy))
@@ -368,9 +391,18 @@ def main(argv: list[str]) -> None:
         if args.triggers:
             count = max(1000, many // 10)
             specs = [trigger_spec(i, sink_url) for i in range(args.triggers)]
-            matched = sum(1 for n in range(count) for i in range(args.triggers) if i % TYPES == n % TYPES)
+            matched = sum(
+                1 for n in range(count) for i in range(args.triggers) if i % TYPES == n % TYPES
+            )
             fan = measure(
-                plane, sink_url, "fanout", count, top, None, bare=False, triggers=specs,
+                plane,
+                sink_url,
+                "fanout",
+                count,
+                top,
+                None,
+                bare=False,
+                triggers=specs,
                 deliveries=matched,
             )
             fan["label"] = f"{top}, {args.triggers} trig"
@@ -381,7 +413,9 @@ def main(argv: list[str]) -> None:
             f"ceiling: a bare httptools server on the plane's core (answers at once, stores "
             f"nothing), {top} senders: {http_ceiling:,.0f} requests/s"
         )
-        print(f"Knative (published, in-memory, not durable, a cluster): {KNATIVE} events/s through a broker.")
+        print(
+            f"Knative (published, in-memory, not durable, a cluster): {KNATIVE} events/s through a broker."
+        )
         print(
             f"HEADLINE broker durable ingress ({top} senders): {best['bare']:,.0f}/s vs Knative "
             f"{KNATIVE_TOP:,}/s (in memory) = {best['bare'] / KNATIVE_TOP:.1f}x; "

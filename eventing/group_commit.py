@@ -56,11 +56,8 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results: list[Result | Exception] = list(self.commit(items))
         except Exception as exc:
-            if len(items) == 1:
-                results = [exc]
-            else:
-                # Nothing of the group was stored: each alone, so a bad one fails only itself.
-                results = [self._alone(item) for item in items]
+            # Nothing of the group was stored: each alone, so a bad one fails only itself.
+            results = [exc] if len(items) == 1 else [self._alone(item) for item in items]
         for waiter, result in zip(waiters, results, strict=True):
             if waiter.done():  # its caller was cancelled (the client went away)
                 continue
