@@ -74,6 +74,7 @@ REQUIRED = ("specversion", "id", "source", "type")
 # Attributes the CloudEvents spec types as strings (URI, Timestamp, String): never a JSON number.
 STRING_ATTRIBUTES = {*REQUIRED, "datacontenttype", "dataschema", "subject", "time"}
 _NAME = re.compile(r"[a-z0-9]+")  # CloudEvents 1.0: attribute names are lowercase a-z and 0-9
+_VALID_NAMES: set[str] = set()  # ce-* names already checked against _NAME
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
 )
@@ -100,7 +101,11 @@ def decode(headers: Mapping[str, str], body: bytes) -> list[dict[str, Any]]:
     """The CloudEvents in one HTTP message (a request to the ingress, or a subscriber's reply),
     each as its attributes (strings) plus ``data`` (the body bytes, or None). Raises
     :class:`Rejected` (400 or 415) naming what is missing or malformed."""
-    headers = {k.lower(): v for k, v in headers.items()}
+    return _decode({k.lower(): v for k, v in headers.items()}, body)
+
+
+def _decode(headers: Mapping[str, str], body: bytes) -> list[dict[str, Any]]:
+    """:func:`decode` for header names already in lower case (the ingress's own)."""
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type.startswith("application/cloudevents-batch"):
         if media_type != BATCH:
@@ -127,7 +132,14 @@ def _binary(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     for header, value in headers.items():
         if not header.startswith("ce-"):
             continue
-        name = _attribute_name(header[3:], f'header "{header}": ')
+        name = header[3:]
+        if name not in _VALID_NAMES:
+            _attribute_name(name, f'header "{header}": ')
+            if len(_VALID_NAMES) < 1024:  # remembered: most senders repeat a few names
+                _VALID_NAMES.add(name)
+        if "%" not in value:
+            event[name] = value
+            continue
         try:  # the HTTP binding percent-encodes what a header cannot carry
             event[name] = unquote(value, errors="strict")
         except UnicodeDecodeError:
@@ -356,7 +368,7 @@ class Ingress:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large(int(declared))
-        events = decode(headers, await self._read(receive))
+        events = _decode(headers, await self._read(receive))
         context = extract(headers.get)
         span = None
         if self.tracer is not None:
