@@ -68,6 +68,10 @@ class BrokerPlane:
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
+                # per-request work an event sender has no use for (the profile shows each)
+                proxy_headers=False,
+                server_header=False,
+                date_header=False,
             )
         )
 

@@ -57,6 +57,7 @@ from knserve.eventing.delivery_outcome import Outcome, TriggerStats
 from knserve.eventing.encoding import is_cloudevent
 from knserve.eventing.eventlog import EventLog, StoredEvent
 from knserve.eventing.filters import Predicate
+from knserve.eventing.group_commit import GroupCommit
 from knserve.eventing.ingress import MAX_BODY_BYTES, TTL, Rejected, decode
 from knserve.eventing.message_sender import Answer, LeanSender, MessageSender
 from knserve.runtime.tracing import tracer
@@ -147,6 +148,7 @@ class Dispatcher:
         self._triggers: dict[str, _Trigger] = {}
         self._by_broker: dict[tuple[str, str], set[str]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
+        self._delivered: GroupCommit[tuple[str, int], None] = GroupCommit(log.mark_delivered_many)
 
     # ---- configuration (the controller) --------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Dispatcher:
         trigger = self._register(key, namespace, broker)
         trigger.subscription = None
         await self._stop(trigger)
+        self._delivered.flush()
         self.log.release(key)
 
     async def remove_trigger(self, key: str) -> None:
@@ -223,6 +226,8 @@ class Dispatcher:
             self._housekeeping = None
         for trigger in list(self._triggers.values()):
             await self._stop(trigger)
+        self._delivered.flush()  # before the release, or those would be claimed again
+        for trigger in self._triggers.values():
             self.log.release(trigger.key)
         self.sender.close()
 
@@ -281,8 +286,12 @@ class Dispatcher:
             if timeout is None:
                 await trigger.wakeup.wait()
             elif timeout > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+                # as the wait ends (a delivery finishing while close() cancels), and the loop
+                # would then outlive close() forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(trigger.wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await trigger.wakeup.wait()
             else:
                 await asyncio.sleep(0)  # due already: go round, letting others run
 
@@ -352,7 +361,9 @@ class Dispatcher:
         attempts = event.attempts + 1
         dead_lettered = False
         if decision.action is Action.DELIVERED:
-            self.log.mark_delivered(trigger.key, event.seq)
+            # Shares its transaction with the others that finish in this loop turn; until it
+            # commits the event stays claimed, so nothing claims it again.
+            await self._delivered.add((trigger.key, event.seq))
             trigger.stats.delivered += 1
         elif decision.action is Action.RETRY:
             self.log.mark_failed(trigger.key, event.seq, attempts, self.clock() + decision.delay)

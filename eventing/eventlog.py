@@ -11,7 +11,10 @@ One SQLite file (WAL) per plane holds four tables:
   not stored again. The type is part of the key because KServe's payload logger sends an
   inference's request and response with the same source and id (the inference id) and different
   types; Knative's brokers, which do not de-duplicate at all, deliver both, and so must this one.
-* ``triggers`` -- per trigger, its broker and a cursor: the last ``seq`` it has looked at.
+* ``triggers`` -- per trigger, its broker and a cursor: the last ``seq`` it has looked at (a
+  trigger that only skips events, its filter taking none, moves its cursor in memory and stores
+  it with its next claim or at compaction, so that a broker's many non-matching triggers write
+  nothing per event; after a crash they read those events again and skip them again).
   A trigger registered now starts at the current end of the log, as a new Knative Trigger only
   gets events that arrive after it is ready; a registered trigger keeps its cursor across
   restarts, so nothing accepted in between is skipped.
@@ -25,7 +28,9 @@ moves the cursor past new events, creating their delivery rows in the same trans
 when the log is reopened, so an accepted event is delivered at least once to every trigger that
 took it; :meth:`~EventLog.compact` deletes events no trigger still needs.
 
-Durability: a transaction commits before :meth:`~EventLog.append` returns. In WAL mode with
+Durability: a transaction commits before :meth:`~EventLog.append` returns;
+:meth:`~EventLog.append_groups` and :meth:`~EventLog.mark_delivered_many` put many requests'
+writes in one (group commit, :mod:`knserve.eventing.group_commit`). In WAL mode with
 ``synchronous=NORMAL`` a commit survives a crash or ``kill -9`` of the process (what the broker
 promises); ``fsync=True`` makes it survive a power loss too, at a cost in throughput. Times are
 Unix seconds from the injected ``clock`` (wall time, because they outlive the process). The log
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +55,7 @@ __all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
 
 DEFAULT_RETENTION = 600.0  # seconds: the de-duplication window (10 minutes)
 _SCAN = 500  # events read per step when moving a trigger's cursor past events it does not match
+_DECODED = 4096  # recent events whose decoded attributes are kept for the next trigger to read
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -107,6 +113,10 @@ class EventLog:
     ) -> None:
         self.path, self.retention, self.clock = str(path), retention, clock
         self._db = open_database(self.path, SCHEMA, fsync=fsync)
+        # Per trigger, how far it has read past its stored cursor without taking anything: kept
+        # in memory only, as reading those events again after a restart takes nothing again.
+        self._skipped: dict[str, int] = {}
+        self._decoded: dict[int, dict[str, Any]] = {}
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
         if "type" not in columns:
             # A log from before the type joined the key: its ten-minute memory is dropped.
@@ -136,34 +146,51 @@ class EventLog:
     ) -> list[bool]:
         """Store several events in one transaction (all or none); one flag per event, as
         :meth:`append`'s. A duplicate within the batch itself is stored once."""
+        return self.append_groups([(namespace, broker, events)])[0]
+
+    def append_groups(
+        self, groups: Sequence[tuple[str, str, Iterable[Mapping[str, Any]]]]
+    ) -> list[list[bool]]:
+        """Group commit: store the events of several requests, each ``(namespace, broker,
+        events)``, in one transaction (all or none); one list of :meth:`append` flags per group.
+
+        A commit costs far more than a row, so the ingress gathers what arrived meanwhile and
+        commits it at once; every group is durable when this returns, none before.
+        """
         now = self.clock()
-        rows = [_split(event) for event in events]
-        stored = []
+        split = [(ns, broker, [_split(event) for event in events]) for ns, broker, events in groups]
+        flags: list[list[bool]] = []
         with self._tx() as db:
-            for attributes, data in rows:
-                key = (
-                    namespace,
-                    broker,
-                    attributes["source"],
-                    attributes["id"],
-                    attributes["type"],
-                )
-                seen = db.execute(
-                    "SELECT accepted_at FROM seen "
-                    "WHERE namespace=? AND broker=? AND source=? AND id=? AND type=?",
-                    key,
-                ).fetchone()
-                if seen is not None and seen[0] > now - self.retention:
-                    stored.append(False)
-                    continue
-                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?, ?)", (*key, now))
-                db.execute(
+            for namespace, broker, rows in split:
+                stored, new = [], []
+                for attributes, data in rows:
+                    # One statement decides and records: the upsert changes a row only when the
+                    # key is new or its last sighting left the retention window.
+                    fresh = db.execute(
+                        "INSERT INTO seen VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (namespace, broker, source, id, type) "
+                        "DO UPDATE SET accepted_at=excluded.accepted_at "
+                        "WHERE seen.accepted_at <= ?",
+                        (
+                            namespace,
+                            broker,
+                            attributes["source"],
+                            attributes["id"],
+                            attributes["type"],
+                            now,
+                            now - self.retention,
+                        ),
+                    ).rowcount
+                    stored.append(fresh > 0)
+                    if fresh > 0:
+                        new.append((namespace, broker, orjson.dumps(attributes), data, now))
+                db.executemany(
                     "INSERT INTO events (namespace, broker, attributes, data, accepted_at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (namespace, broker, orjson.dumps(attributes), data, now),
+                    new,
                 )
-                stored.append(True)
-        return stored
+                flags.append(stored)
+        return flags
 
     # ---- triggers ------------------------------------------------------------------------------
 
@@ -189,12 +216,14 @@ class EventLog:
 
     def remove_trigger(self, trigger_key: str) -> None:
         """Forget a trigger and everything it had not delivered (the Trigger was deleted)."""
+        self._skipped.pop(trigger_key, None)
         with self._tx() as db:
             db.execute("DELETE FROM deliveries WHERE trigger=?", (trigger_key,))
             db.execute("DELETE FROM triggers WHERE key=?", (trigger_key,))
 
     def remove_broker(self, namespace: str, broker: str) -> None:
         """Forget a broker's events, de-duplication memory and triggers (the Broker was deleted)."""
+        self._skipped.clear()  # the others' read again from their stored cursors: harmless
         with self._tx() as db:
             db.execute(
                 "DELETE FROM deliveries WHERE trigger IN "
@@ -225,54 +254,72 @@ class EventLog:
         if limit < 1:
             return []
         now = self.clock()
+        db = self._db
+        # Read first, outside a transaction (the log has one user, so nothing moves meanwhile):
+        # a trigger whose filter takes none of the new events writes nothing, which is what most
+        # of a broker's many triggers see for most events.
+        trigger = db.execute(
+            "SELECT namespace, broker, cursor FROM triggers WHERE key=?", (trigger_key,)
+        ).fetchone()
+        if trigger is None:
+            raise ValueError(f'trigger "{trigger_key}" is not registered; call add_trigger first')
+        namespace, broker, stored_cursor = trigger
+        cursor = max(stored_cursor, self._skipped.get(trigger_key, 0))
+        claimed = [
+            _event(row[:6], attempts=row[6])
+            for row in db.execute(
+                f"SELECT {_EVENT_COLUMNS}, d.attempts FROM deliveries d JOIN events e USING (seq) "
+                "WHERE d.trigger=? AND d.in_flight=0 AND d.next_attempt_at<=? "
+                "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                (trigger_key, now, limit),
+            ).fetchall()
+        ]
+        fresh: list[StoredEvent] = []
+        step = max(_SCAN, limit)
+        while len(claimed) + len(fresh) < limit:
+            read = 0
+            # Iterated, not fetched: SQLite steps row by row, so stopping at the limit does not
+            # read the rest of the step.
+            for seq, attributes, data, accepted_at in db.execute(
+                "SELECT seq, attributes, data, accepted_at FROM events WHERE namespace=? "
+                "AND broker=? AND seq>? ORDER BY seq LIMIT ?",
+                (namespace, broker, cursor, step),
+            ):
+                read += 1
+                cursor = seq  # taken or skipped, the trigger is past it
+                decoded = self._attributes(seq, attributes)
+                if matches is None or matches(decoded):
+                    fresh.append(StoredEvent(seq, namespace, broker, decoded, data, accepted_at))
+                    if len(claimed) + len(fresh) == limit:
+                        break
+            if read < step:
+                break  # read to the end of the log (or filled up)
+        if not claimed and not fresh:
+            if cursor > stored_cursor:
+                self._skipped[trigger_key] = cursor  # written with the trigger's next claim
+            return []
         with self._tx() as db:
-            trigger = db.execute(
-                "SELECT namespace, broker, cursor FROM triggers WHERE key=?", (trigger_key,)
-            ).fetchone()
-            if trigger is None:
-                raise ValueError(
-                    f'trigger "{trigger_key}" is not registered; call add_trigger first'
-                )
-            namespace, broker, cursor = trigger
-            claimed = [
-                _event(row[:6], attempts=row[6])
-                for row in db.execute(
-                    f"SELECT {_EVENT_COLUMNS}, d.attempts FROM deliveries d JOIN events e USING (seq) "
-                    "WHERE d.trigger=? AND d.in_flight=0 AND d.next_attempt_at<=? "
-                    "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                    (trigger_key, now, limit),
-                ).fetchall()
-            ]
             db.executemany(
                 "UPDATE deliveries SET in_flight=1 WHERE trigger=? AND seq=?",
                 [(trigger_key, e.seq) for e in claimed],
             )
-            fresh: list[StoredEvent] = []
-            step = max(_SCAN, limit)
-            while len(claimed) + len(fresh) < limit:
-                read = 0
-                # Iterated, not fetched: SQLite steps row by row, so stopping at the limit
-                # does not decode the rest of the step.
-                for row in db.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.namespace=? AND e.broker=? "
-                    "AND e.seq>? ORDER BY e.seq LIMIT ?",
-                    (namespace, broker, cursor, step),
-                ):
-                    read += 1
-                    event = _event(row)
-                    cursor = event.seq  # taken or skipped, the trigger is past it
-                    if matches is None or matches(event.attributes):
-                        fresh.append(event)
-                        if len(claimed) + len(fresh) == limit:
-                            break
-                if read < step:
-                    break  # read to the end of the log (or filled up)
             db.executemany(
                 "INSERT INTO deliveries VALUES (?, ?, 0, ?, 1)",
                 [(trigger_key, e.seq, now) for e in fresh],
             )
             db.execute("UPDATE triggers SET cursor=? WHERE key=?", (cursor, trigger_key))
+        self._skipped.pop(trigger_key, None)
         return claimed + fresh
+
+    def _attributes(self, seq: int, raw: bytes) -> dict[str, Any]:
+        """An event's attributes, decoded once for all the triggers that read it (shared: the
+        readers only read them)."""
+        decoded = self._decoded.get(seq)
+        if decoded is None:
+            decoded = self._decoded[seq] = orjson.loads(raw)
+            if len(self._decoded) > _DECODED:
+                del self._decoded[next(iter(self._decoded))]  # the oldest
+        return decoded
 
     def release(self, trigger_key: str) -> int:
         """Make the trigger's in-flight events due again, as a restart would (its delivery worker
@@ -284,8 +331,15 @@ class EventLog:
 
     def mark_delivered(self, trigger_key: str, seq: int) -> None:
         """The subscriber answered 2xx: this trigger is done with the event."""
-        with self._tx() as db:
-            db.execute("DELETE FROM deliveries WHERE trigger=? AND seq=?", (trigger_key, seq))
+        self.mark_delivered_many([(trigger_key, seq)])
+
+    def mark_delivered_many(self, done: Sequence[tuple[str, int]]) -> list[None]:
+        """Several ``(trigger_key, seq)`` delivered, in one transaction (the dispatcher gathers
+        the deliveries that finish in one loop turn)."""
+        if done:
+            with self._tx() as db:
+                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
+        return [None] * len(done)
 
     def mark_failed(
         self, trigger_key: str, seq: int, attempts: int, next_attempt_at: float
@@ -340,8 +394,8 @@ class EventLog:
         row = self._db.execute(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE trigger=t.key) + "
             "(SELECT COUNT(*) FROM events e WHERE e.namespace=t.namespace AND e.broker=t.broker "
-            "AND e.seq>t.cursor) FROM triggers t WHERE t.key=?",
-            (trigger_key,),
+            "AND e.seq>MAX(t.cursor, ?)) FROM triggers t WHERE t.key=?",
+            (self._skipped.get(trigger_key, 0), trigger_key),
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -352,6 +406,12 @@ class EventLog:
         entries older than the retention window; returns how many events went. Call it now and
         then (the dispatcher's idle tick): nothing else removes events."""
         with self._tx() as db:
+            # Cursors moved only in memory are stored now, or what they skipped would stay.
+            db.executemany(
+                "UPDATE triggers SET cursor=? WHERE key=? AND cursor<?",
+                [(cursor, key, cursor) for key, cursor in self._skipped.items()],
+            )
+            self._skipped.clear()
             db.execute("DELETE FROM seen WHERE accepted_at <= ?", (self.clock() - self.retention,))
             return db.execute(
                 "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=events.seq) "

@@ -75,7 +75,16 @@ def all_of(predicates: Sequence[Predicate]) -> Predicate:
     if len(predicates) == 1:
         return predicates[0]
     items = tuple(predicates)
-    return lambda attrs: all(predicate(attrs) for predicate in items)
+
+    def every(attrs: Attributes) -> bool:
+        # A loop, not all() over a generator: this runs per event per trigger, and the
+        # generator costs more than the checks it runs.
+        for predicate in items:  # noqa: SIM110
+            if not predicate(attrs):
+                return False
+        return True
+
+    return every
 
 
 def any_of(predicates: Sequence[Predicate]) -> Predicate:
@@ -98,7 +107,17 @@ def _always(attrs: Attributes) -> bool:
 def _exact(expected: Mapping[str, str]) -> Predicate:
     items = tuple(expected.items())
     # A missing attribute reads as None, which never equals a (non-empty) filter value.
-    return lambda attrs: all(attrs.get(name) == value for name, value in items)
+    if len(items) == 1:  # the usual filter (on type): one comparison, no loop
+        ((name, value),) = items
+        return lambda attrs: attrs.get(name) == value
+
+    def every(attrs: Attributes) -> bool:
+        for name, value in items:  # noqa: SIM110 (a loop: all() over a generator costs more)
+            if attrs.get(name) != value:
+                return False
+        return True
+
+    return every
 
 
 def _affix(expected: Mapping[str, str], at_start: bool) -> Predicate:
@@ -263,6 +282,8 @@ def compile_filters(
         raise FilterError("spec.filters", f"must be a list of filters, got {_describe(filters)}")
     if filters:
         return all_of([_compile(spec, f"spec.filters[{i}]", 1) for i, spec in enumerate(filters)])
+    if attributes and all(attributes.values()):
+        return _exact(attributes)  # no "any value" entries: an exact match, the cheaper way
     if attributes:
         return lambda attrs: match_attributes(attributes, attrs)
     return _always

@@ -44,6 +44,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from knserve.eventing.eventlog import EventLog
+from knserve.eventing.group_commit import GroupCommit
 from knserve.runtime.tracecontext import extract, traceparent
 from knserve.runtime.tracing import Tracer, tracer
 
@@ -73,9 +74,11 @@ REQUIRED = ("specversion", "id", "source", "type")
 # Attributes the CloudEvents spec types as strings (URI, Timestamp, String): never a JSON number.
 STRING_ATTRIBUTES = {*REQUIRED, "datacontenttype", "dataschema", "subject", "time"}
 _NAME = re.compile(r"[a-z0-9]+")  # CloudEvents 1.0: attribute names are lowercase a-z and 0-9
+_VALID_NAMES: set[str] = set()  # ce-* names already checked against _NAME
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
 )
+_Group = tuple[str, str, Sequence[Mapping[str, Any]]]  # one request's events for the log
 _JSON_TYPE = re.compile(r"(application|text)/([\w.+-]*\+)?json\s*(;.*)?", re.IGNORECASE)
 
 
@@ -98,7 +101,11 @@ def decode(headers: Mapping[str, str], body: bytes) -> list[dict[str, Any]]:
     """The CloudEvents in one HTTP message (a request to the ingress, or a subscriber's reply),
     each as its attributes (strings) plus ``data`` (the body bytes, or None). Raises
     :class:`Rejected` (400 or 415) naming what is missing or malformed."""
-    headers = {k.lower(): v for k, v in headers.items()}
+    return _decode({k.lower(): v for k, v in headers.items()}, body)
+
+
+def _decode(headers: Mapping[str, str], body: bytes) -> list[dict[str, Any]]:
+    """:func:`decode` for header names already in lower case (the ingress's own)."""
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type.startswith("application/cloudevents-batch"):
         if media_type != BATCH:
@@ -125,7 +132,14 @@ def _binary(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     for header, value in headers.items():
         if not header.startswith("ce-"):
             continue
-        name = _attribute_name(header[3:], f'header "{header}": ')
+        name = header[3:]
+        if name not in _VALID_NAMES:
+            _attribute_name(name, f'header "{header}": ')
+            if len(_VALID_NAMES) < 1024:  # remembered: most senders repeat a few names
+                _VALID_NAMES.add(name)
+        if "%" not in value:
+            event[name] = value
+            continue
         try:  # the HTTP binding percent-encodes what a header cannot carry
             event[name] = unquote(value, errors="strict")
         except UnicodeDecodeError:
@@ -260,16 +274,31 @@ class Ingress:
         self.max_body_bytes, self.clock = max_body_bytes, clock
         self.tracer: Tracer | None = tracer("knserve-broker")  # None unless OTEL_* ask for it
         self.accepted: dict[tuple[str, str], int] = {}  # (namespace, broker) -> events stored
+        self._second, self._second_text = -1, ""  # the last second _arrival formatted
+        self.group: GroupCommit[_Group, list[bool]] = GroupCommit(log.append_groups)
 
     def accept(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
-        """Stamp decoded events (TTL, arrival time) and store them in one transaction; returns
-        how many were new. Raises :class:`Rejected` (400) on a spent TTL, storing nothing."""
-        arrival = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        """Stamp decoded events (TTL, arrival time) and store them in one transaction of their
+        own; returns how many were new. Raises :class:`Rejected` (400) on a spent TTL, storing
+        nothing. (Replies take this way; requests share commits through :meth:`commit`.)"""
+        self._stamp(events)
+        return self._stored(namespace, broker, self.log.append_many(namespace, broker, events))
+
+    async def commit(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
+        """:meth:`accept`, in a transaction shared with the other requests ready now (group
+        commit); returns when the events are on disk."""
+        self._stamp(events)
+        return self._stored(namespace, broker, await self.group.add((namespace, broker, events)))
+
+    def _stamp(self, events: Sequence[dict[str, Any]]) -> None:
+        arrival = self._arrival(self.clock())
         for i, event in enumerate(events):
             where = f"event [{i}]: " if len(events) > 1 else ""
             event[TTL] = str(_ttl(event.get(TTL), where))
             event[ARRIVAL_TIME] = arrival
-        stored = sum(self.log.append_many(namespace, broker, events)) if events else 0
+
+    def _stored(self, namespace: str, broker: str, flags: list[bool]) -> int:
+        stored = sum(flags)
         if stored:
             key = (namespace, broker)
             self.accepted[key] = self.accepted.get(key, 0) + stored
@@ -279,6 +308,15 @@ class Ingress:
             except Exception:  # the events are stored: the 202 stands, the dispatcher will poll
                 logger.exception("on_accepted failed for broker %s/%s", namespace, broker)
         return stored
+
+    def _arrival(self, now: float) -> str:
+        """``now`` in RFC 3339 UTC with microseconds; the date and time of day are formatted once
+        per second (strftime was a visible share of an event's cost)."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{min(999999, round((now - second) * 1e6)):06d}Z"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -330,7 +368,7 @@ class Ingress:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large(int(declared))
-        events = decode(headers, await self._read(receive))
+        events = _decode(headers, await self._read(receive))
         context = extract(headers.get)
         span = None
         if self.tracer is not None:
@@ -346,7 +384,7 @@ class Ingress:
                     if context.state:
                         event["tracestate"] = context.state
         try:
-            self.accept(namespace, broker, events)
+            await self.commit(namespace, broker, events)
         except sqlite3.Error as exc:
             logger.exception("the event log could not store events for %s/%s", namespace, broker)
             if span is not None and self.tracer is not None:
