@@ -179,3 +179,53 @@ async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_re
     assert "closed it without a word of HTTP/2" in answer.text
     assert "revisions whose container port is named h2c" in answer.text
     assert gateway.stats("default", "iris-1").in_flight == 0
+
+
+class _ConnectionFieldsReplica(asyncio.Protocol):
+    """An h2c server (h2's own state machine) that answers with HTTP/1.1's connection fields,
+    which HTTP/2 forbids: a client that checks them would drop the whole connection."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection
+
+        self.transport: Any = transport
+        config = H2Configuration(
+            client_side=False, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        self.conn = H2Connection(config)
+        self.conn.initiate_connection()
+        self.transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        from h2.events import StreamEnded
+
+        for event in self.conn.receive_data(data):
+            if isinstance(event, StreamEnded):
+                headers = [(b":status", b"200"), (b"connection", b"keep-alive")]
+                headers += [(b"keep-alive", b"timeout=5"), (b"content-type", b"text/plain")]
+                self.conn.send_headers(event.stream_id, headers)
+                self.conn.send_data(event.stream_id, b"ok", end_stream=True)
+        self.transport.write(self.conn.data_to_send())
+
+
+async def test_a_replicas_connection_fields_do_not_reach_an_http2_client() -> None:
+    server = await asyncio.get_running_loop().create_server(
+        _ConnectionFieldsReplica, "127.0.0.1", 0
+    )
+    endpoints = Endpoints()
+    endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{server.sockets[0].getsockname()[1]}",)
+    gateway = Gateway(endpoints)
+    await gateway.start("127.0.0.1", 0)
+    try:
+        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            url = f"http://127.0.0.1:{gateway.port}/"
+            answers = [await client.get(url, headers={"Host": HOST}) for _ in range(2)]
+    finally:
+        await gateway.close()
+        server.close()
+    for answer in answers:
+        assert answer.http_version == "HTTP/2" and answer.status_code == 200, answer.text
+        assert answer.text == "ok"
+        assert "connection" not in answer.headers and "keep-alive" not in answer.headers
