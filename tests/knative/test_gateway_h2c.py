@@ -161,20 +161,25 @@ async def test_a_grpc_call_waits_for_a_replica_and_unknown_hosts_get_grpc_codes(
     assert "No route serves host 'nope.localhost'" in plain.text
 
 
-async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_replica) -> None:  # type: ignore[no-untyped-def]
-    replica = await start_replica("http1")
+async def _http2_twice(endpoint: str) -> tuple[Gateway, list[httpx.Response]]:
+    """Two HTTP/2 requests through a gateway whose one route goes to the replica at `endpoint`."""
     endpoints = Endpoints()
-    endpoints.ready[("default", "iris-1")] = (replica.endpoint,)
+    endpoints.ready[("default", "iris-1")] = (endpoint,)
     gateway = Gateway(endpoints)
     await gateway.start("127.0.0.1", 0)
     try:
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
         async with httpx.AsyncClient(http1=False, http2=True) as client:
             url = f"http://127.0.0.1:{gateway.port}/"
-            answer = await client.get(url, headers={"Host": HOST})
-            again = await client.get(url, headers={"Host": HOST})  # the gateway is still there
+            answers = [await client.get(url, headers={"Host": HOST}) for _ in range(2)]
     finally:
         await gateway.close()
+    return gateway, answers
+
+
+async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_replica) -> None:  # type: ignore[no-untyped-def]
+    replica = await start_replica("http1")
+    gateway, (answer, again) = await _http2_twice(replica.endpoint)  # again: the gateway stays up
     assert answer.status_code == again.status_code == 502
     assert "closed it without a word of HTTP/2" in answer.text
     assert "revisions whose container port is named h2c" in answer.text
@@ -213,17 +218,9 @@ async def test_a_replicas_connection_fields_do_not_reach_an_http2_client() -> No
     server = await asyncio.get_running_loop().create_server(
         _ConnectionFieldsReplica, "127.0.0.1", 0
     )
-    endpoints = Endpoints()
-    endpoints.ready[("default", "iris-1")] = (f"127.0.0.1:{server.sockets[0].getsockname()[1]}",)
-    gateway = Gateway(endpoints)
-    await gateway.start("127.0.0.1", 0)
     try:
-        gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
-        async with httpx.AsyncClient(http1=False, http2=True) as client:
-            url = f"http://127.0.0.1:{gateway.port}/"
-            answers = [await client.get(url, headers={"Host": HOST}) for _ in range(2)]
+        _, answers = await _http2_twice(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
     finally:
-        await gateway.close()
         server.close()
     for answer in answers:
         assert answer.http_version == "HTTP/2" and answer.status_code == 200, answer.text
