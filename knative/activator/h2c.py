@@ -263,15 +263,12 @@ class H2Stream:
     def response_head(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.state:
             return
-        self.response_started = True
-        self.ended = end
         kept: list[tuple[bytes, bytes]] = []
         has_id = False
+        status = b""
         for name, value in headers:
             if name == b":status":
-                self.status = int(value)
-                if self.record is not None:
-                    self.record.status = self.status
+                status = value
             elif name == b"x-request-id":
                 has_id = True
                 kept.append(NeverIndexedHeaderTuple(name, value))
@@ -279,6 +276,17 @@ class H2Stream:
             elif name in HOP_BY_HOP:
                 continue  # HTTP/2 forbids them; h2 does not check a replica's (see H2Peer)
             kept.append((name, value))
+        if not (len(status) == 3 and status.isdigit()):  # h2 leaves a replica's head to us
+            where = self.upstream.endpoint if self.upstream is not None else "?"
+            self.respond_error(
+                502, f"Replica {where} answered without a valid :status ({status!r}): not HTTP/2"
+            )
+            return
+        self.response_started = True
+        self.ended = end
+        self.status = int(status)
+        if self.record is not None:
+            self.record.status = self.status
         if not has_id and self.request_id:
             kept.append(NeverIndexedHeaderTuple(b"x-request-id", self.request_id))
         self._client_headers(kept, end=end)

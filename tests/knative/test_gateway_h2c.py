@@ -188,7 +188,8 @@ async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_re
 
 class _ConnectionFieldsReplica(asyncio.Protocol):
     """An h2c server (h2's own state machine) that answers with HTTP/1.1's connection fields,
-    which HTTP/2 forbids: a client that checks them would drop the whole connection."""
+    which HTTP/2 forbids (a client that checks them would drop the whole connection), and every
+    other time with no :status."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         from h2.config import H2Configuration
@@ -207,14 +208,16 @@ class _ConnectionFieldsReplica(asyncio.Protocol):
 
         for event in self.conn.receive_data(data):
             if isinstance(event, StreamEnded):
-                headers = [(b":status", b"200"), (b"connection", b"keep-alive")]
-                headers += [(b"keep-alive", b"timeout=5"), (b"content-type", b"text/plain")]
+                # every other answer has no :status at all
+                status = [(b":status", b"200")] if event.stream_id % 4 == 1 else []
+                headers = [*status, (b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5")]
+                headers.append((b"content-type", b"text/plain"))
                 self.conn.send_headers(event.stream_id, headers)
                 self.conn.send_data(event.stream_id, b"ok", end_stream=True)
         self.transport.write(self.conn.data_to_send())
 
 
-async def test_a_replicas_connection_fields_do_not_reach_an_http2_client() -> None:
+async def test_a_replicas_connection_fields_are_dropped_and_a_missing_status_is_a_502() -> None:
     server = await asyncio.get_running_loop().create_server(
         _ConnectionFieldsReplica, "127.0.0.1", 0
     )
@@ -222,7 +225,9 @@ async def test_a_replicas_connection_fields_do_not_reach_an_http2_client() -> No
         _, answers = await _http2_twice(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
     finally:
         server.close()
-    for answer in answers:
-        assert answer.http_version == "HTTP/2" and answer.status_code == 200, answer.text
-        assert answer.text == "ok"
-        assert "connection" not in answer.headers and "keep-alive" not in answer.headers
+    answer, headless = answers
+    assert answer.http_version == "HTTP/2" and answer.status_code == 200, answer.text
+    assert answer.text == "ok"
+    assert "connection" not in answer.headers and "keep-alive" not in answer.headers
+    assert headless.status_code == 502
+    assert "answered without a valid :status (b'')" in headless.text
