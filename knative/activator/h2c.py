@@ -27,6 +27,7 @@ from urllib.parse import quote
 from h2 import events
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
+from hpack import NeverIndexedHeaderTuple
 
 from knserve.knative.activator.exchange import HOP_BY_HOP, TAG_HEADER, peer_forwarded
 from knserve.knative.activator.h2c_upstream import H2Peer, H2Upstream, H2Upstreams, Outbox, start
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # The gateway's own errors as gRPC status codes (grpc/status codes).
 GRPC_CODES = {400: 3, 404: 5, 500: 13, 502: 14, 503: 14, 504: 4}
+# Header fields whose value is new in every request (see `_header_lines`).
+PER_REQUEST = frozenset({b"x-request-id", b"traceparent", b"x-b3-traceid", b"x-b3-spanid"})
 
 
 class Dispatcher(Protocol):
@@ -162,12 +165,18 @@ class H2ClientProtocol(H2Peer):
 
 
 def _header_lines(lines: bytes) -> list[tuple[bytes, bytes]]:
-    """HTTP/1.1 header lines ("name: value\\r\\n"...) as HTTP/2 header pairs."""
-    pairs = []
+    """HTTP/1.1 header lines ("name: value\\r\\n"...) as HTTP/2 header pairs; ids and trace
+    contexts, new in every request, are kept out of HPACK's table (they would only evict the
+    fields that repeat, and every lookup walks the table)."""
+    pairs: list[tuple[bytes, bytes]] = []
     for line in lines.split(b"\r\n"):
         name, sep, value = line.partition(b":")
         if sep:
-            pairs.append((name.strip().lower(), value.strip()))
+            name = name.strip().lower()
+            if name in PER_REQUEST:
+                pairs.append(NeverIndexedHeaderTuple(name, value.strip()))
+            else:
+                pairs.append((name, value.strip()))
     return pairs
 
 
@@ -254,20 +263,32 @@ class H2Stream:
     def response_head(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if self.state:
             return
-        self.response_started = True
-        self.ended = end
-        kept = []
+        kept: list[tuple[bytes, bytes]] = []
         has_id = False
+        status = b""
         for name, value in headers:
             if name == b":status":
-                self.status = int(value)
-                if self.record is not None:
-                    self.record.status = self.status
+                status = value
             elif name == b"x-request-id":
                 has_id = True
+                kept.append(NeverIndexedHeaderTuple(name, value))
+                continue
+            elif name in HOP_BY_HOP:
+                continue  # HTTP/2 forbids them; h2 does not check a replica's (see H2Peer)
             kept.append((name, value))
+        if not (len(status) == 3 and status.isdigit()):  # h2 leaves a replica's head to us
+            where = self.upstream.endpoint if self.upstream is not None else "?"
+            self.respond_error(
+                502, f"Replica {where} answered without a valid :status ({status!r}): not HTTP/2"
+            )
+            return
+        self.response_started = True
+        self.ended = end
+        self.status = int(status)
+        if self.record is not None:
+            self.record.status = self.status
         if not has_id and self.request_id:
-            kept.append((b"x-request-id", self.request_id))
+            kept.append(NeverIndexedHeaderTuple(b"x-request-id", self.request_id))
         self._client_headers(kept, end=end)
 
     def response_data(self, data: bytes, size: int) -> None:

@@ -161,21 +161,73 @@ async def test_a_grpc_call_waits_for_a_replica_and_unknown_hosts_get_grpc_codes(
     assert "No route serves host 'nope.localhost'" in plain.text
 
 
-async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_replica) -> None:  # type: ignore[no-untyped-def]
-    replica = await start_replica("http1")
+async def _http2_twice(endpoint: str) -> tuple[Gateway, list[httpx.Response]]:
+    """Two HTTP/2 requests through a gateway whose one route goes to the replica at `endpoint`."""
     endpoints = Endpoints()
-    endpoints.ready[("default", "iris-1")] = (replica.endpoint,)
+    endpoints.ready[("default", "iris-1")] = (endpoint,)
     gateway = Gateway(endpoints)
     await gateway.start("127.0.0.1", 0)
     try:
         gateway.set_route(RouteSpec("default", "iris", (TrafficTarget("iris-1", 100),)))
         async with httpx.AsyncClient(http1=False, http2=True) as client:
             url = f"http://127.0.0.1:{gateway.port}/"
-            answer = await client.get(url, headers={"Host": HOST})
-            again = await client.get(url, headers={"Host": HOST})  # the gateway is still there
+            answers = [await client.get(url, headers={"Host": HOST}) for _ in range(2)]
     finally:
         await gateway.close()
+    return gateway, answers
+
+
+async def test_http2_to_a_replica_that_speaks_only_http1_is_a_clear_502(start_replica) -> None:  # type: ignore[no-untyped-def]
+    replica = await start_replica("http1")
+    gateway, (answer, again) = await _http2_twice(replica.endpoint)  # again: the gateway stays up
     assert answer.status_code == again.status_code == 502
     assert "closed it without a word of HTTP/2" in answer.text
     assert "revisions whose container port is named h2c" in answer.text
     assert gateway.stats("default", "iris-1").in_flight == 0
+
+
+class _ConnectionFieldsReplica(asyncio.Protocol):
+    """An h2c server (h2's own state machine) that answers with HTTP/1.1's connection fields,
+    which HTTP/2 forbids (a client that checks them would drop the whole connection), and every
+    other time with no :status."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection
+
+        self.transport: Any = transport
+        config = H2Configuration(
+            client_side=False, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        self.conn = H2Connection(config)
+        self.conn.initiate_connection()
+        self.transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        from h2.events import StreamEnded
+
+        for event in self.conn.receive_data(data):
+            if isinstance(event, StreamEnded):
+                # every other answer has no :status at all
+                status = [(b":status", b"200")] if event.stream_id % 4 == 1 else []
+                headers = [*status, (b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5")]
+                headers.append((b"content-type", b"text/plain"))
+                self.conn.send_headers(event.stream_id, headers)
+                self.conn.send_data(event.stream_id, b"ok", end_stream=True)
+        self.transport.write(self.conn.data_to_send())
+
+
+async def test_a_replicas_connection_fields_are_dropped_and_a_missing_status_is_a_502() -> None:
+    server = await asyncio.get_running_loop().create_server(
+        _ConnectionFieldsReplica, "127.0.0.1", 0
+    )
+    try:
+        _, answers = await _http2_twice(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    finally:
+        server.close()
+    answer, headless = answers
+    assert answer.http_version == "HTTP/2" and answer.status_code == 200, answer.text
+    assert answer.text == "ok"
+    assert "connection" not in answer.headers and "keep-alive" not in answer.headers
+    assert headless.status_code == 502
+    assert "answered without a valid :status (b'')" in headless.text
