@@ -142,8 +142,6 @@ class InferenceApp:
             from knserve.runtime.grpc_server import GRPCServer
 
             self.grpc = GRPCServer(self, self.settings.host, self.settings.grpc_port)
-            port = await self.grpc.start()
-            print(f"knserve.runtime serving gRPC on {self.settings.host}:{port}", flush=True)
         self._loading = asyncio.create_task(self._load(), name="load-models")
         # A server given its model (KServe's `--model_dir`, or Model objects) loads it before it
         # listens, as KServe's servers call load() before start(): a stock runtime declares no
@@ -154,6 +152,10 @@ class InferenceApp:
             if not self.settings.model_repository and self.repository.load_failures():
                 # never listen: the lifespan fails, and the server exits with the reason
                 raise RuntimeError("; ".join(self.repository.load_failures()))
+        if self.grpc is not None:
+            # after the load, as REST: a grpc-v2 predictor's probe is a TCP connect to this port
+            port = await self.grpc.start()
+            print(f"knserve.runtime serving gRPC on {self.settings.host}:{port}", flush=True)
 
     async def _load(self) -> None:
         await self.repository.load_all()

@@ -174,28 +174,43 @@ def _repository_request(data: bytes) -> Any:
     return pb.RepositoryModelLoadRequest.FromString(data)
 
 
-def _extra_handlers(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """RepositoryIndex, and load/unload read in either client's shape, on the same service."""
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "RepositoryIndex": grpc.unary_unary_rpc_method_handler(
-                servicer.RepositoryIndex,
-                request_deserializer=index_pb.RepositoryIndexRequest.FromString,
-                response_serializer=index_pb.RepositoryIndexResponse.SerializeToString,
-            ),
-            "RepositoryModelLoad": grpc.unary_unary_rpc_method_handler(
-                servicer.RepositoryModelLoad,
-                request_deserializer=_repository_request,
-                response_serializer=pb.RepositoryModelLoadResponse.SerializeToString,
-            ),
-            "RepositoryModelUnload": grpc.unary_unary_rpc_method_handler(
-                servicer.RepositoryModelUnload,
-                request_deserializer=_repository_request,
-                response_serializer=pb.RepositoryModelUnloadResponse.SerializeToString,
-            ),
-        },
-    )
+class _Collected:
+    """Stands in for a server to take the generated code's method handlers (`add_…_to_server`)."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same table comes as registered methods too
+
+    def add_registered_method_handlers(self, service: str, methods: Any) -> None:
+        self.methods.update(methods)
+
+
+def method_handlers(servicer: InferenceServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """Every RPC of the service: the generated handlers, plus Triton's RepositoryIndex, and
+    load/unload reading either client's request shape. One table, so that grpc's registered
+    methods (which win over any generic handler) are these."""
+    collected = _Collected()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, collected)
+    return {
+        **collected.methods,
+        "RepositoryIndex": grpc.unary_unary_rpc_method_handler(
+            servicer.RepositoryIndex,
+            request_deserializer=index_pb.RepositoryIndexRequest.FromString,
+            response_serializer=index_pb.RepositoryIndexResponse.SerializeToString,
+        ),
+        "RepositoryModelLoad": grpc.unary_unary_rpc_method_handler(
+            servicer.RepositoryModelLoad,
+            request_deserializer=_repository_request,
+            response_serializer=pb.RepositoryModelLoadResponse.SerializeToString,
+        ),
+        "RepositoryModelUnload": grpc.unary_unary_rpc_method_handler(
+            servicer.RepositoryModelUnload,
+            request_deserializer=_repository_request,
+            response_serializer=pb.RepositoryModelUnloadResponse.SerializeToString,
+        ),
+    }
 
 
 class GRPCServer:
@@ -219,9 +234,9 @@ class GRPCServer:
             ]
         )
         servicer = InferenceServicer(self.app)
-        # the generic handler first: its load/unload read both clients' shapes
-        server.add_generic_rpc_handlers((_extra_handlers(servicer),))
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        methods = method_handlers(servicer)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
+        server.add_registered_method_handlers(SERVICE, methods)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host = f"[{self.host}]" if ":" in self.host else self.host
         bound = server.add_insecure_port(f"{host}:{self.port}")

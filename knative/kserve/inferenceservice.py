@@ -386,6 +386,15 @@ def _predictor_container(
         # KServe's grpc-v2 predictors declare the gRPC port as Knative needs it to carry HTTP/2
         # (KServe's docs have users write it); the plane serves gRPC on the declared port.
         container["ports"] = [copy.deepcopy(GRPC_V2_PORT)]
+        probe = container.get("readinessProbe") or {}
+        if "httpGet" in probe:
+            # Knative probes only the serving port, which now speaks HTTP/2 alone: a connect to
+            # it (knserve's runtimes listen for gRPC once their model is loaded)
+            probe = {k: v for k, v in probe.items() if k != "httpGet"}
+            container["readinessProbe"] = {
+                **probe,
+                "tcpSocket": {"port": GRPC_V2_PORT["containerPort"]},
+            }
     container["args"] = [*(container.get("args") or []), *(model.get("args") or [])]
     container["env"] = _merge_env(container.get("env") or [], model.get("env") or [])
     try:

@@ -104,7 +104,8 @@ def knserve_runtimes(image: str | None = None) -> list[dict[str, Any]]:
                 "metadata": {"name": name},
                 "spec": {
                     "supportedModelFormats": formats,
-                    "protocolVersions": ["v1", "v2"],
+                    # knserve.runtime serves gRPC too (on the h2c port a grpc-v2 predictor declares)
+                    "protocolVersions": ["v1", "v2", "grpc-v2"],
                     "containers": [container],
                 },
             }

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from knserve.runtime.datatypes import TO_NUMPY, datatype_of
+from knserve.runtime.errors import InvalidInput
 from knserve.runtime.formats import ModelFormatError, model_file
 from knserve.runtime.formats.base import TensorSpec
 
@@ -50,7 +51,17 @@ class TorchScriptPredictor:
                 torch.from_numpy(np.ascontiguousarray(a, dtype=self._dtype(i, a)))
                 for i, a in enumerate(inputs)
             ]
-            result = self.native(*tensors)
+            try:
+                result = self.native(*tensors)
+            except RuntimeError as exc:
+                # TorchScript records no input shapes to check a request against, so a tensor
+                # the model cannot take (a wrong width) fails inside forward: the request's fault
+                shapes = ", ".join(str(list(a.shape)) for a in inputs)
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                reason = lines[-1].removeprefix("RuntimeError: ") if lines else type(exc).__name__
+                raise InvalidInput(
+                    f"the model cannot take inputs of shape {shapes}: {reason}"
+                ) from None
         results = list(result) if isinstance(result, tuple | list) else [result]
         arrays = {f"output-{i}": r.detach().cpu().numpy() for i, r in enumerate(results)}
         names = list(outputs) if outputs else ["output-0"]

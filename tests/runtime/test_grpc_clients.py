@@ -109,6 +109,15 @@ def test_kserve_grpc_client_sklearn_and_torchscript_typed_contents(served) -> No
 
 
 @pytest.mark.slow
+def test_triton_grpc_client_unloads_and_loads_a_model(served) -> None:  # type: ignore[no-untyped-def]
+    address, *_ = served
+    # Triton's load/unload requests carry the model's name where KServe's do not (field 2)
+    answer = drive("triton-repository", address, "iris", _rows())
+    assert answer["after_unload"] is False and answer["after_load"] is True
+    assert answer["load_unknown"][0] == "StatusCode.NOT_FOUND"
+    assert "model nope is not served here" in answer["load_unknown"][1]
+
+
 def test_grpc_calls_are_counted_in_the_runtime_metrics(served) -> None:  # type: ignore[no-untyped-def]
     import httpx
 

@@ -1,7 +1,7 @@
 """Drive a real gRPC client (Triton's or KServe's) against an Open Inference Protocol server.
 
-Run as a process: `python grpc_client_driver.py triton|kserve ADDRESS MODEL [AUTHORITY]`, with a
-JSON list of rows on stdin; prints one JSON object of what the server answered. A process per
+Run as a process: `python grpc_client_driver.py triton|kserve|triton-repository ADDRESS MODEL
+[AUTHORITY]`, with a JSON list of rows on stdin; prints one JSON object of what the server answered. A process per
 client because `tritonclient.grpc` and `kserve` register the same protobuf names
 (`inference.ServerLiveRequest`, …) from different files, which one process refuses.
 `AUTHORITY` is the `:authority` (Host) the gateway routes on.
@@ -54,6 +54,24 @@ def _triton(address: str, model: str, rows: np.ndarray, authority: str | None) -
     return out
 
 
+def _triton_repository(address: str, model: str) -> dict[str, Any]:
+    """Unload and load `model` with Triton's client (its requests name the model in field 2)."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    client = tc.InferenceServerClient(url=address)
+    client.unload_model(model)
+    out: dict[str, Any] = {"after_unload": client.is_model_ready(model)}
+    client.load_model(model)
+    out["after_load"] = client.is_model_ready(model)
+    try:
+        client.load_model("nope")
+        out["load_unknown"] = None
+    except InferenceServerException as exc:
+        out["load_unknown"] = [exc.status(), exc.message()]
+    return out
+
+
 def _bad_width(tc: Any) -> Any:
     wrong = np.zeros((1, 3), dtype=np.float32)
     tensor = tc.InferInput("input-0", [1, 3], "FP32")
@@ -99,7 +117,9 @@ def main() -> None:
     kind, address, model = sys.argv[1:4]
     authority = sys.argv[4] if len(sys.argv) > 4 else None
     rows = np.asarray(json.loads(sys.stdin.read()), dtype=np.float32)
-    if kind == "triton":
+    if kind == "triton-repository":
+        result = _triton_repository(address, model)
+    elif kind == "triton":
         result = _triton(address, model, rows, authority)
     else:
         result = asyncio.run(_kserve(address, model, rows, authority))

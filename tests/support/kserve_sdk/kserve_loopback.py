@@ -3,14 +3,15 @@
     python kserve_loopback.py FILE [the file's arguments]
 
 KServe's REST server hard-codes `host="0.0.0.0"`; tests and benchmarks bind loopback only, so
-uvicorn's Config is wrapped to force 127.0.0.1 (nothing else changes), then FILE runs as
-`python FILE …` would run it. Pass `--enable_grpc=false` too: KServe binds gRPC on [::].
+uvicorn's Config is wrapped to force 127.0.0.1, and its gRPC server's `[::]` listen address is
+rewritten to 127.0.0.1 (nothing else changes), then FILE runs as `python FILE …` would run it.
 """
 
 import runpy
 import sys
 
 import uvicorn
+from grpc.aio._server import Server as _GrpcServer
 
 _Config = uvicorn.Config
 
@@ -22,6 +23,16 @@ class _LoopbackConfig(_Config):
 
 
 uvicorn.Config = _LoopbackConfig  # looked up at call time by kserve.protocol.rest.server
+
+_add_insecure_port = _GrpcServer.add_insecure_port
+
+
+def _loopback_port(self, address):
+    # kserve.protocol.grpc.server listens on f"[::]:{port}"
+    return _add_insecure_port(self, address.replace("[::]", "127.0.0.1"))
+
+
+_GrpcServer.add_insecure_port = _loopback_port
 
 if __name__ == "__main__":
     path = sys.argv[1]
