@@ -15,7 +15,6 @@ id for V2), a miss is computed and cached.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable
 from typing import Any
 
@@ -38,6 +37,7 @@ from knserve.runtime.request_path import (
     decode_v2,
     encode_custom_v2,
     match_inputs,
+    new_id,
     parse_json,
     tree_explainer,
     with_id,
@@ -152,7 +152,7 @@ async def _predictor_v2(
         served.name,
         [(n, np.asarray(r), b) for n, r, b in zip(out_names, results, binary_flags, strict=True)],
         # KServe's servers echo the request's id or make one up (utils.py, get_predict_response)
-        infer.id or str(uuid.uuid4()),
+        infer.id or new_id(),
         served.model.version,
     )
     t3 = time.perf_counter()

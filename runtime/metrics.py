@@ -8,7 +8,9 @@ and `knserve_request_duration_seconds` (model, protocol), plus counters of the b
 payload logger.
 
 Each app has its own registry (several servers in one test process do not collide), and label
-children are bound once per model, so a request costs a handful of `observe` calls.
+children are bound once per model. A request's observations are appended to plain lists and
+folded into the Prometheus children when `/metrics` is scraped (or a list grows long): an
+`observe` takes a lock and walks the buckets (~1 µs each, five a request), an append ~0.05 µs.
 """
 
 from __future__ import annotations
@@ -21,30 +23,66 @@ from prometheus_client.core import CounterMetricFamily
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# Pending observations folded in at once past this many, so memory stays bounded unscraped.
+_FOLD_AT = 4096
+
+
+class Deferred:
+    """A histogram child whose observations wait in a list until `fold` (a scrape) adds them."""
+
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._pending: list[float] = []
+
+    def observe(self, seconds: float) -> None:
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= _FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        # swapped before reading: an observe from a model's thread lands in one list or the other
+        pending, self._pending = self._pending, []
+        observe = self._child.observe
+        for seconds in pending:
+            observe(seconds)
+
+
 class ModelMetrics:
     """The metric children of one model, bound once."""
 
     def __init__(self, metrics: Metrics, model: str) -> None:
         self._metrics = metrics
         self.model = model
-        self.preprocess = metrics.preprocess.labels(model_name=model)
-        self.predict = metrics.predict.labels(model_name=model)
-        self.postprocess = metrics.postprocess.labels(model_name=model)
-        self.explain = metrics.explain.labels(model_name=model)
-        self._durations: dict[str, Any] = {}
-        self._counts: dict[tuple[str, int], Any] = {}
+        self.preprocess = Deferred(metrics.preprocess.labels(model_name=model))
+        self.predict = Deferred(metrics.predict.labels(model_name=model))
+        self.postprocess = Deferred(metrics.postprocess.labels(model_name=model))
+        self.explain = Deferred(metrics.explain.labels(model_name=model))
+        self._durations: dict[str, Deferred] = {}
+        self._counts: dict[tuple[str, int], int] = {}  # requests not yet added to the counter
 
     def request(self, protocol: str, status: int, seconds: float) -> None:
-        counter = self._counts.get((protocol, status))
-        if counter is None:
-            counter = self._metrics.requests.labels(self.model, protocol, str(status))
-            self._counts[(protocol, status)] = counter
-        counter.inc()
+        key = (protocol, status)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
         duration = self._durations.get(protocol)
         if duration is None:
-            duration = self._metrics.duration.labels(self.model, protocol)
-            self._durations[protocol] = duration
+            duration = self._durations[protocol] = Deferred(
+                self._metrics.duration.labels(self.model, protocol)
+            )
         duration.observe(seconds)
+
+    def fold(self) -> None:
+        """Add the pending observations and counts to the Prometheus children."""
+        for deferred in (self.preprocess, self.predict, self.postprocess, self.explain):
+            deferred.fold()
+        for duration in list(self._durations.values()):
+            duration.fold()
+        counts, self._counts = self._counts, {}
+        for (protocol, status), n in counts.items():
+            self._metrics.requests.labels(self.model, protocol, str(status)).inc(n)
 
 
 class Metrics:
@@ -94,6 +132,8 @@ class Metrics:
         self._collectors.append(collect)
 
     def render(self) -> bytes:
+        for model in list(self._models.values()):
+            model.fold()
         return generate_latest(self.registry)
 
 

@@ -15,7 +15,7 @@ attribute lookups on an object for them.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +53,18 @@ def model_route(path: str) -> tuple[str, str] | None:
         if path.endswith(":explain"):
             return path[11:-8], "explain"
     return None
+
+
+# A UUID's version (4) and variant (RFC 4122) bits, cleared then set in the random 128 bits.
+_UUID4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
+
+
+def new_id() -> str:
+    """A random UUID4 as text, the id KServe's servers make up for a V2 request without one:
+    `new_id()` without building the UUID object (under half its cost per request)."""
+    h = f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def model_name(rest: str) -> str:
@@ -177,7 +189,7 @@ def tensor_spec(spec: Any) -> dict[str, Any]:
 def inference_id_of(request: Request) -> str:
     if request.cloudevent is not None:
         return request.cloudevent.id
-    return request.headers.get("x-request-id") or request.headers.get("ce-id") or str(uuid.uuid4())
+    return request.headers.get("x-request-id") or request.headers.get("ce-id") or new_id()
 
 
 def cache_key_of(served: ServedModel, request: Request) -> tuple[str, Any]:
@@ -230,7 +242,7 @@ def with_id(answer: tuple[bytes, list[Any]], request_id: Any) -> tuple[bytes, li
     if request_id is not None:
         response["id"] = request_id
     elif made_up:  # the model path made one up for an id-less request: so does each later one
-        response["id"] = str(uuid.uuid4())
+        response["id"] = new_id()
     header = orjson.dumps(response)
     if length is None:
         return header, headers

@@ -90,3 +90,24 @@ async def test_batcher_and_cache_counters_appear_when_enabled(iris_dir) -> None:
     assert got[("knserve_cache_hits_total", model)] == 1
     assert got[("knserve_cache_misses_total", model)] == 1
     assert got[("knserve_batched_requests_total", model)] == 1  # the hit never reached the batcher
+
+
+def test_deferred_observations_reach_the_histogram_on_scrape_or_when_many() -> None:
+    from knserve.runtime import metrics as m
+
+    registry = m.Metrics()
+    model = registry.model("iris")
+    model.predict.observe(0.5)
+    model.request("v2", 200, 0.25)
+    model.request("v2", 200, 0.25)
+    got = samples(registry.render().decode())
+    assert got[("request_predict_seconds_count", (("model_name", "iris"),))] == 1
+    assert got[("request_predict_seconds_sum", (("model_name", "iris"),))] == 0.5
+    labels = (("code", "200"), ("model_name", "iris"), ("protocol", "v2"))
+    assert got[("knserve_requests_total", labels)] == 2
+    # unscraped, the pending list is folded in once it is long: memory stays bounded
+    for _ in range(m._FOLD_AT):
+        model.preprocess.observe(0.001)
+    child = registry.preprocess.labels(model_name="iris")
+    assert child._sum.get() == pytest.approx(m._FOLD_AT * 0.001)
+    assert len(model.preprocess._pending) == 0

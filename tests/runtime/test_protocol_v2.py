@@ -190,3 +190,16 @@ async def test_multi_input_onnx_matches_inputs_by_name(tmp_path: Path) -> None:
         missing = await client.post("/v2/models/two/infer", json={"inputs": body["inputs"][:1]})
         assert missing.status_code == 400
         assert "takes inputs 'a', 'b'" in missing.json()["error"]
+
+
+def test_made_up_request_ids_are_distinct_uuid4s() -> None:
+    import uuid
+
+    from knserve.runtime.request_path import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
