@@ -45,6 +45,7 @@ from knserve.knative.supervisor.storage_initializer import InitFailure, StorageI
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 12
+FAST_PROBE_SECONDS = 0.1  # how long a starting replica is probed every millisecond
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ class Supervisor:
         rev.desired = 0
         self.storage.forget(namespace, revision)
         await asyncio.gather(*(self._stop(rev, r) for r in list(rev.replicas)))
+        await self.launcher.drop_template(namespace, revision)  # kept only while it exists
         self._notify(namespace, revision)
 
     async def close(self) -> None:
@@ -295,7 +297,9 @@ class Supervisor:
                     out.write(note + "\n")
             started = time.monotonic()
             try:
-                replica.process = await self.launcher.spawn(argv, env, cwd, replica.log_path)
+                replica.process = await self.launcher.spawn(
+                    argv, env, cwd, replica.log_path, template=(spec.namespace, spec.revision)
+                )
             except OSError as exc:
                 rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
                 self._notify(spec.namespace, spec.revision)
@@ -379,9 +383,13 @@ class Supervisor:
 
     async def _probe_until_ready(self, spec: RevisionProcessSpec, replica: _Replica) -> bool:
         probe = spec.container.get("readinessProbe") or {}
-        deadline = time.monotonic() + self.startup_timeout
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
         http_get = probe.get("httpGet")
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        # a client only for an HTTP probe: making one (its TLS context) costs milliseconds
+        async with (
+            httpx.AsyncClient(timeout=2.0) if http_get else contextlib.nullcontext() as client
+        ):
             while time.monotonic() < deadline:
                 try:
                     if http_get:
@@ -389,6 +397,7 @@ class Supervisor:
                         # queue-proxy probes: its declared port is mapped to replica.port.
                         path = http_get.get("path", "/")
                         url = f"http://{self.host}:{replica.port}{path}"
+                        assert client is not None
                         response = await client.get(url)
                         if 200 <= response.status_code < 400:
                             return True
@@ -398,8 +407,12 @@ class Supervisor:
                         return True
                 except (OSError, httpx.HTTPError):
                     pass
-                # The replica is a process we do not control: polling its port is the only signal.
-                await asyncio.sleep(self.probe_interval)
+                # The replica is a process we do not control: polling its port is the only signal;
+                # every millisecond at first, as one forked from a warm template listens in a few.
+                fresh = time.monotonic() - started < FAST_PROBE_SECONDS
+                await asyncio.sleep(
+                    min(self.probe_interval, 0.001) if fresh else self.probe_interval
+                )
         return False
 
     async def _watch_probes(
