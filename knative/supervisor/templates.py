@@ -8,8 +8,9 @@ fork it). A template does that work once per revision and then forks each replic
 - a model server (`python -m knserve.runtime`, a module with a hook in the zygote's
   TEMPLATE_HOOKS) gets a template forked from the zygote that loads the revision's model and
   keeps it (copy-on-write: replicas share its pages until they write them);
-- a process of another interpreter running a `knserve.` module (a function built with its own
-  environment) gets a zygote exec'd with that interpreter, preloading what the module imports.
+- a function's host (`python -m knserve.functions.host`, with a hook too) gets a template that
+  imports the function and makes its server; for a function built with its own environment (its
+  interpreter is not the plane's) that template is a zygote exec'd with that interpreter.
 
 A template starts in the background beside its revision's first replica, which starts as it
 did before; once ready, every later replica (the next scale from zero) is forked from it. It

@@ -70,7 +70,10 @@ DEFAULT_PRELOAD = (
 
 # A template's hook per module: called with the replica's arguments, it loads what the module
 # starts with (a model server its model) and returns what runs it in each replica, or None.
-TEMPLATE_HOOKS = {"knserve.runtime": "knserve.runtime.warm:preload"}
+TEMPLATE_HOOKS = {
+    "knserve.runtime": "knserve.runtime.warm:preload",
+    "knserve.functions.host": "knserve.functions.host:preload",
+}
 TEMPLATE_REFUSED = 3  # a template's exit status when its command cannot be made one
 # Seconds a template waits after forking a replica before it forks the next one ahead: not while
 # the one it just started competes for the CPU.
@@ -258,7 +261,9 @@ class _Server:
         # A template keeps one replica forked ahead, waiting for its request (_spare): the next
         # scale from zero does not wait for a fork. Made again once the template is idle.
         self.spare: tuple[int, int] | None = None  # (pid, the pipe its request goes down)
-        self.spare_due: float | None = time.monotonic() if template is not None else None
+        # The first one not at once: the launcher measures the template's own memory (USS) as
+        # soon as it connects, before a spare shares (and so hides) its pages.
+        self.spare_due = time.monotonic() + SPARE_AFTER_IDLE if template is not None else None
         self.running = True
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
