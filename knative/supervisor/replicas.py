@@ -154,6 +154,7 @@ class Supervisor:
         # KServe's storage-initializer: a revision's model, fetched before its first replica
         self.storage = StorageInitializer(self.log_dir, self._notify, self.launcher.records)
         self.engines = EngineBuilds()
+        self._prober: httpx.AsyncClient | None = None
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -222,6 +223,8 @@ class Supervisor:
     async def close(self) -> None:
         self._closing = True
         await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
+        if self._prober is not None:
+            await self._prober.aclose()
         await self.storage.close()
         await self.engines.close()
         await self.launcher.close()
@@ -381,38 +384,41 @@ class Supervisor:
             self._notify(spec.namespace, spec.revision)
         return True
 
+    def _probe_client(self) -> httpx.AsyncClient:
+        """One client for every starting replica's HTTP probe: making one costs 30 ms (its TLS
+        context), which each function's cold start paid. Certificates are not verified, as the
+        kubelet's HTTPS probes do not verify them."""
+        if self._prober is None:
+            # no connection kept: a probe's is the replica's to close, as a kubelet's is
+            keep_none = httpx.Limits(max_keepalive_connections=0)
+            self._prober = httpx.AsyncClient(timeout=2.0, verify=False, limits=keep_none)
+        return self._prober
+
     async def _probe_until_ready(self, spec: RevisionProcessSpec, replica: _Replica) -> bool:
         probe = spec.container.get("readinessProbe") or {}
         started = time.monotonic()
         deadline = started + self.startup_timeout
         http_get = probe.get("httpGet")
-        # a client only for an HTTP probe: making one (its TLS context) costs milliseconds
-        async with (
-            httpx.AsyncClient(timeout=2.0) if http_get else contextlib.nullcontext() as client
-        ):
-            while time.monotonic() < deadline:
-                try:
-                    if http_get:
-                        # On the serving port, whatever port the probe names, as Knative's
-                        # queue-proxy probes: its declared port is mapped to replica.port.
-                        path = http_get.get("path", "/")
-                        url = f"http://{self.host}:{replica.port}{path}"
-                        assert client is not None
-                        response = await client.get(url)
-                        if 200 <= response.status_code < 400:
-                            return True
-                    else:
-                        _, writer = await asyncio.open_connection(self.host, replica.port)
-                        writer.close()
+        while time.monotonic() < deadline:
+            try:
+                if http_get:
+                    # On the serving port, whatever port the probe names, as Knative's
+                    # queue-proxy probes: its declared port is mapped to replica.port.
+                    path = http_get.get("path", "/")
+                    url = f"http://{self.host}:{replica.port}{path}"
+                    response = await self._probe_client().get(url)
+                    if 200 <= response.status_code < 400:
                         return True
-                except (OSError, httpx.HTTPError):
-                    pass
-                # The replica is a process we do not control: polling its port is the only signal;
-                # every millisecond at first, as one forked from a warm template listens in a few.
-                fresh = time.monotonic() - started < FAST_PROBE_SECONDS
-                await asyncio.sleep(
-                    min(self.probe_interval, 0.001) if fresh else self.probe_interval
-                )
+                else:
+                    _, writer = await asyncio.open_connection(self.host, replica.port)
+                    writer.close()
+                    return True
+            except (OSError, httpx.HTTPError):
+                pass
+            # The replica is a process we do not control: polling its port is the only signal;
+            # every millisecond at first, as one forked from a warm template listens in a few.
+            fresh = time.monotonic() - started < FAST_PROBE_SECONDS
+            await asyncio.sleep(min(self.probe_interval, 0.001) if fresh else self.probe_interval)
         return False
 
     async def _watch_probes(
