@@ -15,8 +15,9 @@ fork it). A template does that work once per revision and then forks each replic
 A template starts in the background beside its revision's first replica, which starts as it
 did before; once ready, every later replica (the next scale from zero) is forked from it. It
 lives as long as its revision: deleting the revision drops it. All templates together stay
-within a memory budget (their USS, the pages only they hold, which dropping one frees), which
-the plane reports on /metrics: a template that does not fit makes room by dropping the least
+within a memory budget (their USS, the pages only they hold, which dropping one frees; measured
+once a template is ready, before it forks the spare replica it keeps ahead, which then shares
+those pages), which the plane reports on /metrics: a template that does not fit makes room by dropping the least
 recently used idle ones (replicas forked from a template die with it, so a template with
 running replicas is never dropped for room), or is not kept. A template whose model cannot be
 held (a repository, gRPC, a load that leaves threads running) exits and is not tried again for
