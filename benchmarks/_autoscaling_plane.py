@@ -97,7 +97,13 @@ def stats(values: list[float]) -> str:
 class Plane:
     """`knserve up` in its own process group, with its log, metrics and CLI."""
 
-    def __init__(self, root: Path, env: dict[str, str], autoscaler: list[str] = FAST) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str],
+        autoscaler: list[str] = FAST,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.env, self.port, self.api_port = env, free_port(), free_port()
         self.log_path = root / "up.log"
         scaler = [a for kv in autoscaler for a in ("--autoscaler", kv)]
@@ -115,6 +121,7 @@ class Plane:
             "--broker-port",
             str(free_port()),  # not the default 8082, which another plane may hold
             *scaler,
+            *extra,
         ]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(

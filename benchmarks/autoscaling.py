@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks._autoscaling_plane import (
     FAST,
@@ -52,6 +53,21 @@ def train_iris(folder: Path) -> None:
     folder.mkdir(parents=True)
     x, y = load_iris(return_X_y=True)
     joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), folder / "model.joblib")
+
+
+def iris_isvc(model_dir: Path) -> dict[str, Any]:
+    """The scikit-learn iris InferenceService scaled to zero when idle (`minReplicas: 0`)."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": "default"},
+        "spec": {
+            "predictor": {
+                "minReplicas": 0,
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": f"file://{model_dir}"},
+            }
+        },
+    }
 
 
 def cold_through_plane(
@@ -146,23 +162,7 @@ def main(argv: list[str]) -> None:
         return
     try:
         print(f"knserve up: gateway :{plane.port}, API :{plane.api_port}, autoscaler {FAST}")
-        plane.apply(
-            root,
-            {
-                "apiVersion": "serving.kserve.io/v1beta1",
-                "kind": "InferenceService",
-                "metadata": {"name": "iris", "namespace": "default"},
-                "spec": {
-                    "predictor": {
-                        "minReplicas": 0,
-                        "model": {
-                            "modelFormat": {"name": "sklearn"},
-                            "storageUri": f"file://{root / 'iris'}",
-                        },
-                    }
-                },
-            },
-        )
+        plane.apply(root, iris_isvc(root / "iris"))
         plane.cli("func", "create", "-t", "http", "-p", str(root / "hello"), "hello")
         plane.cli("func", "deploy", "-p", str(root / "hello"))
         plane.wait_spawned("iris-predictor")

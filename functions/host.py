@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,9 @@ class FunctionHost:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
+def _made(argv: Sequence[str] | None) -> tuple[Callable[[int], None], int]:
+    """The function's server made (its arguments read, logging set, the function imported, the
+    server configured) but not started: call it with the port; and the port it is given."""
     parser = argparse.ArgumentParser(prog="python -m knserve.functions.host")
     parser.add_argument("--path", default=".", type=Path)
     parser.add_argument("--port", "--http_port", "--http-port", dest="port", type=int)
@@ -226,15 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         chosen = configure_logging(os.environ.get("KNSERVE_LOG_LEVEL", "INFO"), args.log_format)
     except ValueError as exc:
         parser.error(str(exc))
-    port = args.port or int(os.environ.get("PORT", "8080"))
     import uvicorn
 
     app = FunctionHost(args.path.resolve(), args.model_name)
-    print(f"function {app.name} serving on http://{args.host}:{port}", flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
-        port=port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -242,6 +241,29 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         log_config=None if chosen == "json" else uvicorn.config.LOGGING_CONFIG,
     )
+    config.load()
+    server = uvicorn.Server(config)
+
+    def start(port: int) -> None:
+        config.port = port
+        print(f"function {app.name} serving on http://{args.host}:{port}", flush=True)
+        server.run()
+        if not server.started:
+            sys.exit(3)  # uvicorn's status when the server could not start
+
+    return start, args.port
+
+
+def preload(argv: Sequence[str]) -> Callable[[], None]:
+    """For a warm template (knserve.knative.supervisor.zygote): the function imported and its
+    server made, now; what starts it in each replica forked later, on the replica's `$PORT`."""
+    start, port = _made(argv)
+    return lambda: start(port or int(os.environ.get("PORT", "8080")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    start, port = _made(argv)
+    start(port or int(os.environ.get("PORT", "8080")))
 
 
 if __name__ == "__main__":

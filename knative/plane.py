@@ -52,6 +52,7 @@ from knserve.knative.serving.resources import CONFIGURATION_LABEL, SERVICE_LABEL
 from knserve.knative.supervisor.launcher import Launcher
 from knserve.knative.supervisor.port_map import GATEWAY_ENV
 from knserve.knative.supervisor.replicas import Supervisor
+from knserve.knative.supervisor.templates import DEFAULT_BUDGET_BYTES, TemplateCollector
 from knserve.runtime.storage import pvc_env_name
 from knserve.runtime.tracing import flush_all, tracer
 
@@ -77,6 +78,8 @@ class PlaneSettings:
     # The gateway's access log, a line per request (Knative's logging.enable-request-log).
     access_log: bool = False
     log_format: str = "text"  # the plane's and its replicas' (knserve.runtime.logformat)
+    # what the revisions' warm templates (their models loaded) may hold, USS; 0: none
+    template_budget_bytes: int = DEFAULT_BUDGET_BYTES
 
 
 class Plane:
@@ -86,7 +89,9 @@ class Plane:
         self.store = Store(settings.data_dir / "state.db", autoscaler=settings.autoscaler)
         proxy = f"http://{settings.host}:{settings.port}"
         loopback = settings.host == "127.0.0.1"  # where the port map shim sends service names
-        self.launcher = Launcher(settings.data_dir / "run", use_zygote=settings.zygote)
+        self.launcher = Launcher(
+            settings.data_dir / "run", settings.zygote, settings.template_budget_bytes
+        )
         self.supervisor = Supervisor(
             settings.data_dir / "logs",
             launcher=self.launcher,
@@ -158,6 +163,7 @@ class Plane:
                     "broker": [
                         BrokerCollector(broker.ingress, broker.controller, broker.dispatcher)
                     ],
+                    "supervisor": [TemplateCollector(self.launcher.templates)],
                 }
             ),
             targets_route(self.store, self.supervisor, f"{settings.host}:{settings.api_port}"),

@@ -312,7 +312,10 @@ class ModelRepository:
             raise ModelNotFound(self._not_found(name))
         entry.state, entry.reason = LOADING, ""
         try:
-            model = await asyncio.to_thread(self._build, entry)
+            if entry.spec is None and entry.model is not None and entry.model.ready:
+                model = entry.model  # loaded already (a warm template's): no thread to wait on
+            else:
+                model = await asyncio.to_thread(self._build, entry)
         except Exception as exc:  # a bad model must not take the server down
             entry.state, entry.reason = FAILED, str(exc)
             log.error("model %s failed to load: %s", name, exc)
@@ -339,20 +342,7 @@ class ModelRepository:
                     raise ModelFormatError(f"{type(model).__name__}.load() did not set ready")
                 model.ready = True
             return model
-        spec = entry.spec
-        try:
-            folder = resolve_model_uri(spec.uri)
-        except StorageError as exc:
-            raise ModelFormatError(str(exc)) from None
-        fmt = normalize_format(spec.format) if spec.format else detect_format(folder)
-        if fmt == "custom":
-            model = load_custom_model(folder / "model.py", spec.name)
-            result = model.load()
-            if inspect.isawaitable(result):
-                asyncio.run(_await(result))
-            model.ready = True
-            return model
-        return PredictorModel(spec.name, load_predictor(folder, fmt))
+        return build_model(entry.spec)
 
     async def unload(self, name: str) -> None:
         entry = self._entries.get(name)
@@ -435,6 +425,24 @@ class ModelRepository:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def build_model(spec: ModelSpec) -> Model:
+    """The model `spec` names, fetched and loaded (blocking: call it on a thread or before the
+    server starts, as a warm template does); raises `ModelFormatError` saying why it cannot."""
+    try:
+        folder = resolve_model_uri(spec.uri)
+    except StorageError as exc:
+        raise ModelFormatError(str(exc)) from None
+    fmt = normalize_format(spec.format) if spec.format else detect_format(folder)
+    if fmt == "custom":
+        model = load_custom_model(folder / "model.py", spec.name)
+        result = model.load()
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+        model.ready = True
+        return model
+    return PredictorModel(spec.name, load_predictor(folder, fmt))
 
 
 def load_custom_model(path: Path, name: str) -> Model:

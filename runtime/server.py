@@ -22,7 +22,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from knserve.runtime.app import create_app
@@ -167,6 +167,13 @@ def runtime_options(args: argparse.Namespace) -> dict[str, object]:
 def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn drains in-flight requests); exit with status 1 when a
     model it was started with fails to load (module docstring)."""
+    made(settings, models)(settings.port)
+
+
+def made(settings: RuntimeSettings, models: Sequence[Model] = ()) -> Callable[[int], None]:
+    """The server `run` starts, made (logging, the app, uvicorn's config) but not started: call
+    it with the port to serve on. A warm template (knserve.runtime.warm) makes it once and
+    starts it in each replica it forks."""
     import uvicorn
 
     json_logs = configure_logging(settings.log_level, settings.log_format) == "json"
@@ -185,6 +192,7 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         timeout_keep_alive=75,  # longer than common proxies' idle timeouts, so they close first
     )
+    config.load()  # here, so a warm template has done it for each replica it forks
     server = uvicorn.Server(config)
 
     def give_up(found: list[str]) -> None:
@@ -192,16 +200,21 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
         server.should_exit = True  # drains as on SIGTERM, then the reason is said last
 
     app.on_load_failure = give_up
-    print(f"knserve.runtime serving on http://{settings.host}:{settings.port}", flush=True)
-    try:
-        server.run()
-    except SystemExit:  # uvicorn's exit 3 when startup (the model's load) failed
-        if not failures:
-            raise
-    if failures:
-        for line in failures:
-            print(f"knserve.runtime: {line}", file=sys.stderr, flush=True)
-        sys.exit(1)
+
+    def start(port: int) -> None:
+        config.port = port
+        print(f"knserve.runtime serving on http://{settings.host}:{port}", flush=True)
+        try:
+            server.run()
+        except SystemExit:  # uvicorn's exit 3 when startup (the model's load) failed
+            if not failures:
+                raise
+        if failures:
+            for line in failures:
+                print(f"knserve.runtime: {line}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return start
 
 
 def serve(

@@ -134,6 +134,13 @@ def _show_engine_builds() -> None:
     help="fork model-server replicas from a warm process (fast scale from zero)",
 )
 @click.option(
+    "--template-budget-mib",
+    type=click.IntRange(min=0),
+    default=512,
+    show_default=True,
+    help="memory (USS) the revisions' warm templates may hold; 0: no templates",
+)
+@click.option(
     "--example", is_flag=True, help="serve KServe's sklearn iris example and print how to call it"
 )
 @click.option(
@@ -187,6 +194,7 @@ def cli(
     features_config: Path | None,
     autoscaler_overrides: tuple[str, ...],
     zygote: bool,
+    template_budget_mib: int,
     example: bool,
     pvcs: tuple[str, ...],
     log_format: str,
@@ -244,6 +252,7 @@ def cli(
             pvc=claims,
             access_log=access_log,
             log_format=log_format,
+            template_budget_bytes=template_budget_mib * 2**20,
         )
         if prometheus_file is not None:
             from knserve.knative.monitoring.scrape_config import write_scrape_config

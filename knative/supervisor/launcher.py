@@ -10,6 +10,9 @@ the same imports. A replica whose environment a fork cannot honour (the zygote d
 exec'd; so are all replicas if the zygote cannot start or dies (and a dead zygote's
 orphans are stopped by the supervisor, which sees them exit with code None).
 
+A revision's later replicas are forked from its own warm template, which holds its model
+(knserve.knative.supervisor.templates), once that is ready.
+
 Nothing started here outlives the plane: the zygote and exec'd replicas get the parent-death
 signal (knserve.functions.parent_death; they are started from the event loop's thread, which
 lives as long as the plane), forked replicas get it from the zygote, and every one is recorded
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -30,50 +32,35 @@ from typing import Any
 
 from knserve.functions.parent_death import dying_with_parent
 from knserve.knative.supervisor.process_records import ProcessRecords
+from knserve.knative.supervisor.templates import DEFAULT_BUDGET_BYTES, Key, Templates
 from knserve.knative.supervisor.zygote import forkable
+from knserve.knative.supervisor.zygote_link import Declined, ForkedProcess, ZygoteLink
+
+__all__ = ["Declined", "ForkedProcess", "Launcher"]
 
 log = logging.getLogger(__name__)
 
 ZYGOTE_START_TIMEOUT = 60.0
 
 
-class Declined(Exception):
-    """The zygote cannot give this replica the start it asks for (see knserve.knative.supervisor.zygote)."""
-
-
-class ForkedProcess:
-    """A replica forked by the zygote; its exit arrives as a message from the zygote."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        self._exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    def _exit(self, code: int | None) -> None:
-        if not self._exited.done():
-            self.returncode = code if code is not None else -1
-            self._exited.set_result(code)
-
-    async def wait(self) -> int:
-        """The exit code (-1 when the zygote died and the code is unknown)."""
-        code = await asyncio.shield(self._exited)
-        return code if code is not None else -1
-
-
 class Launcher:
     """Starts replicas; see the module docstring."""
 
-    def __init__(self, work_dir: Path, use_zygote: bool = True) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        use_zygote: bool = True,
+        template_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.use_zygote = use_zygote
         self._zygote: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._link: ZygoteLink | None = None
         self._starting: asyncio.Task[bool] | None = None
-        self._pending: list[asyncio.Future[dict[str, Any]]] = []
-        self._children: dict[int, ForkedProcess] = {}
         self.records = ProcessRecords(self.work_dir / "processes")
         self._watches: set[asyncio.Task[None]] = set()
+        # warm per-revision templates (knserve.knative.supervisor.templates); none without a zygote
+        self.templates = Templates(self.work_dir, self, template_budget_bytes if use_zygote else 0)
 
     def warm_up(self) -> None:
         """Start the zygote in the background (call once the event loop runs)."""
@@ -81,12 +68,29 @@ class Launcher:
             self._starting = asyncio.create_task(self._start_zygote(), name="zygote-start")
 
     async def spawn(
-        self, argv: Sequence[str], env: dict[str, str], cwd: Path | None, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        log_path: Path,
+        template: Key | None = None,
     ) -> Any:
-        """Start `argv`; forked from the zygote when it can run it, else exec'd."""
+        """Start `argv`: forked from the revision's warm template (`template`, its namespace and
+        name) when it has one ready, else from the zygote when it can run it, else exec'd; a
+        revision without a template gets one started beside this replica."""
+        if template is not None:
+            link = self.templates.ready(template, argv)
+            if link is not None:
+                try:
+                    return await link.fork(argv, env, cwd, log_path)
+                except (Declined, OSError, RuntimeError) as exc:
+                    log.info("not forked from the template of %s/%s: %s", *template, exc)
+            else:
+                self.templates.want(template, argv, env, cwd)
         if self.use_zygote and forkable(argv) is not None and await self._zygote_ready():
+            assert self._link is not None
             try:
-                return await self._fork(argv, env, cwd, log_path)
+                return await self._link.fork(argv, env, cwd, log_path)
             except Declined as exc:
                 log.info("starting %s the ordinary way, not forked: %s", argv[2], exc)
             except (OSError, RuntimeError) as exc:
@@ -94,6 +98,26 @@ class Launcher:
                     "zygote could not fork (%s); starting the replica the ordinary way", exc
                 )
         return await self._exec(argv, env, cwd, log_path)
+
+    async def start_template(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        log_path: Path,
+        forked: bool,
+    ) -> Any:
+        """Start a template's process: forked from the zygote, or exec'd (another interpreter)."""
+        if forked:
+            if not await self._zygote_ready():
+                raise RuntimeError("the zygote is not running")
+            assert self._link is not None
+            return await self._link.fork(argv, env, cwd, log_path)
+        return await self._exec(argv, env, cwd, log_path)
+
+    async def drop_template(self, namespace: str, revision: str) -> None:
+        """The revision is gone: so is its template."""
+        await self.templates.drop((namespace, revision))
 
     async def stop_stale(self) -> None:
         """Stop what a plane that crashed on this data dir left running (call before spawning)."""
@@ -106,16 +130,13 @@ class Launcher:
             )
 
     async def close(self) -> None:
+        await self.templates.close()
         if self._starting is not None:
             self._starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._starting
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+        if self._link is not None:
+            await self._link.close()
         await self._stop_zygote()
 
     async def _exec(
@@ -159,7 +180,7 @@ class Launcher:
     # ---- the zygote --------------------------------------------------------------------------
 
     async def _zygote_ready(self) -> bool:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._link is not None and self._link.open:
             return True
         if self._starting is None or self._starting.done():
             self._starting = asyncio.create_task(self._start_zygote(), name="zygote-start")
@@ -179,65 +200,12 @@ class Launcher:
         deadline = loop.time() + ZYGOTE_START_TIMEOUT
         while loop.time() < deadline and self._zygote.returncode is None:
             try:
-                reader, self._writer = await asyncio.open_unix_connection(str(path))
+                self._link = await ZygoteLink.connect(path, self.records)
             except OSError:
                 # the zygote is importing; its socket appears when it is ready
                 await asyncio.sleep(0.02)
                 continue
-            self._reader_task = asyncio.create_task(self._read(reader), name="zygote-reader")
             log.info("zygote ready (pid %d)", self._zygote.pid)
             return True
         log.warning("the zygote did not start; see %s", self.work_dir / "zygote.log")
         return False
-
-    async def _fork(
-        self, argv: Sequence[str], env: dict[str, str], cwd: Path | None, log_path: Path
-    ) -> ForkedProcess:
-        assert self._writer is not None
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append(answer)  # the zygote answers in order
-        request = {
-            "argv": list(argv),
-            "env": env,
-            "cwd": str(cwd) if cwd else None,
-            "log": str(log_path),
-        }
-        self._writer.write(json.dumps(request).encode() + b"\n")
-        await self._writer.drain()
-        reply = await answer
-        if "declined" in reply:
-            raise Declined(reply["declined"])
-        if "pid" not in reply:
-            raise RuntimeError(reply.get("error", "no pid"))
-        self.records.add(reply["pid"])  # not if it is gone already: its exit is on its way
-        child = self._children.get(reply["pid"])
-        if child is None:
-            child = self._children[reply["pid"]] = ForkedProcess(reply["pid"])
-        elif child.returncode is not None:
-            del self._children[reply["pid"]]  # its exit overtook this answer
-        return child
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                if "exited" in message:
-                    pid = message["exited"]
-                    self.records.remove(pid)
-                    child = self._children.pop(pid, None)
-                    if child is None:  # exited before its spawn answer was read
-                        child = self._children[pid] = ForkedProcess(pid)
-                    child._exit(message["code"])
-                elif self._pending:
-                    self._pending.pop(0).set_result(message)
-        finally:
-            # the zygote is gone: its replicas' exits will never be reported
-            for future in self._pending:
-                if not future.done():
-                    future.set_exception(RuntimeError("the zygote exited"))
-            self._pending.clear()
-            for child in self._children.values():
-                child._exit(None)
-            self._children.clear()
-            if self._writer is not None:
-                self._writer.close()

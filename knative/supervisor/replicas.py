@@ -45,6 +45,7 @@ from knserve.knative.supervisor.storage_initializer import InitFailure, StorageI
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 12
+FAST_PROBE_SECONDS = 0.1  # how long a starting replica is probed every millisecond
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Supervisor:
         # KServe's storage-initializer: a revision's model, fetched before its first replica
         self.storage = StorageInitializer(self.log_dir, self._notify, self.launcher.records)
         self.engines = EngineBuilds()
+        self._prober: httpx.AsyncClient | None = None
 
     # ---- interface ---------------------------------------------------------------------------
 
@@ -215,11 +217,14 @@ class Supervisor:
         rev.desired = 0
         self.storage.forget(namespace, revision)
         await asyncio.gather(*(self._stop(rev, r) for r in list(rev.replicas)))
+        await self.launcher.drop_template(namespace, revision)  # kept only while it exists
         self._notify(namespace, revision)
 
     async def close(self) -> None:
         self._closing = True
         await asyncio.gather(*(self.remove(ns, name) for ns, name in list(self._revisions)))
+        if self._prober is not None:
+            await self._prober.aclose()
         await self.storage.close()
         await self.engines.close()
         await self.launcher.close()
@@ -295,7 +300,9 @@ class Supervisor:
                     out.write(note + "\n")
             started = time.monotonic()
             try:
-                replica.process = await self.launcher.spawn(argv, env, cwd, replica.log_path)
+                replica.process = await self.launcher.spawn(
+                    argv, env, cwd, replica.log_path, template=(spec.namespace, spec.revision)
+                )
             except OSError as exc:
                 rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
                 self._notify(spec.namespace, spec.revision)
@@ -377,29 +384,41 @@ class Supervisor:
             self._notify(spec.namespace, spec.revision)
         return True
 
+    def _probe_client(self) -> httpx.AsyncClient:
+        """One client for every starting replica's HTTP probe: making one costs 30 ms (its TLS
+        context), which each function's cold start paid. Certificates are not verified, as the
+        kubelet's HTTPS probes do not verify them."""
+        if self._prober is None:
+            # no connection kept: a probe's is the replica's to close, as a kubelet's is
+            keep_none = httpx.Limits(max_keepalive_connections=0)
+            self._prober = httpx.AsyncClient(timeout=2.0, verify=False, limits=keep_none)
+        return self._prober
+
     async def _probe_until_ready(self, spec: RevisionProcessSpec, replica: _Replica) -> bool:
         probe = spec.container.get("readinessProbe") or {}
-        deadline = time.monotonic() + self.startup_timeout
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
         http_get = probe.get("httpGet")
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if http_get:
-                        # On the serving port, whatever port the probe names, as Knative's
-                        # queue-proxy probes: its declared port is mapped to replica.port.
-                        path = http_get.get("path", "/")
-                        url = f"http://{self.host}:{replica.port}{path}"
-                        response = await client.get(url)
-                        if 200 <= response.status_code < 400:
-                            return True
-                    else:
-                        _, writer = await asyncio.open_connection(self.host, replica.port)
-                        writer.close()
+        while time.monotonic() < deadline:
+            try:
+                if http_get:
+                    # On the serving port, whatever port the probe names, as Knative's
+                    # queue-proxy probes: its declared port is mapped to replica.port.
+                    path = http_get.get("path", "/")
+                    url = f"http://{self.host}:{replica.port}{path}"
+                    response = await self._probe_client().get(url)
+                    if 200 <= response.status_code < 400:
                         return True
-                except (OSError, httpx.HTTPError):
-                    pass
-                # The replica is a process we do not control: polling its port is the only signal.
-                await asyncio.sleep(self.probe_interval)
+                else:
+                    _, writer = await asyncio.open_connection(self.host, replica.port)
+                    writer.close()
+                    return True
+            except (OSError, httpx.HTTPError):
+                pass
+            # The replica is a process we do not control: polling its port is the only signal;
+            # every millisecond at first, as one forked from a warm template listens in a few.
+            fresh = time.monotonic() - started < FAST_PROBE_SECONDS
+            await asyncio.sleep(min(self.probe_interval, 0.001) if fresh else self.probe_interval)
         return False
 
     async def _watch_probes(

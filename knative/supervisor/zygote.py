@@ -43,6 +43,8 @@ import selectors
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 
@@ -65,6 +67,17 @@ DEFAULT_PRELOAD = (
     "encodings.idna",
     "knserve.functions.host",
 )
+
+# A template's hook per module: called with the replica's arguments, it loads what the module
+# starts with (a model server its model) and returns what runs it in each replica, or None.
+TEMPLATE_HOOKS = {
+    "knserve.runtime": "knserve.runtime.warm:preload",
+    "knserve.functions.host": "knserve.functions.host:preload",
+}
+TEMPLATE_REFUSED = 3  # a template's exit status when its command cannot be made one
+# Seconds a template waits after forking a replica before it forks the next one ahead: not while
+# the one it just started competes for the CPU.
+SPARE_AFTER_IDLE = 0.5
 
 
 # Variables read once, when the interpreter or a library the zygote preloads starts. PYTHONPATH is
@@ -144,14 +157,17 @@ def exec_reason(
 
 
 def _child(
-    request: dict,
-    listener: socket.socket,
-    conn: socket.socket,
-    started: int,
-    path: list[str],
+    closing: Sequence[socket.socket],
     die_with_zygote: Callable[[], None] | None,
+    runner: Callable[[], None] | None,
+    started: int | None,
+    request: dict | None = None,
+    path: list[str] | None = None,
 ) -> None:
-    """In the forked replica: become the process the request describes, then run its module."""
+    """In the forked replica: become the process the request describes, then run its module
+    (`runner`, a template's, when given). Forked on request, it tells the zygote on `started`
+    once it leads its own group; a spare (no `request`) waits for its request and path on
+    `started`, which is then the pipe they come on (see _Server._spare)."""
     try:
         if die_with_zygote is not None:
             die_with_zygote()  # and the zygote dies with the plane: nothing outlives a crash
@@ -160,11 +176,22 @@ def _child(
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        listener.close()
-        conn.close()
+        for sock in closing:
+            sock.close()
         os.setsid()  # its own process group: the supervisor stops it (and its children) by group
-        os.write(started, b".")
-        os.close(started)
+        if request is None:
+            assert started is not None
+            message = b""
+            while chunk := os.read(started, 65536):
+                message += chunk
+            if not message:  # the template is gone or ends its spare
+                os._exit(0)
+            request, path = json.loads(message)
+        elif started is not None:
+            os.write(started, b".")
+        if started is not None:
+            os.close(started)
+        assert request is not None and path is not None
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -181,7 +208,10 @@ def _child(
         sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         argv = request["argv"]
         sys.argv = [argv[2], *argv[3:]]
-        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        if runner is not None:  # a template's replica: its module's state is loaded already
+            runner()
+        else:
+            runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -198,13 +228,22 @@ def _child(
 
 class _Server:
     def __init__(
-        self, path: Path, started_env: dict[str, str], interpreter_path: list[str]
+        self,
+        path: Path,
+        started_env: dict[str, str],
+        interpreter_path: list[str],
+        template: tuple[list[str], Callable[[], None] | None] | None = None,
     ) -> None:
         self.path = path
+        # a template forks only its own command, running `runner` (or the module) in each replica
+        self.template = template
         # the environment it started with: preloads may add to os.environ (KMP_DUPLICATE_LIB_OK…),
         # as they would in an exec'd replica
         self.started_env = started_env
         self.interpreter_path = interpreter_path  # sys.path without the working folder, PYTHONPATH
+        # Its top-level modules, once: walking sys.modules per request writes the refcounts of
+        # thousands of objects, and so copies the pages a spare shares (milliseconds per fork).
+        self.imported = frozenset(name.partition(".")[0] for name in sys.modules)
         self.die_with_zygote = dying_with_parent()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
@@ -222,6 +261,12 @@ class _Server:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
         self.buffers: dict[socket.socket, bytes] = {}
         self.owner: dict[int, socket.socket] = {}  # replica pid -> the connection that asked
+        # A template keeps one replica forked ahead, waiting for its request (_spare): the next
+        # scale from zero does not wait for a fork. Made again once the template is idle.
+        self.spare: tuple[int, int] | None = None  # (pid, the pipe its request goes down)
+        # The first one not at once: the launcher measures the template's own memory (USS) as
+        # soon as it connects, before a spare shares (and so hides) its pages.
+        self.spare_due = time.monotonic() + SPARE_AFTER_IDLE if template is not None else None
         self.running = True
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -231,7 +276,10 @@ class _Server:
 
     def serve(self) -> None:
         while self.running:
-            for key, _ in self.selector.select(timeout=1.0):
+            timeout = 1.0
+            if self.spare_due is not None:
+                timeout = min(timeout, max(0.0, self.spare_due - time.monotonic()))
+            for key, _ in self.selector.select(timeout=timeout):
                 if key.data == "accept":
                     conn, _ = self.listener.accept()
                     conn.setblocking(True)
@@ -244,6 +292,8 @@ class _Server:
                 else:
                     self._read(key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            if self.spare_due is not None and time.monotonic() >= self.spare_due:
+                self._spare()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -264,26 +314,56 @@ class _Server:
         if forkable(request.get("argv") or []) is None:
             self._send(conn, {"error": f"cannot fork {request.get('argv')!r}"})
             return
+        runner = None
+        if self.template is not None:
+            own, runner = self.template
+            if request["argv"] != own:
+                self._send(conn, {"declined": "the template was made for another command"})
+                return
         env = request["env"]
         cwd = os.path.abspath(request.get("cwd") or os.getcwd())
         path = python_path(cwd, env.get("PYTHONPATH"), self.interpreter_path)
         new_folders = [p for p in path if p not in sys.path]
-        imported = {name.partition(".")[0] for name in sys.modules}
-        reason = exec_reason(env, self.started_env, new_folders, imported, os.environ)
+        reason = exec_reason(env, self.started_env, new_folders, self.imported, os.environ)
         if reason is not None:
             self._send(conn, {"declined": reason})
+            return
+        if self.spare is not None:  # forked ahead, leading its group already: it goes at once
+            pid, inbox = self.spare
+            self.spare, self.spare_due = None, time.monotonic() + SPARE_AFTER_IDLE
+            self.owner[pid] = conn
+            # the answer first: the spare, woken by its request, may take this CPU at once
+            self._send(conn, {"pid": pid})
+            with contextlib.suppress(OSError):
+                os.write(inbox, json.dumps([request, path]).encode())
+            os.close(inbox)
             return
         started_r, started_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(started_r)
-            _child(request, self.listener, conn, started_w, path, self.die_with_zygote)
+            closing = [self.listener, *self.buffers]
+            _child(closing, self.die_with_zygote, runner, started_w, request, path)
         os.close(started_w)
         # answer only once the child leads its own group, so stopping it by group never misses
         os.read(started_r, 1)
         os.close(started_r)
         self.owner[pid] = conn
         self._send(conn, {"pid": pid})
+
+    def _spare(self) -> None:
+        """Fork the template's next replica ahead: it leads its own group and waits for its
+        request on a pipe."""
+        self.spare_due = None
+        if self.template is None or self.spare is not None:
+            return
+        inbox_r, inbox_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(inbox_w)
+            _child([self.listener, *self.buffers], self.die_with_zygote, self.template[1], inbox_r)
+        os.close(inbox_r)
+        self.spare = (pid, inbox_w)
 
     def _reap(self) -> None:
         while True:
@@ -293,6 +373,9 @@ class _Server:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare[0]:  # it died waiting: make another
+                os.close(self.spare[1])
+                self.spare, self.spare_due = None, time.monotonic() + SPARE_AFTER_IDLE
             conn = self.owner.pop(pid, None)
             if conn is not None:
                 self._send(conn, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
@@ -317,10 +400,34 @@ def _warm_up() -> None:
         pass  # an optional extra missing: replicas pay the cost themselves
 
 
+def _prepared(command: list[str]) -> Callable[[], None] | None:
+    """Load what `command`'s module starts with, through its hook (TEMPLATE_HOOKS); None when
+    it has none: replicas then run the module, as the zygote's do. Exits with status 3 (the
+    launcher then makes no template) when the hook cannot, or leaves threads running: a fork
+    has only the thread that forks."""
+    hook = TEMPLATE_HOOKS.get(command[2])
+    if hook is None:
+        return None
+    module, _, name = hook.partition(":")
+    runner = getattr(importlib.import_module(module), name)(command[3:])
+    if runner is None:
+        print(f"{command[2]} started so cannot be a template", flush=True)
+        sys.exit(TEMPLATE_REFUSED)
+    if threading.active_count() > 1:
+        print(f"loading left {threading.active_count() - 1} threads running", flush=True)
+        sys.exit(TEMPLATE_REFUSED)
+    return runner
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m knserve.knative.supervisor.zygote")
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
+    parser.add_argument(
+        "--template",
+        nargs=argparse.REMAINDER,
+        help="the replica command (`python -m knserve.…`) this template forks, loaded first",
+    )
     args = parser.parse_args(argv)
     # What the interpreter started with, before the preloads add to it.
     started_env = dict(os.environ)
@@ -331,12 +438,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             importlib.import_module(module)
         except ImportError:
             pass  # an extra that is not installed: replicas that need it import it themselves
-    _warm_up()
+    if not args.template and "sklearn" in sys.modules:
+        _warm_up()
+    template = None
+    if args.template:
+        if forkable(args.template) is None:
+            parser.error(f"--template: {args.template!r} is not `{sys.executable} -m knserve.…`")
+        template = (args.template, _prepared(args.template))
     # Objects that exist now are never collected: the collector then never writes to (and so
     # never copies) the pages replicas share with the zygote.
+    gc.collect()
     gc.freeze()
-    server = _Server(args.socket, started_env, interpreter_path)
-    print(f"zygote ready on {args.socket}", flush=True)
+    server = _Server(args.socket, started_env, interpreter_path, template)
+    print(f"{'template' if template else 'zygote'} ready on {args.socket}", flush=True)
     server.serve()
 
 

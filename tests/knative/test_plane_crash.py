@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,7 +137,9 @@ def test_kill_9_under_load_leaves_nothing_and_the_restarted_plane_serves_as_befo
         pid for pid in before if parent(pid) == plane.process.pid and "zygote" in cmdline(pid)
     ]
     assert len(zygote) == 1
-    assert len([pid for pid in before if parent(pid) == zygote[0]]) == 2  # forked model servers
+    # the model servers are forked (the zygote's other child is the revision's warm template)
+    servers = re.findall(r"revision default/sklearn-iris-\S+ replica \d+: pid (\d+)", plane.log())
+    assert len(servers) == 2 and all(parent(int(pid)) == zygote[0] for pid in servers)
     assert len([pid for pid in before if "echo_server.py" in cmdline(pid)]) == 2  # exec'd
 
     stop, answered = threading.Event(), []
