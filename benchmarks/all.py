@@ -33,7 +33,7 @@ RUNNERS: list[tuple[str, list[str], list[str]]] = [
     ("scale", ["--quick"], []),
     ("gateway", ["--duration", "5"], []),
     ("grpc_runtime", ["--quick"], []),
-    ("grpc_gateway", ["--duration", "3"], []),
+    ("grpc_gateway", ["--quick"], []),
 ]
 
 HEADLINE = re.compile(r"^HEADLINE\s+(?P<figure>[^:]+):\s*(?P<value>.*)$")

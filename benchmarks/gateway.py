@@ -206,6 +206,18 @@ def main(argv: list[str]) -> None:
                 f"{(system_after - system) / count * 1e6:.1f} us system (sockets, epoll); "
                 f"gateway core busy {(user_after - user + system_after - system) / args.duration:.0%}"
             )
+            if conc == 1:
+                print(
+                    f"HEADLINE HTTP/1.1 p50 through the gateway at c=1: {proxied['p50']:.3f} ms "
+                    f"vs {direct['p50']:.3f} ms direct, added "
+                    f"{proxied['p50'] - direct['p50']:.3f} ms (goal: under 0.3 ms added)"
+                )
+            else:
+                print(
+                    f"HEADLINE HTTP/1.1 req/s through the gateway at c={conc}: "
+                    f"{proxied['rps']:.0f} vs {direct['rps']:.0f} direct "
+                    f"(goal: at least 10,000 through one gateway core)"
+                )
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=30)
