@@ -310,7 +310,9 @@ class Dispatcher:
         exhausted = False
         if not trigger.claimed:
             batch = self.concurrency * CLAIM_BATCH
-            events = self.log.pending(trigger.key, batch, matches=subscription.predicate)
+            events = self.log.pending(
+                trigger.key, batch, matches=subscription.predicate, defer=True
+            )
             trigger.claimed.extend(events)
             exhausted = len(events) < batch
         while trigger.claimed and len(trigger.inflight) < self.concurrency:

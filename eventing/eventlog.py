@@ -39,10 +39,12 @@ is used from one thread at a time (the plane's event loop); its calls are short 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ import orjson
 from knserve.knative.apiserver.database import open_database, transaction
 
 __all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = 600.0  # seconds: the de-duplication window (10 minutes)
 _SCAN = 500  # events read per step when moving a trigger's cursor past events it does not match
@@ -117,6 +121,10 @@ class EventLog:
         # in memory only, as reading those events again after a restart takes nothing again.
         self._skipped: dict[str, int] = {}
         self._decoded: dict[int, dict[str, Any]] = {}
+        # Claims not yet written (statement, rows): the next transaction writes them first.
+        self._claims: list[tuple[str, list[tuple[Any, ...]]]] = []
+        self._claiming: set[str] = set()  # the triggers whose claims are among them
+        self._flush_soon = False  # a flush of the claims is scheduled on the event loop
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
         if "type" not in columns:
             # A log from before the type joined the key: its ten-minute memory is dropped.
@@ -126,10 +134,31 @@ class EventLog:
         self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self._db)
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that writes the deferred claims first (see :meth:`pending`); if it
+        fails they stay deferred, for the next one."""
+        claims, self._claims = self._claims, []
+        try:
+            with transaction(self._db) as db:
+                for sql, rows in claims:
+                    db.executemany(sql, rows)
+                yield db
+        except BaseException:
+            self._claims = claims + self._claims
+            raise
+        if not self._claims:
+            self._claiming.clear()
+
+    def flush(self) -> None:
+        """Write the claims :meth:`pending` deferred, in one transaction (the dispatcher calls
+        it once per loop turn, after every trigger woken in that turn has claimed)."""
+        if self._claims:
+            with self._tx():
+                pass
 
     # ---- accepting -----------------------------------------------------------------------------
 
@@ -243,16 +272,22 @@ class EventLog:
         limit: int = 100,
         *,
         matches: Callable[[Mapping[str, Any]], bool] | None = None,
+        defer: bool = False,
     ) -> list[StoredEvent]:
         """Claim up to ``limit`` events for a trigger: first retries that are due (by due time),
         then new events in arrival order. Claimed events are in flight: not returned again until
         marked, or until the log is reopened after a crash.
 
         ``matches`` (the trigger's filter, over the attributes) lets the log skip events the
-        trigger does not want without ever creating their delivery rows.
+        trigger does not want without ever creating their delivery rows. ``defer`` (on an event
+        loop) commits the claim at the end of the loop turn, with the other triggers' claims of
+        that turn (or sooner, first in any other transaction): a crash before that loses no
+        event, only the claim (its events are claimed, and delivered, again: at least once).
         """
         if limit < 1:
             return []
+        if trigger_key in self._claiming:
+            self.flush()  # its last claim first, or the rows read below would not show it
         now = self.clock()
         db = self._db
         # Read first, outside a transaction (the log has one user, so nothing moves meanwhile):
@@ -298,18 +333,32 @@ class EventLog:
             if cursor > stored_cursor:
                 self._skipped[trigger_key] = cursor  # written with the trigger's next claim
             return []
-        with self._tx() as db:
-            db.executemany(
+        self._claims += (
+            (
                 "UPDATE deliveries SET in_flight=1 WHERE trigger=? AND seq=?",
                 [(trigger_key, e.seq) for e in claimed],
-            )
-            db.executemany(
+            ),
+            (
                 "INSERT INTO deliveries VALUES (?, ?, 0, ?, 1)",
                 [(trigger_key, e.seq, now) for e in fresh],
-            )
-            db.execute("UPDATE triggers SET cursor=? WHERE key=?", (cursor, trigger_key))
+            ),
+            ("UPDATE triggers SET cursor=? WHERE key=?", [(cursor, trigger_key)]),
+        )
+        self._claiming.add(trigger_key)
         self._skipped.pop(trigger_key, None)
+        if not defer:
+            self.flush()
+        elif not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_deferred)
         return claimed + fresh
+
+    def _flush_deferred(self) -> None:
+        self._flush_soon = False
+        try:
+            self.flush()
+        except sqlite3.Error:  # still deferred: the next transaction writes them
+            logger.exception("committing the triggers' claims failed; the next write tries again")
 
     def _attributes(self, seq: int, raw: bytes) -> dict[str, Any]:
         """An event's attributes, decoded once for all the triggers that read it (shared: the

@@ -125,7 +125,10 @@ async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
 
 
 _UNSAFE_HEADER = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL …: never written raw
-MAX_IDLE_PER_ORIGIN = 64  # keep-alive connections kept per (host, port); more are closed
+# keep-alive connections kept per (host, port); more are closed. Many triggers usually share one
+# origin (the gateway, or one subscriber host), each with up to 16 deliveries in flight: a
+# connect per delivery was the largest single cost with 100 triggers, below 1024 files (ulimit).
+MAX_IDLE_PER_ORIGIN = 256
 
 
 @dataclass(frozen=True)
