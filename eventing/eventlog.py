@@ -29,8 +29,10 @@ when the log is reopened, so an accepted event is delivered at least once to eve
 took it; :meth:`~EventLog.compact` deletes events no trigger still needs.
 
 Durability: a transaction commits before :meth:`~EventLog.append` returns;
-:meth:`~EventLog.append_groups` and :meth:`~EventLog.mark_delivered_many` put many requests'
-writes in one (group commit, :mod:`knserve.eventing.group_commit`). In WAL mode with
+:meth:`~EventLog.append_groups` puts many requests' events in one (group commit,
+:mod:`knserve.eventing.group_commit`). The dispatcher's claims and deliveries are deferred
+(``defer=True``): committed once per loop turn, or first in any transaction before that; a
+crash before then only delivers those events again, as at least once allows. In WAL mode with
 ``synchronous=NORMAL`` a commit survives a crash or ``kill -9`` of the process (what the broker
 promises); ``fsync=True`` makes it survive a power loss too, at a cost in throughput. Times are
 Unix seconds from the injected ``clock`` (wall time, because they outlive the process). The log
@@ -124,6 +126,7 @@ class EventLog:
         # Claims not yet written (statement, rows): the next transaction writes them first.
         self._claims: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._claiming: set[str] = set()  # the triggers whose claims are among them
+        self._done: list[tuple[str, int]] = []  # deliveries (trigger, seq) not yet written
         self._flush_soon = False  # a flush of the claims is scheduled on the event loop
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
         if "type" not in columns:
@@ -139,26 +142,39 @@ class EventLog:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A transaction that writes the deferred claims first (see :meth:`pending`); if it
-        fails they stay deferred, for the next one."""
-        claims, self._claims = self._claims, []
+        """A transaction that writes the deferred claims and deliveries first (see
+        :meth:`pending`); if it fails they stay deferred, for the next one."""
+        claims, done = self._claims, self._done
+        self._claims, self._done = [], []
         try:
             with transaction(self._db) as db:
                 for sql, rows in claims:
                     db.executemany(sql, rows)
+                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
                 yield db
         except BaseException:
-            self._claims = claims + self._claims
+            self._claims, self._done = claims + self._claims, done + self._done
             raise
         if not self._claims:
             self._claiming.clear()
 
     def flush(self) -> None:
-        """Write the claims :meth:`pending` deferred, in one transaction (the dispatcher calls
-        it once per loop turn, after every trigger woken in that turn has claimed)."""
-        if self._claims:
+        """Write what :meth:`pending` and :meth:`mark_delivered` deferred, in one transaction."""
+        if self._claims or self._done:
             with self._tx():
                 pass
+
+    def _flush_later(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        self._flush_soon = False
+        try:
+            self.flush()
+        except sqlite3.Error:  # still deferred: the next transaction writes them
+            logger.exception("committing claims and deliveries failed; the next write tries again")
 
     # ---- accepting -----------------------------------------------------------------------------
 
@@ -346,19 +362,11 @@ class EventLog:
         )
         self._claiming.add(trigger_key)
         self._skipped.pop(trigger_key, None)
-        if not defer:
+        if defer:
+            self._flush_later()
+        else:
             self.flush()
-        elif not self._flush_soon:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush_deferred)
         return claimed + fresh
-
-    def _flush_deferred(self) -> None:
-        self._flush_soon = False
-        try:
-            self.flush()
-        except sqlite3.Error:  # still deferred: the next transaction writes them
-            logger.exception("committing the triggers' claims failed; the next write tries again")
 
     def _attributes(self, seq: int, raw: bytes) -> dict[str, Any]:
         """An event's attributes, decoded once for all the triggers that read it (shared: the
@@ -378,17 +386,15 @@ class EventLog:
                 "UPDATE deliveries SET in_flight=0 WHERE trigger=? AND in_flight=1", (trigger_key,)
             ).rowcount
 
-    def mark_delivered(self, trigger_key: str, seq: int) -> None:
-        """The subscriber answered 2xx: this trigger is done with the event."""
-        self.mark_delivered_many([(trigger_key, seq)])
-
-    def mark_delivered_many(self, done: Sequence[tuple[str, int]]) -> list[None]:
-        """Several ``(trigger_key, seq)`` delivered, in one transaction (the dispatcher gathers
-        the deliveries that finish in one loop turn)."""
-        if done:
-            with self._tx() as db:
-                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
-        return [None] * len(done)
+    def mark_delivered(self, trigger_key: str, seq: int, *, defer: bool = False) -> None:
+        """The subscriber answered 2xx: this trigger is done with the event. ``defer`` (on an
+        event loop) commits it at the end of the loop turn with the others of that turn; until
+        then the event stays claimed, and a crash delivers it again (at least once)."""
+        self._done.append((trigger_key, seq))
+        if defer:
+            self._flush_later()
+        else:
+            self.flush()
 
     def mark_failed(
         self, trigger_key: str, seq: int, attempts: int, next_attempt_at: float
@@ -440,6 +446,7 @@ class EventLog:
     def backlog(self, trigger_key: str) -> int:
         """Events the trigger has taken but not finished plus those after its cursor (an upper
         bound when the trigger filters)."""
+        self.flush()  # what was deferred counts
         row = self._db.execute(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE trigger=t.key) + "
             "(SELECT COUNT(*) FROM events e WHERE e.namespace=t.namespace AND e.broker=t.broker "
