@@ -185,10 +185,10 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        answers, out, close = self.answers, [], False
-        while answers and answers[0].data is not None:
+        answers, out, close = self.answers, list[bytes](), False
+        while answers and (data := answers[0].data) is not None:
             answer = answers.popleft()
-            out.append(answer.data)
+            out.append(data)
             if answer.close:
                 close = True
                 answers.clear()

@@ -283,6 +283,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes, bool]] | None = None
         self._keep_alive = False
         self.deadline = 0.0  # the loop time the current exchange must end by (LeanSender's)
+        # one parser per connection: llhttp starts over after each answer
+        self._parser = httptools.HttpResponseParser(self)
 
     # -- the exchange --
     async def exchange(self, data: bytes, limit: int) -> tuple[int, dict[str, str], bytes, bool]:
@@ -306,7 +308,6 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _reset(self, limit: int) -> None:
-        self._parser = httptools.HttpResponseParser(self)
         self._limit = limit
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
