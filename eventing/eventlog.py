@@ -21,12 +21,11 @@ One SQLite file (WAL) per plane holds four tables:
 * ``deliveries`` -- per (trigger, event) that the trigger took and has not finished: how many
   attempts failed, when the next one is due, and whether one is in flight.
 
-The dispatcher's loop for a trigger is :meth:`EventLog.pending` (which claims what is due, and
-moves the cursor past new events, creating their delivery rows in the same transaction), then
-:meth:`~EventLog.mark_delivered`, :meth:`~EventLog.mark_failed` or
-:meth:`~EventLog.dead_letter` per event. An attempt in flight when the process dies is due again
-when the log is reopened, so an accepted event is delivered at least once to every trigger that
-took it; :meth:`~EventLog.compact` deletes events no trigger still needs.
+A trigger's loop is :meth:`EventLog.pending` (claim what is due, move the cursor past new events
+and create their delivery rows), then :meth:`~EventLog.mark_delivered`, ``mark_failed`` or
+``dead_letter`` per event. What was in flight when the process died is due again when the log is
+reopened: every trigger that took an event gets it at least once. :meth:`~EventLog.compact`
+deletes events no trigger still needs.
 
 Durability: a transaction commits before :meth:`~EventLog.append` returns;
 :meth:`~EventLog.append_groups` puts many requests' events in one (group commit,
@@ -123,11 +122,12 @@ class EventLog:
         # in memory only, as reading those events again after a restart takes nothing again.
         self._skipped: dict[str, int] = {}
         self._decoded: dict[int, dict[str, Any]] = {}
-        # Claims not yet written (statement, rows): the next transaction writes them first.
+        # Writes deferred (statement, rows): the next transaction writes them first.
         self._claims: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._claiming: set[str] = set()  # the triggers whose claims are among them
         self._done: list[tuple[str, int]] = []  # deliveries (trigger, seq) not yet written
         self._flush_soon = False  # a flush of the claims is scheduled on the event loop
+        self._waiting: set[str] = set()  # triggers that may have retries waiting (not in flight)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
         if "type" not in columns:
             # A log from before the type joined the key: its ten-minute memory is dropped.
@@ -135,6 +135,7 @@ class EventLog:
             self._db.executescript(SCHEMA)
         # Whatever was in flight when the last process died was not acknowledged: due again now.
         self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
+        self._waiting.update(t for (t,) in self._db.execute("SELECT trigger FROM deliveries"))
 
     def close(self) -> None:
         self.flush()
@@ -181,9 +182,7 @@ class EventLog:
     def append(self, namespace: str, broker: str, event: Mapping[str, Any]) -> bool:
         """Store one event durably; False when the broker accepted an event with the same
         ``source``, ``id`` and ``type`` within the retention window (it is not stored again).
-
-        ``event`` maps attribute names to values, plus ``data``: the body bytes (or None).
-        """
+        ``event`` maps attribute names to values, plus ``data``: the body bytes (or None)."""
         return self.append_many(namespace, broker, [event])[0]
 
     def append_many(
@@ -296,10 +295,8 @@ class EventLog:
 
         ``matches`` (the trigger's filter, over the attributes) lets the log skip events the
         trigger does not want without ever creating their delivery rows. ``defer`` (on an event
-        loop) commits the claim at the end of the loop turn, with the other triggers' claims of
-        that turn (or sooner, first in any other transaction): a crash before that loses no
-        event, only the claim (its events are claimed, and delivered, again: at least once).
-        """
+        loop) commits the claim with the loop turn's other writes: a crash before that loses no
+        event, only the claim (its events are claimed, and delivered, again: at least once)."""
         if limit < 1:
             return []
         if trigger_key in self._claiming:
@@ -324,6 +321,7 @@ class EventLog:
                 "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
                 (trigger_key, now, limit),
             ).fetchall()
+            if trigger_key in self._waiting  # 100 triggers: most of their reads were this
         ]
         fresh: list[StoredEvent] = []
         step = max(_SCAN, limit)
@@ -381,15 +379,15 @@ class EventLog:
     def release(self, trigger_key: str) -> int:
         """Make the trigger's in-flight events due again, as a restart would (its delivery worker
         was stopped, e.g. because the Trigger changed); returns how many."""
+        self._waiting.add(trigger_key)
         with self._tx() as db:
             return db.execute(
                 "UPDATE deliveries SET in_flight=0 WHERE trigger=? AND in_flight=1", (trigger_key,)
             ).rowcount
 
     def mark_delivered(self, trigger_key: str, seq: int, *, defer: bool = False) -> None:
-        """The subscriber answered 2xx: this trigger is done with the event. ``defer`` (on an
-        event loop) commits it at the end of the loop turn with the others of that turn; until
-        then the event stays claimed, and a crash delivers it again (at least once)."""
+        """The subscriber answered 2xx: this trigger is done with the event. ``defer``: as in
+        :meth:`pending` (until it commits the event stays claimed; a crash delivers it again)."""
         self._done.append((trigger_key, seq))
         if defer:
             self._flush_later()
@@ -401,6 +399,7 @@ class EventLog:
     ) -> None:
         """An attempt failed and will be retried: ``attempts`` failed so far, the next one is due
         at ``next_attempt_at`` (Unix seconds, on the log's clock)."""
+        self._waiting.add(trigger_key)
         with self._tx() as db:
             db.execute(
                 "UPDATE deliveries SET attempts=?, next_attempt_at=?, in_flight=0 "
@@ -432,11 +431,18 @@ class EventLog:
     def next_due(self, trigger_key: str) -> float | None:
         """When the trigger's earliest waiting retry is due (Unix seconds, the log's clock), or
         None when nothing waits: the dispatcher sleeps until then unless woken earlier."""
+        if trigger_key not in self._waiting:
+            return None
+        if trigger_key in self._claiming:
+            self.flush()  # its claims of retries first
         row = self._db.execute(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE trigger=? AND in_flight=0",
             (trigger_key,),
         ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        if row is None or row[0] is None:
+            self._waiting.discard(trigger_key)  # until a retry or a release
+            return None
+        return float(row[0])
 
     def trigger_keys(self) -> list[str]:
         """Every registered trigger, so that a controller can forget those deleted while the
