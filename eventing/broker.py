@@ -14,14 +14,13 @@ import contextlib
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from knserve.eventing.controller import SERVICE, EventingController
 from knserve.eventing.dispatcher import Dispatcher
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.ingress import Ingress
+from knserve.eventing.ingress_server import IngressServer
 from knserve.eventing.message_sender import LeanSender
-from knserve.knative.apiserver.server import EmbeddedServer
 from knserve.knative.apiserver.store import Store
 
 # Knative's multi-tenant broker ingress, `http://broker-ingress.knative-eventing.svc.cluster.local/
@@ -60,20 +59,7 @@ class BrokerPlane:
             self.log, self.controller.broker_exists, on_accepted=self.dispatcher.wake
         )
         self.dispatcher.reply_to = self.ingress.accept
-        self.server = EmbeddedServer(
-            uvicorn.Config(
-                self.ingress,
-                host=host,
-                port=port,
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-                # per-request work an event sender has no use for (the profile shows each)
-                proxy_headers=False,
-                server_header=False,
-                date_header=False,
-            )
-        )
+        self.server = IngressServer(self.ingress, host, port)
 
     def _service_url(self, namespace: str, name: str) -> str | None:
         svc = self.store.find(SERVICE, namespace, name)
@@ -81,14 +67,12 @@ class BrokerPlane:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve the ingress and reconcile Brokers and Triggers until `stop`; then drain."""
-        server = asyncio.create_task(self.server.serve(), name="broker-ingress")
+        await self.server.start()
         controller = asyncio.create_task(self.controller.run(), name="eventing-controller")
         try:
             await stop.wait()
         finally:
-            self.server.should_exit = True  # stop accepting first
-            with contextlib.suppress(Exception):
-                await server
+            await self.server.stop()  # stop accepting first, answering what was received
             controller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await controller

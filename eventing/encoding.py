@@ -28,6 +28,7 @@ __all__ = ["STRUCTURED", "is_cloudevent", "to_binary", "to_structured"]
 STRUCTURED = "application/cloudevents+json"
 # CloudEvents HTTP binding 3.1.3.2: printable ASCII except space, double quote and percent.
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_UNSAFE = re.compile(r'[^\x21-\x7e]|["%]')  # what must be percent-encoded (most values: none)
 _JSON_TYPE = re.compile(r"(application|text)/([\w.+-]*\+)?json\s*(;.*)?", re.IGNORECASE)
 
 
@@ -38,7 +39,8 @@ def to_binary(attributes: Mapping[str, Any], data: bytes | None) -> tuple[dict[s
         if name == "datacontenttype":
             headers["content-type"] = str(value)
         elif name != "data":
-            headers[f"ce-{name}"] = quote(str(value), safe=_SAFE)
+            text = str(value)
+            headers[f"ce-{name}"] = quote(text, safe=_SAFE) if _UNSAFE.search(text) else text
     return headers, data or b""
 
 

@@ -21,16 +21,17 @@ One SQLite file (WAL) per plane holds four tables:
 * ``deliveries`` -- per (trigger, event) that the trigger took and has not finished: how many
   attempts failed, when the next one is due, and whether one is in flight.
 
-The dispatcher's loop for a trigger is :meth:`EventLog.pending` (which claims what is due, and
-moves the cursor past new events, creating their delivery rows in the same transaction), then
-:meth:`~EventLog.mark_delivered`, :meth:`~EventLog.mark_failed` or
-:meth:`~EventLog.dead_letter` per event. An attempt in flight when the process dies is due again
-when the log is reopened, so an accepted event is delivered at least once to every trigger that
-took it; :meth:`~EventLog.compact` deletes events no trigger still needs.
+A trigger's loop is :meth:`EventLog.pending` (claim what is due, move the cursor past new events
+and create their delivery rows), then :meth:`~EventLog.mark_delivered`, ``mark_failed`` or
+``dead_letter`` per event. What was in flight when the process died is due again when the log is
+reopened: every trigger that took an event gets it at least once. :meth:`~EventLog.compact`
+deletes events no trigger still needs.
 
 Durability: a transaction commits before :meth:`~EventLog.append` returns;
-:meth:`~EventLog.append_groups` and :meth:`~EventLog.mark_delivered_many` put many requests'
-writes in one (group commit, :mod:`knserve.eventing.group_commit`). In WAL mode with
+:meth:`~EventLog.append_groups` puts many requests' events in one (group commit,
+:mod:`knserve.eventing.group_commit`). The dispatcher's claims and deliveries are deferred
+(``defer=True``): committed once per loop turn, or first in any transaction before that; a
+crash before then only delivers those events again, as at least once allows. In WAL mode with
 ``synchronous=NORMAL`` a commit survives a crash or ``kill -9`` of the process (what the broker
 promises); ``fsync=True`` makes it survive a power loss too, at a cost in throughput. Times are
 Unix seconds from the injected ``clock`` (wall time, because they outlive the process). The log
@@ -39,10 +40,12 @@ is used from one thread at a time (the plane's event loop); its calls are short 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,8 @@ import orjson
 from knserve.knative.apiserver.database import open_database, transaction
 
 __all__ = ["DEFAULT_RETENTION", "EventLog", "StoredEvent"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = 600.0  # seconds: the de-duplication window (10 minutes)
 _SCAN = 500  # events read per step when moving a trigger's cursor past events it does not match
@@ -117,6 +122,12 @@ class EventLog:
         # in memory only, as reading those events again after a restart takes nothing again.
         self._skipped: dict[str, int] = {}
         self._decoded: dict[int, dict[str, Any]] = {}
+        # Writes deferred (statement, rows): the next transaction writes them first.
+        self._claims: list[tuple[str, list[tuple[Any, ...]]]] = []
+        self._claiming: set[str] = set()  # the triggers whose claims are among them
+        self._done: list[tuple[str, int]] = []  # deliveries (trigger, seq) not yet written
+        self._flush_soon = False  # a flush of the claims is scheduled on the event loop
+        self._waiting: set[str] = set()  # triggers that may have retries waiting (not in flight)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(seen)")}
         if "type" not in columns:
             # A log from before the type joined the key: its ten-minute memory is dropped.
@@ -124,21 +135,54 @@ class EventLog:
             self._db.executescript(SCHEMA)
         # Whatever was in flight when the last process died was not acknowledged: due again now.
         self._db.execute("UPDATE deliveries SET in_flight = 0 WHERE in_flight = 1")
+        self._waiting.update(t for (t,) in self._db.execute("SELECT trigger FROM deliveries"))
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self._db)
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that writes the deferred claims and deliveries first (see
+        :meth:`pending`); if it fails they stay deferred, for the next one."""
+        claims, done = self._claims, self._done
+        self._claims, self._done = [], []
+        try:
+            with transaction(self._db) as db:
+                for sql, rows in claims:
+                    db.executemany(sql, rows)
+                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
+                yield db
+        except BaseException:
+            self._claims, self._done = claims + self._claims, done + self._done
+            raise
+        if not self._claims:
+            self._claiming.clear()
+
+    def flush(self) -> None:
+        """Write what :meth:`pending` and :meth:`mark_delivered` deferred, in one transaction."""
+        if self._claims or self._done:
+            with self._tx():
+                pass
+
+    def _flush_later(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        self._flush_soon = False
+        try:
+            self.flush()
+        except sqlite3.Error:  # still deferred: the next transaction writes them
+            logger.exception("committing claims and deliveries failed; the next write tries again")
 
     # ---- accepting -----------------------------------------------------------------------------
 
     def append(self, namespace: str, broker: str, event: Mapping[str, Any]) -> bool:
         """Store one event durably; False when the broker accepted an event with the same
         ``source``, ``id`` and ``type`` within the retention window (it is not stored again).
-
-        ``event`` maps attribute names to values, plus ``data``: the body bytes (or None).
-        """
+        ``event`` maps attribute names to values, plus ``data``: the body bytes (or None)."""
         return self.append_many(namespace, broker, [event])[0]
 
     def append_many(
@@ -243,16 +287,20 @@ class EventLog:
         limit: int = 100,
         *,
         matches: Callable[[Mapping[str, Any]], bool] | None = None,
+        defer: bool = False,
     ) -> list[StoredEvent]:
         """Claim up to ``limit`` events for a trigger: first retries that are due (by due time),
         then new events in arrival order. Claimed events are in flight: not returned again until
         marked, or until the log is reopened after a crash.
 
         ``matches`` (the trigger's filter, over the attributes) lets the log skip events the
-        trigger does not want without ever creating their delivery rows.
-        """
+        trigger does not want without ever creating their delivery rows. ``defer`` (on an event
+        loop) commits the claim with the loop turn's other writes: a crash before that loses no
+        event, only the claim (its events are claimed, and delivered, again: at least once)."""
         if limit < 1:
             return []
+        if trigger_key in self._claiming:
+            self.flush()  # its last claim first, or the rows read below would not show it
         now = self.clock()
         db = self._db
         # Read first, outside a transaction (the log has one user, so nothing moves meanwhile):
@@ -273,6 +321,7 @@ class EventLog:
                 "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
                 (trigger_key, now, limit),
             ).fetchall()
+            if trigger_key in self._waiting  # 100 triggers: most of their reads were this
         ]
         fresh: list[StoredEvent] = []
         step = max(_SCAN, limit)
@@ -298,17 +347,23 @@ class EventLog:
             if cursor > stored_cursor:
                 self._skipped[trigger_key] = cursor  # written with the trigger's next claim
             return []
-        with self._tx() as db:
-            db.executemany(
+        self._claims += (
+            (
                 "UPDATE deliveries SET in_flight=1 WHERE trigger=? AND seq=?",
                 [(trigger_key, e.seq) for e in claimed],
-            )
-            db.executemany(
+            ),
+            (
                 "INSERT INTO deliveries VALUES (?, ?, 0, ?, 1)",
                 [(trigger_key, e.seq, now) for e in fresh],
-            )
-            db.execute("UPDATE triggers SET cursor=? WHERE key=?", (cursor, trigger_key))
+            ),
+            ("UPDATE triggers SET cursor=? WHERE key=?", [(cursor, trigger_key)]),
+        )
+        self._claiming.add(trigger_key)
         self._skipped.pop(trigger_key, None)
+        if defer:
+            self._flush_later()
+        else:
+            self.flush()
         return claimed + fresh
 
     def _attributes(self, seq: int, raw: bytes) -> dict[str, Any]:
@@ -324,28 +379,27 @@ class EventLog:
     def release(self, trigger_key: str) -> int:
         """Make the trigger's in-flight events due again, as a restart would (its delivery worker
         was stopped, e.g. because the Trigger changed); returns how many."""
+        self._waiting.add(trigger_key)
         with self._tx() as db:
             return db.execute(
                 "UPDATE deliveries SET in_flight=0 WHERE trigger=? AND in_flight=1", (trigger_key,)
             ).rowcount
 
-    def mark_delivered(self, trigger_key: str, seq: int) -> None:
-        """The subscriber answered 2xx: this trigger is done with the event."""
-        self.mark_delivered_many([(trigger_key, seq)])
-
-    def mark_delivered_many(self, done: Sequence[tuple[str, int]]) -> list[None]:
-        """Several ``(trigger_key, seq)`` delivered, in one transaction (the dispatcher gathers
-        the deliveries that finish in one loop turn)."""
-        if done:
-            with self._tx() as db:
-                db.executemany("DELETE FROM deliveries WHERE trigger=? AND seq=?", done)
-        return [None] * len(done)
+    def mark_delivered(self, trigger_key: str, seq: int, *, defer: bool = False) -> None:
+        """The subscriber answered 2xx: this trigger is done with the event. ``defer``: as in
+        :meth:`pending` (until it commits the event stays claimed; a crash delivers it again)."""
+        self._done.append((trigger_key, seq))
+        if defer:
+            self._flush_later()
+        else:
+            self.flush()
 
     def mark_failed(
         self, trigger_key: str, seq: int, attempts: int, next_attempt_at: float
     ) -> None:
         """An attempt failed and will be retried: ``attempts`` failed so far, the next one is due
         at ``next_attempt_at`` (Unix seconds, on the log's clock)."""
+        self._waiting.add(trigger_key)
         with self._tx() as db:
             db.execute(
                 "UPDATE deliveries SET attempts=?, next_attempt_at=?, in_flight=0 "
@@ -377,11 +431,18 @@ class EventLog:
     def next_due(self, trigger_key: str) -> float | None:
         """When the trigger's earliest waiting retry is due (Unix seconds, the log's clock), or
         None when nothing waits: the dispatcher sleeps until then unless woken earlier."""
+        if trigger_key not in self._waiting:
+            return None
+        if trigger_key in self._claiming:
+            self.flush()  # its claims of retries first
         row = self._db.execute(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE trigger=? AND in_flight=0",
             (trigger_key,),
         ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        if row is None or row[0] is None:
+            self._waiting.discard(trigger_key)  # until a retry or a release
+            return None
+        return float(row[0])
 
     def trigger_keys(self) -> list[str]:
         """Every registered trigger, so that a controller can forget those deleted while the
@@ -391,6 +452,7 @@ class EventLog:
     def backlog(self, trigger_key: str) -> int:
         """Events the trigger has taken but not finished plus those after its cursor (an upper
         bound when the trigger filters)."""
+        self.flush()  # what was deferred counts
         row = self._db.execute(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE trigger=t.key) + "
             "(SELECT COUNT(*) FROM events e WHERE e.namespace=t.namespace AND e.broker=t.broker "

@@ -38,13 +38,18 @@ class GroupCommit(Generic[Item, Result]):
 
     async def add(self, item: Item) -> Result:
         """Commit ``item`` with whatever else is added in this loop turn; its result."""
+        return await self.submit(item)
+
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        """:meth:`add` for a caller that is not a coroutine (a protocol callback): the future
+        of ``item``'s result, done once it is committed."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Result] = loop.create_future()
         if not self._items:
             loop.call_soon(self.flush)
         self._items.append(item)
         self._waiters.append(waiter)
-        return await waiter
+        return waiter
 
     def flush(self) -> None:
         """Commit the current group now (scheduled by :meth:`add`; call it before closing)."""

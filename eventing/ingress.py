@@ -29,13 +29,16 @@ carries them), so trigger filters see strings whichever mode the event came in.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -46,7 +49,7 @@ from starlette.types import Receive, Scope, Send
 from knserve.eventing.eventlog import EventLog
 from knserve.eventing.group_commit import GroupCommit
 from knserve.runtime.tracecontext import extract, traceparent
-from knserve.runtime.tracing import Tracer, tracer
+from knserve.runtime.tracing import Span, Tracer, tracer
 
 __all__ = [
     "ARRIVAL_TIME",
@@ -57,6 +60,7 @@ __all__ = [
     "TTL",
     "Ingress",
     "Rejected",
+    "Request",
     "decode",
 ]
 
@@ -88,6 +92,16 @@ class Rejected(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request's events, decoded and stamped, on their way to the log."""
+
+    namespace: str
+    broker: str
+    events: list[dict[str, Any]]
+    span: Span | None  # the "ingress commit" span when tracing is on
 
 
 class _Disconnected(Exception):
@@ -280,15 +294,9 @@ class Ingress:
     def accept(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
         """Stamp decoded events (TTL, arrival time) and store them in one transaction of their
         own; returns how many were new. Raises :class:`Rejected` (400) on a spent TTL, storing
-        nothing. (Replies take this way; requests share commits through :meth:`commit`.)"""
+        nothing. (Replies take this way; requests share commits through :meth:`submit`.)"""
         self._stamp(events)
         return self._stored(namespace, broker, self.log.append_many(namespace, broker, events))
-
-    async def commit(self, namespace: str, broker: str, events: Sequence[dict[str, Any]]) -> int:
-        """:meth:`accept`, in a transaction shared with the other requests ready now (group
-        commit); returns when the events are on disk."""
-        self._stamp(events)
-        return self._stored(namespace, broker, await self.group.add((namespace, broker, events)))
 
     def _stamp(self, events: Sequence[dict[str, Any]]) -> None:
         arrival = self._arrival(self.clock())
@@ -341,15 +349,31 @@ class Ingress:
         await send({"type": "http.response.body", "body": body})
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, str]:
-        if scope["method"] != "POST":
-            raise Rejected(
-                405,
-                f"the broker ingress accepts only POST (CloudEvents over HTTP), not {scope['method']}",
-            )
+        headers = {
+            k.decode("latin-1").lower(): header_value(v) for k, v in scope.get("headers", [])
+        }
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
+        namespace, broker = self.admit(scope["method"], path, headers)
+        request = self.prepare(namespace, broker, headers, await self._read(receive))
+        future = self.submit(request)
+        with contextlib.suppress(sqlite3.Error):  # settle() answers it with a 503
+            await future
+        return self.settle(request, future)
+
+    # The steps of one request, for the ASGI app above and the ingress's own HTTP server
+    # (:mod:`knserve.eventing.ingress_server`): admit (before the body), prepare, submit, settle.
+
+    def admit(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[str, str]:
+        """The ``(namespace, broker)`` a request head is for; raises :class:`Rejected` (405,
+        404, 413 by its Content-Length) before its body is read. ``headers`` has lowercase
+        names."""
+        if method != "POST":
+            raise Rejected(
+                405, f"the broker ingress accepts only POST (CloudEvents over HTTP), not {method}"
+            )
         parts = path.strip("/").split("/")
         if len(parts) != 2 or not all(parts):
             raise Rejected(
@@ -362,13 +386,18 @@ class Ingress:
                 f'broker "{broker}" not found in namespace "{namespace}"; create it with '
                 f"`knserve broker create {broker} -n {namespace}` or check the URL",
             )
-        headers = {
-            k.decode("latin-1").lower(): _header_value(v) for k, v in scope.get("headers", [])
-        }
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise self._too_large(int(declared))
-        events = _decode(headers, await self._read(receive))
+            raise self.too_large(int(declared))
+        return namespace, broker
+
+    def prepare(
+        self, namespace: str, broker: str, headers: Mapping[str, str], body: bytes
+    ) -> Request:
+        """The request's events, decoded and stamped, with the sender's trace; raises
+        :class:`Rejected` (400, 415)."""
+        events = _decode(headers, body)
+        self._stamp(events)
         context = extract(headers.get)
         span = None
         if self.tracer is not None:
@@ -383,8 +412,19 @@ class Ingress:
                     event["traceparent"] = parent
                     if context.state:
                         event["tracestate"] = context.state
+        return Request(namespace, broker, events, span)
+
+    def submit(self, request: Request) -> asyncio.Future[list[bool]]:
+        """Commit the request's events with the others ready now (group commit): done when
+        they are on disk."""
+        return self.group.submit((request.namespace, request.broker, request.events))
+
+    def settle(self, request: Request, committed: asyncio.Future[list[bool]]) -> tuple[int, str]:
+        """The answer once ``committed`` (from :meth:`submit`) is done: 202, or 503 when the log
+        could not store the events; counts them and wakes the dispatcher."""
+        namespace, broker, span = request.namespace, request.broker, request.span
         try:
-            await self.commit(namespace, broker, events)
+            flags = committed.result()
         except sqlite3.Error as exc:
             logger.exception("the event log could not store events for %s/%s", namespace, broker)
             if span is not None and self.tracer is not None:
@@ -396,6 +436,7 @@ class Ingress:
         finally:
             if span is not None:
                 span.end()
+        self._stored(namespace, broker, flags)
         return 202, ""
 
     async def _read(self, receive: Receive) -> bytes:
@@ -407,12 +448,12 @@ class Ingress:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:  # stop reading: the limit holds without Content-Length
-                raise self._too_large(None)
+                raise self.too_large(None)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _too_large(self, size: int | None) -> Rejected:
+    def too_large(self, size: int | None) -> Rejected:
         given = f"{size} bytes" if size is not None else "the request body"
         limit = self.max_body_bytes
         mib = f" ({limit / 1048576:g} MiB)" if limit >= 1048576 else ""
@@ -440,7 +481,7 @@ def _ttl(raw: Any, where: str) -> int:
     return ttl
 
 
-def _header_value(raw: bytes) -> str:
+def header_value(raw: bytes) -> str:
     try:  # percent-encoding is the rule, but raw UTF-8 is common and unambiguous
         return raw.decode()
     except UnicodeDecodeError:

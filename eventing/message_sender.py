@@ -79,10 +79,10 @@ class MessageSender:
         request = lean.prepare(url, headers, body) if lean is not None else None
         exchange: tuple[int, Mapping[str, str], bytes, bool]
         try:
-            async with asyncio.timeout(timeout):
-                if lean is not None and request is not None:
-                    exchange = await lean.send(request, MAX_BODY_BYTES)
-                else:
+            if lean is not None and request is not None:
+                exchange = await lean.send(request, MAX_BODY_BYTES, timeout)
+            else:
+                async with asyncio.timeout(timeout):
                     exchange = await self._post(url, headers, body, timeout)
         except TimeoutError:
             return Answer(None, f"dispatch error: no answer within {timeout:g}s".encode(), {})
@@ -125,7 +125,10 @@ async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
 
 
 _UNSAFE_HEADER = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL …: never written raw
-MAX_IDLE_PER_ORIGIN = 64  # keep-alive connections kept per (host, port); more are closed
+# keep-alive connections kept per (host, port); more are closed. Many triggers usually share one
+# origin (the gateway, or one subscriber host), each with up to 16 deliveries in flight: a
+# connect per delivery was the largest single cost with 100 triggers, below 1024 files (ulimit).
+MAX_IDLE_PER_ORIGIN = 256
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,10 @@ class LeanSender:
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[tuple[str, int], bytes, bytes] | None] = {}
+        # Exchanges with a deadline, and one timer for the soonest: a timer per request was a
+        # visible share of a delivery's cost, and deadlines come in the order requests start.
+        self._busy: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     def prepare(self, url: str, headers: Mapping[str, str], body: bytes) -> _Request | None:
         """The request, ready to send; None when httpx should send it instead."""
@@ -198,31 +205,43 @@ class LeanSender:
         start = f"POST {f'http://{parts.netloc}{path}' if proxy else path} HTTP/1.1".encode()
         return proxy or (host, port), start, parts.netloc.encode()
 
-    async def send(self, request: _Request, limit: int) -> tuple[int, dict[str, str], bytes, bool]:
+    async def send(
+        self, request: _Request, limit: int, timeout: float | None = None
+    ) -> tuple[int, dict[str, str], bytes, bool]:
         """Status, headers (lowercase names), body (cut at ``limit`` bytes) and whether it was
-        cut. Raises OSError (ConnectionError) when there is no answer."""
+        cut. Raises OSError (ConnectionError) when there is no answer, TimeoutError when there
+        is none within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         idle = self._idle.get(request.origin)
         while idle:
             connection = idle.pop()
             if connection.usable():
                 try:
-                    return await self._exchange(connection, request, limit)
+                    return await self._exchange(connection, request, limit, deadline)
                 except ConnectionError:
                     if connection.answered:
                         raise
                     break  # closed under us before answering: once more, on a fresh one
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(_Connection, *request.origin)
-        return await self._exchange(connection, request, limit)
+        async with asyncio.timeout_at(deadline):
+            _, connection = await loop.create_connection(_Connection, *request.origin)
+        return await self._exchange(connection, request, limit, deadline)
 
     async def _exchange(
-        self, connection: _Connection, request: _Request, limit: int
+        self, connection: _Connection, request: _Request, limit: int, deadline: float | None
     ) -> tuple[int, dict[str, str], bytes, bool]:
+        if deadline is not None:
+            connection.deadline = deadline
+            self._busy.add(connection)
+            if self._sweep is None or deadline < self._sweep.when():
+                self._expire_at(deadline)
         try:
             answer = await connection.exchange(request.data, limit)
         except BaseException:
-            connection.close()  # cancelled or failed mid-exchange: its state is unknown
+            connection.close()  # cancelled, failed or timed out mid-exchange: state unknown
             raise
+        finally:
+            self._busy.discard(connection)
         if connection.usable():
             idle = self._idle.setdefault(request.origin, [])
             if len(idle) < self.max_idle:
@@ -230,6 +249,21 @@ class LeanSender:
             else:
                 connection.close()
         return answer
+
+    def _expire_at(self, when: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the exchanges past their deadline; wake again at the soonest other one."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time() + 0.001  # a timer may fire a little early
+        for connection in [c for c in self._busy if c.deadline <= now]:
+            self._busy.discard(connection)
+            connection.expire()
+        if self._busy:
+            self._expire_at(min(c.deadline for c in self._busy))
 
     def close(self) -> None:
         """Close the idle connections (the sender stays usable: it opens new ones)."""
@@ -248,6 +282,9 @@ class _Connection(asyncio.Protocol):
         self.answered = False  # some of an answer arrived during the current exchange
         self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes, bool]] | None = None
         self._keep_alive = False
+        self.deadline = 0.0  # the loop time the current exchange must end by (LeanSender's)
+        # one parser per connection: llhttp starts over after each answer
+        self._parser = httptools.HttpResponseParser(self)
 
     # -- the exchange --
     async def exchange(self, data: bytes, limit: int) -> tuple[int, dict[str, str], bytes, bool]:
@@ -271,7 +308,6 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _reset(self, limit: int) -> None:
-        self._parser = httptools.HttpResponseParser(self)
         self._limit = limit
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -284,6 +320,9 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             answer = (self._status, self._headers, b"".join(self._body), truncated)
             self._waiter.set_result(answer)
+
+    def expire(self) -> None:
+        self._fail(TimeoutError("no answer in time"))
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from asgi_lifespan import LifespanManager
 
 from knserve.eventing.eventlog import EventLog, StoredEvent
 from knserve.eventing.ingress import BATCH, MAX_BODY_BYTES, STRUCTURED, Ingress, Rejected, decode
+from knserve.eventing.ingress_server import IngressServer
 
 NOW = datetime(2025, 3, 1, 12, 30, 15, 250000, tzinfo=UTC).timestamp()
 ARRIVED = "2025-03-01T12:30:15.250000Z"
@@ -46,10 +47,31 @@ class Harness:
         return self.log.pending("t", limit=1000)
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
+class _Loopback(httpx.AsyncHTTPTransport):
+    """Every request to the ingress's own HTTP server on loopback, whatever the URL's host."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host="127.0.0.1", port=self.port)
+        return await super().handle_async_request(request)
+
+
+@pytest.fixture(params=["asgi", "server"])
+async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """Each test twice: through the ASGI app, and through the plane's HTTP server for it."""
     harness = Harness(tmp_path / "events.db")
+    server = None
+    if request.param == "server":
+        server = IngressServer(harness.ingress, "127.0.0.1", 0)
+        await server.start()
+        harness.client = httpx.AsyncClient(transport=_Loopback(server.port))
     yield harness
+    await harness.client.aclose()
+    if server is not None:
+        await server.stop()
     harness.log.close()
 
 

@@ -195,6 +195,24 @@ async def test_a_silent_server_times_out_and_its_connection_is_not_reused(serve)
     assert [r.connection for r in server.requests] == [0, 1]
 
 
+async def test_its_own_timeout_fails_only_the_late_exchange(serve) -> None:  # type: ignore[no-untyped-def]
+    server = await serve(lambda r, n: HOLD if r.header("ce-id") == "slow" else ok())
+    sender = LeanSender()
+    url = f"http://127.0.0.1:{server.port}/"
+    slow, quick = (sender.prepare(url, {"ce-id": i}, b"{}") for i in ("slow", "quick"))
+    assert slow is not None and quick is not None
+    late, prompt = await asyncio.gather(
+        sender.send(slow, LIMIT, timeout=0.2),
+        sender.send(quick, LIMIT, timeout=30.0),
+        return_exceptions=True,
+    )
+    assert isinstance(late, TimeoutError)
+    assert not isinstance(prompt, BaseException) and prompt[0] == 200
+    assert (await sender.send(quick, LIMIT, timeout=0.2))[0] == 200  # the late one's is closed
+    assert len(server.requests) == 3
+    assert server.requests[2].connection != server.requests[0].connection
+
+
 @pytest.mark.parametrize(
     ("url", "headers"),
     [
