@@ -21,7 +21,6 @@ import importlib.util
 import inspect
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from knserve.runtime.formats import (
 from knserve.runtime.metrics import Metrics, ModelMetrics
 from knserve.runtime.model import Model, PredictorModel, as_model, overrides
 from knserve.runtime.model_config import read_model_config
-from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
+from knserve.runtime.offload import AlwaysInline, AlwaysThread, CallClock, OffloadPolicy
 from knserve.runtime.propagation import current
 from knserve.runtime.settings import ModelSpec, RuntimeSettings
 from knserve.runtime.storage import StorageError, resolve_model_uri
@@ -152,18 +151,18 @@ class ServedModel:
         """Run a synchronous call inline or on this model's threads, as the policy decides."""
         policy = self.policy
         if policy.inline:
-            start = time.perf_counter()
+            clock = CallClock()
             try:
                 return fn(*args)
             finally:
-                policy.record(time.perf_counter() - start)
+                policy.record(*clock.cost(inline=True))
 
         def timed() -> Any:
-            start = time.perf_counter()
+            clock = CallClock()
             try:
                 return fn(*args)
             finally:
-                policy.record(time.perf_counter() - start)
+                policy.record(*clock.cost(inline=False))
 
         # The request's context goes along, so the hook sees it (`propagation_headers`, logs).
         context = contextvars.copy_context()
