@@ -11,11 +11,14 @@ the loop at most once, for one call, before it is moved off.
 
 A call is charged what it would hold the loop for, not its wall time: on a busy machine a fast
 predict is preempted now and then, and on the pool its wall time includes waiting for the GIL
-the loop holds, so wall times kept a ~150 µs model on the pool for good, a thread hop on every
-request. `CallClock` reads the thread's own CPU time and voluntary context switches around
-the call (~2 µs): a call that never waited is charged its CPU time; one that waited inline
-(I/O, a sleep, a lock) its wall time, and a model moved off the loop by such a call stays on
-the pool, since on the pool its waits cannot be told from GIL waits.
+the loop holds, so wall times kept a ~200 µs model on the pool for most of a benchmark, a
+thread hop on every request. `CallClock` reads the thread's own CPU time and voluntary context
+switches around the call (~2 µs). A call that never gave up the CPU is charged its CPU time.
+One that did, inline with none of the model's calls on the pool, waited for something of its
+own (I/O, a sleep, a lock) and is charged its wall time; if such waits come often, the model
+waits twice as many calls on the pool each time before it is tried inline again (on the pool
+its waits cannot be told from GIL waits, and inline a rare wait may be for the GIL of another
+thread, so it is never kept off for good).
 
 The policy and `call_cost` are pure (durations in, decisions out), tested without a clock.
 """
@@ -45,14 +48,20 @@ class OffloadPolicy:
     inline: bool = field(default=False, init=False)
     average: float | None = field(default=None, init=False)
     calls: int = field(default=0, init=False)
-    # An inline call waited (I/O, a sleep, a lock) past the threshold: the model stays on the pool.
-    blocks: bool = field(default=False, init=False)
+    # Calls on the pool before the next move inline: `probe_calls`, doubled each time a call
+    # that waited moves the model off sooner than that many calls inline, so a model that waits
+    # stalls the loop ever more rarely, and one that waited once in a long while (for the GIL of
+    # another thread) starts over.
+    probes: int = field(default=0, init=False)
+    pool_calls: int = field(default=0, init=False)
+    inline_calls: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.threshold <= 0:
             raise ValueError(f"threshold is {self.threshold}, it must be more than 0 seconds")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha is {self.alpha}, it must be in (0, 1]")
+        self.probes = self.probe_calls
 
     def record(self, seconds: float, waited: bool = False) -> None:
         """Account one call that held its thread `seconds` (see `CallClock.cost`) and decide
@@ -67,14 +76,18 @@ class OffloadPolicy:
         # enough that a model near the entry point (iris LogisticRegression: 150-300 µs of CPU on
         # a busy machine) does not go back and forth.
         if self.inline:
+            self.inline_calls += 1
             # One slow call is enough to move off the loop: it already stalled everybody once.
             if seconds > self.threshold or self.average > self.threshold * 0.75:
                 self.inline = False
-                self.blocks = waited
-        elif (
-            not self.blocks and self.calls >= self.probe_calls and self.average < self.threshold / 2
-        ):
-            self.inline = True
+                self.pool_calls = 0
+                often = waited and self.inline_calls <= self.probes
+                self.probes = self.probes * 2 if often else self.probe_calls
+        else:
+            self.pool_calls += 1
+            if self.pool_calls >= self.probes and self.average < self.threshold / 2:
+                self.inline = True
+                self.inline_calls = 0
 
 
 @dataclass
@@ -97,13 +110,14 @@ class AlwaysInline(OffloadPolicy):
         self.calls += 1
 
 
-def call_cost(wall: float, cpu: float, switches: int, inline: bool) -> tuple[float, bool]:
+def call_cost(wall: float, cpu: float, switches: int, alone: bool) -> tuple[float, bool]:
     """What a call that took `wall` seconds, `cpu` of them on the CPU, with `switches` voluntary
-    context switches, is charged, and whether it waited: inline, a call that gave up the CPU
-    waited for something and held the loop all along (wall time); one that did not was only
-    preempted, which would hold up the loop on the pool as much (CPU time). On the pool a switch
-    may be a wait for the GIL, so the CPU time is what the call would cost inline."""
-    waited = inline and switches > 0
+    context switches, is charged, and whether it waited. `alone`: it ran on the loop with none of
+    the model's calls on the pool, so a switch was a wait of its own (I/O, a sleep, a lock) that
+    held the loop all along: wall time. Without a switch it was only preempted, which would hold
+    up the loop on the pool as much: CPU time. On the pool, or beside calls still on it, a switch
+    may be a wait for the GIL another thread holds, so the CPU time is what it would cost alone."""
+    waited = alone and switches > 0
     return (wall if waited else cpu), waited
 
 
@@ -121,10 +135,10 @@ class CallClock:
         self.cpu = time.thread_time()
         self.switches = 0 if RUSAGE_THREAD is None else getrusage(RUSAGE_THREAD).ru_nvcsw
 
-    def cost(self, inline: bool) -> tuple[float, bool]:
+    def cost(self, alone: bool) -> tuple[float, bool]:
         """The call's charge since this clock was started (`call_cost`), on the same thread."""
         wall = time.perf_counter() - self.wall
         cpu = time.thread_time() - self.cpu
         if RUSAGE_THREAD is None:
-            return wall, inline
-        return call_cost(wall, cpu, getrusage(RUSAGE_THREAD).ru_nvcsw - self.switches, inline)
+            return wall, alone
+        return call_cost(wall, cpu, getrusage(RUSAGE_THREAD).ru_nvcsw - self.switches, alone)

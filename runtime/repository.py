@@ -67,6 +67,7 @@ class ServedModel:
             self.policy = AlwaysInline()
         else:
             self.policy = OffloadPolicy(threshold=settings.offload_threshold_ms / 1000)
+        self._pooled = 0  # this model's calls on its thread pool now
         self._executor = ThreadPoolExecutor(
             max_workers=settings.predict_threads, thread_name_prefix=f"predict-{model.name}"
         )
@@ -155,18 +156,26 @@ class ServedModel:
             try:
                 return fn(*args)
             finally:
-                policy.record(*clock.cost(inline=True))
+                # Calls queued on the pool before the move inline hold the GIL in turn, and
+                # waiting for it is no wait of the model's own.
+                policy.record(*clock.cost(alone=not self._pooled))
 
         def timed() -> Any:
             clock = CallClock()
             try:
                 return fn(*args)
             finally:
-                policy.record(*clock.cost(inline=False))
+                policy.record(*clock.cost(alone=False))
 
         # The request's context goes along, so the hook sees it (`propagation_headers`, logs).
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, timed)
+        self._pooled += 1  # counted on the loop's thread only, so no lock
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, context.run, timed
+            )
+        finally:
+            self._pooled -= 1
 
     def predict_arrays(
         self, arrays: list[np.ndarray], outputs: Sequence[str] | None
