@@ -7,7 +7,7 @@ thread hop per request — about a third of the whole budget of a ~100 µs predi
 So each model gets a policy that measures its calls: it starts on the thread pool for a few
 probe calls, moves inline once the moving average is under half the `threshold`, and goes back to
 the pool as soon as one call or the average is slow. A fast model pays nothing; a slow one stalls
-the loop at most once, for one call, before it is moved off.
+the loop for one call before it is moved off.
 
 A call is charged what it would hold the loop for, not its wall time: on a busy machine a fast
 predict is preempted now and then, and on the pool its wall time includes waiting for the GIL
@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 
 try:
     from resource import RUSAGE_THREAD, getrusage
+
+    THREAD_USAGE = True
 except ImportError:  # not Linux: no per-thread usage, so every call is charged its wall time
-    RUSAGE_THREAD = None
+    THREAD_USAGE = False
 
 
 @dataclass
@@ -133,12 +135,12 @@ class CallClock:
     def __init__(self) -> None:
         self.wall = time.perf_counter()
         self.cpu = time.thread_time()
-        self.switches = 0 if RUSAGE_THREAD is None else getrusage(RUSAGE_THREAD).ru_nvcsw
+        self.switches = getrusage(RUSAGE_THREAD).ru_nvcsw if THREAD_USAGE else 0
 
     def cost(self, alone: bool) -> tuple[float, bool]:
         """The call's charge since this clock was started (`call_cost`), on the same thread."""
         wall = time.perf_counter() - self.wall
         cpu = time.thread_time() - self.cpu
-        if RUSAGE_THREAD is None:
+        if not THREAD_USAGE:
             return wall, alone
         return call_cost(wall, cpu, getrusage(RUSAGE_THREAD).ru_nvcsw - self.switches, alone)

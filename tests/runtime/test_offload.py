@@ -204,6 +204,40 @@ async def test_a_fast_model_runs_inline_and_a_waiting_one_stalls_the_loop_rarely
     assert model.threads[:3] == [t for t in model.threads[:3] if t != loop_thread]
 
 
+class Held(Model):
+    """Holds a call until released, or pauses in it (a wait of its own): the payload says."""
+
+    def __init__(self) -> None:
+        super().__init__("held")
+        self.release = threading.Event()
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        if payload.get("hold"):
+            self.release.wait(30)
+        time.sleep(payload.get("pause", 0))
+        return payload
+
+
+async def test_a_wait_beside_calls_still_on_the_pool_is_not_held_against_the_model() -> None:
+    # Inline calls made while calls started earlier still run on the pool may wait for the GIL
+    # those hold: such a wait is charged as CPU time, so the model stays inline.
+    model = Held()
+    served = ServedModel(model, RuntimeSettings(), Metrics().model("held"))
+    try:
+        held = asyncio.create_task(served.predict({"hold": True}, None))
+        await asyncio.gather(*(served.predict({}, None) for _ in range(3)))
+        assert served.policy.inline and not held.done()
+        await served.predict({"pause": 0.005}, None)
+        assert served.policy.inline
+        model.release.set()
+        await held
+        await served.predict({"pause": 0.005}, None)  # alone now: its own wait
+        assert not served.policy.inline
+    finally:
+        model.release.set()
+        await served.close()
+
+
 def test_fixed_policies_and_invalid_settings() -> None:
     thread, inline = AlwaysThread(), AlwaysInline()
     for _ in range(10):
