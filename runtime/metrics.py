@@ -9,14 +9,17 @@ payload logger.
 
 Each app has its own registry (several servers in one test process do not collide), and label
 children are bound once per model. A request's observations are appended to plain lists and
-folded into the Prometheus children when `/metrics` is scraped (or a list grows long): an
-`observe` takes a lock and walks the buckets (~1 µs each, five a request), an append ~0.05 µs.
+folded into the Prometheus children when `/metrics` is scraped (or a list grows long), a list at
+a time: an `observe` takes a lock and walks the buckets (~1.5 µs each, five a request), an
+append ~0.05 µs.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
@@ -45,9 +48,24 @@ class Deferred:
     def fold(self) -> None:
         # swapped before reading: an observe from a model's thread lands in one list or the other
         pending, self._pending = self._pending, []
-        observe = self._child.observe
-        for seconds in pending:
-            observe(seconds)
+        if not pending:
+            return
+        child = self._child
+        bounds = getattr(child, "_upper_bounds", None)
+        buckets = getattr(child, "_buckets", None)
+        total = getattr(child, "_sum", None)
+        if bounds is None or buckets is None or total is None:  # another prometheus_client
+            for seconds in pending:
+                child.observe(seconds)
+            return
+        # Histogram.observe's walk for all of them at once (one observe each cost as much as
+        # the rest of a request's metrics): a value counts in the first bucket whose upper
+        # bound is at least it; NaN in none, but in the sum, as observe does.
+        counts = np.bincount(np.searchsorted(bounds, pending, side="left"), minlength=len(bounds))
+        for bucket, n in zip(buckets, counts.tolist(), strict=False):
+            if n:
+                bucket.inc(n)
+        total.inc(math.fsum(pending))
 
 
 class ModelMetrics:

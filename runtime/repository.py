@@ -21,7 +21,6 @@ import importlib.util
 import inspect
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from knserve.runtime.formats import (
 from knserve.runtime.metrics import Metrics, ModelMetrics
 from knserve.runtime.model import Model, PredictorModel, as_model, overrides
 from knserve.runtime.model_config import read_model_config
-from knserve.runtime.offload import AlwaysInline, AlwaysThread, OffloadPolicy
+from knserve.runtime.offload import AlwaysInline, AlwaysThread, CallClock, OffloadPolicy
 from knserve.runtime.propagation import current
 from knserve.runtime.settings import ModelSpec, RuntimeSettings
 from knserve.runtime.storage import StorageError, resolve_model_uri
@@ -68,6 +67,7 @@ class ServedModel:
             self.policy = AlwaysInline()
         else:
             self.policy = OffloadPolicy(threshold=settings.offload_threshold_ms / 1000)
+        self._pooled = 0  # this model's calls on its thread pool now
         self._executor = ThreadPoolExecutor(
             max_workers=settings.predict_threads, thread_name_prefix=f"predict-{model.name}"
         )
@@ -152,22 +152,30 @@ class ServedModel:
         """Run a synchronous call inline or on this model's threads, as the policy decides."""
         policy = self.policy
         if policy.inline:
-            start = time.perf_counter()
+            clock = CallClock()
             try:
                 return fn(*args)
             finally:
-                policy.record(time.perf_counter() - start)
+                # Calls queued on the pool before the move inline hold the GIL in turn, and
+                # waiting for it is no wait of the model's own.
+                policy.record(*clock.cost(alone=not self._pooled))
 
         def timed() -> Any:
-            start = time.perf_counter()
+            clock = CallClock()
             try:
                 return fn(*args)
             finally:
-                policy.record(time.perf_counter() - start)
+                policy.record(*clock.cost(alone=False))
 
         # The request's context goes along, so the hook sees it (`propagation_headers`, logs).
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, timed)
+        self._pooled += 1  # counted on the loop's thread only, so no lock
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, context.run, timed
+            )
+        finally:
+            self._pooled -= 1
 
     def predict_arrays(
         self, arrays: list[np.ndarray], outputs: Sequence[str] | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from model_fixtures import train_sklearn_iris
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_fixtures import model_settings, serving
 
@@ -111,3 +112,23 @@ def test_deferred_observations_reach_the_histogram_on_scrape_or_when_many() -> N
     child = registry.preprocess.labels(model_name="iris")
     assert child._sum.get() == pytest.approx(m._FOLD_AT * 0.001)
     assert len(model.preprocess._pending) == 0
+
+
+def test_a_fold_counts_each_value_in_the_bucket_observe_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from knserve.runtime import metrics as m
+
+    registry = CollectorRegistry()
+    folded = Histogram("folded", "f", ["m"], registry=registry, buckets=(0.1, 0.5, 1.0))
+    observed = Histogram("observed", "o", ["m"], registry=registry, buckets=(0.1, 0.5, 1.0))
+    values = [0.0, 0.05, 0.1, 0.1000001, 0.5, 0.7, 1.0, 3.0, 1e9, 0.2, 0.1]  # bounds included
+    deferred = m.Deferred(folded.labels("x"))
+    for v in values:
+        deferred.observe(v)
+        observed.labels("x").observe(v)
+    deferred.fold()
+    got = samples(generate_latest(registry).decode())
+    for (name, labels), value in got.items():
+        if name.startswith("observed") and not name.endswith("_created"):
+            assert got[(name.replace("observed", "folded"), labels)] == pytest.approx(value), name
