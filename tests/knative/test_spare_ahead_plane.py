@@ -58,6 +58,30 @@ def ready_replicas(plane: LocalPlane) -> int:
     return int((revision.get("status") or {}).get("actualReplicas") or 0)
 
 
+def spare_started_ahead(plane: LocalPlane, template: int) -> int:
+    """The template's spare once started ahead (its predict thread runs beside its event
+    loop's; not the replica it last forked, which may still be exiting), checked unreachable,
+    no replica, and counted in the budget."""
+    replicas = set(replica_pids(plane, ISVC))
+    spare = eventually(
+        lambda: next((p for p in children(template) - replicas if threads(p) > 1), None),
+        60,
+        lambda: f"no spare started ahead under {template}\n{plane.log()[-3000:]}",
+    )
+    assert listening_ports(spare) == set()  # nothing can reach it yet
+    assert ready_replicas(plane) == 0  # and it is no replica of the revision
+    # its pages count in the template's budget, beyond the template's own USS
+    own = re.search(rf"template of default/{ISVC} ready \(pid \d+, USS ([\d.]+) MiB", plane.log())
+    assert own, plane.log()[-3000:]
+    floor = (float(own.group(1)) + 0.1) * 2**20
+    eventually(  # measured on each scrape: the spare's startup may still be dirtying pages
+        lambda: templates(plane)[0][ISVC] > floor,
+        30,
+        lambda: f"template USS {templates(plane)[0]} not above {floor} with its spare's",
+    )
+    return spare
+
+
 def test_the_spare_starts_its_server_ahead_but_takes_no_traffic_until_asked_for(
     fast_plane: LocalPlane, tmp_path: Path, sklearn_iris_dir: Path
 ) -> None:
@@ -69,27 +93,7 @@ def test_the_spare_starts_its_server_ahead_but_takes_no_traffic_until_asked_for(
 
     for _ in range(2):
         plane.wait_scaled_to_zero(ISVC)
-        # the spare, once started ahead: its predict thread runs beside its event loop's
-        # (not the replica it last was, which may still be exiting)
-        replicas = set(replica_pids(plane, ISVC))
-        spare = eventually(
-            lambda: next((p for p in children(template) - replicas if threads(p) > 1), None),
-            60,
-            lambda: f"no spare started ahead under {template}\n{plane.log()[-3000:]}",
-        )
-        assert listening_ports(spare) == set()  # nothing can reach it yet
-        assert ready_replicas(plane) == 0  # and it is no replica of the revision
-        # its pages count in the template's budget, beyond the template's own USS
-        own = re.search(
-            rf"template of default/{ISVC} ready \(pid \d+, USS ([\d.]+) MiB", plane.log()
-        )
-        assert own, plane.log()[-3000:]
-        floor = (float(own.group(1)) + 0.1) * 2**20
-        eventually(  # measured on each scrape: the spare's startup may still be dirtying pages
-            lambda: templates(plane)[0][ISVC] > floor,
-            30,
-            lambda: f"template USS {templates(plane)[0]} not above {floor} with its spare's",
-        )
+        spare = spare_started_ahead(plane, template)
         assert first_request_at_zero(plane, ISVC) == spare  # the request wakes that spare
         assert listening_ports(spare)  # which serves, on its own port, once asked for
 
