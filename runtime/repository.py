@@ -223,6 +223,10 @@ class ServedModel:
             )
         return [predictions]
 
+    def start_thread(self) -> None:
+        """Start a predict thread now rather than on the first request that needs one."""
+        self._executor.submit(int)
+
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
@@ -421,6 +425,13 @@ class ModelRepository:
     def _not_found(self, name: str) -> str:
         available = ", ".join(self._entries) or "none"
         return f"model {name} is not served here; available models: {available}"
+
+    def start_threads(self) -> None:
+        """Each loaded model's predict thread, started now (a warm replica's, before its first
+        request)."""
+        for entry in self._entries.values():
+            if entry.served is not None:
+                entry.served.start_thread()
 
     def _refresh_gauge(self) -> None:
         self.metrics.models_ready.set(sum(e.state == READY for e in self._entries.values()))

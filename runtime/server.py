@@ -19,11 +19,14 @@ the crashed container's last words become the Revision's message and the Inferen
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from knserve.runtime.app import create_app
 from knserve.runtime.logformat import configure_logging
@@ -170,7 +173,7 @@ def run(settings: RuntimeSettings, models: Sequence[Model] = ()) -> None:
     made(settings, models)(settings.port)
 
 
-def made(settings: RuntimeSettings, models: Sequence[Model] = ()) -> Callable[[int], None]:
+def made(settings: RuntimeSettings, models: Sequence[Model] = ()) -> Made:
     """The server `run` starts, made (logging, the app, uvicorn's config) but not started: call
     it with the port to serve on. A warm template (knserve.runtime.warm) makes it once and
     starts it in each replica it forks."""
@@ -178,7 +181,6 @@ def made(settings: RuntimeSettings, models: Sequence[Model] = ()) -> Callable[[i
 
     json_logs = configure_logging(settings.log_level, settings.log_format) == "json"
     app = create_app(settings, list(models))
-    failures: list[str] = []
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -193,28 +195,112 @@ def made(settings: RuntimeSettings, models: Sequence[Model] = ()) -> Callable[[i
         timeout_keep_alive=75,  # longer than common proxies' idle timeouts, so they close first
     )
     config.load()  # here, so a warm template has done it for each replica it forks
-    server = uvicorn.Server(config)
+    return Made(settings, app, config)
 
-    def give_up(found: list[str]) -> None:
-        failures.extend(found)
-        server.should_exit = True  # drains as on SIGTERM, then the reason is said last
 
-    app.on_load_failure = give_up
+class _Started:
+    """A lifespan whose startup ran already (`Made.serve_ahead`): uvicorn's server skips it."""
 
-    def start(port: int) -> None:
-        config.port = port
-        print(f"knserve.runtime serving on http://{settings.host}:{port}", flush=True)
+    def __init__(self, lifespan: Any) -> None:
+        self.lifespan = lifespan
+        self.state = lifespan.state
+        self.should_exit = lifespan.should_exit
+
+    async def startup(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        await self.lifespan.shutdown()
+
+
+class Made:
+    """A made server (see `made`): `made(port)` serves on `port`; `serve_ahead` starts it before
+    it knows its port."""
+
+    def __init__(self, settings: RuntimeSettings, app: Any, config: Any) -> None:
+        import uvicorn
+
+        self.settings = settings
+        self.app = app
+        self.config = config
+        self.server = uvicorn.Server(config)
+        self.failures: list[str] = []
+        app.on_load_failure = self._give_up
+
+    def _give_up(self, found: list[str]) -> None:
+        self.failures.extend(found)
+        self.server.should_exit = True  # drains as on SIGTERM, then the reason is said last
+
+    def __call__(self, port: int) -> None:
+        self._announce(port)
         try:
-            server.run()
+            self.server.run()
         except SystemExit:  # uvicorn's exit 3 when startup (the model's load) failed
-            if not failures:
+            if not self.failures:
                 raise
-        if failures:
-            for line in failures:
+        self._said()
+
+    def serve_ahead(self, prepare: Callable[[], int | None]) -> bool:
+        """Start the server short of listening (its lifespan: the models' startup, each model's
+        predict thread), then call `prepare` (it may block: nothing is served yet), which gives
+        the port to serve on, or None to serve nothing (False is returned). A warm template's
+        spare replica runs this ahead of being asked for, so its request finds it all done."""
+        config = self.config
+        lifespan = config.lifespan_class(config)
+
+        async def ahead() -> bool:
+            await lifespan.startup()
+            if not lifespan.should_exit:
+                self.app.repository.start_threads()
+                await self._rehearse(lifespan)
+            port = prepare()
+            if port is None:
+                await lifespan.shutdown()
+                return False
+            if lifespan.should_exit:  # as uvicorn's own startup exits, once this is the replica
+                self._said()
+                sys.exit(3)
+            config.lifespan_class = lambda _config: _Started(lifespan)
+            self._announce(port)
+            await self.server.serve()
+            self._said()
+            return True
+
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            return runner.run(ahead())
+
+    async def _rehearse(self, lifespan: Any) -> None:
+        """One request (`GET /v2/health/ready`, which no metric counts) through uvicorn's HTTP
+        protocol and the app, on a socket pair no one else holds: the pages a request writes
+        (copy-on-write, shared with the template) are copied now rather than on the first
+        request the replica serves."""
+        config, loop = self.config, asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        await loop.connect_accepted_socket(
+            lambda: config.http_protocol_class(
+                config=config,
+                server_state=self.server.server_state,
+                app_state=lifespan.state,
+                _loop=loop,
+            ),
+            theirs,
+        )
+        reader, writer = await asyncio.open_connection(sock=ours)
+        writer.write(
+            b"GET /v2/health/ready HTTP/1.1\r\nhost: rehearsal\r\nconnection: close\r\n\r\n"
+        )
+        await reader.read()  # until the server closes it
+        writer.close()
+
+    def _announce(self, port: int) -> None:
+        self.config.port = port
+        print(f"knserve.runtime serving on http://{self.settings.host}:{port}", flush=True)
+
+    def _said(self) -> None:
+        if self.failures:
+            for line in self.failures:
                 print(f"knserve.runtime: {line}", file=sys.stderr, flush=True)
             sys.exit(1)
-
-    return start
 
 
 def serve(

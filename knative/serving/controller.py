@@ -25,6 +25,7 @@ before checks again before it scales it, so nothing starts it again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -143,6 +144,11 @@ class Controller:
         self._queue.mark((namespace, service))
 
     def _replica_changed(self, namespace: str, revision: str) -> None:
+        # Marked on the loop's next turn: a scale from zero tells this before its replica's task
+        # runs, whose fork must not wait behind the status this reconcile writes.
+        asyncio.get_running_loop().call_soon(self._mark_revision, namespace, revision)
+
+    def _mark_revision(self, namespace: str, revision: str) -> None:
         rev = self.store.find(REVISION, namespace, revision)
         if rev is not None:
             service = rev["metadata"].get("labels", {}).get(SERVICE_LABEL)

@@ -299,14 +299,21 @@ class Supervisor:
                 with replica.log_path.open("a") as out:
                     out.write(note + "\n")
             started = time.monotonic()
+            # Probed from now, not from when its pid is known: a replica forked from a warm
+            # template may listen before the plane's loop has read the template's answer.
+            probing = asyncio.create_task(self._probe_until_ready(spec, replica))
             try:
                 replica.process = await self.launcher.spawn(
                     argv, env, cwd, replica.log_path, template=(spec.namespace, spec.revision)
                 )
             except OSError as exc:
+                probing.cancel()
                 rev.failure = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
                 self._notify(spec.namespace, spec.revision)
                 return
+            except BaseException:
+                probing.cancel()
+                raise
             log.info(
                 "revision %s/%s replica %d: pid %d on port %d",
                 spec.namespace,
@@ -316,7 +323,6 @@ class Supervisor:
                 replica.port,
             )
             exited = asyncio.create_task(replica.process.wait())
-            probing = asyncio.create_task(self._probe_until_ready(spec, replica))
             done, _ = await asyncio.wait({exited, probing}, return_when=asyncio.FIRST_COMPLETED)
             if probing in done and probing.result():
                 log.info(

@@ -17,7 +17,8 @@ did before; once ready, every later replica (the next scale from zero) is forked
 lives as long as its revision: deleting the revision drops it. All templates together stay
 within a memory budget (their USS, the pages only they hold, which dropping one frees; measured
 once a template is ready, before it forks the spare replica it keeps ahead, which then shares
-those pages), which the plane reports on /metrics: a template that does not fit makes room by dropping the least
+those pages; the spare's own USS, the pages its server's startup dirtied, added to it), which
+the plane reports on /metrics: a template that does not fit makes room by dropping the least
 recently used idle ones (replicas forked from a template die with it, so a template with
 running replicas is never dropped for room), or is not kept. A template whose model cannot be
 held (a repository, gRPC, a load that leaves threads running) exits and is not tried again for
@@ -125,9 +126,22 @@ class _Template:
     last_used: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
 
+    def cost(self) -> int:
+        """What it holds: its own USS (measured before its spare shared its pages) and its
+        spare's (the replica it keeps started ahead, whose private pages it dirtied)."""
+        if self.process is None or self.link is None:
+            return self.uss
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return self.uss
+        spares = (int(c) for c in children if not self.link.forked(int(c)))
+        return self.uss + sum(uss_bytes(spare) for spare in spares)
+
     def held(self) -> Held:
         return Held(
-            self.key, self.uss, self.last_used, self.link is not None and self.link.live() > 0
+            self.key, self.cost(), self.last_used, self.link is not None and self.link.live() > 0
         )
 
 
@@ -178,8 +192,10 @@ class Templates:
         )
 
     def usage(self) -> dict[Key, tuple[int, int]]:
-        """(pid, USS bytes) of each ready template."""
-        return {k: (t.process.pid, t.uss) for k, t in self._templates.items() if t.link is not None}
+        """(pid, USS bytes with its spare's) of each ready template."""
+        return {
+            k: (t.process.pid, t.cost()) for k, t in self._templates.items() if t.link is not None
+        }
 
     async def drop(self, key: Key) -> None:
         """End the revision's template (its revision is gone, or the budget needs its room)."""
@@ -284,7 +300,7 @@ class TemplateCollector(Collector):
         budget.add_metric([], self.templates.budget_bytes)
         uss = GaugeMetricFamily(
             "knserve_template_uss_bytes",
-            "A warm template's unique set size (what dropping it frees).",
+            "A warm template's unique set size with its spare replica's (what dropping it frees).",
             labels=["namespace", "revision"],
         )
         for (namespace, revision), (_, size) in self.templates.usage().items():

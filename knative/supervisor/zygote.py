@@ -70,6 +70,8 @@ DEFAULT_PRELOAD = (
 
 # A template's hook per module: called with the replica's arguments, it loads what the module
 # starts with (a model server its model) and returns what runs it in each replica, or None.
+# What it returns may also have `ahead(become)`: the spare replica then starts with that, which
+# does what it can before the replica is asked for and calls `become()` (blocking until then).
 TEMPLATE_HOOKS = {
     "knserve.runtime": "knserve.runtime.warm:preload",
     "knserve.functions.host": "knserve.functions.host:preload",
@@ -167,7 +169,8 @@ def _child(
     """In the forked replica: become the process the request describes, then run its module
     (`runner`, a template's, when given). Forked on request, it tells the zygote on `started`
     once it leads its own group; a spare (no `request`) waits for its request and path on
-    `started`, which is then the pipe they come on (see _Server._spare)."""
+    `started`, which is then the pipe they come on (see _Server._spare), after running its
+    runner's `ahead` part when it has one (the runner then calls `become` when it is ready)."""
     try:
         if die_with_zygote is not None:
             die_with_zygote()  # and the zygote dies with the plane: nothing outlives a crash
@@ -181,37 +184,30 @@ def _child(
         os.setsid()  # its own process group: the supervisor stops it (and its children) by group
         if request is None:
             assert started is not None
-            message = b""
-            while chunk := os.read(started, 65536):
-                message += chunk
-            if not message:  # the template is gone or ends its spare
-                os._exit(0)
-            request, path = json.loads(message)
-        elif started is not None:
-            os.write(started, b".")
-        if started is not None:
-            os.close(started)
-        assert request is not None and path is not None
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        os.close(null)
-        if request.get("cwd"):
-            os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.path[:] = path
-        importlib.invalidate_caches()
-        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
-        argv = request["argv"]
-        sys.argv = [argv[2], *argv[3:]]
-        if runner is not None:  # a template's replica: its module's state is loaded already
-            runner()
+            inbox = started
+
+            def become() -> None:
+                message = b""
+                while chunk := os.read(inbox, 65536):
+                    message += chunk
+                if not message:  # the template is gone or ends its spare
+                    os._exit(0)
+                os.close(inbox)
+                _become(*json.loads(message))
+
+            ahead = getattr(runner, "ahead", None)
+            if ahead is not None:
+                ahead(become)  # it calls become() once it has done all it can ahead
+            else:
+                become()
+                _run(runner)
         else:
-            runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+            assert path is not None
+            if started is not None:
+                os.write(started, b".")
+                os.close(started)
+            _become(request, path)
+            _run(runner)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -224,6 +220,34 @@ def _child(
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _become(request: dict, path: list[str]) -> None:
+    """Make this forked process the one `request` asks for: its log, folder, environment, path
+    and arguments."""
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path[:] = path
+    importlib.invalidate_caches()
+    sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+    argv = request["argv"]
+    sys.argv = [argv[2], *argv[3:]]
+
+
+def _run(runner: Callable[[], None] | None) -> None:
+    if runner is not None:  # a template's replica: its module's state is loaded already
+        runner()
+    else:
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 class _Server:

@@ -65,6 +65,10 @@ class ZygoteLink:
     def open(self) -> bool:
         return not self._writer.is_closing()
 
+    def forked(self, pid: int) -> bool:
+        """Whether `pid` is a replica it forked on request (not its template's spare)."""
+        return pid in self._children
+
     def live(self) -> int:
         """How many replicas it forked are still running."""
         return sum(1 for child in self._children.values() if child.returncode is None)

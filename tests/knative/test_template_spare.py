@@ -13,25 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from net_fixtures import free_port
+from template_fixtures import children
 
 from knserve.knative.supervisor.launcher import Launcher
 
 pytestmark = pytest.mark.slow
 
 KEY = ("default", "iris-00001")
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 async def until(probe: Callable[[], bool], timeout: float = 60.0) -> None:
